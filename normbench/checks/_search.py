@@ -1,0 +1,80 @@
+"""Search for a counterexample: deterministic cases first, then hypothesis, which shrinks a failure."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from normbench.checks.base import CheckContext
+
+T = TypeVar("T")
+
+
+@dataclass
+class Trial:
+    """The result of evaluating one case: ok, the numbers, and a one-line description."""
+
+    ok: bool
+    summary: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    counterexample: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SearchResult:
+    ok: bool
+    trials: int
+    failure: Trial | None
+    #: the trial that used the most tolerance (reported when everything passed)
+    worst: Trial | None
+
+
+class _Found(AssertionError):
+    pass
+
+
+def find_counterexample(ctx: CheckContext, evaluate: Callable[[T], Trial], explicit: Sequence[T] = (),
+                        strategy: st.SearchStrategy[T] | None = None,
+                        score: Callable[[Trial], float] = lambda t: float(t.metrics.get("tol_ratio", 0.0)),
+                        ) -> SearchResult:
+    """Evaluate the explicit cases, then (if none failed) hypothesis examples from `strategy`.
+
+    A hypothesis failure is shrunk; the last failing trial recorded is the minimal one, since hypothesis
+    replays the shrunk example last. Exceptions other than a failed trial propagate unchanged.
+    """
+    trials = 0
+    worst: Trial | None = None
+
+    def run(case: T) -> Trial:
+        nonlocal trials, worst
+        trials += 1
+        trial = evaluate(case)
+        if worst is None or score(trial) > score(worst):
+            worst = trial
+        return trial
+
+    for case in explicit:
+        trial = run(case)
+        if not trial.ok:
+            return SearchResult(False, trials, trial, worst)
+    if strategy is None:
+        return SearchResult(True, trials, None, worst)
+    failures: list[Trial] = []
+
+    @ctx.hypothesis_settings()
+    @given(strategy)
+    def search(case: T) -> None:
+        trial = run(case)
+        if not trial.ok:
+            failures.append(trial)
+            raise _Found(trial.summary)
+
+    try:
+        search()
+    except _Found:
+        return SearchResult(False, trials, failures[-1], worst)
+    return SearchResult(True, trials, None, worst)

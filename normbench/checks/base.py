@@ -1,0 +1,263 @@
+"""The check API: a registry of named property checks, the context they run in, what they return.
+
+A check measures whether a property *holds* for one implementation in one dtype and mode and returns an
+`Observation` with the measured numbers. It never decides pass/fail: the runner compares the observation
+with the spec's expectation (holds / violated / report), so one check serves "must have" and
+"must NOT have" alike.
+"""
+
+from __future__ import annotations
+
+import importlib
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from hypothesis import HealthCheck, Phase, settings
+from torch import nn
+
+from normbench.compare import Comparison, compare
+from normbench.implementation import Implementation, ImplementationError
+from normbench.inputs import Case, make_input
+from normbench.spec import PropertySpec, Spec, Tolerance
+
+#: hypothesis settings per profile (chosen with --profile or NORMBENCH_PROFILE).
+PROFILES: dict[str, dict[str, Any]] = {
+    "ci": {"max_examples": 6},
+    "dev": {"max_examples": 25},
+    "thorough": {"max_examples": 200},
+}
+
+
+class Skip(Exception):  # noqa: N818 - reads as `raise Skip("reason")`
+    """Raised by a check when it does not apply (e.g. no float64 path); becomes a pytest skip."""
+
+
+@dataclass
+class Observation:
+    """What a check measured. `holds` is whether the property was observed to hold."""
+
+    holds: bool
+    summary: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    counterexample: dict[str, Any] | None = None
+
+
+CheckFn = Callable[["CheckContext"], Observation]
+
+
+@dataclass(frozen=True)
+class CheckInfo:
+    name: str
+    fn: CheckFn
+    description: str
+    default_dtypes: tuple[str, ...]
+
+
+CHECKS: dict[str, CheckInfo] = {}
+
+
+def register_check(name: str, *, dtypes: tuple[str, ...] = ("float32",),
+                   description: str = "") -> Callable[[CheckFn], CheckFn]:
+    """Register `fn` as the check called `name` in specs; `dtypes` are its default dtypes."""
+
+    def decorate(fn: CheckFn) -> CheckFn:
+        if name in CHECKS:
+            raise ValueError(f"check {name!r} registered twice ({CHECKS[name].fn.__module__} and {fn.__module__})")
+        doc = description or (fn.__doc__ or "").strip().splitlines()[0]
+        CHECKS[name] = CheckInfo(name=name, fn=fn, description=doc, default_dtypes=dtypes)
+        return fn
+
+    return decorate
+
+
+def stable_seed(*parts: object) -> int:
+    """A seed that depends only on the parts (test id pieces), identical across processes and runs."""
+    return zlib.crc32("|".join(map(str, parts)).encode()) & 0x7FFFFFFF
+
+
+@dataclass
+class CheckContext:
+    """Everything a check needs for one (implementation, property, dtype, mode) item."""
+
+    impl: Implementation
+    spec: Spec
+    prop: PropertySpec
+    dtype: torch.dtype
+    mode: str  # "train", "eval", or "any" (train-mode module; the property does not depend on it)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    profile: str = "ci"
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.prop.options)
+
+    @property
+    def seed(self) -> int:
+        return stable_seed(self.impl.name, self.prop.name, self.dtype_name, self.mode)
+
+    @property
+    def training(self) -> bool:
+        return self.mode != "eval"
+
+    def hypothesis_settings(self, **overrides: Any) -> settings:
+        base = dict(PROFILES[self.profile])
+        base.update(overrides)
+        return settings(deadline=None, database=None, derandomize=True, print_blob=False,
+                        suppress_health_check=list(HealthCheck),
+                        phases=[Phase.explicit, Phase.generate, Phase.shrink], **base)
+
+    def tolerance(self, kind: str) -> Tolerance:
+        return self.spec.tolerance(self.dtype_name, kind)  # type: ignore[arg-type]
+
+    def params(self, **overrides: Any) -> dict[str, Any]:
+        return self.spec.default_params(**overrides)
+
+    # -- building modules -------------------------------------------------------------------------------
+
+    def build(self, num_features: int, params: dict[str, Any] | None = None, *, randomize: bool = True,
+              seed: int | None = None, training: bool | None = None) -> nn.Module:
+        """The implementation's module on the context's device and dtype, affine parameters and state
+        randomized (seeded), in train or eval mode as the item says."""
+        params = self.params() if params is None else params
+        module = self.impl.build(num_features, params)
+        module = module.to(device=self.device, dtype=self.dtype)
+        if randomize:
+            randomize_module(self.impl, self.spec, module, seed if seed is not None else self.seed)
+        module.train(self.training if training is None else training)
+        return module
+
+    def reference(self, module: nn.Module, num_features: int, params: dict[str, Any] | None = None) -> nn.Module:
+        """The float64 reference with the same effective affine parameters and state as `module`."""
+        params = self.params() if params is None else params
+        return reference_like(self.impl, self.spec, module, num_features, params)
+
+    def input(self, case: Case) -> torch.Tensor:
+        return make_input(case, self.dtype, self.device, self.spec.layout)
+
+    def num_features_of(self, x: torch.Tensor) -> int:
+        return x.shape[self.spec.layout.features_axis]
+
+    def forward(self, module: nn.Module, x: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Call the module, passing the mask (True = pad here) in the implementation's convention."""
+        return call_module(self.impl, module, x, pad_mask)
+
+    def compare(self, actual: torch.Tensor, truth: torch.Tensor, kind: str, reduction_length: int) -> Comparison:
+        return compare(actual, truth, self.dtype, self.tolerance(kind), reduction_length)
+
+
+def call_module(impl: Implementation, module: nn.Module, x: torch.Tensor,
+                pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+    kwargs: dict[str, Any] = {}
+    if pad_mask is not None and impl.mask_kwarg is not None:
+        mask = pad_mask.to(x.device)
+        kwargs[impl.mask_kwarg] = mask if impl.mask_true_means == "pad" else ~mask
+    out = module(x, **kwargs)
+    if isinstance(out, tuple | list) and out and isinstance(out[0], torch.Tensor):
+        out = out[0]  # fused norm+residual plugins return (normed, residual)
+    if not isinstance(out, torch.Tensor):
+        raise ImplementationError(f"implementation {impl.name!r}: forward returned {type(out).__name__}, "
+                                  "not a Tensor")
+    if out.shape != x.shape:
+        raise ImplementationError(f"implementation {impl.name!r}: output shape {tuple(out.shape)} differs "
+                                  f"from input shape {tuple(x.shape)}")
+    return out
+
+
+def _affine_tensors_or_error(impl: Implementation, module: nn.Module, affine: bool) -> tuple[
+        torch.Tensor | None, torch.Tensor | None]:
+    weight, bias = impl.affine_tensors(module)
+    if affine and weight is None:
+        raise ImplementationError(f"implementation {impl.name!r}: built with affine=True but has no tensor "
+                                  f"attribute {impl.weight_attr!r} (set weight_attr= in its Implementation)")
+    return weight, bias
+
+
+def randomize_module(impl: Implementation, spec: Spec, module: nn.Module, seed: int) -> None:
+    """Random affine parameters (not the ones/zeros default, or a module ignoring its weight passes) and
+    random running statistics, so state is exercised too."""
+    gen = torch.Generator().manual_seed(seed)
+    weight, bias = impl.affine_tensors(module)
+    with torch.no_grad():
+        if weight is not None:
+            gamma = 1.0 + 0.5 * torch.randn(weight.shape, generator=gen, dtype=torch.float64)
+            weight.copy_((gamma - impl.weight_offset).to(weight.dtype))
+        if bias is not None:
+            bias.copy_((0.5 * torch.randn(bias.shape, generator=gen, dtype=torch.float64)).to(bias.dtype))
+        for name in spec.state:
+            buf = getattr(module, name, None)
+            if not isinstance(buf, torch.Tensor) or not buf.is_floating_point():
+                continue
+            if "var" in name or "psi" in name or "phi" in name:
+                values = 0.5 + 1.5 * torch.rand(buf.shape, generator=gen, dtype=torch.float64)
+            else:
+                values = 0.5 * torch.randn(buf.shape, generator=gen, dtype=torch.float64)
+            buf.copy_(values.to(buf.dtype))
+
+
+def load_reference(spec: Spec) -> Callable[..., nn.Module]:
+    """The `build` function of normbench.reference.<spec.reference>."""
+    module = importlib.import_module(f"normbench.reference.{spec.reference}")
+    return module.build
+
+
+def reference_like(impl: Implementation, spec: Spec, module: nn.Module, num_features: int,
+                   params: dict[str, Any]) -> nn.Module:
+    ref = load_reference(spec)(num_features, **params)
+    weight, bias = _affine_tensors_or_error(impl, module, bool(params.get("affine", False)))
+    with torch.no_grad():
+        if getattr(ref, "weight", None) is not None and weight is not None:
+            ref.weight.copy_(weight.detach().to(torch.float64).cpu() + impl.weight_offset)
+        if getattr(ref, "bias", None) is not None and bias is not None:
+            ref.bias.copy_(bias.detach().to(torch.float64).cpu())
+        for name in spec.state:
+            src = getattr(module, name, None)
+            dst = getattr(ref, name, None)
+            if isinstance(src, torch.Tensor) and isinstance(dst, torch.Tensor):
+                dst.copy_(src.detach().cpu().to(dst.dtype))
+    ref.train(module.training)
+    return ref
+
+
+def reference_forward(ref: nn.Module, x: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The reference output in float64 on the CPU for the same input values."""
+    x64 = x.detach().to(torch.float64).cpu()
+    if pad_mask is not None:
+        return ref(x64, pad_mask=pad_mask.cpu())
+    return ref(x64)
+
+
+def reduction_length(spec: Spec, shape: tuple[int, ...], num_groups: int | None = None) -> int:
+    """How many elements share one statistic: the length of the reduction behind each output."""
+    numel = 1
+    for s in shape:
+        numel *= s
+    if not numel:
+        return 1
+    axis = spec.layout.features_axis
+    c = shape[axis]
+    if spec.layout.reduce == "token":
+        return c
+    batch = shape[0]
+    spatial = numel // (batch * c)
+    if spec.layout.reduce == "channel":
+        return batch * spatial
+    if spec.layout.reduce == "instance":
+        return spatial
+    groups = num_groups or 1
+    return (c // groups) * spatial
+
+
+def weight_reduction_length(spec: Spec, shape: tuple[int, ...]) -> int:
+    """How many terms are summed into each dγ/dβ element: every element of one channel."""
+    numel = 1
+    for s in shape:
+        numel *= s
+    c = shape[spec.layout.features_axis]
+    return max(1, numel // max(c, 1))

@@ -1,0 +1,189 @@
+"""Forward and gradient equivalence with the float64 truth, and float64 gradcheck.
+
+Truth is the family's reference evaluated in float64 on the same input values and the same randomized
+affine parameters and state; never another implementation in reduced precision (torch's own CPU bf16
+LayerNorm weight gradient is several ulp off that truth).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from hypothesis import strategies as st
+from torch.func import functional_call
+
+from normbench.checks._search import Trial, find_counterexample
+from normbench.checks.base import (
+    CheckContext,
+    Observation,
+    Skip,
+    reduction_length,
+    reference_forward,
+    register_check,
+    stable_seed,
+    weight_reduction_length,
+)
+from normbench.compare import Comparison
+from normbench.inputs import Case, case_strategy, input_shape, random_like
+
+#: eps values that expose where eps sits (gpt-neox#1337, keras#22586): tiny, usual, and 1.
+EPS_VARIANTS = (1e-12, 1e-5, 1.0)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A case plus the constructor parameters it runs with."""
+
+    case: Case
+    params: tuple[tuple[str, Any], ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"input": self.case.as_dict(), "params": dict(self.params)}
+
+
+def _variants(ctx: CheckContext) -> list[Variant]:
+    """Deterministic cases: every feature count, both affine settings, the eps variants."""
+    layout = ctx.spec.layout
+    out = []
+    for i, c in enumerate(ctx.spec.features):
+        rank = layout.ranks[i % len(layout.ranks)]
+        shape = input_shape(layout, batch=4, features=c, rank=rank, length=3)
+        for affine in (True, False):
+            out.append(Variant(Case(shape, "normal", seed=ctx.seed + i), tuple(ctx.params(affine=affine).items())))
+    c = ctx.spec.features[0]
+    for eps in EPS_VARIANTS:
+        shape = input_shape(layout, batch=3, features=c, rank=layout.ranks[-1], length=3)
+        out.append(Variant(Case(shape, "normal", seed=ctx.seed + 7), tuple(ctx.params(eps=eps).items())))
+    return out
+
+
+def _strategy(ctx: CheckContext) -> st.SearchStrategy[Variant]:
+    cases = case_strategy(ctx.spec.layout, ctx.spec.features)
+    return st.builds(lambda case, affine: Variant(case, tuple(ctx.params(affine=affine).items())),
+                     cases, st.booleans())
+
+
+def _worst(comparisons: dict[str, Comparison]) -> tuple[str, Comparison]:
+    return max(comparisons.items(), key=lambda kv: kv[1].tol_ratio)
+
+
+def _trial(ctx: CheckContext, variant: Variant, comparisons: dict[str, Comparison]) -> Trial:
+    name, worst = _worst(comparisons)
+    failing = [k for k, c in comparisons.items() if not c.ok]
+    text = "; ".join(c.describe(k) for k, c in comparisons.items() if not c.ok) or worst.describe(name)
+    metrics = {"tol_ratio": worst.tol_ratio, "worst_tensor": name}
+    for key, comp in comparisons.items():
+        metrics.update({f"{key}.max_abs": comp.max_abs, f"{key}.max_rel": comp.max_rel,
+                        f"{key}.max_ulp": comp.max_ulp, f"{key}.tol_ratio": comp.tol_ratio})
+    return Trial(ok=not failing, summary=text, metrics=metrics,
+                 counterexample={**variant.as_dict(), "dtype": ctx.dtype_name, "mode": ctx.mode})
+
+
+def _compare_state(ctx: CheckContext, module: torch.nn.Module, ref: torch.nn.Module, n: int,
+                   out: dict[str, Comparison]) -> None:
+    for name in ctx.spec.state:
+        got, want = getattr(module, name, None), getattr(ref, name, None)
+        if isinstance(want, torch.Tensor):
+            if not isinstance(got, torch.Tensor):
+                raise AssertionError(f"buffer {name!r} is missing after the step")
+            out[name] = ctx.compare(got, want, "forward", n) if want.is_floating_point() else \
+                ctx.compare(got.to(torch.float64), want.to(torch.float64), "forward", 1)
+
+
+def _forward_trial(ctx: CheckContext, variant: Variant) -> Trial:
+    params = dict(variant.params)
+    x = ctx.input(variant.case)
+    c = ctx.num_features_of(x)
+    module = ctx.build(c, params)
+    ref = ctx.reference(module, c, params)
+    y = ctx.forward(module, x)
+    truth = reference_forward(ref, x)
+    n = reduction_length(ctx.spec, tuple(x.shape), params.get("num_groups"))
+    comparisons = {"output": ctx.compare(y, truth, "forward", n)}
+    _compare_state(ctx, module, ref, n, comparisons)
+    return _trial(ctx, variant, comparisons)
+
+
+def _observation(ctx: CheckContext, what: str, result: Any) -> Observation:
+    trial = result.failure or result.worst
+    if result.ok:
+        summary = f"{what} within tolerance over {result.trials} cases; worst: {trial.summary}"
+    else:
+        summary = f"{what} out of tolerance: {trial.summary}"
+    return Observation(holds=result.ok, summary=summary, metrics={**trial.metrics, "cases": result.trials},
+                       counterexample=None if result.ok else trial.counterexample)
+
+
+@register_check("forward_equivalence", dtypes=("float64", "float32", "float16", "bfloat16"))
+def forward_equivalence(ctx: CheckContext) -> Observation:
+    """Output (and updated state) equal the float64 reference within the spec tolerance."""
+    result = find_counterexample(ctx, lambda v: _forward_trial(ctx, v), _variants(ctx), _strategy(ctx))
+    return _observation(ctx, "forward output", result)
+
+
+def _gradient_trial(ctx: CheckContext, variant: Variant) -> Trial:
+    params = dict(variant.params)
+    x = ctx.input(variant.case).requires_grad_(True)
+    c = ctx.num_features_of(x)
+    module = ctx.build(c, params)
+    ref = ctx.reference(module, c, params)
+    y = ctx.forward(module, x)
+    # A seed of its own: an upstream gradient equal to x makes dX cancel to ~0 (a useless case).
+    dy = random_like(y, stable_seed("grad_output", variant.case.seed))
+    y.backward(dy)
+    x64 = x.detach().to(torch.float64).requires_grad_(True)
+    ref(x64).backward(dy.detach().to(torch.float64))
+    n = reduction_length(ctx.spec, tuple(x.shape), params.get("num_groups"))
+    m = weight_reduction_length(ctx.spec, tuple(x.shape))
+    comparisons: dict[str, Comparison] = {}
+    if x.grad is None:
+        raise AssertionError("no gradient reached the input")
+    comparisons["grad_input"] = ctx.compare(x.grad, x64.grad, "backward", n)
+    weight, bias = ctx.impl.affine_tensors(module)
+    for label, got, want in (("grad_weight", weight, getattr(ref, "weight", None)),
+                             ("grad_bias", bias, getattr(ref, "bias", None))):
+        if want is None or want.grad is None:
+            continue
+        if got is None or got.grad is None:
+            comparisons[label] = ctx.compare(torch.zeros_like(want.grad), want.grad, "backward", m)
+        else:
+            comparisons[label] = ctx.compare(got.grad, want.grad, "backward", m)
+    return _trial(ctx, variant, comparisons)
+
+
+@register_check("gradient_equivalence", dtypes=("float64", "float32", "float16", "bfloat16"))
+def gradient_equivalence(ctx: CheckContext) -> Observation:
+    """dX, dγ and dβ equal the float64 reference's within the spec tolerance."""
+    result = find_counterexample(ctx, lambda v: _gradient_trial(ctx, v), _variants(ctx), _strategy(ctx))
+    return _observation(ctx, "gradients", result)
+
+
+@register_check("gradcheck", dtypes=("float64",))
+def gradcheck(ctx: CheckContext) -> Observation:
+    """torch.autograd.gradcheck in float64 with respect to the input, weight and bias."""
+    if not ctx.impl.supports_gradcheck:
+        raise Skip(f"implementation {ctx.impl.name!r} declares no float64 gradient path")
+    if ctx.dtype != torch.float64:
+        raise Skip("gradcheck runs in float64 only")
+    layout = ctx.spec.layout
+    c = ctx.spec.features[0]
+    case = Case(input_shape(layout, batch=3, features=c, rank=layout.ranks[0], length=2), "normal", ctx.seed)
+    x = ctx.input(case).requires_grad_(True)
+    module = ctx.build(c)
+    names = [n for n, p in module.named_parameters() if p.requires_grad]
+    values = tuple(p.detach().clone().requires_grad_(True) for _, p in module.named_parameters()
+                   if p.requires_grad)
+
+    def fn(inp: torch.Tensor, *flat: torch.Tensor) -> torch.Tensor:
+        return functional_call(module, dict(zip(names, flat)), (inp,))
+
+    try:
+        ok = torch.autograd.gradcheck(fn, (x, *values), eps=1e-6, atol=1e-5, rtol=1e-4, raise_exception=True)
+    except torch.autograd.gradcheck.GradcheckError as exc:
+        first = str(exc).strip().splitlines()[0]
+        return Observation(False, f"gradcheck failed: {first}", {"inputs": ["x", *names]},
+                           {"input": case.as_dict(), "params": ctx.params()})
+    return Observation(bool(ok), f"analytical and numerical gradients agree for x, {', '.join(names) or '-'}",
+                       {"inputs": ["x", *names]})

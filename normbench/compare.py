@@ -1,0 +1,104 @@
+"""Error measurement against the float64 truth, with tolerances that scale with dtype and reduction length."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+
+from normbench.spec import Tolerance
+
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def dtype_eps(dtype: torch.dtype) -> float:
+    return torch.finfo(dtype).eps
+
+
+def accumulate_eps(dtype: torch.dtype) -> float:
+    """Epsilon of the precision a correct kernel accumulates in: float32 for half inputs."""
+    return dtype_eps(torch.float32) if dtype in HALF_DTYPES else dtype_eps(dtype)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The measured error of one tensor against its truth; recorded whether it passes or not."""
+
+    ok: bool
+    max_abs: float
+    max_rel: float
+    max_ulp: float
+    #: the largest err/bound over elements: <= 1 passes; how much of the tolerance was used.
+    tol_ratio: float
+    worst_index: tuple[int, ...]
+    actual_at_worst: float
+    truth_at_worst: float
+    nonfinite: int  # elements that are NaN/inf where the truth is finite (or vice versa)
+
+    def as_dict(self, prefix: str = "") -> dict[str, float | int | bool | list[int]]:
+        return {f"{prefix}{k}": (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+    def describe(self, what: str) -> str:
+        head = f"{what}: max abs err {self.max_abs:.3g}, max rel {self.max_rel:.3g}, {self.max_ulp:.3g} ulp, " \
+               f"{self.tol_ratio:.3g}x tolerance"
+        if self.nonfinite:
+            head += f", {self.nonfinite} non-finite element(s) where the truth is finite"
+        if not self.ok:
+            head += f"; worst at {list(self.worst_index)}: got {self.actual_at_worst:.6g}, " \
+                    f"truth {self.truth_at_worst:.6g}"
+        return head
+
+
+def ulp_of(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Spacing of `dtype` at |values| (float64), floored at the smallest normal spacing."""
+    finfo = torch.finfo(dtype)
+    mags = values.abs().clamp_min(finfo.tiny)
+    exponent = torch.floor(torch.log2(mags))
+    return torch.exp2(exponent) * finfo.eps
+
+
+def compare(actual: torch.Tensor, truth: torch.Tensor, dtype: torch.dtype, tol: Tolerance,
+            reduction_length: int) -> Comparison:
+    """Compare `actual` (any dtype) with the float64 `truth` under the spec tolerance.
+
+    bound_i = eps(dtype)·(rel·|t_i| + abs·S) + eps(acc)·red·sqrt(L)·S, with S = max|t| (norm-wise scale),
+    L the reduction length and acc the accumulation precision a correct kernel uses.
+    """
+    if actual.shape != truth.shape:
+        raise ValueError(f"shape {tuple(actual.shape)} differs from the truth's {tuple(truth.shape)}")
+    a = actual.detach().to(torch.float64).cpu()
+    t = truth.detach().to(torch.float64).cpu()
+    if t.numel() == 0:
+        return Comparison(True, 0.0, 0.0, 0.0, 0.0, (), 0.0, 0.0, 0)
+    finite_t = torch.isfinite(t)
+    scale = t[finite_t].abs().max().item() if finite_t.any() else 0.0
+    eps = dtype_eps(dtype)
+    bound = eps * (tol.rel * t.abs() + tol.abs * scale) + \
+        accumulate_eps(dtype) * tol.red * math.sqrt(max(reduction_length, 1)) * scale
+    # A truth of exactly zero everywhere still needs a floor, or rounding noise would fail.
+    bound = bound.clamp_min(torch.finfo(dtype).tiny)
+    err = (a - t).abs()
+    same_nonfinite = (~finite_t) & ((a == t) | (torch.isnan(a) & torch.isnan(t)))
+    err = torch.where(same_nonfinite, torch.zeros_like(err), err)
+    bad_nonfinite = (~torch.isfinite(a)) & finite_t | (~finite_t & ~same_nonfinite)
+    err = torch.where(bad_nonfinite, torch.full_like(err, math.inf), err)
+    ratio = err / bound
+    flat = int(torch.argmax(torch.nan_to_num(ratio, nan=math.inf)).item())
+    index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), t.shape))
+    finite_err = err[torch.isfinite(err)]
+    rel = err / t.abs().clamp_min(torch.finfo(torch.float64).tiny)
+    ulps = err / ulp_of(t, dtype)
+    nonfinite = int(bad_nonfinite.sum().item())
+    max_abs = math.inf if nonfinite else (finite_err.max().item() if finite_err.numel() else 0.0)
+    return Comparison(
+        ok=bool((ratio <= 1).all().item()),
+        max_abs=max_abs,
+        max_rel=math.inf if nonfinite else rel[finite_t].max().item(),
+        max_ulp=math.inf if nonfinite else ulps[finite_t].max().item(),
+        tol_ratio=float(ratio.reshape(-1)[flat].item()),
+        worst_index=index,
+        actual_at_worst=float(a.reshape(-1)[flat].item()),
+        truth_at_worst=float(t.reshape(-1)[flat].item()),
+        nonfinite=nonfinite,
+    )

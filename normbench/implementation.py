@@ -1,0 +1,110 @@
+"""The public plugin contract: an `Implementation` says how to build a norm module and what it accepts."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+ALL_DTYPES: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
+ALL_DEVICES: tuple[str, ...] = ("cpu", "cuda")
+
+
+class ImplementationError(ValueError):
+    """An Implementation that is malformed; the message names it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Implementation:
+    """A normalization layer to judge.
+
+    The suite builds the module as ``factory(num_features, **params)`` where ``params`` are exactly
+    the constructor parameters declared by the spec of ``family`` (every family declares ``eps``
+    and ``affine``).
+    """
+
+    name: str
+    family: str
+    factory: Callable[..., nn.Module]
+    description: str = ""
+    #: dtypes the module accepts for its input (names as in ``torch.<name>``).
+    dtypes: tuple[str, ...] = ALL_DTYPES
+    #: devices it runs on; a device absent from the machine is skipped with a reason.
+    devices: tuple[str, ...] = ALL_DEVICES
+    #: keyword under which ``forward`` accepts a padding mask, or None when it takes none.
+    mask_kwarg: str | None = None
+    #: what True means in that mask: "pad" (fairseq / PowerNorm convention) or "valid".
+    mask_true_means: Literal["pad", "valid"] = "pad"
+    #: attribute names of the affine weight and bias on the module.
+    weight_attr: str = "weight"
+    bias_attr: str = "bias"
+    #: the effective gamma is ``weight_offset + weight`` (1.0 for Gemma-style zero-centred weights).
+    weight_offset: float = 0.0
+    #: False when the module has no float64 path, so gradcheck is skipped with that reason.
+    supports_gradcheck: bool = True
+    #: where it came from (entry point or --impl-path); filled by the registry.
+    source: str = ""
+    #: free-form labels shown in listings (e.g. "reference", "torch").
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        def bad(message: str) -> ImplementationError:
+            return ImplementationError(f"implementation {self.name!r}: {message}")
+
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ImplementationError(f"implementation name must be a non-empty string, got {self.name!r}")
+        if any(c in self.name for c in "[]\n"):
+            raise bad("name may not contain '[', ']' or newlines (it becomes part of test ids)")
+        if not isinstance(self.family, str) or not self.family:
+            raise bad(f"family must be a spec name, got {self.family!r}")
+        if not callable(self.factory):
+            raise bad(f"factory must be callable, got {type(self.factory).__name__}")
+        object.__setattr__(self, "dtypes", tuple(self.dtypes))
+        object.__setattr__(self, "devices", tuple(self.devices))
+        object.__setattr__(self, "tags", tuple(self.tags))
+        unknown = [d for d in self.dtypes if d not in ALL_DTYPES]
+        if unknown:
+            raise bad(f"unknown dtypes {unknown}; choose from {list(ALL_DTYPES)}")
+        unknown = [d for d in self.devices if d not in ALL_DEVICES]
+        if unknown:
+            raise bad(f"unknown devices {unknown}; choose from {list(ALL_DEVICES)}")
+        if self.mask_true_means not in ("pad", "valid"):
+            raise bad(f"mask_true_means must be 'pad' or 'valid', got {self.mask_true_means!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Implementation:
+        """Build from a mapping; an unknown field is an error naming the field, never ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        name = data.get("name", "<unnamed>")
+        if unknown:
+            raise ImplementationError(
+                f"implementation {name!r}: unknown field(s) {unknown}; known fields are {sorted(known)}"
+            )
+        return cls(**data)
+
+    def build(self, num_features: int, params: dict[str, Any]) -> nn.Module:
+        """Call the factory; any exception is re-raised naming this implementation."""
+        try:
+            module = self.factory(num_features, **params)
+        except Exception as exc:  # plugin code: report it, do not crash the suite
+            raise ImplementationError(
+                f"implementation {self.name!r}: factory({num_features}, **{params}) raised "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        if not isinstance(module, nn.Module):
+            raise ImplementationError(
+                f"implementation {self.name!r}: factory returned {type(module).__name__}, not an nn.Module"
+            )
+        return module
+
+    def affine_tensors(self, module: nn.Module) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The module's weight and bias tensors (None where absent)."""
+        weight = getattr(module, self.weight_attr, None)
+        bias = getattr(module, self.bias_attr, None)
+        return (weight if isinstance(weight, torch.Tensor) else None,
+                bias if isinstance(bias, torch.Tensor) else None)

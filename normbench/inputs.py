@@ -1,0 +1,148 @@
+"""Inputs: shapes from a family's layout, value domains (random and adversarial), pad masks, and
+hypothesis strategies over them.
+
+Tensors are drawn in float64 from a seeded torch.Generator and then cast, so a counterexample is fully
+described by (shape, dtype, domain, seed) and hypothesis shrinks those small values, not tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from hypothesis import strategies as st
+
+from normbench.spec import Layout
+
+#: value domains; the adversarial ones are the triggers listed in the project's bug catalogue.
+DOMAINS = (
+    "normal",       # N(0, 1)
+    "scaled",       # N(0, s) with s over decades, drawn by hypothesis
+    "large_mean",   # mean >> spread: one-pass E[x²]-E[x]² cancels
+    "tiny_var",     # spread ~ sqrt(eps): where eps sits matters
+    "constant",     # every normalized group constant: variance exactly 0
+    "zeros",
+    "big",          # |x| beyond sqrt(65504) in float16, large in other dtypes: squares overflow in half
+    "small_std",    # std 0.05 around a moderate mean: bf16 sums lose it
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    """A reproducible input: enough to rebuild the tensor exactly."""
+
+    shape: tuple[int, ...]
+    domain: str = "normal"
+    seed: int = 0
+    scale: float = 1.0
+
+    def as_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        d["shape"] = list(self.shape)
+        return d
+
+
+def input_shape(layout: Layout, batch: int, features: int, rank: int, length: int = 3) -> tuple[int, ...]:
+    """A shape of `rank` dims for this layout: features last for per-token families, at dim 1 otherwise."""
+    spatial = [length] * (rank - 2)
+    if layout.features_axis == -1:
+        return (batch, *spatial, features)
+    return (batch, features, *spatial)
+
+
+def _domain_values(shape: tuple[int, ...], domain: str, dtype: torch.dtype, gen: torch.Generator,
+                   scale: float, layout: Layout | None) -> torch.Tensor:
+    normal = torch.randn(shape, generator=gen, dtype=torch.float64)
+    half = dtype in (torch.float16, torch.bfloat16)
+    if domain == "normal":
+        return normal
+    if domain == "scaled":
+        return normal * scale
+    if domain == "large_mean":
+        # fp32: mean 2000 / std 1 breaks one-pass variance at C = 4 (pytorch#51102); halves cannot hold
+        # a spread of 1 around 2000, so use a mean they represent with a few bits of spread left.
+        mean = {torch.float16: 200.0, torch.bfloat16: 30.0}.get(dtype, 2000.0)
+        return mean + normal
+    if domain == "tiny_var":
+        spread = 3e-2 if half else 1e-3
+        return 0.5 + spread * normal
+    if domain == "constant":
+        return _constant_groups(shape, gen, layout)
+    if domain == "zeros":
+        return torch.zeros(shape, dtype=torch.float64)
+    if domain == "big":
+        # |x| >= 256 makes x² exceed float16's 65504 (pytorch rms_norm fp16 fix, PR #133085).
+        sign = torch.where(torch.rand(shape, generator=gen, dtype=torch.float64) < 0.5, -1.0, 1.0)
+        magnitude = 300.0 + 1700.0 * torch.rand(shape, generator=gen, dtype=torch.float64)
+        return sign * magnitude
+    if domain == "small_std":
+        return 1.0 + 0.05 * normal
+    raise ValueError(f"unknown domain {domain!r}; known: {DOMAINS}")
+
+
+def _constant_groups(shape: tuple[int, ...], gen: torch.Generator, layout: Layout | None) -> torch.Tensor:
+    """Every group that shares a statistic is constant (per token, or per channel for channel layouts)."""
+    if layout is None or layout.reduce == "token":
+        per_row = torch.randn((*shape[:-1], 1), generator=gen, dtype=torch.float64)
+        return per_row.expand(shape).clone()
+    per_channel_shape = [1] * len(shape)
+    per_channel_shape[1] = shape[1]
+    if layout.reduce in ("group", "instance"):
+        per_channel_shape[0] = shape[0]
+    value = torch.randn(per_channel_shape, generator=gen, dtype=torch.float64)
+    if layout.reduce == "group":
+        # a group of channels must share one constant; repeat the first channel's value per group later
+        # is not possible without num_groups, so make the whole sample constant (valid for any grouping)
+        value = value[:, :1].expand(per_channel_shape[0], shape[1], *per_channel_shape[2:])
+    return value.expand(shape).clone()
+
+
+def make_input(case: Case, dtype: torch.dtype, device: torch.device | str = "cpu",
+               layout: Layout | None = None) -> torch.Tensor:
+    """The input tensor of `case`, in `dtype` on `device` (identical for identical arguments)."""
+    gen = torch.Generator().manual_seed(case.seed)
+    values = _domain_values(case.shape, case.domain, dtype, gen, case.scale, layout)
+    return values.to(dtype).to(device)
+
+
+def random_like(x: torch.Tensor, seed: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A seeded N(0,1) tensor shaped like x (e.g. an upstream gradient), on x's device."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(x.shape, generator=gen, dtype=torch.float64).to(dtype or x.dtype).to(x.device)
+
+
+def pad_mask(batch: int, length: int, seed: int, pad_fraction: float = 0.5) -> torch.Tensor:
+    """(batch, length) bool, True = pad; right-padded, every sequence keeps at least one real token."""
+    gen = torch.Generator().manual_seed(seed)
+    max_pads = max(0, length - 1)
+    target = round(pad_fraction * length)
+    mask = torch.zeros(batch, length, dtype=torch.bool)
+    for b in range(batch):
+        jitter = int(torch.randint(-1, 2, (1,), generator=gen).item()) if length > 2 else 0
+        pads = min(max_pads, max(0, target + jitter))
+        if pads:
+            mask[b, length - pads:] = True
+    if batch and not mask.any() and max_pads:
+        mask[0, -1] = True
+    return mask
+
+
+def case_strategy(layout: Layout, features: tuple[int, ...], domains: tuple[str, ...] = ("normal", "scaled"),
+                  max_batch: int = 6, max_length: int = 5) -> st.SearchStrategy[Case]:
+    """Hypothesis strategy of Cases for a family; shrinks toward small batch, short length, seed 0."""
+
+    @st.composite
+    def build(draw: st.DrawFn) -> Case:
+        rank = draw(st.sampled_from(layout.ranks))
+        # Statistics over batch or length need several values: with one, torch raises in train mode;
+        # with two, x̂ = ±1 and dX cancels to rounding noise. The degenerate sizes have checks of their own.
+        per_token = layout.reduce == "token"
+        batch = draw(st.integers(1 if per_token else 3, max(max_batch, 3)))
+        length = draw(st.integers(1 if per_token else 3, max(max_length, 3)))
+        c = draw(st.sampled_from(features))
+        domain = draw(st.sampled_from(domains))
+        scale = 10.0 ** draw(st.integers(-3, 3)) if domain == "scaled" else 1.0
+        seed = draw(st.integers(0, 2**16))
+        return Case(shape=input_shape(layout, batch, c, rank, length), domain=domain, seed=seed, scale=scale)
+
+    return build()

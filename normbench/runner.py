@@ -1,0 +1,135 @@
+"""The plan (spec × implementation × property × mode × dtype × device) and the judging of one item.
+
+Independent of pytest, so the CLI and the self-tests can judge items directly; the pytest plugin only
+turns plan items into test items and outcomes into reports.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from normbench import checks as _checks  # noqa: F401 - registers every check
+from normbench.checks.base import CHECKS, CheckContext, Skip
+from normbench.implementation import Implementation, ImplementationError
+from normbench.registry import Registry
+from normbench.spec import PropertySpec, Spec
+
+VERDICTS = ("pass", "fail", "error", "skip", "report", "xfail")
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    spec: Spec
+    impl: Implementation
+    prop: PropertySpec
+    mode: str
+    dtype: str
+    device: str = "cpu"
+
+    @property
+    def expect(self) -> str:
+        return self.prop.expect[self.mode]
+
+    @property
+    def test_id(self) -> str:
+        """Stable id built from spec fields: family[impl-property(-mode)-dtype(-device)]."""
+        parts = [self.impl.name, self.prop.name]
+        if self.mode != "any":
+            parts.append(self.mode)
+        parts.append(self.dtype)
+        if self.device != "cpu":
+            parts.append(self.device)
+        return f"{self.spec.family}[{'-'.join(parts)}]"
+
+
+@dataclass
+class Outcome:
+    """The verdict on one item, with everything measured; what results/ stores."""
+
+    test_id: str
+    family: str
+    implementation: str
+    property: str
+    check: str
+    mode: str
+    dtype: str
+    device: str
+    expect: str
+    verdict: str
+    observed: str | None  # "holds" / "violated" / None when it could not be measured
+    summary: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    counterexample: dict[str, Any] | None = None
+    duration_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def item_dtypes(spec: Spec, impl: Implementation, prop: PropertySpec) -> list[str]:
+    wanted = prop.dtypes or CHECKS[prop.check].default_dtypes
+    return [d for d in wanted if d in spec.tolerances and d in impl.dtypes]
+
+
+def build_plan(specs: dict[str, Spec], registry: Registry, selected: Iterable[str] = (),
+               devices: Iterable[str] = ("cpu",)) -> list[PlanItem]:
+    chosen = set(selected)
+    items: list[PlanItem] = []
+    for impl in sorted(registry.implementations.values(), key=lambda i: (i.family, i.name)):
+        if chosen and impl.name not in chosen:
+            continue
+        spec = specs[impl.family]
+        for prop in spec.properties:
+            for mode in prop.expect:
+                for dtype in item_dtypes(spec, impl, prop):
+                    for device in devices:
+                        if device in impl.devices:
+                            items.append(PlanItem(spec, impl, prop, mode, dtype, device))
+    return items
+
+
+def _outcome(item: PlanItem, verdict: str, observed: str | None, summary: str, **extra: Any) -> Outcome:
+    return Outcome(test_id=item.test_id, family=item.spec.family, implementation=item.impl.name,
+                   property=item.prop.name, check=item.prop.check, mode=item.mode, dtype=item.dtype,
+                   device=item.device, expect=item.expect, verdict=verdict, observed=observed,
+                   summary=summary, **extra)
+
+
+def _plugin_frames(exc: BaseException) -> str:
+    """The innermost frames of an exception, enough to find the line without a wall of traceback."""
+    frames = traceback.extract_tb(exc.__traceback__)[-3:]
+    return "".join(traceback.format_list(frames)).rstrip()
+
+
+def judge(item: PlanItem, profile: str = "ci") -> Outcome:
+    """Run the item's check and compare what it observed with the spec's expectation."""
+    ctx = CheckContext(impl=item.impl, spec=item.spec, prop=item.prop, dtype=getattr(torch, item.dtype),
+                       mode=item.mode, device=torch.device(item.device), profile=profile)
+    start = time.perf_counter()
+    try:
+        obs = CHECKS[item.prop.check].fn(ctx)
+    except Skip as exc:
+        return _outcome(item, "skip", None, str(exc), duration_s=time.perf_counter() - start)
+    except ImplementationError as exc:
+        return _outcome(item, "error", None, str(exc), duration_s=time.perf_counter() - start)
+    except Exception as exc:  # the implementation (or its inputs) raised: an error for this item only
+        summary = (f"implementation {item.impl.name!r} raised {type(exc).__name__}: {exc}\n"
+                   f"{_plugin_frames(exc)}")
+        return _outcome(item, "error", None, summary, duration_s=time.perf_counter() - start)
+    duration = time.perf_counter() - start
+    observed = "holds" if obs.holds else "violated"
+    if item.expect == "report":
+        verdict = "report"
+    else:
+        verdict = "pass" if observed == item.expect else "fail"
+    summary = obs.summary
+    if verdict == "fail":
+        summary = f"expected the property to be {item.expect}, observed {observed}: {obs.summary}"
+    return _outcome(item, verdict, observed, summary, metrics=obs.metrics, counterexample=obs.counterexample,
+                    duration_s=duration)

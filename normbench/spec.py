@@ -1,0 +1,261 @@
+"""Family specs: YAML data validated against specs/schema.json, loaded into frozen dataclasses.
+
+Specs are data: a spec names checks by registered name and never an import path. Every problem is a
+`SpecError` whose message names the file and the key (tavern's lesson: show the schema error, not a
+KeyError from deep inside the loader).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import jsonschema
+import yaml
+
+Expectation = Literal["holds", "violated", "report"]
+#: "any" is the single mode of a property whose expectation does not depend on train/eval.
+Mode = Literal["train", "eval", "any"]
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used; the message names the file and the key."""
+
+    def __init__(self, path: str | Path, key: str, message: str) -> None:
+        self.path = str(path)
+        self.key = key
+        super().__init__(f"{self.path}: {key}: {message}" if key else f"{self.path}: {message}")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Error bound per element: eps(dtype)*(rel*|t| + abs*S) + eps(acc)*red*sqrt(L)*S, S = max|t|."""
+
+    rel: float
+    abs: float
+    red: float
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    type: Literal["number", "integer", "boolean"]
+    default: Any
+    nullable: bool = False
+
+
+@dataclass(frozen=True)
+class PropertySpec:
+    """One property of a family: which check tests it and what is expected, per mode."""
+
+    name: str
+    check: str
+    expect: Mapping[str, Expectation]  # mode -> expectation
+    dtypes: tuple[str, ...] | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    timeout: float | None = None
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class Layout:
+    features_axis: int
+    ranks: tuple[int, ...]
+    reduce: Literal["token", "channel", "group", "instance"]
+    moments: Literal["centred", "second"]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Spec:
+    family: str
+    summary: str
+    path: str
+    reference: str
+    layout: Layout
+    params: Mapping[str, ParamSpec]
+    tolerances: Mapping[str, Mapping[str, Tolerance]]  # dtype -> {"forward"|"backward": Tolerance}
+    properties: tuple[PropertySpec, ...]
+    state: tuple[str, ...] = ()
+    features: tuple[int, ...] = (8, 769)
+    paper: str = ""
+
+    @property
+    def dtypes(self) -> tuple[str, ...]:
+        return tuple(self.tolerances)
+
+    def default_params(self, **overrides: Any) -> dict[str, Any]:
+        """The constructor parameters, exactly the declared ones, with overrides applied."""
+        unknown = sorted(set(overrides) - set(self.params))
+        if unknown:
+            raise KeyError(f"family {self.family!r} declares no parameter(s) {unknown}")
+        params = {name: p.default for name, p in self.params.items()}
+        params.update(overrides)
+        return params
+
+    def tolerance(self, dtype: str, kind: Literal["forward", "backward"]) -> Tolerance:
+        try:
+            return self.tolerances[dtype][kind]
+        except KeyError:
+            raise SpecError(self.path, f"tolerances.{dtype}.{kind}", "no tolerance declared") from None
+
+
+@cache
+def _schema() -> dict[str, Any]:
+    return json.loads(resources.files("normbench.specs").joinpath("schema.json").read_text())
+
+
+def _key_of(path: Iterable[Any]) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def _parse_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(path, "", f"cannot read: {exc.strerror}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}" if mark else "<unknown line>"
+        raise SpecError(path, where, f"{exc.problem} (specs are plain data, loaded with yaml.safe_load; "
+                        "tags such as !!python/object are refused)") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<unknown line>"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(path, where, f"malformed YAML: {problem}") from None
+
+
+def _validate(path: Path, data: Any) -> None:
+    validator = jsonschema.Draft202012Validator(_schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if not errors:
+        return
+    error = errors[0]
+    # For oneOf failures the most specific sub-error says what is really wrong.
+    best = jsonschema.exceptions.best_match([error]) if error.context else error
+    key = _key_of(best.absolute_path)
+    message = best.message
+    if best.validator == "additionalProperties":
+        message = f"unknown key: {message}"
+    raise SpecError(path, key, message)
+
+
+def _expectations(path: Path, key: str, raw: Any) -> dict[str, Expectation]:
+    if isinstance(raw, str):
+        return {"any": raw}  # type: ignore[dict-item]
+    if not raw:
+        raise SpecError(path, key, "per-mode expectation needs at least one of train / eval")
+    return dict(raw)
+
+
+def _property(path: Path, name: str, raw: Any, known_checks: Iterable[str] | None) -> PropertySpec:
+    key = f"properties.{name}"
+    if isinstance(raw, dict) and "expect" in raw:
+        check = raw.get("check", name)
+        prop = PropertySpec(
+            name=name,
+            check=check,
+            expect=_expectations(path, f"{key}.expect", raw["expect"]),
+            dtypes=tuple(raw["dtypes"]) if "dtypes" in raw else None,
+            options=dict(raw.get("options", {})),
+            timeout=raw.get("timeout"),
+            why=raw.get("why", ""),
+        )
+    else:
+        prop = PropertySpec(name=name, check=name, expect=_expectations(path, key, raw))
+    if known_checks is not None and prop.check not in set(known_checks):
+        raise SpecError(path, key, f"unknown check {prop.check!r}; registered checks: {sorted(known_checks)}")
+    return prop
+
+
+def load_spec(path: str | Path, known_checks: Iterable[str] | None = None) -> Spec:
+    """Load and validate one spec file; raises SpecError naming the file and key."""
+    path = Path(path)
+    data = _parse_yaml(path)
+    _validate(path, data)
+    known = list(known_checks) if known_checks is not None else None
+    layout = data["layout"]
+    params = {}
+    for name, raw in data["params"].items():
+        param = ParamSpec(name=name, type=raw["type"], default=raw["default"], nullable=raw.get("nullable", False))
+        default = param.default
+        ok = (default is None and param.nullable) or (
+            param.type == "boolean" and isinstance(default, bool)
+        ) or (param.type == "integer" and isinstance(default, int) and not isinstance(default, bool)) or (
+            param.type == "number" and isinstance(default, int | float) and not isinstance(default, bool)
+        )
+        if not ok:
+            raise SpecError(path, f"params.{name}.default", f"{default!r} is not of type {param.type}")
+        params[name] = param
+    tolerances = {
+        dtype: {kind: Tolerance(**tol) for kind, tol in kinds.items()}
+        for dtype, kinds in data["tolerances"].items()
+    }
+    properties = tuple(_property(path, name, raw, known) for name, raw in data["properties"].items())
+    for prop in properties:
+        for dtype in prop.dtypes or ():
+            if dtype not in tolerances:
+                raise SpecError(path, f"properties.{prop.name}.dtypes",
+                                f"{dtype} has no entry under tolerances")
+    return Spec(
+        family=data["family"],
+        summary=data["summary"],
+        path=str(path),
+        reference=data["reference"],
+        layout=Layout(
+            features_axis=layout["features_axis"],
+            ranks=tuple(layout["ranks"]),
+            reduce=layout["reduce"],
+            moments=layout["moments"],
+            description=layout.get("description", ""),
+        ),
+        params=params,
+        tolerances=tolerances,
+        properties=properties,
+        state=tuple(data.get("state", ())),
+        features=tuple(data.get("features", (8, 769))),
+        paper=data.get("paper", ""),
+    )
+
+
+def builtin_spec_paths() -> list[Path]:
+    """The spec files shipped with normbench."""
+    root = resources.files("normbench.specs")
+    return sorted(Path(str(p)) for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+@dataclass
+class SpecSet:
+    """Every spec found, and every spec that failed to load (reported, never fatal)."""
+
+    specs: dict[str, Spec] = field(default_factory=dict)
+    errors: list[SpecError] = field(default_factory=list)
+
+
+def load_specs(extra_dirs: Iterable[str | Path] = (), known_checks: Iterable[str] | None = None) -> SpecSet:
+    """Load the built-in specs and any *.yaml under extra_dirs; a bad file is recorded, not raised."""
+    known = list(known_checks) if known_checks is not None else None
+    paths = builtin_spec_paths()
+    for directory in extra_dirs:
+        paths.extend(sorted(Path(directory).glob("*.yaml")))
+    result = SpecSet()
+    for path in paths:
+        try:
+            spec = load_spec(path, known)
+        except SpecError as exc:
+            result.errors.append(exc)
+            continue
+        if spec.family in result.specs:
+            result.errors.append(SpecError(path, "family", f"{spec.family!r} is already defined by "
+                                           f"{result.specs[spec.family].path}"))
+            continue
+        result.specs[spec.family] = spec
+    return result

@@ -1,0 +1,51 @@
+"""Shared helpers for the self-tests: judge one implementation on one property without pytest's plugin."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+
+from torch import nn
+
+from normbench import Implementation
+from normbench.checks import CHECKS
+from normbench.runner import Outcome, PlanItem, judge
+from normbench.spec import Spec, load_specs
+
+
+@cache
+def specs() -> dict[str, Spec]:
+    loaded = load_specs(known_checks=None)
+    assert not loaded.errors, loaded.errors
+    return loaded.specs
+
+
+def impl(name: str, family: str, factory: Callable[..., nn.Module], **fields: object) -> Implementation:
+    return Implementation(name=name, family=family, factory=factory, **fields)
+
+
+def run(implementation: Implementation, prop: str, dtype: str = "float32", mode: str | None = None,
+        profile: str = "ci") -> Outcome:
+    """Judge `implementation` on property `prop` of its family's spec (the spec's expectation applies)."""
+    spec = specs()[implementation.family]
+    matches = [p for p in spec.properties if p.name == prop]
+    assert matches, f"{spec.family} declares no property {prop!r}"
+    p = matches[0]
+    assert p.check in CHECKS, f"check {p.check!r} is not registered"
+    chosen = mode or next(iter(p.expect))
+    assert chosen in p.expect, f"{prop} has no expectation for mode {chosen!r}: {dict(p.expect)}"
+    return judge(PlanItem(spec, implementation, p, chosen, dtype), profile)
+
+
+def assert_flags(implementation: Implementation, prop: str, **kw: object) -> Outcome:
+    """The check must flag this (broken) implementation."""
+    outcome = run(implementation, prop, **kw)  # type: ignore[arg-type]
+    assert outcome.verdict in ("fail", "error"), f"{prop} did not flag {implementation.name}: {outcome.summary}"
+    return outcome
+
+
+def assert_passes(implementation: Implementation, prop: str, **kw: object) -> Outcome:
+    """The check must pass this (correct) implementation."""
+    outcome = run(implementation, prop, **kw)  # type: ignore[arg-type]
+    assert outcome.verdict in ("pass", "report"), f"{prop} flagged {implementation.name}: {outcome.summary}"
+    return outcome
