@@ -39,6 +39,9 @@ class Implementation:
     mask_kwarg: str | None = None
     #: what True means in that mask: "pad" (fairseq / PowerNorm convention) or "valid".
     mask_true_means: Literal["pad", "valid"] = "pad"
+    #: token layout the module's forward expects for rank-3 token inputs: "BTC" (batch first, the harness
+    #: default) or "TBC" (fairseq / PowerNorm); the harness transposes at the boundary.
+    token_layout: Literal["BTC", "TBC"] = "BTC"
     #: attribute names of the affine weight and bias on the module.
     weight_attr: str = "weight"
     bias_attr: str = "bias"
@@ -72,6 +75,8 @@ class Implementation:
         unknown = [d for d in self.devices if d not in ALL_DEVICES]
         if unknown:
             raise bad(f"unknown devices {unknown}; choose from {list(ALL_DEVICES)}")
+        if self.token_layout not in ("BTC", "TBC"):
+            raise bad(f"token_layout must be 'BTC' or 'TBC', got {self.token_layout!r}")
         if self.mask_true_means not in ("pad", "valid"):
             raise bad(f"mask_true_means must be 'pad' or 'valid', got {self.mask_true_means!r}")
 

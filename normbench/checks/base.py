@@ -158,9 +158,12 @@ def call_module(impl: Implementation, module: nn.Module, x: torch.Tensor,
     if pad_mask is not None and impl.mask_kwarg is not None:
         mask = pad_mask.to(x.device)
         kwargs[impl.mask_kwarg] = mask if impl.mask_true_means == "pad" else ~mask
-    out = module(x, **kwargs)
+    time_major = impl.token_layout == "TBC" and x.dim() == 3
+    out = module(x.transpose(0, 1) if time_major else x, **kwargs)
     if isinstance(out, tuple | list) and out and isinstance(out[0], torch.Tensor):
         out = out[0]  # fused norm+residual plugins return (normed, residual)
+    if time_major and isinstance(out, torch.Tensor):
+        out = out.transpose(0, 1)
     if not isinstance(out, torch.Tensor):
         raise ImplementationError(f"implementation {impl.name!r}: forward returned {type(out).__name__}, "
                                   "not a Tensor")

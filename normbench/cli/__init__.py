@@ -1,0 +1,1 @@
+"""The `normbench` command: one module per verb (asv's layout), each with add_parser() and run()."""
