@@ -50,6 +50,27 @@ class Comparison:
         return head
 
 
+def channel_bias(actual: torch.Tensor, truth: torch.Tensor, channel_axis: int, dtype: torch.dtype) -> float:
+    """Largest per-channel mean signed relative error, in units of eps(dtype).
+
+    Rounding to nearest is unbiased, so over many rows its mean relative error is ~0; a wrong per-channel
+    factor (e.g. Gemma's 1+w added in bf16, Liger#74 / llama.cpp#5810) is a constant relative error that
+    a per-element tolerance of a few ulp cannot see but this mean exposes.
+    """
+    a = actual.detach().to(torch.float64).cpu().movedim(channel_axis, -1).reshape(-1, truth.shape[channel_axis])
+    t = truth.detach().to(torch.float64).cpu().movedim(channel_axis, -1).reshape(-1, truth.shape[channel_axis])
+    finite = torch.isfinite(t) & torch.isfinite(a)
+    if not finite.any():
+        return 0.0
+    floor = 1e-2 * t[finite].abs().max()
+    usable = finite & (t.abs() > floor)
+    rel = torch.where(usable, (a - t) / torch.where(usable, t, torch.ones_like(t)), torch.zeros_like(t))
+    counts = usable.sum(dim=0)
+    means = rel.sum(dim=0) / counts.clamp_min(1)
+    means = torch.where(counts >= 32, means, torch.zeros_like(means))
+    return float(means.abs().max().item() / dtype_eps(dtype))
+
+
 def ulp_of(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Spacing of `dtype` at |values| (float64), floored at the smallest normal spacing."""
     finfo = torch.finfo(dtype)

@@ -8,7 +8,6 @@ the stable test id, e.g. ``layernorm[torch.nn.LayerNorm-shift_invariance-float32
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -175,8 +174,9 @@ def _record_outcome(config: pytest.Config, report: pytest.TestReport) -> None:
     test_id = report.nodeid.split("::")[-1]
     outcomes: dict[str, dict[str, Any]] = config._normbench_outcomes  # type: ignore[attr-defined]
     if data is None:
-        if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-            if "[" in test_id and not test_id.startswith(("spec_error", "plugin_error", "unknown_impl")):
+        is_conformance = report.nodeid.split("::")[0].endswith("conformance.py")
+        if is_conformance and (report.when == "call" or (report.when == "setup" and report.outcome != "passed")):
+            if not test_id.startswith(("spec_error", "plugin_error", "unknown_impl")):
                 # killed by the time limit or crashed before judging: still an outcome for this item
                 outcomes[test_id] = {"test_id": test_id, "verdict": "error",
                                      "summary": str(report.longrepr)[-2000:]}
@@ -212,10 +212,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not _is_controller(config):
         return
     outcomes = config._normbench_outcomes  # type: ignore[attr-defined]
-    plan = getattr(config, "_normbench_plan", None)
-    if plan is not None and not hasattr(config, "workerinput"):
-        for entry in plan.known.stale(outcomes):
-            warnings.warn(f"known failure is stale: {entry}", stacklevel=1)
     if not outcomes or config.option.no_record:
         return
     results_dir = Path(config.option.results_dir or Path(str(config.rootpath)) / "results")
@@ -232,6 +228,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     from normbench.leaderboard import conformance_matrix_text
 
+    plan = getattr(config, "_normbench_plan", None)
+    if plan is not None:
+        for entry in plan.known.stale(outcomes):
+            terminalreporter.write_line(f"stale known failure (matched no failing item): {entry}", yellow=True)
     terminalreporter.section("normbench conformance matrix")
     terminalreporter.write_line(conformance_matrix_text(list(outcomes.values())))
     written = getattr(config, "_normbench_written", None)

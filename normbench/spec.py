@@ -39,6 +39,8 @@ class Tolerance:
     rel: float
     abs: float
     red: float
+    #: optional bound on the per-channel mean signed relative error (units of eps) over many rows
+    bias: float | None = None
 
 
 @dataclass(frozen=True)

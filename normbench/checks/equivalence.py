@@ -25,7 +25,7 @@ from normbench.checks.base import (
     stable_seed,
     weight_reduction_length,
 )
-from normbench.compare import Comparison
+from normbench.compare import Comparison, channel_bias
 from normbench.inputs import Case, case_strategy, input_shape, random_like
 
 #: eps values that expose where eps sits (gpt-neox#1337, keras#22586): tiny, usual, and 1.
@@ -53,6 +53,10 @@ def _variants(ctx: CheckContext) -> list[Variant]:
         for affine in (True, False):
             out.append(Variant(Case(shape, "normal", seed=ctx.seed + i), tuple(ctx.params(affine=affine).items())))
     c = ctx.spec.features[0]
+    if ctx.tolerance("forward").bias is not None:
+        # Many rows, so a systematic per-channel error stands out of the rounding noise.
+        shape = input_shape(layout, batch=256, features=64, rank=layout.ranks[0], length=1)
+        out.append(Variant(Case(shape, "normal", seed=ctx.seed + 11), tuple(ctx.params().items())))
     for eps in EPS_VARIANTS:
         shape = input_shape(layout, batch=3, features=c, rank=layout.ranks[-1], length=3)
         out.append(Variant(Case(shape, "normal", seed=ctx.seed + 7), tuple(ctx.params(eps=eps).items())))
@@ -103,7 +107,17 @@ def _forward_trial(ctx: CheckContext, variant: Variant) -> Trial:
     n = reduction_length(ctx.spec, tuple(x.shape), params.get("num_groups"))
     comparisons = {"output": ctx.compare(y, truth, "forward", n)}
     _compare_state(ctx, module, ref, n, comparisons)
-    return _trial(ctx, variant, comparisons)
+    trial = _trial(ctx, variant, comparisons)
+    bias_tol = ctx.tolerance("forward").bias
+    if bias_tol is not None and y.numel() >= 32 * y.shape[ctx.spec.layout.features_axis]:
+        bias = channel_bias(y, truth, ctx.spec.layout.features_axis, ctx.dtype)
+        trial.metrics["output.channel_bias_eps"] = bias
+        if bias > bias_tol:
+            trial.ok = False
+            trial.summary = (f"output: systematic per-channel error of {bias:.3g} eps (mean signed relative "
+                             f"error per channel; bound {bias_tol} eps) - a wrong per-channel "
+                             f"factor such as gamma rounded to a lower precision; {trial.summary}")
+    return trial
 
 
 def _observation(ctx: CheckContext, what: str, result: Any) -> Observation:

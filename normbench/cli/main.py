@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
                                      "normalization layers.")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     verbs = _verbs()
-    for name, module in verbs.items():
+    for module in verbs.values():
         module.add_parser(sub)  # type: ignore[attr-defined]
     args = parser.parse_args(argv)
     return int(verbs[args.verb].run(args) or 0)  # type: ignore[attr-defined]

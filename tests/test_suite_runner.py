@@ -1,0 +1,118 @@
+"""`pytest suite` end to end: broken plugins and specs are reported, everything else is still judged,
+known failures apply, a hanging implementation fails alone, results and the leaderboard are written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_suite(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("PYTEST_XDIST_WORKER", None)
+    return subprocess.run([sys.executable, "-m", "pytest", "suite", "-p", "no:cacheprovider", "-q", "-rA",
+                           *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def line_for(output: str, needle: str) -> str:
+    lines = [line for line in output.splitlines() if needle in line]
+    assert lines, f"no line with {needle!r} in:\n{output[-4000:]}"
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def broken_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    results = tmp_path_factory.mktemp("results")
+    specs = tmp_path_factory.mktemp("specs")
+    (specs / "bad.yaml").write_text("family: bad\nsummary: [unclosed\n")
+    proc = run_suite("--results-dir", str(results), "--spec-dir", str(specs),
+                     "--impl-path", "plugins.broken:nan_output", "--impl-path", "plugins.broken:wrong_shape",
+                     "--impl-path", "plugins.broken:raises_on_call", "--impl-path", "plugins.broken:factory_raises",
+                     "--impl", "torch.nn.LayerNorm", "--impl", "broken.nan_output",
+                     "--impl", "broken.wrong_shape", "--impl", "broken.factory_raises",
+                     "-k", "forward_equivalence-float32 or plugin_error or spec_error")
+    return proc, results
+
+
+def test_broken_plugins_are_reported_and_the_rest_is_judged(broken_run):
+    proc, _ = broken_run
+    out = proc.stdout
+    assert proc.returncode == 1
+    assert "PASSED suite/conformance.py::layernorm[torch.nn.LayerNorm-forward_equivalence-float32]" in out
+    assert "plugin setup exploded" in out
+    assert "FAILED suite/conformance.py::layernorm[broken.nan_output-forward_equivalence-float32]" in out
+    assert "non-finite" in out
+    assert "output shape" in out and "broken.wrong_shape" in out
+    assert "this factory always fails" in out and "broken.factory_raises" in out
+    assert "Traceback (most recent call last)" not in out + proc.stderr
+
+
+def test_bad_spec_is_one_clear_failure(broken_run):
+    proc, _ = broken_run
+    line = line_for(proc.stdout, "spec_error[bad.yaml]")
+    assert "FAILED" in line
+    assert "bad.yaml" in proc.stdout and "malformed YAML" in proc.stdout
+
+
+def test_results_record_and_leaderboard_are_written(broken_run):
+    _, results = broken_run
+    records = list((results / "raw").glob("*/conformance.json"))
+    assert len(records) == 1
+    record = json.loads(records[0].read_text())
+    assert record["api_version"] == 1 and record["kind"] == "conformance"
+    assert {"cpu", "cores", "torch"} <= set(record["machine"]) and record["created_utc"]
+    good = record["outcomes"]["layernorm[torch.nn.LayerNorm-forward_equivalence-float32]"]
+    assert good["verdict"] == "pass" and good["metrics"]["output.max_ulp"] >= 0
+    bad = record["outcomes"]["layernorm[broken.nan_output-forward_equivalence-float32]"]
+    assert bad["verdict"] == "fail" and bad["counterexample"]["input"]["shape"]
+    board = (results / "LEADERBOARD.md").read_text()
+    assert "torch.nn.LayerNorm" in board and "broken.nan_output" in board
+
+
+def test_known_failures_apply_and_stale_entries_are_reported(tmp_path):
+    known = tmp_path / "known.yaml"
+    known.write_text(
+        "implementation: broken.nan_output\n"
+        "known_failures:\n"
+        "  - id: layernorm[broken.nan_output-forward_equivalence\n"
+        "    reason: returns NaN on purpose\n"
+        "  - id: layernorm[torch.nn.LayerNorm-forward_equivalence\n"
+        "    reason: stale on purpose\n")
+    proc = run_suite("--no-record", "--known-failures", str(known), "--impl-path", "plugins.broken:nan_output",
+                     "--impl", "broken.nan_output", "--impl", "torch.nn.LayerNorm",
+                     "-k", "forward_equivalence-float32")
+    assert "XFAIL suite/conformance.py::layernorm[broken.nan_output-forward_equivalence-float32]" in proc.stdout
+    assert "returns NaN on purpose" in proc.stdout
+    assert "stale known failure" in proc.stdout and "stale on purpose" in proc.stdout
+    assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def test_a_hanging_implementation_fails_alone():
+    proc = run_suite("--no-record", "--check-timeout", "3", "--impl-path", "plugins.broken:hangs",
+                     "--impl", "broken.hangs", "--impl", "torch.nn.LayerNorm", "-k", "forward_equivalence-float32")
+    assert "FAILED suite/conformance.py::layernorm[broken.hangs-forward_equivalence-float32]" in proc.stdout
+    assert "Timeout" in proc.stdout
+    assert "PASSED suite/conformance.py::layernorm[torch.nn.LayerNorm-forward_equivalence-float32]" in proc.stdout
+
+
+def test_unknown_impl_name_is_reported():
+    proc = run_suite("--no-record", "--impl", "no.such.impl", "-k", "unknown_impl")
+    assert "--impl 'no.such.impl' matches no implementation" in proc.stdout
+
+
+def test_parallel_run_records_every_outcome(tmp_path):
+    proc = run_suite("-n", "2", "--results-dir", str(tmp_path), "--impl", "torch.nn.LayerNorm",
+                     "--impl", "torch.nn.RMSNorm", "-k", "equivalence-float32")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    record = json.loads(next((tmp_path / "raw").glob("*/conformance.json")).read_text())
+    ids = set(record["outcomes"])
+    assert "layernorm[torch.nn.LayerNorm-gradient_equivalence-float32]" in ids
+    assert "rmsnorm[torch.nn.RMSNorm-forward_equivalence-float32]" in ids
+    assert "normbench conformance matrix" in proc.stdout
