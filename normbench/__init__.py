@@ -1,6 +1,9 @@
 """normbench: a conformance and benchmark suite for normalization layers."""
 
+# `normbench.fold` is the function (it shadows its module as an attribute of the package);
+# `from normbench.fold import register_fold_handler` still reaches the module.
+from normbench.fold import FoldError, fold
 from normbench.implementation import Implementation, ImplementationError
 
 __version__ = "0.1.0"
-__all__ = ["Implementation", "ImplementationError", "__version__"]
+__all__ = ["FoldError", "Implementation", "ImplementationError", "__version__", "fold"]

@@ -86,7 +86,8 @@ def _constant_groups(shape: tuple[int, ...], gen: torch.Generator, layout: Layou
         per_row = torch.randn((*shape[:-1], 1), generator=gen, dtype=torch.float64)
         return per_row.expand(shape).clone()
     per_channel_shape = [1] * len(shape)
-    per_channel_shape[1] = shape[1]
+    # features last for token batch-statistic families (batchnorm_masked: (B, T, C)), at dim 1 otherwise
+    per_channel_shape[layout.features_axis] = shape[layout.features_axis]
     if layout.reduce in ("group", "instance"):
         per_channel_shape[0] = shape[0]
     value = torch.randn(per_channel_shape, generator=gen, dtype=torch.float64)
