@@ -24,7 +24,7 @@ How a norm opts in (the protocol; BatchNorm and InstanceNorm with running statis
   * optionally an attribute ``folding_channel_axis`` (default -1, features last; torch BatchNorm's is 1);
   * or, for classes you do not own, ``register_fold_handler(cls, fn)`` with ``fn(module) -> (s, t, axis)``.
 Adjacency is found with torch.fx (norms, Linear and Conv are leaves), and, where a model does not trace, from
-consecutive children of every nn.Sequential.
+consecutive children of every nn.Sequential; `adjacency=` declares pairs neither can see.
 """
 
 from __future__ import annotations
@@ -348,8 +348,25 @@ def _verify(original: nn.Module, folded: nn.Module, args: tuple[Any, ...], kwarg
     return worst
 
 
+def _declared_pairs(model: nn.Module, adjacency: Sequence[tuple[str, str, str]]) -> list[_Pair]:
+    out = []
+    modules = dict(model.named_modules())
+    for entry in adjacency:
+        norm, layer, side = entry
+        if side not in ("output", "input"):
+            raise FoldError(f"adjacency {entry}: side must be 'output' (norm after the layer) or 'input'")
+        for path in (norm, layer):
+            if path not in modules:
+                raise FoldError(f"adjacency {entry}: the model has no submodule {path!r}")
+        if not _is_norm(modules[norm]) or not isinstance(modules[layer], _LAYERS):
+            raise FoldError(f"adjacency {entry}: {norm!r} must be a norm and {layer!r} an nn.Linear / nn.Conv")
+        out.append(_Pair(norm, layer, side))  # type: ignore[arg-type]
+    return out
+
+
 def fold_with_report(model: nn.Module, example_inputs: Any = None, *, example_kwargs: dict[str, Any] | None = None,
-                     strict: bool = True, rtol: float | None = None) -> tuple[nn.Module, FoldReport]:
+                     strict: bool = True, rtol: float | None = None,
+                     adjacency: Sequence[tuple[str, str, str]] = ()) -> tuple[nn.Module, FoldReport]:
     """`fold`, also returning what was folded where, and what was kept or refused."""
     kwargs = dict(example_kwargs or {})
     args = _as_args(example_inputs)
@@ -376,33 +393,42 @@ def fold_with_report(model: nn.Module, example_inputs: Any = None, *, example_kw
 
     folded = copy.deepcopy(model).eval()
     reference = copy.deepcopy(model).eval()
-    pairs, calls, report.untraced = _discover(folded)
+    declared = _declared_pairs(folded, adjacency)
+    found, calls, report.untraced = _discover(folded)
+    # Declared pairs first; then output side before input side: a norm between two layers goes into the one
+    # that produced its input.
+    pairs = declared + sorted((p for p in found if p.norm not in {d.norm for d in declared}),
+                              key=lambda p: p.side != "output")
     ranks = _input_ranks(folded, list(affines), args, kwargs) if args or kwargs else {}
     done: set[str] = set()
-    # Output side first: a norm between two layers goes into the one that produced its input.
-    for pair in sorted(pairs, key=lambda p: p.side != "output"):
+    missed: dict[str, str] = {}
+    for pair in pairs:
         if pair.norm in done or pair.norm not in affines:
             continue
         if calls.get(pair.norm, 1) > 1 or calls.get(pair.layer, 1) > 1:
-            continue  # a module applied more than once: folding it would change its other uses
+            missed[pair.norm] = f"{pair.norm if calls.get(pair.norm, 1) > 1 else pair.layer} is applied more " \
+                                "than once: folding would change its other uses"
+            continue
         layer = folded.get_submodule(pair.layer)
         why = _fold_pair(folded.get_submodule(pair.norm), layer, pair.side, affines[pair.norm],
                          ranks.get(pair.norm))
-        if why is None:
-            parent, _, leaf = pair.norm.rpartition(".")
-            setattr(folded.get_submodule(parent) if parent else folded, leaf, Folded(pair.layer, pair.side))
-            done.add(pair.norm)
-            report.folded.append(FoldStep(pair.norm, pair.layer, pair.side))
+        if why is not None:
+            missed[pair.norm] = f"not folded into {pair.layer}: {why}"
+            continue
+        parent, _, leaf = pair.norm.rpartition(".")
+        setattr(folded.get_submodule(parent) if parent else folded, leaf, Folded(pair.layer, pair.side))
+        done.add(pair.norm)
+        report.folded.append(FoldStep(pair.norm, pair.layer, pair.side))
     for path in affines:
         if path not in done:
-            report.kept.append((path, "no adjacent Linear / Conv it folds into exactly (or one applied twice)"))
+            report.kept.append((path, missed.get(path, "no adjacent Linear / Conv that reads it or feeds it alone")))
     if args or kwargs:
         report.verified_rel_error = _verify(reference, folded, args, kwargs, rtol)
     return folded, report
 
 
 def fold(model: nn.Module, example_inputs: Any = None, *, example_kwargs: dict[str, Any] | None = None,
-         strict: bool = True, rtol: float | None = None) -> nn.Module:
+         strict: bool = True, rtol: float | None = None, adjacency: Sequence[tuple[str, str, str]] = ()) -> nn.Module:
     """An eval-mode deep copy of `model` with every foldable norm folded into its adjacent Linear / Conv.
 
     example_inputs (a tensor or a tuple of positional arguments) and example_kwargs (e.g. a pad mask), when
@@ -410,5 +436,8 @@ def fold(model: nn.Module, example_inputs: Any = None, *, example_kwargs: dict[s
     1e3·eps of the output dtype); otherwise FoldError. With strict (the default) a norm that cannot be folded
     — LayerNorm, RMSNorm, GroupNorm, a norm in train mode, PowerNorm with layer scale, BatchNorm without
     running statistics — raises FoldError naming its module path and why; strict=False leaves it in place.
+    adjacency declares pairs the tracer cannot see, as (norm path, layer path, "output" | "input"): the norm
+    sits after ("output") or before ("input") the layer and nothing else reads the value between them.
     """
-    return fold_with_report(model, example_inputs, example_kwargs=example_kwargs, strict=strict, rtol=rtol)[0]
+    return fold_with_report(model, example_inputs, example_kwargs=example_kwargs, strict=strict, rtol=rtol,
+                            adjacency=adjacency)[0]

@@ -61,13 +61,16 @@ def _domain_values(shape: tuple[int, ...], domain: str, dtype: torch.dtype, gen:
     if domain == "large_mean":
         # fp32: mean 2000 / std 1 breaks one-pass variance at C = 4 (pytorch#51102); halves cannot hold
         # a spread of 1 around 2000, so use a mean they represent with a few bits of spread left.
+        # `scale` multiplies the mean (default 1): scale 5 gives fp32 the mean 1e4 of the C = 4096 trigger.
         mean = {torch.float16: 200.0, torch.bfloat16: 30.0}.get(dtype, 2000.0)
-        return mean + normal
+        return mean * scale + normal
     if domain == "tiny_var":
         spread = 3e-2 if half else 1e-3
         return 0.5 + spread * normal
     if domain == "constant":
-        return _constant_groups(shape, gen, layout)
+        # `scale` sets the constants' magnitude (default 1): large constants make a one-pass E[x²]-E[x]²
+        # come out negative, so sqrt(var + eps) is NaN (pytorch#51102).
+        return _constant_groups(shape, gen, layout) * scale
     if domain == "zeros":
         return torch.zeros(shape, dtype=torch.float64)
     if domain == "big":
@@ -94,7 +97,10 @@ def _constant_groups(shape: tuple[int, ...], gen: torch.Generator, layout: Layou
     if layout.reduce == "group":
         # a group of channels must share one constant; repeat the first channel's value per group later
         # is not possible without num_groups, so make the whole sample constant (valid for any grouping)
-        value = value[:, :1].expand(per_channel_shape[0], shape[1], *per_channel_shape[2:])
+        axis = layout.features_axis % len(shape)
+        per_sample = list(per_channel_shape)
+        per_sample[axis] = shape[axis]
+        value = value.narrow(axis, 0, 1).expand(per_sample)
     return value.expand(shape).clone()
 
 

@@ -42,12 +42,26 @@ class KnownFailures:
         entry = self.match(test_id)
         return None if entry is None else f"{entry.reason} [{entry.source}]"
 
-    def stale(self, outcomes: Mapping[str, Mapping[str, Any]]) -> list[KnownFailure]:
-        """Entries that matched no item, or whose every matched item passed."""
+    def stale(self, outcomes: Mapping[str, Mapping[str, Any]], planned: Iterable[tuple[str, str, str]] = ()
+              ) -> list[KnownFailure]:
+        """Entries for a judged implementation that match no planned item (a typo, a renamed property), or
+        whose every item run passed. `planned` holds (family, implementation, test id) of every planned item.
+
+        An entry whose items were all deselected (`-k`) or whose implementation is not judged in this run
+        (`--impl`) was not exercised, so it is not stale: otherwise every narrowed run would cry wolf.
+        """
+        planned = list(planned)
+        heads = {f"{family}[{impl}-" for family, impl, _ in planned}
+        ids = {tid for _, _, tid in planned} | set(outcomes)
         stale = []
         for entry in self.entries:
+            if not any(entry.prefix.startswith(head) or head.startswith(entry.prefix) for head in heads):
+                continue
+            if not any(tid.startswith(entry.prefix) for tid in ids):
+                stale.append(entry)
+                continue
             matched = [o for tid, o in outcomes.items() if tid.startswith(entry.prefix)]
-            if not matched or all(o.get("verdict") in ("pass", "report") for o in matched):
+            if matched and all(o.get("verdict") in ("pass", "report") for o in matched):
                 stale.append(entry)
         return stale
 

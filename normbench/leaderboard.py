@@ -1,9 +1,18 @@
-"""Leaderboards: a pure function of the stored records (results/raw), rendered with tabulate."""
+"""Leaderboards: a pure function of the stored records (results/raw), published by normbench.publish.
+
+`build_leaderboard(records)` turns records into tables (and plot series): the conformance matrix, accuracy
+(error against the float64 truth per dtype), performance per family, the claims lab, and one combined ranking
+in which a non-conforming implementation never ranks above a conforming one. With records from several
+machines every measured column appears once per machine (M1, M2, ... with a legend). Nothing here measures or
+reads anything but the records, so the same records always render the same leaderboard.
+"""
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +20,13 @@ from tabulate import tabulate
 
 LEGEND = ("✓ expectation met (H: property holds, V: property violated, as the spec requires) · "
           "✗ expectation NOT met · E error · R reported only · xf known failure · - skipped")
+#: conformance tiers of the combined ranking: a lower tier always ranks first.
+TIERS = {0: "conforms", 1: "not judged", 2: "does not conform"}
+ACCURACY_CHECKS = ("forward_equivalence", "gradient_equivalence")
+PASS_ORDER = {"forward": 0, "backward": 1, "forward+backward": 2, "inference": 3, "copy": 4}
 
+
+# -- the conformance matrix (also printed at the end of `pytest suite`) -----------------------------------------
 
 def _symbol(outcome: dict[str, Any]) -> str:
     verdict = outcome.get("verdict")
@@ -38,6 +53,10 @@ def _cell(outcomes: list[dict[str, Any]]) -> str:
     return " ".join(f"{mode[:2]}:{_worst(s)}" for mode, s in sorted(by_mode.items(), key=lambda kv: kv[0] != "train"))
 
 
+def _failing(outcomes: Iterable[dict[str, Any]]) -> int:
+    return sum(o.get("verdict") in ("fail", "error", "xfail") for o in outcomes)
+
+
 def conformance_rows(outcomes: Iterable[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     grouped: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     properties: list[str] = []
@@ -53,7 +72,10 @@ def conformance_rows(outcomes: Iterable[dict[str, Any]]) -> tuple[list[str], lis
     for (family, impl), props in sorted(grouped.items()):
         flat = [o for os_ in props.values() for o in os_]
         failed = sum(o.get("verdict") in ("fail", "error") for o in flat)
-        verdict = "conforms" if not failed else f"{failed} failing"
+        known = sum(o.get("verdict") == "xfail" for o in flat)
+        verdict = "conforms" if not failed and not known else \
+            ", ".join(t for t in (f"{failed} failing" if failed else "", f"{known} known failures" if known else "")
+                      if t)
         rows.append([family, impl, verdict, *(_cell(props[p]) if p in props else "" for p in properties)])
     return headers, rows
 
@@ -68,25 +90,387 @@ def conformance_matrix_text(outcomes: Iterable[dict[str, Any]]) -> str:
     return tabulate(table[1:], headers=impl_headers, tablefmt="simple") + "\n" + LEGEND
 
 
-def render_markdown(records: list[dict[str, Any]]) -> str:
-    lines = ["# normbench leaderboard", "",
-             "Rendered by `normbench leaderboard` from the records under `results/raw/`.", ""]
-    for record in records:
-        machine = record.get("machine", {})
-        lines += [f"## Conformance on {record.get('machine_id')}", "",
-                  f"{machine.get('cpu')} · {machine.get('cores')} cores · torch {machine.get('torch')} · "
-                  f"normbench {record.get('normbench', {}).get('commit')} · {record.get('created_utc')} · "
-                  f"profile {record.get('profile')}", ""]
-        headers, rows = conformance_rows(record.get("outcomes", {}).values())
-        lines.append(tabulate(rows, headers=headers, tablefmt="github"))
-        lines += ["", LEGEND, ""]
-    return "\n".join(lines)
+# -- the leaderboard model ------------------------------------------------------------------------------------
+
+@dataclass
+class Table:
+    """One table of the leaderboard; every publisher renders the same tables."""
+
+    name: str
+    title: str
+    headers: list[str]
+    rows: list[list[Any]]
+    notes: list[str] = field(default_factory=list)
+    #: a plot (PlotSpec.name) shown beside the table, where there is one
+    plots: list[str] = field(default_factory=list)
 
 
-def write_leaderboard(results_dir: Path) -> Path:
-    from normbench.results import load_records
+@dataclass
+class Series:
+    label: str
+    implementation: str
+    dtype: str
+    points: list[tuple[float, float]]
 
-    records = load_records(results_dir, "conformance")
-    path = Path(results_dir) / "LEADERBOARD.md"
-    path.write_text(render_markdown(records), encoding="utf-8")
-    return path
+
+@dataclass
+class PlotSpec:
+    """GB/s against hidden size per implementation, one panel per pass, the roofline drawn."""
+
+    name: str
+    title: str
+    x_label: str
+    panels: dict[str, list[Series]]
+    roofline_gbps: float | None
+    peak_gbps: float | None
+
+
+@dataclass
+class Machine:
+    label: str
+    machine_id: str
+    description: str
+
+
+@dataclass
+class Leaderboard:
+    machines: list[Machine]
+    tables: list[Table]
+    plots: list[PlotSpec]
+    refused: list[str] = field(default_factory=list)
+
+    def table(self, name: str) -> Table:
+        for t in self.tables:
+            if t.name == name:
+                return t
+        raise KeyError(f"no table {name!r}; tables: {[t.name for t in self.tables]}")
+
+
+def _describe(records: list[dict[str, Any]]) -> str:
+    latest = max(records, key=lambda r: r.get("created_utc", ""))
+    m = latest.get("machine", {})
+    device = m.get("gpu") or m.get("cpu")
+    parts = [str(device), f"{m.get('cores')} cores", f"torch {m.get('torch')}"]
+    if m.get("cuda"):
+        parts.append(f"CUDA {m.get('cuda')}")
+    parts.append(f"normbench {latest.get('normbench', {}).get('commit')}")
+    parts.append(f"last record {str(latest.get('created_utc', ''))[:19]}Z")
+    return " · ".join(parts)
+
+
+def _machines(records: list[dict[str, Any]]) -> list[Machine]:
+    by_id: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        by_id[r["machine_id"]].append(r)
+    return [Machine(f"M{i}", mid, _describe(rs)) for i, (mid, rs) in enumerate(sorted(by_id.items()), start=1)]
+
+
+def _col(name: str, machine: Machine, machines: list[Machine]) -> str:
+    return name if len(machines) == 1 else f"{name} [{machine.label}]"
+
+
+def geomean(values: Iterable[float]) -> float | None:
+    vals = [v for v in values if v is not None and v > 0 and math.isfinite(v)]
+    return math.exp(sum(map(math.log, vals)) / len(vals)) if vals else None
+
+
+def _shape(entry: dict[str, Any]) -> str:
+    return "x".join(map(str, entry["shape"]))
+
+
+def _case_key(entry: dict[str, Any]) -> tuple[Any, ...]:
+    return (tuple(entry["shape"]), entry["dtype"], entry["pass"], entry["device"])
+
+
+# -- per-kind collections ------------------------------------------------------------------------------------
+
+def _outcomes_by_machine(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        if r["kind"] == "conformance":
+            out[r["machine_id"]].extend(o for o in r["outcomes"].values() if "implementation" in o)
+    return out
+
+
+def _bench_by_machine(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        if r["kind"] == "benchmark":
+            out[r["machine_id"]].extend(r["results"].values())
+    return out
+
+
+def _speedup(entry: dict[str, Any], index: dict[tuple[Any, ...], dict[str, Any]]) -> float | None:
+    base_name = entry.get("baseline")
+    if not base_name:
+        return None
+    base = index.get((base_name, *_case_key(entry)))
+    if base is None or not entry.get("median_s"):
+        return None
+    return base["median_s"] / entry["median_s"]
+
+
+def _bench_index(entries: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    return {(e["implementation"], *_case_key(e)): e for e in entries}
+
+
+# -- tables --------------------------------------------------------------------------------------------------
+
+def _conformance_summary(machines: list[Machine], outcomes: dict[str, list[dict[str, Any]]]) -> Table:
+    impls: set[tuple[str, str]] = set()
+    per: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for mid, os_ in outcomes.items():
+        for o in os_:
+            impls.add((o["family"], o["implementation"]))
+            per[(mid, o["family"], o["implementation"])].append(o)
+    headers = ["family", "implementation", *(_col("verdict", m, machines) for m in machines)]
+    rows = []
+    for family, impl in sorted(impls):
+        cells = []
+        for m in machines:
+            got = per.get((m.machine_id, family, impl))
+            if not got:
+                cells.append("")
+                continue
+            bad = _failing(got)
+            judged = sum(o.get("verdict") != "skip" for o in got)
+            cells.append(f"conforms ({judged} items)" if not bad else f"{bad} of {judged} items failing")
+        rows.append([family, impl, *cells])
+    return Table("conformance", "Conformance", headers, rows,
+                 ["An implementation conforms when every property meets its spec's expectation (holds, or is "
+                  "violated where the family must not have it). Known failures count as failing here."])
+
+
+def _accuracy(machines: list[Machine], outcomes: dict[str, list[dict[str, Any]]]) -> Table:
+    cells: dict[tuple[str, str, str, str], dict[str, dict[str, float]]] = defaultdict(dict)
+    for mid, os_ in outcomes.items():
+        for o in os_:
+            if o.get("check") not in ACCURACY_CHECKS or o.get("verdict") in ("error", "skip"):
+                continue
+            metrics = o.get("metrics") or {}
+            slot = cells[(o["family"], o["implementation"], o["dtype"], o.get("device", "cpu"))].setdefault(mid, {})
+            pairs = (("fwd", "output.max_ulp"), ("bwd", "grad_input.max_ulp"), ("tol", "tol_ratio"))
+            for name, key in pairs:
+                value = metrics.get(key)
+                if isinstance(value, int | float) and math.isfinite(value):
+                    slot[name] = max(slot.get(name, 0.0), float(value))
+    headers = ["family", "implementation", "dtype", "device"]
+    for m in machines:
+        headers += [_col("fwd max ulp", m, machines), _col("bwd max ulp", m, machines),
+                    _col("worst error / tolerance", m, machines)]
+    dtype_order = {"float64": 0, "float32": 1, "float16": 2, "bfloat16": 3}
+    rows = []
+    for key in sorted(cells, key=lambda k: (k[0], k[1], dtype_order.get(k[2], 9), k[3])):
+        row: list[Any] = list(key)
+        for m in machines:
+            slot = cells[key].get(m.machine_id, {})
+            row += [slot.get("fwd"), slot.get("bwd"), slot.get("tol")]
+        rows.append(row)
+    return Table("accuracy", "Accuracy against the float64 truth", headers, rows,
+                 ["Worst error over every case of forward_equivalence (output) and gradient_equivalence (grad of "
+                  "the input), in units in the last place of the dtype; `worst error / tolerance` is the largest "
+                  "ratio of measured error to the spec's bound over every compared tensor (≤ 1 passes)."])
+
+
+def _performance(machines: list[Machine], bench: dict[str, list[dict[str, Any]]]) -> list[Table]:
+    families: dict[str, set[tuple[Any, ...]]] = defaultdict(set)
+    by_machine = {mid: _bench_index(entries) for mid, entries in bench.items()}
+    for entries in bench.values():
+        for e in entries:
+            families[e["family"]].add((e["implementation"], *_case_key(e)))
+    tables = []
+    for family in sorted(families, key=lambda f: (f == "roofline", f)):
+        headers = ["implementation", "shape", "dtype", "pass", "device"]
+        for m in machines:
+            headers += [_col(h, m, machines) for h in
+                        ("median ms", "IQR ms", "GB/s", "% roofline", "× baseline", "peak MiB")]
+        # the implementations of one case side by side: device, size, shape, dtype, pass, then implementation
+        keys = sorted(families[family], key=lambda k: (k[4], math.prod(k[1]), k[1], k[2], PASS_ORDER.get(k[3], 9),
+                                                       k[0]))
+        rows = []
+        for impl, shape, dtype, pass_name, device in keys:
+            row: list[Any] = [impl, "x".join(map(str, shape)), dtype, pass_name, device]
+            for m in machines:
+                index = by_machine.get(m.machine_id, {})
+                e = index.get((impl, shape, dtype, pass_name, device))
+                if e is None:
+                    row += [None] * 6
+                    continue
+                peak = e.get("peak_mem_bytes")
+                row += [e["median_s"] * 1e3, e["iqr_s"] * 1e3, e["gbps"], e["roofline_pct"], _speedup(e, index),
+                        peak / 2**20 if peak is not None else None]
+            rows.append(row)
+        notes = ["median and inter-quartile range of the time per call; GB/s from the compulsory bytes of the pass "
+                 "(normbench.bench.bytes_model: forward 2·|x|, backward 3·|x|, forward+backward 5·|x|, inference "
+                 "2·|x|, plus parameters); % roofline against the copy bandwidth measured in the same session; "
+                 "× baseline is the baseline's median over this one's (> 1: faster than torch eager)."]
+        if family == "roofline":
+            title = "Harness check: a plain copy timed by the benchmark harness"
+            notes = ["A `dst.copy_(src)` timed exactly like the norms. At the roofline's own size it must reach "
+                     "about 100% of the copy bandwidth measured at session start (no overhead hides in the "
+                     "numbers); at the norms' size it shows where the cache lifts a copy above the DRAM roofline."]
+        else:
+            title = f"Performance: {family}"
+        plots = [p for p in sorted({_plot_name(family, m.machine_id, k[4]) for m in machines for k in keys
+                                    if by_machine.get(m.machine_id, {}).get(k)})] if family != "roofline" else []
+        tables.append(Table(f"performance-{family}", title, headers, rows, notes, plots))
+    return tables
+
+
+def _plot_name(family: str, machine_id: str, device: str) -> str:
+    return f"{family}-{device}-{machine_id}"
+
+
+def _rooflines(machines: list[Machine], records: list[dict[str, Any]]) -> Table:
+    rows = []
+    labels = {m.machine_id: m.label for m in machines}
+    for r in sorted((r for r in records if r["kind"] == "benchmark"), key=lambda r: (r["machine_id"], r["device"])):
+        roof = r.get("roofline") or {}
+        copies = [e for e in r["results"].values() if e["family"] == "roofline"]
+        at_size = [e for e in copies if e["numel"] * 4 == roof.get("copy_bytes")]
+        check = at_size[0]["roofline_pct"] if at_size else None
+        rows.append([labels[r["machine_id"]], r["device"], roof.get("device_name"), r.get("threads"),
+                     roof.get("copy_gbps"), roof.get("copy_gbps_q1"), roof.get("copy_gbps_q3"),
+                     (roof.get("copy_bytes") or 0) / 2**20, roof.get("peak_gbps"), roof.get("peak_source"), check])
+    headers = ["machine", "device", "device name", "threads", "copy GB/s", "copy GB/s q1", "copy GB/s q3",
+               "copied MiB", "nominal peak GB/s", "peak source", "harness copy % of roofline"]
+    return Table("rooflines", "Rooflines (latest session per machine and device)", headers, rows,
+                 ["copy GB/s: median bandwidth of dst.copy_(src) on a tensor far larger than the last-level cache, "
+                  "bytes read + written, with the thread count shown; q1/q3 bound its spread. The harness column is "
+                  "the same copy timed through the benchmark harness (target ≥ 90%)."])
+
+
+def _ranking(machines: list[Machine], outcomes: dict[str, list[dict[str, Any]]],
+             bench: dict[str, list[dict[str, Any]]]) -> Table:
+    impls: dict[str, str] = {}
+    verdicts: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for os_ in outcomes.values():
+        for o in os_:
+            impls[o["implementation"]] = o["family"]
+            verdicts[o["implementation"]].append(o)
+    perf: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    speed: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for mid, entries in bench.items():
+        index = _bench_index(entries)
+        for e in entries:
+            if e["family"] == "roofline":
+                continue
+            impls.setdefault(e["implementation"], e["family"])
+            perf[(e["implementation"], mid)].append(e)
+            s = _speedup(e, index)
+            if s is not None:
+                speed[(e["implementation"], mid)].append(s)
+    rows = []
+    for impl, family in impls.items():
+        os_ = verdicts.get(impl, [])
+        judged = [o for o in os_ if o.get("verdict") != "skip"]
+        bad = _failing(os_)
+        tier = 2 if bad else (0 if judged else 1)
+        status = TIERS[tier] if not bad else f"{TIERS[tier]} ({bad} failing)"
+        accuracy = max((float(o["metrics"]["tol_ratio"]) for o in os_ if o.get("check") in ACCURACY_CHECKS
+                        and isinstance((o.get("metrics") or {}).get("tol_ratio"), int | float)), default=None)
+        cols: list[Any] = []
+        roofs = []
+        for m in machines:
+            g = geomean(e["roofline_pct"] for e in perf.get((impl, m.machine_id), []))
+            roofs.append(g)
+            cols += [g, geomean(speed.get((impl, m.machine_id), [])), len(perf.get((impl, m.machine_id), []))]
+        score = geomean(r for r in roofs if r is not None)
+        rows.append(((tier, -(score or 0.0), impl), [impl, family, status, accuracy, *cols]))
+    rows.sort(key=lambda kv: kv[0])
+    headers = ["rank", "implementation", "family", "conformance", "worst error / tolerance"]
+    for m in machines:
+        headers += [_col(h, m, machines) for h in ("geomean % roofline", "geomean × baseline", "cases")]
+    return Table("ranking", "Combined ranking", headers, [[i, *row] for i, (_, row) in enumerate(rows, start=1)],
+                 ["Ordered by conformance first (conforms, then not judged, then does not conform: a non-conforming "
+                  "implementation never ranks above a conforming one), then by the geometric mean of % roofline "
+                  "over every benchmarked case (over the machines' geometric means where there are several). "
+                  "× baseline is the geometric mean speed-up over the family's torch eager implementation."])
+
+
+def _claims(machines: list[Machine], records: list[dict[str, Any]]) -> Table:
+    claims: dict[str, dict[str, Any]] = {}
+    per: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in records:
+        if r["kind"] == "claims":
+            for cid, c in r["claims"].items():
+                claims.setdefault(cid, c)
+                per[(cid, r["machine_id"])] = c
+    headers = ["claim", "source"]
+    for m in machines:
+        headers += [_col("measured here", m, machines), _col("verdict", m, machines)]
+    rows = []
+    for cid in sorted(claims):
+        c = claims[cid]
+        row: list[Any] = [c.get("claim"), c.get("source")]
+        for m in machines:
+            got = per.get((cid, m.machine_id))
+            row += [got.get("measured"), got.get("verdict")] if got else [None, None]
+        rows.append(row)
+    return Table("claims", "Claims lab", headers, rows,
+                 ["`normbench claims` re-measures published claims on the machine at hand; a verdict says whether "
+                  "the claim holds HERE (device, threads, torch version), not whether the paper was right."])
+
+
+def _plots(machines: list[Machine], bench: dict[str, list[dict[str, Any]]]) -> list[PlotSpec]:
+    plots = []
+    for m in machines:
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        for e in bench.get(m.machine_id, []):
+            if e["family"] != "roofline":
+                groups[(e["family"], e["device"])].append(e)
+        for (family, device), entries in sorted(groups.items()):
+            token = all(e.get("reduce") == "token" for e in entries)
+            panels: dict[str, list[Series]] = {}
+            for pass_name in sorted({e["pass"] for e in entries}, key=lambda p: PASS_ORDER.get(p, 9)):
+                lines: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+                for e in entries:
+                    if e["pass"] == pass_name:
+                        x = e["features"] if token else e["numel"] * 1.0
+                        lines[(e["implementation"], e["dtype"])].append((x, e["gbps"]))
+                panels[pass_name] = [Series(f"{impl} {dtype}", impl, dtype, sorted(points))
+                                     for (impl, dtype), points in sorted(lines.items())]
+            roof = [e["roofline_gbps"] for e in entries if e.get("roofline_gbps")]
+            peaks = [e["peak_gbps"] for e in entries if e.get("peak_gbps")]
+            plots.append(PlotSpec(
+                name=_plot_name(family, m.machine_id, device),
+                title=f"{family} on {device} · {m.label} {m.machine_id}",
+                x_label="hidden size (features per token)" if token else "elements per input",
+                panels=panels, roofline_gbps=max(roof) if roof else None, peak_gbps=max(peaks) if peaks else None))
+    return plots
+
+
+def build_leaderboard(records: list[dict[str, Any]], refused: Iterable[str] = ()) -> Leaderboard:
+    """Every table and plot, from the records alone."""
+    machines = _machines(records)
+    outcomes = _outcomes_by_machine(records)
+    bench = _bench_by_machine(records)
+    tables = [_ranking(machines, outcomes, bench)]
+    if outcomes:
+        tables += [_conformance_summary(machines, outcomes), _accuracy(machines, outcomes)]
+    if bench:
+        tables.append(_rooflines(machines, records))
+        tables += _performance(machines, bench)
+    if any(r["kind"] == "claims" for r in records):
+        tables.append(_claims(machines, records))
+    for m in machines:
+        if outcomes.get(m.machine_id):
+            headers, rows = conformance_rows(outcomes[m.machine_id])
+            profiles = sorted({str(r.get("profile")) for r in records
+                               if r["kind"] == "conformance" and r["machine_id"] == m.machine_id})
+            tables.append(Table(f"conformance-matrix-{m.label}", f"Conformance matrix on {m.label}", headers, rows,
+                                [f"{m.machine_id}: {m.description} · hypothesis profile {', '.join(profiles)}",
+                                 LEGEND]))
+    return Leaderboard(machines, tables, _plots(machines, bench), list(map(str, refused)))
+
+
+def write_leaderboard(results_dir: Path, formats: Iterable[str] | None = None) -> Path:
+    """Render every stored record under results_dir into LEADERBOARD.md and friends; returns the markdown path.
+    Records this normbench cannot read are refused (listed in the leaderboard), never misread."""
+    from normbench.publish import publish_all
+    from normbench.results import scan_records
+
+    records, errors = scan_records(Path(results_dir))
+    board = build_leaderboard(records, refused=errors)
+    written = publish_all(board, Path(results_dir), formats)
+    return next((p for p in written if p.suffix == ".md"), Path(results_dir) / "LEADERBOARD.md")

@@ -86,6 +86,9 @@ class Spec:
     state: tuple[str, ...] = ()
     features: tuple[int, ...] = (8, 769)
     paper: str = ""
+    #: throughput benchmark cases (shapes, dtypes, passes, baseline; optional `cuda` overrides), see
+    #: normbench.bench; empty when the family declares none (it is then not benchmarked).
+    benchmark: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def dtypes(self) -> tuple[str, ...]:
@@ -225,6 +228,7 @@ def load_spec(path: str | Path, known_checks: Iterable[str] | None = None) -> Sp
         state=tuple(data.get("state", ())),
         features=tuple(data.get("features", (8, 769))),
         paper=data.get("paper", ""),
+        benchmark=data.get("benchmark", {}),
     )
 
 

@@ -22,7 +22,8 @@ class GroupNormReference(nn.Module):
     def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
         x64 = x.to(torch.float64)
         n = x64.shape[0]
-        grouped = x64.reshape(n, self.num_groups, -1)
+        # The group size spelled out, not -1: reshape cannot infer it for an empty batch (n = 0).
+        grouped = x64.reshape(n, self.num_groups, x64.shape[1:].numel() // self.num_groups)
         mean = grouped.mean(dim=-1, keepdim=True)
         centred = grouped - mean
         var = (centred * centred).mean(dim=-1, keepdim=True)

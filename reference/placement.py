@@ -25,8 +25,9 @@ DeepNorm coefficients (paper, Table 1 / Figure 2): encoder-only α = (2N)^¼, β
 α = (3M)^¼, β = (12M)^-¼. The authors' torchscale code divides the encoder's weights by
 (N⁴M)^(1/16) / 1.15, i.e. β = 1.15·(N⁴M)^(-1/16): 1.15 ≈ 1/0.87, one of the two constants is inverted.
 We follow the paper (0.87); `deepnorm_coefficients(..., encoder_beta_constant=1.15)` gives torchscale's.
-β scales weights only: the paper's pseudo-code passes it as the xavier gain of those weights (torchscale
-also divides their biases, which nn.Linear initializes to non-zero values; ours start at 0, so the two agree).
+β scales weights only: the paper's pseudo-code passes it as the xavier gain of those weights. torchscale divides
+every parameter whose name holds fc1 / fc2 / out_proj / v_proj, biases included; our biases start at 0, where
+that division changes nothing.
 """
 
 from __future__ import annotations

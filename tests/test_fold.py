@@ -302,3 +302,27 @@ def test_seed_family_offline_norms_fold_in_a_transformer_style_model(implementat
     folded, report = fold_with_report(model, x)
     assert {s.norm for s in report.folded} == {"norm1", "norm2"}, report
     _assert_close(folded(x), model(x))
+
+
+def test_declared_adjacency_folds_what_tracing_cannot_see() -> None:
+    class Opaque(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(C, C)
+            self.norm = nn.BatchNorm1d(C)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.sum() > 0:  # untraceable, and not a Sequential
+                return self.norm(self.lin(x))
+            return self.norm(self.lin(-x))
+
+    torch.manual_seed(0)
+    model = _warm(Opaque(), lambda: torch.randn(8, C) + 1)
+    x = torch.randn(4, C)
+    _, report = fold_with_report(model, x)
+    assert not report.folded and report.kept[0][0] == "norm"
+    folded, report = fold_with_report(model, x, adjacency=[("norm", "lin", "output")])
+    assert [str(s) for s in report.folded] == ["norm -> lin (output side)"]
+    _assert_close(folded(x), model(x))
+    with pytest.raises(FoldError, match="no submodule 'nope'"):
+        fold(model, adjacency=[("norm", "nope", "output")])

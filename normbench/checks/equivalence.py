@@ -12,6 +12,9 @@ from typing import Any
 
 import torch
 from hypothesis import strategies as st
+
+# torch.autograd.gradcheck is the function (it shadows its module), so the error comes from the module.
+from torch.autograd.gradcheck import GradcheckError
 from torch.func import functional_call
 
 from normbench.checks._search import Trial, find_counterexample
@@ -198,7 +201,7 @@ def gradcheck(ctx: CheckContext) -> Observation:
 
     try:
         ok = torch.autograd.gradcheck(fn, (x, *values), eps=1e-6, atol=1e-5, rtol=1e-4, raise_exception=True)
-    except torch.autograd.gradcheck.GradcheckError as exc:
+    except GradcheckError as exc:
         first = str(exc).strip().splitlines()[0]
         return Observation(False, f"gradcheck failed: {first}", {"inputs": ["x", *names]},
                            {"input": case.as_dict(), "params": ctx.params()})

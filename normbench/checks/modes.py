@@ -8,7 +8,7 @@ mode explicitly and switch copies.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -45,15 +45,16 @@ from normbench.spec import Tolerance
 # -- train / eval consistency ---------------------------------------------------------------------------
 
 
-def _warm_up(ctx: CheckContext, module: nn.Module, x: torch.Tensor, steps: int, seed: int) -> None:
-    """`steps` train-mode forwards on seeded inputs shaped like x: families that switch to running
-    statistics after a warm-up (PowerNorm, Unified Normalization) are compared once warmed up."""
+def _warm_up(ctx: CheckContext, module: nn.Module, case: Case, steps: int) -> None:
+    """`steps` train-mode forwards on fresh draws from the probe's own distribution (domain and scale):
+    families that switch to running statistics after a warm-up (PowerNorm, Unified Normalization, MABN)
+    promise train = eval on data like what they were warmed up on, not on a 10x louder batch (MABN's
+    clipped renormalization r then legitimately differs)."""
     module.train(True)
     with torch.no_grad():
         for step in range(steps):
-            gen = torch.Generator().manual_seed(stable_seed("warm_up", seed, step))
-            values = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(x.dtype).to(x.device)
-            ctx.forward(module, values)
+            draw = replace(case, seed=stable_seed("warm_up", case.seed, step))
+            ctx.forward(module, ctx.input(draw))
 
 
 def _train_eval_trial(ctx: CheckContext, probe: Probe) -> Trial:
@@ -62,7 +63,7 @@ def _train_eval_trial(ctx: CheckContext, probe: Probe) -> Trial:
     c = ctx.num_features_of(x)
     module = ctx.build(c, params, training=True)
     warmup = int(ctx.options.get("warmup_steps", 0))
-    _warm_up(ctx, module, x, warmup, probe.case.seed)
+    _warm_up(ctx, module, probe.case, warmup)
     # Deep copies: the train step's buffer update must not leak into the eval forward (or vice versa).
     y_train, _ = fresh_forward(ctx, module.train(True), x)
     y_eval, _ = fresh_forward(ctx, module.eval(), x)
@@ -74,7 +75,10 @@ def _train_eval_trial(ctx: CheckContext, probe: Probe) -> Trial:
 @register_check("train_eval_consistency")
 def train_eval_consistency(ctx: CheckContext) -> Observation:
     """The same module (same state) gives the same output in train and in eval mode on the same input."""
-    result = search(ctx, lambda p: _train_eval_trial(ctx, p), feature_probes(ctx), probe_strategy(ctx))
+    # options.domains narrows the drawn value domains where the family's promise is conditional (MABN:
+    # train = eval only while the renormalization r = sqrt(var/running_var) stays inside its clip).
+    domains = tuple(ctx.options.get("domains", ("normal", "scaled")))
+    result = search(ctx, lambda p: _train_eval_trial(ctx, p), feature_probes(ctx), probe_strategy(ctx, domains))
     return observation("train output == eval output", result)
 
 

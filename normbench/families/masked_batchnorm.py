@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from normbench.families._affine import add_affine
 from normbench.implementation import Implementation
 
 
@@ -27,12 +28,7 @@ class MaskedBatchNorm(nn.Module):
         self.eps = eps
         self.momentum = momentum
         self.track_running_stats = track_running_stats
-        if affine:
-            self.weight = nn.Parameter(torch.ones(num_features))
-            self.bias = nn.Parameter(torch.zeros(num_features))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        add_affine(self, num_features, affine)
         if track_running_stats:
             self.register_buffer("running_mean", torch.zeros(num_features))
             self.register_buffer("running_var", torch.ones(num_features))

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from torch import nn
 
+from normbench.families._affine import add_affine
 from normbench.implementation import Implementation
 
 #: LayerNorms per block (two sublayers).
@@ -71,12 +72,7 @@ class PlacementBlock(nn.Module):
             self.register_parameter(name, weight)
         for name, size in (("b_o", c), ("b_ff1", hidden), ("b_ff2", c)):
             self.register_parameter(name, nn.Parameter(torch.zeros(size)))
-        if affine:
-            self.weight = nn.Parameter(torch.ones(NORM_COUNT[placement], c))
-            self.bias = nn.Parameter(torch.zeros(NORM_COUNT[placement], c))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        add_affine(self, (NORM_COUNT[placement], c), affine)
 
     def extra_repr(self) -> str:
         return f"placement={self.placement}, alpha={self.alpha:.4g}, beta={self.beta:.4g}, heads={self.num_heads}"

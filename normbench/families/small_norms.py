@@ -12,6 +12,7 @@ import math
 import torch
 from torch import nn
 
+from normbench.families._affine import add_affine
 from normbench.implementation import Implementation
 
 _HALF = (torch.float16, torch.bfloat16)
@@ -73,12 +74,7 @@ class DyT(nn.Module):
         super().__init__()
         self.num_features = num_features
         self.alpha = nn.Parameter(torch.full((1,), alpha_init))
-        if affine:
-            self.weight = nn.Parameter(torch.ones(num_features))
-            self.bias = nn.Parameter(torch.zeros(num_features))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        add_affine(self, num_features, affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.to(_compute_dtype(x))

@@ -20,7 +20,7 @@ class _WrongShape(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(1)
+        return x[..., 1:]  # drops a feature: the output shape differs from the input's
 
 
 class _NaN(nn.Module):

@@ -18,12 +18,12 @@ class TwoPassLayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_features)) if affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.float()
+        h = x.to(torch.promote_types(x.dtype, torch.float32))  # float32 at least; float64 stays float64
         mean = h.mean(-1, keepdim=True)
         var = (h - mean).pow(2).mean(-1, keepdim=True)
         y = (h - mean) * torch.rsqrt(var + self.eps)
         if self.weight is not None:
-            y = y * self.weight.float() + self.bias.float()
+            y = y * self.weight.to(h.dtype) + self.bias.to(h.dtype)
         return y.to(x.dtype)
 
 
@@ -36,7 +36,7 @@ class LlamaRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(num_features)) if affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.float()
+        h = x.to(torch.promote_types(x.dtype, torch.float32))  # float32 at least; float64 stays float64
         y = (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
         return y * self.weight.to(x.dtype) if self.weight is not None else y
 

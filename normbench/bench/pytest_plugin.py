@@ -1,0 +1,323 @@
+"""pytest plugin for the throughput benchmarks: `pytest -p normbench.bench.pytest_plugin suite/benchmarks`.
+
+Opt-in on purpose: a plain `pytest suite` never loads this plugin, so it never collects suite/benchmarks/bench_*.py
+(those names do not match pytest's test_*.py) and stays fast. With the plugin, every case of the plan
+(normbench.bench.harness) becomes one pytest-benchmark test, timed with `benchmark.pedantic` on the schedule
+normbench calibrates (CPU: perf_counter; CUDA: CUDA events, L2 flushed before each round), so pytest-benchmark's
+JSON (`--benchmark-json`) is written as usual and `pytest-benchmark compare` works on it; normbench's own record
+goes to results/raw/<machine-id>/benchmark-<device>.json and the leaderboard is re-rendered.
+
+Benchmarks refuse to run under pytest-xdist: workers would share the cores and memory bandwidth being measured.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from normbench.bench.harness import (
+    PASSES,
+    ROOFLINE_FAMILY,
+    BenchCase,
+    BenchPlan,
+    parse_shape,
+    peak_memory_bytes,
+    plan_cases,
+    prepare,
+    result_entry,
+)
+from normbench.bench.roofline import Roofline, cpu_threads_available, default_copy_bytes, measure_roofline
+from normbench.bench.timer import GpuRoundSetup, calibrate, clock_for, cpu_clock, cuda_event_clock, summarize
+from normbench.implementation import ALL_DTYPES, ImplementationError
+from normbench.registry import Registry, discover
+from normbench.spec import Spec, load_specs
+
+XDIST_REFUSAL = ("normbench benchmarks never run under pytest-xdist (-n / --dist): parallel workers share the cores "
+                 "and the memory bandwidth being measured, so every number would be wrong. Run them without -n.")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("normbench benchmarks")
+    group.addoption("--bench-family", action="append", default=[], metavar="FAMILY",
+                    help="benchmark only this family (repeatable)")
+    group.addoption("--bench-dtype", action="append", default=[], choices=list(ALL_DTYPES),
+                    help="benchmark only this dtype (repeatable; default: the spec's)")
+    group.addoption("--bench-pass", action="append", default=[], choices=list(PASSES),
+                    help="benchmark only this pass (repeatable; default: the spec's)")
+    group.addoption("--bench-shape", action="append", default=[], type=parse_shape, metavar="AxB[xC]",
+                    help="replace the spec's shapes (repeatable); a family whose layout takes no shape of that rank "
+                         "is left out")
+    group.addoption("--bench-threads", type=int, default=None, metavar="N",
+                    help="torch CPU threads while benchmarking (default: every core this process may use)")
+    group.addoption("--bench-budget", type=float, default=None, metavar="SECONDS",
+                    help="timing budget per case (default 0.25 on CPU, 0.1 on CUDA); at least 10 rounds are timed")
+    group.addoption("--bench-include-references", action="store_true",
+                    help="also time the float64 reference implementations (not contenders: left out by default)")
+    group.addoption("--bench-crosscheck", action="store_true",
+                    help="also time every case with torch.utils.benchmark and record both medians")
+    group.addoption("--bench-roofline-mib", type=float, default=None, metavar="MIB",
+                    help="size of the roofline copy (default: 8x the last-level cache, >= 256 MiB CPU / 1 GiB GPU)")
+    group.addoption("--bench-progress", action="store_true",
+                    help="draw a progress bar instead of one character per case")
+
+
+def _option(config: pytest.Config, name: str, default: Any = None) -> Any:
+    """Options shared with the conformance plugin (--impl, --device, --results-dir, ...), absent without it."""
+    try:
+        value = config.getoption(name)
+    except (ValueError, AttributeError):
+        return default
+    return default if value is None else value
+
+
+def _xdist_active(config: pytest.Config) -> bool:
+    if hasattr(config, "workerinput") or os.environ.get("PYTEST_XDIST_WORKER"):
+        return True
+    return bool(_option(config, "numprocesses", 0)) or _option(config, "dist", "no") != "no"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    if _xdist_active(config):
+        raise pytest.UsageError(XDIST_REFUSAL)
+    config._normbench_bench = BenchSession(config)  # type: ignore[attr-defined]
+
+
+class BenchSession:
+    """State of one benchmark session: the plan, the rooflines, the results."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        opt = config.option
+        self.threads = opt.bench_threads or cpu_threads_available()
+        self.budget = opt.bench_budget
+        self.crosscheck = opt.bench_crosscheck
+        self.roofline_bytes = int(opt.bench_roofline_mib * 2**20) if opt.bench_roofline_mib else None
+        self.rooflines: dict[str, Roofline] = {}
+        self.results: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        self.failures: list[str] = []
+        self._plan: BenchPlan | None = None
+        self.specs: dict[str, Spec] = {}
+        self.registry: Registry | None = None
+        self.problems: list[str] = []
+        self.done = 0
+
+    @property
+    def devices(self) -> list[str]:
+        wanted = _option(self.config, "device", []) or ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+        return list(dict.fromkeys(wanted))
+
+    def plan(self) -> BenchPlan:
+        if self._plan is None:
+            opt = self.config.option
+            # Check names are not needed to time a module: a spec naming a check under construction still loads.
+            spec_set = load_specs(_option(self.config, "spec_dir", []), known_checks=None)
+            self.specs = spec_set.specs
+            self.registry = discover(_option(self.config, "impl_path", []), families=spec_set.specs,
+                                     include_entry_points=not _option(self.config, "no_entry_points", False))
+            self.problems = [f"bad spec: {e}" for e in spec_set.errors]
+            self.problems += [f"broken plugin: {e}" for e in self.registry.errors]
+            impls = _option(self.config, "impl", [])
+            unknown = sorted(set(impls) - set(self.registry.implementations))
+            self.problems += [f"--impl {name!r} matches no implementation" for name in unknown]
+            sizes = {d: self.roofline_bytes or self._default_copy_bytes(d) for d in self.devices}
+            self._plan = plan_cases(self.specs, self.registry, implementations=impls, families=opt.bench_family,
+                                    dtypes=opt.bench_dtype, passes=opt.bench_pass, shapes=opt.bench_shape,
+                                    devices=[d for d in self.devices if self._device_available(d)],
+                                    include_references=opt.bench_include_references, roofline_bytes=sizes)
+            self.problems += self._plan.errors
+        return self._plan
+
+    @staticmethod
+    def _device_available(device: str) -> bool:
+        return torch.device(device).type != "cuda" or torch.cuda.is_available()
+
+    def _default_copy_bytes(self, device: str) -> int:
+        return default_copy_bytes(device) if self._device_available(device) else 0
+
+    def roofline(self, device: str) -> Roofline:
+        """Measured once per device and session, with the benchmark thread count, before its first case."""
+        if device not in self.rooflines:
+            torch.set_num_threads(self.threads)
+            self.rooflines[device] = measure_roofline(device, self.roofline_bytes)
+        return self.rooflines[device]
+
+    def run(self, benchmark: Any, case: BenchCase) -> dict[str, Any]:
+        """Time one case with pytest-benchmark and record it."""
+        torch.set_num_threads(self.threads)
+        roofline = self.roofline(case.device)
+        impl = self.registry.implementations.get(case.implementation) if self.registry else None
+        try:
+            prepared = prepare(case, impl, self.specs.get(case.family))
+        except ImplementationError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        budget = self.budget or (0.1 if torch.device(case.device).type == "cuda" else 0.25)
+        schedule = calibrate(prepared.fn, case.device, budget_s=budget)
+        flush = GpuRoundSetup(case.device, schedule.hold_s) if schedule.flush_l2 else None
+        benchmark.extra_info.update(normbench_id=case.id, family=case.family, implementation=case.implementation,
+                                    shape=list(case.shape), dtype=case.dtype, pass_name=case.pass_name,
+                                    device=case.device, bytes=prepared.traffic.total, threads=self.threads)
+        cuda_event_clock.reset()
+        benchmark.pedantic(prepared.fn, setup=flush, rounds=schedule.rounds, iterations=schedule.iterations,
+                           warmup_rounds=schedule.warmup_rounds)
+        if benchmark.stats is None:
+            pytest.skip("pytest-benchmark is disabled (--benchmark-disable / --benchmark-skip): nothing was timed")
+        summary = summarize(benchmark.stats.stats, schedule.iterations)
+        peak = peak_memory_bytes(prepared.fn, case.device)
+        timer = "cuda_event" if clock_for(case.device) is cuda_event_clock else "perf_counter"
+        entry = result_entry(prepared, summary, roofline, peak, timer=timer, flush_l2=schedule.flush_l2)
+        entry["gpu_hold_s"] = schedule.hold_s
+        if self.crosscheck:
+            entry["crosscheck"] = crosscheck(prepared.fn, case.device, summary["median_s"])
+        benchmark.extra_info.update(gbps=entry["gbps"], roofline_pct=entry["roofline_pct"],
+                                    peak_mem_bytes=peak)
+        self.results[torch.device(case.device).type][case.id] = entry
+        return entry
+
+
+def crosscheck(fn: Any, device: str, median_s: float) -> dict[str, Any]:
+    """The same prepared call timed by torch.utils.benchmark (blocked_autorange), to validate normbench's median."""
+    from torch.utils import benchmark as tub
+
+    timer = tub.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    # long enough for a stable median of a slow case, short for a microsecond one
+    other = timer.blocked_autorange(min_run_time=max(0.2, min(1.0, 200 * median_s)))
+    return {"torch_utils_benchmark_median_s": other.median, "normbench_median_s": median_s,
+            "ratio": median_s / other.median, "torch_utils_benchmark_measurements": len(other.times)}
+
+
+def _session(config: pytest.Config) -> BenchSession:
+    return config._normbench_bench  # type: ignore[attr-defined]
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if file_path.suffix == ".py" and file_path.name.startswith("bench_"):
+        return pytest.Module.from_parent(parent, path=file_path)
+    return None
+
+
+class BenchProblem:
+    """A requested case that cannot exist (bad spec, plugin or option): one failing item with the message."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "bench_case" not in metafunc.fixturenames:
+        return
+    session = _session(metafunc.config)
+    plan = session.plan()
+    params = [pytest.param(BenchProblem(message), id=f"problem{i}") for i, message in enumerate(session.problems)]
+    for case in plan.cases:
+        clock = cuda_event_clock if torch.device(case.device).type == "cuda" else cpu_clock
+        params.append(pytest.param(case, id=case.id, marks=[pytest.mark.benchmark(group=case.group, timer=clock)]))
+    if not params:
+        params.append(pytest.param(BenchProblem("no benchmark case matches the options (families with a "
+                                                "`benchmark` key in their spec, --impl, --bench-*)"), id="empty"))
+    metafunc.parametrize("bench_case", params)
+
+
+@pytest.fixture(scope="session")
+def normbench_bench(request: pytest.FixtureRequest) -> BenchSession:
+    return _session(request.config)
+
+
+def run_bench_case(benchmark: Any, bench_case: BenchCase | BenchProblem, session: BenchSession) -> None:
+    """The body of suite/benchmarks' test: fail a problem item, time a case."""
+    if isinstance(bench_case, BenchProblem):
+        pytest.fail(bench_case.message, pytrace=False)
+    session.run(benchmark, bench_case)
+
+
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, str] | None:
+    if config.option.bench_progress and report.when == "call" and report.passed:
+        return "passed", "", "PASSED"  # the progress bar says it
+    return None
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    config = _current_config
+    if config is None or report.when != "call" or not config.option.bench_progress:
+        return
+    session = _session(config)
+    session.done += 1
+    total = len(session.plan().cases) + len(session.problems)
+    width = 30
+    filled = int(width * session.done / max(total, 1))
+    name = report.nodeid.split("[", 1)[-1].rstrip("]")
+    line = f"\r[{'#' * filled}{'.' * (width - filled)}] {session.done}/{total} {name[:70]:<70}"
+    stream = sys.stderr
+    if stream.isatty():
+        stream.write(line)
+    elif session.done == total or session.done % max(total // 20, 1) == 0:
+        stream.write(line.lstrip("\r") + "\n")
+    stream.flush()
+
+
+_current_config: pytest.Config | None = None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    global _current_config
+    _current_config = session.config
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    bench = _session(config)
+    if not bench.results or _option(config, "no_record", False):
+        return
+    from normbench.leaderboard import write_leaderboard
+    from normbench.results import benchmark_record, store_record
+
+    results_dir = Path(_option(config, "results_dir", None) or Path(str(config.rootpath)) / "results")
+    written = []
+    for device, entries in sorted(bench.results.items()):
+        rooflines = [r for d, r in bench.rooflines.items() if torch.device(d).type == device]
+        record = benchmark_record(device, list(entries.values()), rooflines[0].as_dict() if rooflines else None,
+                                  bench.threads)
+        path, _ = store_record(results_dir, record)
+        written.append(path)
+    write_leaderboard(results_dir)
+    config._normbench_bench_written = written  # type: ignore[attr-defined]
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    bench = getattr(config, "_normbench_bench", None)
+    if bench is None or not bench.results:
+        return
+    if config.option.bench_progress:
+        sys.stderr.write("\n")
+    terminalreporter.section("normbench benchmarks")
+    for device, roof in bench.rooflines.items():
+        peak = f", nominal peak {roof.peak_gbps:.0f} GB/s ({roof.peak_source})" if roof.peak_gbps else ""
+        terminalreporter.write_line(
+            f"{device}: {roof.device_name}, {roof.threads} threads: copy roofline {roof.copy_gbps:.1f} GB/s "
+            f"(q1-q3 {roof.copy_gbps_q1:.1f}-{roof.copy_gbps_q3:.1f}) on {roof.copy_bytes / 2**20:.0f} MiB{peak}")
+    for device, entries in sorted(bench.results.items()):
+        for e in entries.values():
+            if e["family"] == ROOFLINE_FAMILY:
+                terminalreporter.write_line(f"  harness copy of {e['numel'] * 4 / 2**20:.0f} MiB: {e['gbps']:.1f} "
+                                            f"GB/s = {e['roofline_pct']:.0f}% of the copy roofline")
+        norms = [e for e in entries.values() if e["family"] != ROOFLINE_FAMILY]
+        if norms:
+            best = max(norms, key=lambda e: e["roofline_pct"])
+            terminalreporter.write_line(f"  {len(norms)} {device} cases; closest to the roofline: {best['id']} at "
+                                        f"{best['roofline_pct']:.0f}%")
+        for e in entries.values():
+            check = e.get("crosscheck")
+            if check:
+                terminalreporter.write_line(
+                    f"  crosscheck {e['id']}: normbench median {check['normbench_median_s'] * 1e3:.4f} ms, "
+                    f"torch.utils.benchmark median {check['torch_utils_benchmark_median_s'] * 1e3:.4f} ms "
+                    f"(ratio {check['ratio']:.3f})")
+    for path in getattr(config, "_normbench_bench_written", []):
+        terminalreporter.write_line(f"results written to {path}")

@@ -1,0 +1,301 @@
+"""Memory-layout properties: non-contiguous inputs and empty batches.
+
+A kernel that indexes its input as if it were a packed row-major array (``data_ptr + row * C + col``)
+computes garbage on a transposed, sliced or channels_last tensor; many shipped fused norms did exactly
+that (TransformerEngine#1017, pytorch#62594, #147303, apex#411, flashinfer#634). Empty batches crash
+kernels that launch a grid of zero blocks or reduce over nothing (flash-attention#1620).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from hypothesis import strategies as st
+from torch import nn
+
+from normbench.checks._search import Trial, find_counterexample
+from normbench.checks.base import (
+    CheckContext,
+    Observation,
+    reduction_length,
+    register_check,
+    stable_seed,
+    weight_reduction_length,
+)
+from normbench.compare import Comparison
+from normbench.implementation import ImplementationError
+from normbench.inputs import Case, case_strategy, input_shape, random_like
+from normbench.spec import Layout
+
+# -- non-contiguous inputs ------------------------------------------------------------------------------
+
+#: How the same logical values can sit in memory. Every kind is a layout real callers hand to a norm:
+#: "transposed"    all dims stored in reverse order (x = buf.T): no dim has unit stride but the first;
+#: "strided"       every dim taken with step 2 from a larger NaN-filled buffer, at a storage offset: a
+#:                 kernel that reads the gaps turns the output NaN;
+#: "row_padded"    the last dim sliced out of a wider NaN-filled row at an offset (q = qkv[..., :C]): unit
+#:                 inner stride, but rows are not packed (TransformerEngine#1017);
+#: "batch_minor"   dims 0 and 1 swapped in memory: time-major (T, B, C) storage for tokens (fairseq);
+#: "channels_last" the features axis stored last: torch.channels_last for rank 4 (pytorch#62594), the
+#:                 (N, L, C) -> (N, C, L) transpose for rank 3;
+#: "expanded"      one sample broadcast over the batch with stride 0 (what expand() and y.sum().backward()
+#:                 hand a kernel).
+VIEW_KINDS: tuple[str, ...] = ("transposed", "strided", "row_padded", "batch_minor", "channels_last", "expanded")
+
+
+def applicable_views(layout: Layout, rank: int) -> tuple[str, ...]:
+    """The view kinds that give a layout distinct from the contiguous one for this layout and rank."""
+    out = ["transposed", "strided", "row_padded"]
+    if rank >= 3:
+        out.append("batch_minor")
+    if layout.features_axis % rank != rank - 1 and rank >= 3:
+        out.append("channels_last")
+    # Batch statistics over identical samples are degenerate (zero variance for (N, C)); per-sample
+    # statistics are unaffected by broadcasting samples.
+    if layout.reduce != "channel":
+        out.append("expanded")
+    return tuple(out)
+
+
+def _nan_buffer(values: torch.Tensor, shape: list[int]) -> torch.Tensor:
+    return torch.full(shape, math.nan, dtype=values.dtype, device=values.device)
+
+
+def strided_view(values: torch.Tensor, kind: str, features_axis: int) -> torch.Tensor:
+    """A tensor equal to `values` (contiguous) elementwise but laid out in memory as `kind` says; for
+    "expanded", every sample equals sample 0 of `values`."""
+    dims = values.dim()
+    if kind == "transposed":
+        order = list(reversed(range(dims)))  # a reversal is its own inverse
+        return values.permute(order).contiguous().permute(order)
+    if kind == "strided":
+        big = _nan_buffer(values, [2 * s + 1 for s in values.shape])
+        view = big[tuple(slice(1, None, 2) for _ in values.shape)]
+        view.copy_(values)
+        return view
+    if kind == "row_padded":
+        shape = list(values.shape)
+        big = _nan_buffer(values, [*shape[:-1], shape[-1] + 3])
+        view = big.narrow(-1, 1, shape[-1])
+        view.copy_(values)
+        return view
+    if kind == "batch_minor":
+        return values.transpose(0, 1).contiguous().transpose(0, 1)
+    if kind == "channels_last":
+        if dims == 4:
+            return values.contiguous(memory_format=torch.channels_last)
+        axis = features_axis % dims
+        return values.movedim(axis, -1).contiguous().movedim(-1, axis)
+    if kind == "expanded":
+        return values.narrow(0, 0, 1).expand(values.shape)
+    raise ValueError(f"unknown view kind {kind!r}; known: {VIEW_KINDS}")
+
+
+@dataclass(frozen=True)
+class ViewCase:
+    """A reproducible input, the memory layout it is handed over in, and the constructor parameters."""
+
+    case: Case
+    view: str
+    params: tuple[tuple[str, Any], ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"input": self.case.as_dict(), "view": self.view, "params": dict(self.params)}
+
+
+def _view_cases(ctx: CheckContext) -> list[ViewCase]:
+    """Every feature count of the spec (769, 37, 60: not powers of two; 12 with 4 groups: C/G = 3) in
+    every rank of the layout and every applicable view."""
+    layout = ctx.spec.layout
+    params = tuple(ctx.params().items())
+    out = []
+    for i, c in enumerate(ctx.spec.features):
+        for rank in layout.ranks:
+            shape = input_shape(layout, batch=4, features=c, rank=rank, length=3)
+            for kind in applicable_views(layout, rank):
+                out.append(ViewCase(Case(shape, "normal", seed=ctx.seed + i), kind, params))
+    return out
+
+
+def _view_strategy(ctx: CheckContext) -> st.SearchStrategy[ViewCase]:
+    layout = ctx.spec.layout
+    params = tuple(ctx.params().items())
+
+    @st.composite
+    def build(draw: st.DrawFn) -> ViewCase:
+        case = draw(case_strategy(layout, ctx.spec.features))
+        kind = draw(st.sampled_from(applicable_views(layout, len(case.shape))))
+        return ViewCase(case, kind, params)
+
+    return build()
+
+
+def _state_comparisons(ctx: CheckContext, module: nn.Module, ref: nn.Module, n: int) -> dict[str, Comparison]:
+    """The updated state buffers (BatchNorm running statistics) against the reference's."""
+    out = {}
+    for name in ctx.spec.state:
+        got, want = getattr(module, name, None), getattr(ref, name, None)
+        if isinstance(got, torch.Tensor) and isinstance(want, torch.Tensor):
+            kind_n = n if want.is_floating_point() else 1
+            out[name] = ctx.compare(got.to(torch.float64), want.to(torch.float64), "forward", kind_n)
+    return out
+
+
+def _describe_view(x: torch.Tensor) -> dict[str, Any]:
+    return {"strides": list(x.stride()), "storage_offset": int(x.storage_offset()),
+            "is_contiguous": bool(x.is_contiguous())}
+
+
+def _layout_trial(ctx: CheckContext, vc: ViewCase, *, contiguous: bool = False) -> Trial:
+    """Forward and backward on the view (or, for the diagnosis of a failure, on a contiguous copy)
+    against the float64 truth on the same values."""
+    params = dict(vc.params)
+    values = ctx.input(vc.case)
+    axis = ctx.spec.layout.features_axis
+    x = strided_view(values, vc.view, axis)
+    if contiguous:
+        x = x.contiguous()
+    x = x.detach().requires_grad_(True)
+    c = ctx.num_features_of(x)
+    module = ctx.build(c, params)
+    ref = ctx.reference(module, c, params)
+    # The upstream gradient in the same layout: backward kernels index grad_output too (apex#411).
+    dy = strided_view(random_like(values, stable_seed("grad_output", vc.case.seed)), vc.view, axis)
+    if contiguous:
+        dy = dy.contiguous()
+    example = {**vc.as_dict(), "layout": _describe_view(x), "dtype": ctx.dtype_name, "mode": ctx.mode}
+    # The truth's copies first: a candidate that writes into x or dy must not corrupt its own yardstick.
+    # (The reference lives on the CPU, whatever device the candidate runs on.)
+    x64 = x.detach().to(torch.float64).cpu().clone().contiguous().requires_grad_(True)
+    dy64 = dy.detach().to(torch.float64).cpu().clone()
+    try:
+        y = ctx.forward(module, x)
+        y.backward(dy)
+    except Exception as exc:  # raising on a valid strided tensor violates the property
+        return Trial(ok=False, summary=f"raised {type(exc).__name__} on a {vc.view} input: {exc}",
+                     metrics={"tol_ratio": math.inf, "view": vc.view}, counterexample=example)
+    truth = ref(x64)
+    truth.backward(dy64)
+    n = reduction_length(ctx.spec, tuple(x.shape), params.get("num_groups"))
+    m = weight_reduction_length(ctx.spec, tuple(x.shape))
+    comparisons = {"output": ctx.compare(y, truth, "forward", n)}
+    if x.grad is None:
+        return Trial(ok=False, summary=f"no gradient reached a {vc.view} input",
+                     metrics={"tol_ratio": math.inf, "view": vc.view}, counterexample=example)
+    comparisons["grad_input"] = ctx.compare(x.grad, x64.grad, "backward", n)
+    weight, bias = ctx.impl.affine_tensors(module)
+    for label, got, want in (("grad_weight", weight, getattr(ref, "weight", None)),
+                             ("grad_bias", bias, getattr(ref, "bias", None))):
+        if isinstance(want, torch.Tensor) and want.grad is not None and got is not None:
+            grad = got.grad if got.grad is not None else torch.zeros_like(got)
+            comparisons[label] = ctx.compare(grad, want.grad, "backward", m)
+    comparisons.update(_state_comparisons(ctx, module, ref, n))
+    name, worst = max(comparisons.items(), key=lambda kv: kv[1].tol_ratio)
+    failing = [k for k, comp in comparisons.items() if not comp.ok]
+    text = "; ".join(comparisons[k].describe(k) for k in failing) or worst.describe(name)
+    metrics: dict[str, Any] = {"tol_ratio": worst.tol_ratio, "worst_tensor": name, "view": vc.view}
+    for key, comp in comparisons.items():
+        metrics[f"{key}.max_abs"] = comp.max_abs
+        metrics[f"{key}.max_ulp"] = comp.max_ulp
+        metrics[f"{key}.tol_ratio"] = comp.tol_ratio
+    return Trial(ok=not failing, summary=f"{vc.view} {list(x.shape)}: {text}", metrics=metrics,
+                 counterexample={**example, "failing": failing} if failing else example)
+
+
+@register_check("noncontiguous_input", dtypes=("float32", "bfloat16"))
+def noncontiguous_input(ctx: CheckContext) -> Observation:
+    """Transposed, strided, row-padded, channels_last and expanded inputs give the float64 truth, forward
+    and backward."""
+    tried: list[tuple[Trial, ViewCase]] = []
+
+    def evaluate(vc: ViewCase) -> Trial:
+        trial = _layout_trial(ctx, vc)
+        tried.append((trial, vc))
+        return trial
+
+    result = find_counterexample(ctx, evaluate, _view_cases(ctx), _view_strategy(ctx))
+    trial = result.failure or result.worst
+    assert trial is not None  # at least one explicit case always runs
+    metrics = {**trial.metrics, "cases": result.trials}
+    if result.ok:
+        return Observation(True, f"every memory layout within tolerance over {result.trials} cases; "
+                           f"worst: {trial.summary}", metrics)
+    # Diagnosis: the same values in a contiguous tensor. Wrong there too means the bug is not about
+    # layout (forward_equivalence flags it as well); right there pins it on the strides.
+    failed_case = next(vc for t, vc in tried if t is trial)
+    control = _layout_trial(ctx, failed_case, contiguous=True)
+    metrics["contiguous_control_ok"] = control.ok
+    note = (" (the same values in a contiguous tensor are within tolerance: the layout is the cause)"
+            if control.ok else f" (wrong on the contiguous copy too: {control.summary})")
+    return Observation(False, f"non-contiguous input mishandled: {trial.summary}{note}", metrics,
+                       trial.counterexample)
+
+
+# -- empty batches --------------------------------------------------------------------------------------
+
+def _empty_shapes(ctx: CheckContext) -> list[tuple[int, ...]]:
+    """Zero samples in every rank of the layout, for each feature count; zero tokens for token layouts."""
+    layout = ctx.spec.layout
+    shapes: list[tuple[int, ...]] = []
+    for c in ctx.spec.features:
+        for rank in layout.ranks:
+            shapes.append(input_shape(layout, batch=0, features=c, rank=rank, length=3))
+            if layout.reduce == "token" and rank >= 3:
+                shapes.append(input_shape(layout, batch=2, features=c, rank=rank, length=0))
+    return shapes
+
+
+def _empty_trial(ctx: CheckContext, shape: tuple[int, ...]) -> Trial:
+    params = ctx.params()
+    example = {"input": {"shape": list(shape)}, "params": params, "dtype": ctx.dtype_name, "mode": ctx.mode}
+    c = shape[ctx.spec.layout.features_axis]
+    module = ctx.build(c, params)
+    x = torch.empty(shape, dtype=ctx.dtype, device=ctx.device).requires_grad_(True)
+
+    def fail(problem: str) -> Trial:
+        return Trial(ok=False, summary=f"{list(shape)}: {problem}", metrics={"shape": list(shape)},
+                     counterexample={**example, "problem": problem})
+
+    try:
+        y = ctx.forward(module, x)
+    except ImplementationError as exc:  # ctx.forward checks the output: a wrong shape, or not a tensor
+        return fail(f"forward returned a wrong output: {exc}")
+    except Exception as exc:
+        return fail(f"forward raised {type(exc).__name__}: {exc}")
+    if y.dtype != x.dtype:
+        return fail(f"output dtype {y.dtype} differs from the input's {x.dtype}")
+    if not y.requires_grad:
+        return fail("the output is detached from the graph: backward through it is impossible")
+    try:
+        y.backward(torch.empty_like(y))
+    except Exception as exc:
+        return fail(f"backward raised {type(exc).__name__}: {exc}")
+    if x.grad is None or x.grad.shape != x.shape:
+        got = None if x.grad is None else list(x.grad.shape)
+        return fail(f"input gradient is {got}, expected an empty tensor of shape {list(shape)}")
+    for name, p in module.named_parameters():
+        # Nothing to sum over: the parameter gradient is exactly zero (None: untouched, also zero).
+        if p.grad is not None and (not torch.isfinite(p.grad).all() or bool((p.grad != 0).any())):
+            return fail(f"gradient of {name!r} is not zero over an empty batch: {p.grad.flatten()[:4].tolist()}")
+    for name, buf in module.named_buffers():
+        if buf.is_floating_point() and not bool(torch.isfinite(buf).all()):
+            return fail(f"buffer {name!r} became non-finite after an empty batch")
+    return Trial(ok=True, summary=f"{list(shape)} -> empty output of the same shape and dtype, backward ok",
+                 metrics={"shape": list(shape)}, counterexample=example)
+
+
+@register_check("empty_batch", dtypes=("float32", "bfloat16"))
+def empty_batch(ctx: CheckContext) -> Observation:
+    """A batch with zero rows gives an empty output of the same shape and dtype, and backward works."""
+    shapes = _empty_shapes(ctx)
+    result = find_counterexample(ctx, lambda s: _empty_trial(ctx, s), shapes)
+    if result.ok:
+        return Observation(True, f"{result.trials} empty shapes handled: {[list(s) for s in shapes]}",
+                           {"cases": result.trials, "shapes": [list(s) for s in shapes]})
+    failure = result.failure
+    assert failure is not None
+    return Observation(False, f"empty batch mishandled: {failure.summary}",
+                       {"cases": result.trials, **failure.metrics}, failure.counterexample)

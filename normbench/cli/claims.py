@@ -1,0 +1,44 @@
+"""`normbench claims`: re-measure published norm speed / memory claims here, record them, re-render the leaderboard."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from tabulate import tabulate
+
+VERB = "claims"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from normbench.bench.claims import CLAIMS
+
+    parser = sub.add_parser(VERB, help="the claims lab: RMSNorm vs LayerNorm, folded offline norm vs LayerNorm")
+    parser.add_argument("--only", action="append", choices=sorted(CLAIMS), help="run only this claim (repeatable)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"],
+                        help="device to measure on (default: cuda where available, else cpu)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: every core)")
+    parser.add_argument("--results-dir", default="results", help="results folder (default: results)")
+    parser.add_argument("--no-record", action="store_true", help="print only; write no record")
+
+
+def run(args: argparse.Namespace) -> int:
+    from normbench.bench.claims import run_claims
+    from normbench.bench.roofline import cpu_threads_available
+    from normbench.leaderboard import write_leaderboard
+    from normbench.results import claims_record, store_record
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("normbench claims: --device cuda, but torch sees no CUDA device here")
+        return 2
+    torch.set_num_threads(args.threads or cpu_threads_available())
+    print(f"claims lab on {args.device} ({torch.get_num_threads()} threads, torch {torch.__version__}) ...")
+    results = run_claims(args.device, args.only)
+    print(tabulate([[r.id, r.measured, r.verdict] for r in results], headers=["claim", "measured here", "verdict"],
+                   maxcolwidths=[None, 90, 30]))
+    if not args.no_record:
+        path, _ = store_record(Path(args.results_dir), claims_record([r.as_dict() for r in results]))
+        board = write_leaderboard(Path(args.results_dir))
+        print(f"recorded in {path}; leaderboard {board}")
+    return 0

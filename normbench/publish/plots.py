@@ -1,0 +1,64 @@
+"""results/plots/<family>-<device>-<machine>.png: GB/s against hidden size per implementation, roofline drawn.
+
+matplotlib is imported only when there is something to plot, so a conformance-only render stays fast.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from normbench.leaderboard import Leaderboard, PlotSpec
+from normbench.publish._format import PLOTS_DIR
+
+LINESTYLES = {"float32": "-", "bfloat16": "--", "float16": ":", "float64": "-."}
+
+
+class PlotPublisher:
+    name = "png"
+
+    def publish(self, board: Leaderboard, out_dir: Path) -> list[Path]:
+        if not board.plots:
+            return []
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only, no display
+        folder = out_dir / PLOTS_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        return [self.draw(spec, folder / f"{spec.name}.png") for spec in board.plots]
+
+    def draw(self, spec: PlotSpec, path: Path) -> Path:
+        import matplotlib.pyplot as plt
+
+        n = max(len(spec.panels), 1)
+        cols = min(n, 2)
+        rows = math.ceil(n / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4.2 * rows), squeeze=False)
+        implementations = sorted({s.implementation for series in spec.panels.values() for s in series})
+        colors = {impl: plt.get_cmap("tab10")(i % 10) for i, impl in enumerate(implementations)}
+        for ax, (pass_name, series) in zip(axes.flat, spec.panels.items()):
+            for s in series:
+                xs, ys = zip(*s.points)
+                ax.plot(xs, ys, marker="o", color=colors[s.implementation], linestyle=LINESTYLES.get(s.dtype, "-"),
+                        label=s.label)
+            if spec.roofline_gbps:
+                ax.axhline(spec.roofline_gbps, color="black", linewidth=1.2,
+                           label=f"copy roofline {spec.roofline_gbps:.0f} GB/s")
+            if spec.peak_gbps:
+                ax.axhline(spec.peak_gbps, color="grey", linestyle=":", label=f"nominal peak {spec.peak_gbps:.0f} GB/s")
+            xs_all = sorted({x for s in series for x, _ in s.points})
+            if len(xs_all) > 1 and xs_all[-1] / xs_all[0] >= 4:
+                ax.set_xscale("log", base=2)
+            ax.set_title(pass_name)
+            ax.set_xlabel(spec.x_label)
+            ax.set_ylabel("GB/s")
+            ax.set_ylim(bottom=0)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        for ax in list(axes.flat)[len(spec.panels):]:
+            ax.set_visible(False)
+        fig.suptitle(spec.title, fontsize=10)
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        return path

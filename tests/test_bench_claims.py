@@ -1,0 +1,36 @@
+"""The claims lab's measurements, on tiny shapes: verdicts are stated as holding here or not."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from normbench.bench.claims import (
+    DOES_NOT_HOLD,
+    HOLDS,
+    INCONCLUSIVE,
+    PreNormBlock,
+    folded_norm_vs_layernorm,
+    rmsnorm_vs_layernorm,
+)
+
+
+def test_rmsnorm_vs_layernorm_reports_every_case():
+    result = rmsnorm_vs_layernorm(tokens=64, hidden=(128,), dtypes=("float32",), repeats=1, budget_s=0.02)
+    assert result.verdict in (HOLDS, DOES_NOT_HOLD, INCONCLUSIVE)
+    assert len(result.details["cases"]) == 2 and result.details["geomean_rmsnorm_speedup"] > 0
+    assert "torch eager RMSNorm" in result.measured and result.as_dict()["threads"] == torch.get_num_threads()
+
+
+def test_folded_offline_norm_vs_layernorm_folds_both_norms():
+    speed, memory = folded_norm_vs_layernorm(batch=2, seq=8, dim=32, heads=2, repeats=1, budget_s=0.02)
+    assert speed.details["folded"] == ["norm1 -> qkv (input side)", "norm2 -> fc1 (input side)"]
+    assert speed.details["fold_verified_rel_error"] < 1e-4
+    for claim in (speed, memory):
+        assert claim.verdict.startswith((HOLDS, DOES_NOT_HOLD))
+    assert "31%" in speed.claim and "18%" in memory.claim
+
+
+def test_prenorm_block_shapes():
+    block = PreNormBlock(16, 2, nn.LayerNorm)
+    assert block(torch.randn(2, 5, 16)).shape == (2, 5, 16)

@@ -1,0 +1,83 @@
+"""suite/benchmarks end to end: opt-in collection, pytest-benchmark JSON, normbench records, xdist refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--impl", "torch.nn.LayerNorm", "--impl", "F.layer_norm", "--bench-shape", "8x64", "--bench-dtype", "float32",
+        "--bench-pass", "forward", "--bench-pass", "inference", "--bench-budget", "0.01", "--bench-roofline-mib", "1",
+        "--bench-threads", "1", "--device", "cpu"]
+
+
+def pytest_run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_XDIST_WORKER"}
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    json_path = results / "pytest-benchmark.json"
+    proc = pytest_run("suite/benchmarks", "-p", "normbench.bench.pytest_plugin", "-q", "--results-dir", str(results),
+                      "--benchmark-json", str(json_path), "--bench-crosscheck", *TINY)
+    return proc, results, json_path
+
+
+def test_benchmarks_record_normbench_and_pytest_benchmark_results(bench_run):
+    proc, results, json_path = bench_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    record_path = next((results / "raw").glob("*/benchmark-cpu.json"))
+    record = json.loads(record_path.read_text())
+    assert record["api_version"] == 1 and record["kind"] == "benchmark" and record["threads"] == 1
+    assert record["roofline"]["copy_gbps"] > 0
+    entry = record["results"]["layernorm[F.layer_norm-8x64-float32-forward]"]
+    assert entry["rounds"] >= 10 and entry["median_s"] > 0 and entry["q1_s"] <= entry["median_s"] <= entry["q3_s"]
+    assert entry["gbps"] == pytest.approx(entry["bytes"] / entry["median_s"] / 1e9)
+    assert entry["roofline_pct"] == pytest.approx(100 * entry["gbps"] / record["roofline"]["copy_gbps"])
+    assert entry["baseline"] == "torch.nn.LayerNorm" and entry["peak_mem_bytes"] > 0
+    assert entry["crosscheck"]["torch_utils_benchmark_median_s"] > 0
+    assert any(k.startswith("roofline[copy-") for k in record["results"])
+    # pytest-benchmark's own JSON, with normbench's id beside its statistics
+    data = json.loads(json_path.read_text())
+    names = {b["extra_info"]["normbench_id"] for b in data["benchmarks"]}
+    assert names == set(record["results"])
+    bench = next(b for b in data["benchmarks"] if b["extra_info"]["normbench_id"] == entry["id"])
+    assert bench["stats"]["median"] == pytest.approx(entry["median_s"])
+    board = results / "LEADERBOARD.md"
+    assert board.exists() and "Performance: layernorm" in board.read_text()
+    assert "normbench benchmarks" in proc.stdout and "harness copy" in proc.stdout
+
+
+def test_pytest_benchmark_compare_reads_the_json(bench_run):
+    _, _, json_path = bench_run
+    proc = subprocess.run([sys.executable, "-m", "pytest_benchmark", "compare", str(json_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "test_throughput" in proc.stdout
+
+
+def test_benchmarks_refuse_xdist():
+    proc = pytest_run("suite/benchmarks", "-p", "normbench.bench.pytest_plugin", "-n", "2", *TINY)
+    assert proc.returncode != 0
+    assert "never run under pytest-xdist" in proc.stdout + proc.stderr
+
+
+def test_a_plain_suite_run_never_collects_benchmarks():
+    proc = pytest_run("suite", "--collect-only", "-q", "--no-record", "--impl", "torch.nn.LayerNorm")
+    assert "conformance.py::" in proc.stdout
+    assert "bench_norms" not in proc.stdout and "test_throughput" not in proc.stdout
+
+
+def test_a_bad_option_is_one_clear_failure():
+    proc = pytest_run("suite/benchmarks", "-p", "normbench.bench.pytest_plugin", "-q", "--no-record",
+                      "--impl", "no.such.impl", "--bench-shape", "4x8", "--bench-budget", "0.01")
+    assert proc.returncode == 1
+    assert "--impl 'no.such.impl' matches no implementation" in proc.stdout

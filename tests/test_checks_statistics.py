@@ -1,0 +1,66 @@
+"""normalization_statistics: torch's modules and the references have their family's moments; a LayerNorm with
+the unbiased variance, and a zero-centred γ registered without its offset, are flagged."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import assert_flags, assert_passes, impl, run, specs
+from mutants_numerics import GemmaRMSNorm, UnbiasedLayerNorm
+
+from normbench.builtins import reference_implementations, torch_implementations
+from normbench.runner import item_dtypes
+
+IMPLS = {i.name: i for i in (*torch_implementations(), *reference_implementations())}
+
+
+def _items() -> list[tuple[str, str, str]]:
+    out = []
+    for implementation in IMPLS.values():
+        spec = specs()[implementation.family]
+        for prop in spec.properties:
+            if prop.name == "normalization_statistics":
+                out.extend((implementation.name, mode, dtype)
+                           for mode in prop.expect for dtype in item_dtypes(spec, implementation, prop))
+    return out
+
+
+@pytest.mark.parametrize(("name", "mode", "dtype"), _items(), ids=["-".join(i) for i in _items()])
+def test_torch_and_references_meet_their_specs(name: str, mode: str, dtype: str) -> None:
+    outcome = run(IMPLS[name], "normalization_statistics", dtype, mode)
+    assert outcome.verdict == "pass", outcome.summary
+    assert outcome.metrics["groups"] > 0 and outcome.metrics["tol_ratio"] < 1
+
+
+def test_unbiased_variance_is_flagged() -> None:
+    """torch.std's default divides by C − 1: the output variance is (C − 1)/C = 0.875 at C = 8."""
+    outcome = assert_flags(impl("mutant.UnbiasedLayerNorm", "layernorm", UnbiasedLayerNorm),
+                           "normalization_statistics")
+    assert outcome.observed == "violated"
+    assert "variance 0.875" in outcome.summary
+    assert outcome.counterexample["group_size"] == 8
+
+
+def test_gamma_one_respects_weight_offset() -> None:
+    """Gemma stores γ − 1: with weight_offset = 1 the check sets weight = 0 (γ = 1) and the moments hold;
+    registered without the offset, weight = 1 means γ = 2 and the mean square is 4."""
+    assert_passes(impl("correct.gemma", "rmsnorm", GemmaRMSNorm, weight_offset=1.0), "normalization_statistics")
+    outcome = assert_flags(impl("mutant.gemma_no_offset", "rmsnorm", GemmaRMSNorm), "normalization_statistics")
+    assert "gamma=1" in outcome.summary and "mean square 4" in outcome.summary
+
+
+class _Shifted(torch.nn.Module):
+    """A LayerNorm whose output is shifted by 0.01: unit variance, but mean 0.01 in every token."""
+
+    def __init__(self, num_features: int, eps: float, affine: bool) -> None:
+        super().__init__()
+        self.inner = torch.nn.LayerNorm(num_features, eps=eps, elementwise_affine=affine)
+        self.weight, self.bias = self.inner.weight, self.inner.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x) + 0.01
+
+
+def test_nonzero_mean_is_flagged() -> None:
+    outcome = assert_flags(impl("mutant.shifted", "layernorm", _Shifted), "normalization_statistics")
+    assert "mean 0.01" in outcome.summary

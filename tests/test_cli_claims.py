@@ -1,0 +1,33 @@
+"""`normbench claims`: prints the verdicts, records them and re-renders the leaderboard."""
+
+from __future__ import annotations
+
+import torch
+
+from normbench.bench import claims
+from normbench.cli.main import main
+from normbench.results import load_record
+
+
+def test_claims_are_recorded_and_shown(tmp_path, capsys, monkeypatch):
+    def tiny(device):
+        return [claims.rmsnorm_vs_layernorm(device, tokens=32, hidden=(64,), dtypes=("float32",),
+                                            passes=("inference",), repeats=1, budget_s=0.01)]
+
+    monkeypatch.setitem(claims.CLAIMS, "rmsnorm_vs_layernorm", tiny)
+    code = main(["claims", "--only", "rmsnorm_vs_layernorm", "--device", "cpu", "--threads", "1",
+                 "--results-dir", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "rmsnorm_vs_layernorm" in out and "here" in out
+    record = load_record(next((tmp_path / "raw").glob("*/claims.json")))
+    assert record["claims"]["rmsnorm_vs_layernorm"]["verdict"].endswith("here")
+    assert "## Claims lab" in (tmp_path / "LEADERBOARD.md").read_text()
+    torch.set_num_threads(1)
+
+
+def test_cuda_without_a_gpu_is_refused(capsys):
+    if torch.cuda.is_available():
+        return
+    assert main(["claims", "--device", "cuda", "--no-record"]) == 2
+    assert "no CUDA device" in capsys.readouterr().out
