@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--impl", "torch.nn.LayerNorm", "--impl", "F.layer_norm", "--bench-shape", "8x64", "--bench-dtype", "float32",
@@ -81,3 +82,11 @@ def test_a_bad_option_is_one_clear_failure():
                       "--impl", "no.such.impl", "--bench-shape", "4x8", "--bench-budget", "0.01")
     assert proc.returncode == 1
     assert "--impl 'no.such.impl' matches no implementation" in proc.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: the GPU path runs instead")
+def test_the_cuda_path_skips_with_its_reason_where_there_is_no_gpu(tmp_path):
+    proc = pytest_run("suite/benchmarks", "-p", "normbench.bench.pytest_plugin", "-q", "-rs", "--results-dir",
+                      str(tmp_path), *[a if a != "cpu" else "cuda" for a in TINY])
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "1 skipped" in proc.stdout and "no CUDA device here" in proc.stdout

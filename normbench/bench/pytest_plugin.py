@@ -110,7 +110,9 @@ class BenchSession:
 
     @property
     def devices(self) -> list[str]:
-        wanted = _option(self.config, "device", []) or ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+        # cuda is always asked for by default: where it is missing it becomes one skipped item saying why,
+        # so a CPU-only run shows that the GPU path exists and was not silently dropped.
+        wanted = _option(self.config, "device", []) or ["cpu", "cuda"]
         return list(dict.fromkeys(wanted))
 
     def plan(self) -> BenchPlan:
@@ -215,6 +217,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     session = _session(metafunc.config)
     plan = session.plan()
     params = [pytest.param(BenchProblem(message), id=f"problem{i}") for i, message in enumerate(session.problems)]
+    for device in session.devices:
+        if not session._device_available(device):
+            reason = (f"no CUDA device here (torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}): "
+                      f"the {device} benchmarks run where torch.cuda.is_available()")
+            params.append(pytest.param(BenchProblem(reason), id=f"{device}-unavailable",
+                                       marks=[pytest.mark.skip(reason=reason)]))
     for case in plan.cases:
         clock = cuda_event_clock if torch.device(case.device).type == "cuda" else cpu_clock
         params.append(pytest.param(case, id=case.id, marks=[pytest.mark.benchmark(group=case.group, timer=clock)]))
