@@ -47,6 +47,9 @@ class Implementation:
     bias_attr: str = "bias"
     #: the effective gamma is ``weight_offset + weight`` (1.0 for Gemma-style zero-centred weights).
     weight_offset: float = 0.0
+    #: keyword under which a fused add + norm ``forward`` takes the residual stream; it then returns
+    #: ``(normed, residual_out)`` with residual_out = x + residual (vLLM / Liger / TransformerEngine style).
+    residual_kwarg: str | None = None
     #: False when the module has no float64 path, so gradcheck is skipped with that reason.
     supports_gradcheck: bool = True
     #: where it came from (entry point or --impl-path); filled by the registry.

@@ -81,7 +81,7 @@ class Spec:
     reference: str
     layout: Layout
     params: Mapping[str, ParamSpec]
-    tolerances: Mapping[str, Mapping[str, Tolerance]]  # dtype -> {"forward"|"backward": Tolerance}
+    tolerances: Mapping[str, Mapping[str, Tolerance]]  # dtype -> {"forward"|"backward"|"reduction": Tolerance}
     properties: tuple[PropertySpec, ...]
     state: tuple[str, ...] = ()
     features: tuple[int, ...] = (8, 769)
@@ -103,7 +103,7 @@ class Spec:
         params.update(overrides)
         return params
 
-    def tolerance(self, dtype: str, kind: Literal["forward", "backward"]) -> Tolerance:
+    def tolerance(self, dtype: str, kind: Literal["forward", "backward", "reduction"]) -> Tolerance:
         try:
             return self.tolerances[dtype][kind]
         except KeyError:

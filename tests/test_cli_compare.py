@@ -25,6 +25,8 @@ def test_a_regression_above_the_threshold_fails(tmp_path, capsys):
     assert main(["compare", str(old), str(new), "--fail-above", "5%"]) == 1
     out = capsys.readouterr().out
     assert "REGRESSION" in out and "+10.0%" in out and "1 regression(s)" in out
+    # q1 = q3 = median in these records: only b's 1% change is not inside the other's (empty) IQR either
+    assert "reproducibility: 0 of 2 medians lie within the other run's IQR; median |change| 10.0%" in out
     assert main(["compare", str(old), str(new), "--fail-above", "15%"]) == 0
 
 

@@ -87,11 +87,12 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     key = f"{args.metric}_s"
-    rows, regressions = [], 0
+    rows, regressions, inside = [], 0, 0
     several = len({machine for machine, *_ in pairs}) > 1
     for machine, case_id, a, b in pairs:
         change = b[key] / a[key] - 1
         beyond = b["q1_s"] > a["q3_s"] or b["q3_s"] < a["q1_s"]
+        inside += a["q1_s"] <= b[key] <= a["q3_s"] or b["q1_s"] <= a[key] <= b["q3_s"]
         if change > args.fail_above:
             status, regressions = "REGRESSION", regressions + 1
         elif change < -args.fail_above:
@@ -103,6 +104,10 @@ def run(args: argparse.Namespace) -> int:
     rows.sort(key=lambda r: -r[0])
     shown = [r for c, r in rows if args.all or abs(c) > args.fail_above]
     print(f"compared {len(rows)} cases ({how}), {args.metric} per call, threshold {args.fail_above:.1%}")
+    changes = sorted(abs(c) for c, _ in rows)
+    # Reproducibility in the sense of issue 4: a rerun's median inside the first run's IQR (or the reverse).
+    print(f"reproducibility: {inside} of {len(rows)} medians lie within the other run's IQR; "
+          f"median |change| {changes[len(changes) // 2]:.1%}; IQRs disjoint in {sum(r[4] == 'yes' for _, r in rows)}")
     if shown:
         print(tabulate(shown, headers=["case", f"old {args.metric} ms", f"new {args.metric} ms", "change",
                                        "beyond IQR", "status"], floatfmt=".4g"))

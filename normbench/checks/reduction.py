@@ -1,0 +1,72 @@
+"""Weight-gradient reduction precision: dγ and dβ summed over many rows.
+
+dγ = Σ dy·x̂ and dβ = Σ dy run over every row that shares a channel (M tokens, or N·L positions). A kernel
+that accumulates them in the input dtype, or adds per-block partial sums in it, loses precision as M grows
+(BUGS.md: Liger #950); a correct one accumulates in float32 and rounds once, so its error stays near half an
+ulp of each element whatever M is. `gradient_equivalence` runs small batches with the loose backward
+tolerance that dX needs; this check runs M = options.rows (default 8192, BUGS.md's trigger) rows and judges
+dγ and dβ alone with the spec's tighter `reduction` tolerance.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from normbench.checks._search import Trial, find_counterexample
+from normbench.checks.base import CheckContext, Observation, Skip, register_check, weight_reduction_length
+from normbench.checks.invariance import comparisons_trial, observation
+from normbench.compare import Comparison
+from normbench.inputs import Case, input_shape, random_like
+
+DEFAULT_ROWS = 8192
+#: positions per sample for layouts that need a length axis (N, C, L): N = rows / LENGTH samples.
+LENGTH = 128
+
+
+def _shape(ctx: CheckContext, rows: int) -> tuple[int, ...]:
+    layout = ctx.spec.layout
+    c = ctx.spec.features[0]
+    if 2 in layout.ranks and layout.reduce in ("token", "channel"):
+        return input_shape(layout, batch=rows, features=c, rank=2)
+    return input_shape(layout, batch=max(1, rows // LENGTH), features=c, rank=3, length=LENGTH)
+
+
+def _trial(ctx: CheckContext, case: Case, params: dict[str, Any]) -> Trial:
+    x = ctx.input(case).requires_grad_(True)
+    c = ctx.num_features_of(x)
+    module = ctx.build(c, params)
+    ref = ctx.reference(module, c, params)
+    weight, bias = ctx.impl.affine_tensors(module)
+    if weight is None:
+        raise Skip(f"implementation {ctx.impl.name!r} has no weight attribute {ctx.impl.weight_attr!r} to judge")
+    y = ctx.forward(module, x)
+    dy = random_like(y, case.seed + 1)
+    y.backward(dy)
+    x64 = x.detach().to(torch.float64).cpu()
+    ref(x64).backward(dy.detach().to(torch.float64).cpu())
+    m = weight_reduction_length(ctx.spec, tuple(x.shape))
+    comparisons: dict[str, Comparison] = {}
+    for label, got, want in (("grad_weight", weight, getattr(ref, "weight", None)),
+                             ("grad_bias", bias, getattr(ref, "bias", None))):
+        if want is None or want.grad is None:
+            continue
+        if got is None or got.grad is None:
+            raise AssertionError(f"{label}: no gradient reached the module's parameter")
+        comparisons[label] = ctx.compare(got.grad, want.grad, "reduction", m)
+    example = {"input": case.as_dict(), "params": params, "dtype": ctx.dtype_name, "mode": ctx.mode,
+               "rows_per_channel": m}
+    return comparisons_trial(ctx, comparisons, example)
+
+
+@register_check("weight_gradient_reduction", dtypes=("float32", "float16", "bfloat16"))
+def weight_gradient_reduction(ctx: CheckContext) -> Observation:
+    """dγ and dβ over options.rows (default 8192) rows per channel equal the float64 truth within the spec's
+    `reduction` tolerance (float32 accumulation, one rounding)."""
+    rows = int(ctx.options.get("rows", DEFAULT_ROWS))
+    params = ctx.params(affine=True)
+    shape = _shape(ctx, rows)
+    cases = [(Case(shape, "normal", ctx.seed + i), params) for i in range(2)]
+    result = find_counterexample(ctx, lambda p: _trial(ctx, *p), cases)
+    return observation(f"dγ / dβ over {rows} rows within the reduction tolerance", result)
