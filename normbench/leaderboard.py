@@ -22,7 +22,8 @@ LEGEND = ("✓ expectation met (H: property holds, V: property violated, as the 
           "✗ expectation NOT met · E error · R reported only · xf known failure · - skipped")
 #: conformance tiers of the combined ranking: a lower tier always ranks first.
 TIERS = {0: "conforms", 1: "not judged", 2: "does not conform"}
-ACCURACY_CHECKS = ("forward_equivalence", "gradient_equivalence")
+#: checks whose tol_ratio is an error against the float64 truth (the accuracy table and the ranking's worst error)
+ACCURACY_CHECKS = ("forward_equivalence", "gradient_equivalence", "weight_gradient_reduction", "fused_residual")
 PASS_ORDER = {"forward": 0, "backward": 1, "forward+backward": 2, "inference": 3, "copy": 4}
 
 
@@ -269,7 +270,8 @@ def _accuracy(machines: list[Machine], outcomes: dict[str, list[dict[str, Any]]]
     return Table("accuracy", "Accuracy against the float64 truth", headers, rows,
                  ["Worst error over every case of forward_equivalence (output) and gradient_equivalence (grad of "
                   "the input), in units in the last place of the dtype; `worst error / tolerance` is the largest "
-                  "ratio of measured error to the spec's bound over every compared tensor (≤ 1 passes)."])
+                  "ratio of measured error to the spec's bound over every compared tensor of those checks and of "
+                  "weight_gradient_reduction (dγ, dβ over 8192 rows) and fused_residual (≤ 1 passes)."])
 
 
 def _performance(machines: list[Machine], bench: dict[str, list[dict[str, Any]]]) -> list[Table]:

@@ -13,6 +13,7 @@ Benchmarks refuse to run under pytest-xdist: workers would share the cores and m
 from __future__ import annotations
 
 import os
+import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -33,7 +34,15 @@ from normbench.bench.harness import (
     result_entry,
 )
 from normbench.bench.roofline import Roofline, cpu_threads_available, default_copy_bytes, measure_roofline
-from normbench.bench.timer import GpuRoundSetup, calibrate, clock_for, cpu_clock, cuda_event_clock, summarize
+from normbench.bench.timer import (
+    GpuRoundSetup,
+    calibrate,
+    clock_for,
+    cpu_clock,
+    cuda_event_clock,
+    measure,
+    summarize,
+)
 from normbench.implementation import ALL_DTYPES, ImplementationError
 from normbench.registry import Registry, discover
 from normbench.spec import Spec, load_specs
@@ -183,15 +192,27 @@ class BenchSession:
         return entry
 
 
+#: interleaved blocks of the cross-check: each timer runs a block in turn, so a drift of a shared machine
+#: (a neighbour's load, frequency changes) lands on both alike instead of on whichever ran second.
+CROSSCHECK_BLOCKS = 7
+
+
 def crosscheck(fn: Any, device: str, median_s: float) -> dict[str, Any]:
-    """The same prepared call timed by torch.utils.benchmark (blocked_autorange), to validate normbench's median."""
+    """The same prepared call timed by torch.utils.benchmark (blocked_autorange) and by normbench's own timer in
+    interleaved blocks, to validate normbench's median: `ratio` is normbench's median over torch's."""
     from torch.utils import benchmark as tub
 
     timer = tub.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    # long enough for a stable median of a slow case, short for a microsecond one
-    other = timer.blocked_autorange(min_run_time=max(0.2, min(1.0, 200 * median_s)))
-    return {"torch_utils_benchmark_median_s": other.median, "normbench_median_s": median_s,
-            "ratio": median_s / other.median, "torch_utils_benchmark_measurements": len(other.times)}
+    block_s = max(0.05, min(0.2, 20 * median_s))  # a stable block median for slow cases, short for fast ones
+    schedule = calibrate(fn, device, budget_s=block_s)
+    ours, theirs = [], []
+    for _ in range(CROSSCHECK_BLOCKS):
+        ours.append(measure(fn, device, schedule).median)
+        theirs.append(timer.blocked_autorange(min_run_time=block_s).median)
+    mine, other = statistics.median(ours), statistics.median(theirs)
+    return {"torch_utils_benchmark_median_s": other, "normbench_interleaved_median_s": mine,
+            "normbench_median_s": median_s, "ratio": mine / other, "blocks": CROSSCHECK_BLOCKS,
+            "block_s": block_s}
 
 
 def _session(config: pytest.Config) -> BenchSession:
@@ -324,7 +345,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             check = e.get("crosscheck")
             if check:
                 terminalreporter.write_line(
-                    f"  crosscheck {e['id']}: normbench median {check['normbench_median_s'] * 1e3:.4f} ms, "
+                    f"  crosscheck {e['id']}: normbench median {check['normbench_interleaved_median_s'] * 1e3:.4f} ms, "
                     f"torch.utils.benchmark median {check['torch_utils_benchmark_median_s'] * 1e3:.4f} ms "
                     f"(ratio {check['ratio']:.3f})")
     for path in getattr(config, "_normbench_bench_written", []):
