@@ -90,3 +90,13 @@ def test_the_cuda_path_skips_with_its_reason_where_there_is_no_gpu(tmp_path):
                       str(tmp_path), *[a if a != "cpu" else "cuda" for a in TINY])
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "1 skipped" in proc.stdout and "no CUDA device here" in proc.stdout
+
+
+def test_interleaved_rounds_pool_their_samples(tmp_path):
+    proc = pytest_run("suite/benchmarks", "-p", "normbench.bench.pytest_plugin", "-q", "--results-dir", str(tmp_path),
+                      "--bench-rounds", "2", *TINY)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    record = json.loads(next((tmp_path / "raw").glob("*/benchmark-cpu.json")).read_text())
+    entry = record["results"]["layernorm[F.layer_norm-8x64-float32-forward]"]
+    # two passes of at least 10 rounds each, pooled into one entry
+    assert entry["passes"] == 2 and entry["rounds"] >= 20

@@ -36,12 +36,12 @@ from normbench.bench.harness import (
 from normbench.bench.roofline import Roofline, cpu_threads_available, default_copy_bytes, measure_roofline
 from normbench.bench.timer import (
     GpuRoundSetup,
+    Timing,
     calibrate,
     clock_for,
     cpu_clock,
     cuda_event_clock,
     measure,
-    summarize,
 )
 from normbench.implementation import ALL_DTYPES, ImplementationError
 from normbench.registry import Registry, discover
@@ -68,6 +68,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="timing budget per case (default 0.25 on CPU, 0.1 on CUDA); at least 10 rounds are timed")
     group.addoption("--bench-include-references", action="store_true",
                     help="also time the float64 reference implementations (not contenders: left out by default)")
+    group.addoption("--bench-rounds", type=int, default=1, metavar="R",
+                    help="time every case in R interleaved passes over the whole plan, each with budget/R, and pool "
+                         "the samples (asv's rounds): a drift of a shared machine then widens the spread instead of "
+                         "moving whichever cases it happened to hit (default 1)")
     group.addoption("--bench-crosscheck", action="store_true",
                     help="also time every case with torch.utils.benchmark and record both medians")
     group.addoption("--bench-roofline-mib", type=float, default=None, metavar="MIB",
@@ -107,6 +111,13 @@ class BenchSession:
         self.threads = opt.bench_threads or cpu_threads_available()
         self.budget = opt.bench_budget
         self.crosscheck = opt.bench_crosscheck
+        if opt.bench_rounds < 1:
+            raise pytest.UsageError(f"--bench-rounds must be >= 1, got {opt.bench_rounds}")
+        self.passes = opt.bench_rounds
+        #: per case id: the per-call samples of every pass so far, the schedule and the peak memory of pass 1
+        self.samples: dict[str, list[float]] = defaultdict(list)
+        self.schedules: dict[str, Any] = {}
+        self.peaks: dict[str, int | None] = {}
         self.roofline_bytes = int(opt.bench_roofline_mib * 2**20) if opt.bench_roofline_mib else None
         self.rooflines: dict[str, Roofline] = {}
         self.results: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
@@ -159,8 +170,8 @@ class BenchSession:
             self.rooflines[device] = measure_roofline(device, self.roofline_bytes)
         return self.rooflines[device]
 
-    def run(self, benchmark: Any, case: BenchCase) -> dict[str, Any]:
-        """Time one case with pytest-benchmark and record it."""
+    def run(self, benchmark: Any, case: BenchCase, round_index: int = 0) -> dict[str, Any]:
+        """Time one pass of one case with pytest-benchmark and record it, pooled with its earlier passes."""
         torch.set_num_threads(self.threads)
         roofline = self.roofline(case.device)
         impl = self.registry.implementations.get(case.implementation) if self.registry else None
@@ -168,8 +179,9 @@ class BenchSession:
             prepared = prepare(case, impl, self.specs.get(case.family))
         except ImplementationError as exc:
             pytest.fail(str(exc), pytrace=False)
-        budget = self.budget or (0.1 if torch.device(case.device).type == "cuda" else 0.25)
-        schedule = calibrate(prepared.fn, case.device, budget_s=budget)
+        budget = (self.budget or (0.1 if torch.device(case.device).type == "cuda" else 0.25)) / self.passes
+        schedule = self.schedules.get(case.id) or calibrate(prepared.fn, case.device, budget_s=budget)
+        self.schedules[case.id] = schedule
         flush = GpuRoundSetup(case.device, schedule.hold_s) if schedule.flush_l2 else None
         benchmark.extra_info.update(normbench_id=case.id, family=case.family, implementation=case.implementation,
                                     shape=list(case.shape), dtype=case.dtype, pass_name=case.pass_name,
@@ -179,12 +191,17 @@ class BenchSession:
                            warmup_rounds=schedule.warmup_rounds)
         if benchmark.stats is None:
             pytest.skip("pytest-benchmark is disabled (--benchmark-disable / --benchmark-skip): nothing was timed")
-        summary = summarize(benchmark.stats.stats, schedule.iterations)
-        peak = peak_memory_bytes(prepared.fn, case.device)
+        pooled = self.samples[case.id]
+        pooled.extend(float(t) for t in benchmark.stats.stats.data)
+        summary = Timing(tuple(pooled), schedule.iterations).summary()
+        summary["passes"] = round_index + 1
+        if case.id not in self.peaks:
+            self.peaks[case.id] = peak_memory_bytes(prepared.fn, case.device)
+        peak = self.peaks[case.id]
         timer = "cuda_event" if clock_for(case.device) is cuda_event_clock else "perf_counter"
         entry = result_entry(prepared, summary, roofline, peak, timer=timer, flush_l2=schedule.flush_l2)
         entry["gpu_hold_s"] = schedule.hold_s
-        if self.crosscheck:
+        if self.crosscheck and round_index == self.passes - 1:
             entry["crosscheck"] = crosscheck(prepared.fn, case.device, summary["median_s"])
         benchmark.extra_info.update(gbps=entry["gbps"], roofline_pct=entry["roofline_pct"],
                                     peak_mem_bytes=peak)
@@ -244,9 +261,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                       f"the {device} benchmarks run where torch.cuda.is_available()")
             params.append(pytest.param(BenchProblem(reason), id=f"{device}-unavailable",
                                        marks=[pytest.mark.skip(reason=reason)]))
-    for case in plan.cases:
-        clock = cuda_event_clock if torch.device(case.device).type == "cuda" else cpu_clock
-        params.append(pytest.param(case, id=case.id, marks=[pytest.mark.benchmark(group=case.group, timer=clock)]))
+    # Pass-major order: every case once, then every case again (asv's interleaved rounds).
+    for round_index in range(session.passes):
+        for case in plan.cases:
+            clock = cuda_event_clock if torch.device(case.device).type == "cuda" else cpu_clock
+            item_id = case.id if session.passes == 1 else f"{case.id}-pass{round_index + 1}"
+            params.append(pytest.param(RoundOf(case, round_index), id=item_id,
+                                       marks=[pytest.mark.benchmark(group=case.group, timer=clock)]))
     if not params:
         params.append(pytest.param(BenchProblem("no benchmark case matches the options (families with a "
                                                 "`benchmark` key in their spec, --impl, --bench-*)"), id="empty"))
@@ -258,11 +279,18 @@ def normbench_bench(request: pytest.FixtureRequest) -> BenchSession:
     return _session(request.config)
 
 
-def run_bench_case(benchmark: Any, bench_case: BenchCase | BenchProblem, session: BenchSession) -> None:
-    """The body of suite/benchmarks' test: fail a problem item, time a case."""
+class RoundOf:
+    """One pass (round_index, from 0) of a case."""
+
+    def __init__(self, case: BenchCase, round_index: int) -> None:
+        self.case, self.round_index = case, round_index
+
+
+def run_bench_case(benchmark: Any, bench_case: RoundOf | BenchProblem, session: BenchSession) -> None:
+    """The body of suite/benchmarks' test: fail a problem item, time one pass of a case."""
     if isinstance(bench_case, BenchProblem):
         pytest.fail(bench_case.message, pytrace=False)
-    session.run(benchmark, bench_case)
+    session.run(benchmark, bench_case.case, bench_case.round_index)
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, str] | None:
@@ -277,7 +305,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         return
     session = _session(config)
     session.done += 1
-    total = len(session.plan().cases) + len(session.problems)
+    total = len(session.plan().cases) * session.passes + len(session.problems)
     width = 30
     filled = int(width * session.done / max(total, 1))
     name = report.nodeid.split("[", 1)[-1].rstrip("]")

@@ -40,6 +40,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads for the CPU benchmarks "
                                                                   "(default: every core)")
     parser.add_argument("--budget", type=float, default=None, metavar="SECONDS", help="timing budget per case")
+    parser.add_argument("--rounds", type=int, default=3, metavar="R",
+                        help="interleaved passes over every benchmark case, samples pooled (default 3)")
     parser.add_argument("--include-references", action="store_true", help="also time the float64 references")
     parser.add_argument("--crosscheck", action="store_true",
                         help="also time every case with torch.utils.benchmark and record both medians")
@@ -115,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
                 bench.append(f"--bench-threads={args.threads}")
             if args.budget:
                 bench.append(f"--bench-budget={args.budget}")
+            bench.append(f"--bench-rounds={args.rounds}")
             if args.include_references:
                 bench.append("--bench-include-references")
             if args.crosscheck:
