@@ -102,23 +102,35 @@ def compare(actual: torch.Tensor, truth: torch.Tensor, dtype: torch.dtype, tol: 
     # A truth of exactly zero everywhere still needs a floor, or rounding noise would fail.
     bound = bound.clamp_min(torch.finfo(dtype).tiny)
     err = (a - t).abs()
-    same_nonfinite = (~finite_t) & ((a == t) | (torch.isnan(a) & torch.isnan(t)))
-    err = torch.where(same_nonfinite, torch.zeros_like(err), err)
-    bad_nonfinite = (~torch.isfinite(a)) & finite_t | (~finite_t & ~same_nonfinite)
-    err = torch.where(bad_nonfinite, torch.full_like(err, math.inf), err)
-    ratio = err / bound
-    flat = int(torch.argmax(torch.nan_to_num(ratio, nan=math.inf)).item())
+    all_finite = bool(finite_t.all()) and bool(torch.isfinite(a).all())
+    if all_finite:
+        # The common case, without the masking below: half the tensor operations of a check's compare.
+        nonfinite = 0
+        ratio = err / bound
+        flat = int(torch.argmax(ratio).item())
+    else:
+        same_nonfinite = (~finite_t) & ((a == t) | (torch.isnan(a) & torch.isnan(t)))
+        err = torch.where(same_nonfinite, torch.zeros_like(err), err)
+        bad_nonfinite = (~torch.isfinite(a)) & finite_t | (~finite_t & ~same_nonfinite)
+        err = torch.where(bad_nonfinite, torch.full_like(err, math.inf), err)
+        nonfinite = int(bad_nonfinite.sum().item())
+        ratio = err / bound
+        flat = int(torch.argmax(torch.nan_to_num(ratio, nan=math.inf)).item())
     index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), t.shape))
-    finite_err = err[torch.isfinite(err)]
-    rel = err / t.abs().clamp_min(torch.finfo(torch.float64).tiny)
-    ulps = err / ulp_of(t, dtype)
-    nonfinite = int(bad_nonfinite.sum().item())
-    max_abs = math.inf if nonfinite else (finite_err.max().item() if finite_err.numel() else 0.0)
+    if nonfinite:
+        max_abs = max_rel = max_ulp = math.inf
+    else:
+        finite_err = err if all_finite else err[torch.isfinite(err)]
+        max_abs = finite_err.max().item() if finite_err.numel() else 0.0
+        rel = err / t.abs().clamp_min(torch.finfo(torch.float64).tiny)
+        ulps = err / ulp_of(t, dtype)
+        max_rel = (rel if all_finite else rel[finite_t]).max().item() if finite_t.any() else 0.0
+        max_ulp = (ulps if all_finite else ulps[finite_t]).max().item() if finite_t.any() else 0.0
     return Comparison(
         ok=bool((ratio <= 1).all().item()),
         max_abs=max_abs,
-        max_rel=math.inf if nonfinite else rel[finite_t].max().item(),
-        max_ulp=math.inf if nonfinite else ulps[finite_t].max().item(),
+        max_rel=max_rel,
+        max_ulp=max_ulp,
         tol_ratio=float(ratio.reshape(-1)[flat].item()),
         worst_index=index,
         actual_at_worst=float(a.reshape(-1)[flat].item()),
