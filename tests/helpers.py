@@ -49,3 +49,26 @@ def assert_passes(implementation: Implementation, prop: str, **kw: object) -> Ou
     outcome = run(implementation, prop, **kw)  # type: ignore[arg-type]
     assert outcome.verdict in ("pass", "report"), f"{prop} flagged {implementation.name}: {outcome.summary}"
     return outcome
+
+
+def shipped(families: bool = True) -> dict[str, Implementation]:
+    """Every implementation normbench ships, by name: torch's, the references and (optionally) the seed families'."""
+    from normbench.builtins import reference_implementations, torch_implementations
+    from normbench.families import implementations as family_implementations
+
+    found = torch_implementations() + reference_implementations() + (family_implementations() if families else [])
+    return {i.name: i for i in found}
+
+
+def spec_items(implementations: dict[str, Implementation], properties: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """(implementation, property, mode, dtype) for every item the suite would run on these properties."""
+    from normbench.runner import item_dtypes
+
+    out: list[tuple[str, ...]] = []
+    for implementation in implementations.values():
+        spec = specs()[implementation.family]
+        for prop in spec.properties:
+            if prop.name in properties:
+                out.extend((implementation.name, prop.name, mode, dtype)
+                           for mode in prop.expect for dtype in item_dtypes(spec, implementation, prop))
+    return out

@@ -6,30 +6,18 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import assert_flags, impl, run, specs
+from helpers import assert_flags, impl, run, shipped, spec_items
 from mutants_numerics import BatchStatsInEvalBatchNorm
 from torch import nn
 
-from normbench.builtins import reference_implementations, torch_implementations
 from normbench.checks.folding import fold_into_linear, per_channel_affine
-from normbench.runner import item_dtypes
 
-IMPLS = {i.name: i for i in (*torch_implementations(), *reference_implementations())}
-
-
-def _items() -> list[tuple[str, str, str]]:
-    out = []
-    for implementation in IMPLS.values():
-        spec = specs()[implementation.family]
-        for prop in spec.properties:
-            if prop.name == "foldability":
-                out.extend((implementation.name, mode, dtype)
-                           for mode in prop.expect for dtype in item_dtypes(spec, implementation, prop))
-    return out
+IMPLS = shipped(families=False)
+_ITEMS = spec_items(IMPLS, ("foldability",))
 
 
-@pytest.mark.parametrize(("name", "mode", "dtype"), _items(), ids=["-".join(i) for i in _items()])
-def test_torch_and_references_meet_their_specs(name: str, mode: str, dtype: str) -> None:
+@pytest.mark.parametrize(("name", "prop", "mode", "dtype"), _ITEMS, ids=["-".join(i) for i in _ITEMS])
+def test_torch_and_references_meet_their_specs(name: str, prop: str, mode: str, dtype: str) -> None:
     outcome = run(IMPLS[name], "foldability", dtype, mode)
     assert outcome.verdict == "pass", outcome.summary
     assert outcome.observed == outcome.expect

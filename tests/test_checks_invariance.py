@@ -7,7 +7,7 @@ import functools
 
 import pytest
 import torch
-from helpers import assert_flags, assert_passes, impl, run, specs
+from helpers import assert_flags, assert_passes, impl, run, shipped, spec_items, specs
 from mutants_invariance import (
     BatchWideLayerNorm,
     CenteredRMSNorm,
@@ -21,31 +21,18 @@ from mutants_invariance import (
     SigmaEpsLayerNorm,
 )
 
-from normbench.builtins import reference_implementations, torch_implementations
 from normbench.checks.invariance import rounding_condition, statistic_groups
-from normbench.runner import Outcome, PlanItem, item_dtypes, judge
+from normbench.runner import Outcome, PlanItem, judge
 
 PROPERTIES = ("shift_invariance", "scale_invariance", "permutation_equivariance", "batch_independence",
               "pad_mask_independence")
 
 
-def _items() -> list[tuple[str, str, str, str]]:
-    out = []
-    for implementation in torch_implementations() + reference_implementations():
-        spec = specs()[implementation.family]
-        for prop in spec.properties:
-            if prop.name not in PROPERTIES:
-                continue
-            for mode in prop.expect:
-                for dtype in item_dtypes(spec, implementation, prop):
-                    out.append((implementation.name, prop.name, mode, dtype))
-    return out
+_BY_NAME = shipped(families=False)
+_ITEMS = spec_items(_BY_NAME, PROPERTIES)
 
 
-_BY_NAME = {i.name: i for i in torch_implementations() + reference_implementations()}
-
-
-@pytest.mark.parametrize(("name", "prop", "mode", "dtype"), _items(), ids=["-".join(i) for i in _items()])
+@pytest.mark.parametrize(("name", "prop", "mode", "dtype"), _ITEMS, ids=["-".join(i) for i in _ITEMS])
 def test_builtins_meet_spec_expectations(name: str, prop: str, mode: str, dtype: str) -> None:
     outcome = run(_BY_NAME[name], prop, dtype, mode)
     assert outcome.verdict == "pass", outcome.summary

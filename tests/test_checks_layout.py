@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import assert_flags, assert_passes, impl, run, specs
+from helpers import assert_flags, assert_passes, impl, run, shipped, spec_items, specs
 from mutants_honesty import (
     ChannelsLastGroupNorm,
     ContiguousGradLayerNorm,
@@ -18,36 +18,16 @@ from mutants_honesty import (
     UpcastEarlyExitLayerNorm,
 )
 
-from normbench.builtins import reference_implementations, torch_implementations
 from normbench.checks.layout import VIEW_KINDS, applicable_views, strided_view
-from normbench.families import implementations as family_implementations
-from normbench.implementation import Implementation
-from normbench.runner import item_dtypes
 
 PROPERTIES = ("noncontiguous_input", "empty_batch")
 
 
-def _shipped() -> list[Implementation]:
-    return torch_implementations() + reference_implementations() + family_implementations()
+_BY_NAME = shipped(families=True)
+_ITEMS = spec_items(_BY_NAME, PROPERTIES)
 
 
-def _items() -> list[tuple[str, str, str, str]]:
-    out = []
-    for implementation in _shipped():
-        spec = specs()[implementation.family]
-        for prop in spec.properties:
-            if prop.name not in PROPERTIES:
-                continue
-            for mode in prop.expect:
-                for dtype in item_dtypes(spec, implementation, prop):
-                    out.append((implementation.name, prop.name, mode, dtype))
-    return out
-
-
-_BY_NAME = {i.name: i for i in _shipped()}
-
-
-@pytest.mark.parametrize(("name", "prop", "mode", "dtype"), _items(), ids=["-".join(i) for i in _items()])
+@pytest.mark.parametrize(("name", "prop", "mode", "dtype"), _ITEMS, ids=["-".join(i) for i in _ITEMS])
 def test_shipped_implementations_meet_spec_expectations(name: str, prop: str, mode: str, dtype: str) -> None:
     outcome = run(_BY_NAME[name], prop, dtype, mode)
     assert outcome.verdict == "pass", outcome.summary

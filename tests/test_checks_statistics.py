@@ -5,28 +5,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import assert_flags, assert_passes, impl, run, specs
+from helpers import assert_flags, assert_passes, impl, run, shipped, spec_items
 from mutants_numerics import GemmaRMSNorm, UnbiasedLayerNorm
 
-from normbench.builtins import reference_implementations, torch_implementations
-from normbench.runner import item_dtypes
-
-IMPLS = {i.name: i for i in (*torch_implementations(), *reference_implementations())}
+IMPLS = shipped(families=False)
+_ITEMS = spec_items(IMPLS, ("normalization_statistics",))
 
 
-def _items() -> list[tuple[str, str, str]]:
-    out = []
-    for implementation in IMPLS.values():
-        spec = specs()[implementation.family]
-        for prop in spec.properties:
-            if prop.name == "normalization_statistics":
-                out.extend((implementation.name, mode, dtype)
-                           for mode in prop.expect for dtype in item_dtypes(spec, implementation, prop))
-    return out
-
-
-@pytest.mark.parametrize(("name", "mode", "dtype"), _items(), ids=["-".join(i) for i in _items()])
-def test_torch_and_references_meet_their_specs(name: str, mode: str, dtype: str) -> None:
+@pytest.mark.parametrize(("name", "prop", "mode", "dtype"), _ITEMS, ids=["-".join(i) for i in _ITEMS])
+def test_torch_and_references_meet_their_specs(name: str, prop: str, mode: str, dtype: str) -> None:
     outcome = run(IMPLS[name], "normalization_statistics", dtype, mode)
     assert outcome.verdict == "pass", outcome.summary
     assert outcome.metrics["groups"] > 0 and outcome.metrics["tol_ratio"] < 1
