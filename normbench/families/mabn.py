@@ -11,14 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
-from normbench.families._affine import add_affine, scale_only_eval_map
-from normbench.families._tokens import compute_dtype, gather, old_value, real_tokens, scatter
+from normbench.families._affine import add_affine
+from normbench.families._offline import RATIO_BOUNDS, OfflineTokenNorm
+from normbench.families._tokens import old_value
 from normbench.implementation import Implementation
-
-#: the renormalization ratio is clipped to [1/5, 5] (authors' code)
-RATIO_BOUNDS = (0.2, 5.0)
 
 
 class _MABNFunction(torch.autograd.Function):
@@ -48,9 +45,12 @@ class _MABNFunction(torch.autograd.Function):
         return (g - z * mean_gz) * inv_std, grad_weight, grad_bias, None, None, None, None
 
 
-class MABN(nn.Module):
+class MABN(OfflineTokenNorm):
     """MABN over (B, T, C) or (N, C) tokens; ``pad_mask`` (B, T), True = pad. Buffers as the authors' MABN2d:
     running_var, iters, buffer_x2 and buffer_gz (window × C each)."""
+
+    method = "MABN"
+    train_statistic = "moving-average batch statistics"
 
     def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True, momentum: float = 0.98,
                  warmup: int = 3, window: int = 2, ratio_warmup: int = 3) -> None:
@@ -73,11 +73,6 @@ class MABN(nn.Module):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, warmup={self.warmup}, "
                 f"window={self.window}, ratio_warmup={self.ratio_warmup}, affine={self.weight is not None}")
 
-    def _affine(self, z: torch.Tensor) -> torch.Tensor:
-        if self.weight is None:
-            return z
-        return torch.addcmul(self.bias.to(z.dtype), z, self.weight.to(z.dtype))
-
     @torch.no_grad()
     def _update_running(self, running: torch.Tensor, var: torch.Tensor) -> None:
         """running_var ← m·running_var + (1 − m)·var (m weighs the old value)."""
@@ -99,30 +94,10 @@ class MABN(nn.Module):
         self._update_running(running, var)
         return var, ratio, step
 
-    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
-        c = self.num_features
-        if x.dim() < 2 or x.shape[-1] != c:
-            raise ValueError(f"expected tokens with {c} features last, got shape {tuple(x.shape)}")
-        acc = compute_dtype(x)
-        flat = x.reshape(-1, c)
-        if not self.training:
-            z = flat.to(acc) * torch.rsqrt(self.running_var.to(acc) + self.eps)
-            return self._affine(z).reshape(x.shape).to(x.dtype)
-        keep = real_tokens(x, pad_mask)
-        tokens = gather(flat, keep).to(acc)
-        if tokens.shape[0] == 0:
-            raise ValueError("MABN in train mode needs at least one real token")
+    def _train(self, tokens: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
         var, ratio, step = self._statistics(tokens.detach().square().mean(dim=0))
-        weight = None if self.weight is None else self.weight.to(acc)
-        bias = None if self.bias is None else self.bias.to(acc)
-        y = _MABNFunction.apply(tokens, weight, bias, torch.rsqrt(var + self.eps), ratio, self, step)
-        return scatter(y, keep, flat.shape[0]).reshape(x.shape).to(x.dtype)
-
-    def folding_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(s, t) of the eval map y = s⊙x + t over the last axis, for `normbench.fold`."""
-        if self.training:
-            raise ValueError("in train mode it normalizes with moving-average batch statistics; call .eval() first")
-        return scale_only_eval_map(self, self.running_var)
+        weight, bias = self._affine_parameters(acc)
+        return _MABNFunction.apply(tokens, weight, bias, torch.rsqrt(var + self.eps), ratio, self, step)
 
 
 def implementations() -> list[Implementation]:

@@ -11,14 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
-from normbench.families._affine import add_affine, scale_only_eval_map
-from normbench.families._tokens import compute_dtype, gather, old_value, real_tokens, scatter
+from normbench.families._affine import add_affine
+from normbench.families._offline import RATIO_BOUNDS, OfflineTokenNorm
+from normbench.families._tokens import old_value
 from normbench.implementation import Implementation
-
-#: r = sqrt(var + ε)/sqrt(running_var + ε) is clipped to [1/5, 5] (authors' code)
-RATIO_BOUNDS = (0.2, 5.0)
 
 
 class _UnifiedFunction(torch.autograd.Function):
@@ -54,12 +51,15 @@ class _UnifiedFunction(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias, None, None, None, None, None
 
 
-class UnifiedNorm(nn.Module):
+class UnifiedNorm(OfflineTokenNorm):
     """UN for (B, T, C) or (N, C) tokens; ``pad_mask`` (B, T), True = pad.
 
     Buffers as the authors' UN1d: running_var, ema_gz, iters, buffer_x2 (window × C), buffer_gz (window_bkw × C),
     skip_counter (outlier batches seen).
     """
+
+    method = "Unified Normalization"
+    train_statistic = "window statistics of each batch"
 
     def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True, momentum: float = 0.9,
                  warmup: int = 3, window: int = 2, window_bkw: int = 2, ratio_warmup: int = 3,
@@ -87,11 +87,6 @@ class UnifiedNorm(nn.Module):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, warmup={self.warmup}, "
                 f"window=({self.window}, {self.window_bkw}), ratio_warmup={self.ratio_warmup}, "
                 f"outlier_filtration={self.outlier_filtration}, affine={self.weight is not None}")
-
-    def _affine(self, z: torch.Tensor) -> torch.Tensor:
-        if self.weight is None:
-            return z
-        return torch.addcmul(self.bias.to(z.dtype), z, self.weight.to(z.dtype))
 
     def _is_outlier(self, window: torch.Tensor, recorded_var: torch.Tensor) -> bool:
         """AM − GM of the window above window × (variance of sqrt(x2) recorded before this batch), any channel."""
@@ -127,30 +122,10 @@ class UnifiedNorm(nn.Module):
         self.running_var.copy_((self.momentum * running + (1.0 - self.momentum) * var).to(self.running_var.dtype))
         return var, ratio, step, skipped
 
-    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
-        c = self.num_features
-        if x.dim() < 2 or x.shape[-1] != c:
-            raise ValueError(f"expected tokens with {c} features last, got shape {tuple(x.shape)}")
-        acc = compute_dtype(x)
-        flat = x.reshape(-1, c)
-        if not self.training:
-            z = flat.to(acc) * torch.rsqrt(self.running_var.to(acc) + self.eps)
-            return self._affine(z).reshape(x.shape).to(x.dtype)
-        keep = real_tokens(x, pad_mask)
-        tokens = gather(flat, keep).to(acc)
-        if tokens.shape[0] == 0:
-            raise ValueError("Unified Normalization in train mode needs at least one real token")
+    def _train(self, tokens: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
         var, ratio, step, skipped = self._statistics(tokens.detach().square().mean(dim=0))
-        weight = None if self.weight is None else self.weight.to(acc)
-        bias = None if self.bias is None else self.bias.to(acc)
-        y = _UnifiedFunction.apply(tokens, weight, bias, torch.rsqrt(var + self.eps), ratio, self, step, skipped)
-        return scatter(y, keep, flat.shape[0]).reshape(x.shape).to(x.dtype)
-
-    def folding_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(s, t) of the eval map y = s⊙x + t over the last axis, for `normbench.fold`."""
-        if self.training:
-            raise ValueError("in train mode it normalizes with window statistics of each batch; call .eval() first")
-        return scale_only_eval_map(self, self.running_var)
+        weight, bias = self._affine_parameters(acc)
+        return _UnifiedFunction.apply(tokens, weight, bias, torch.rsqrt(var + self.eps), ratio, self, step, skipped)
 
 
 def implementations() -> list[Implementation]:
