@@ -120,12 +120,11 @@ def compare(actual: torch.Tensor, truth: torch.Tensor, dtype: torch.dtype, tol: 
     if nonfinite:
         max_abs = max_rel = max_ulp = math.inf
     else:
-        finite_err = err if all_finite else err[torch.isfinite(err)]
-        max_abs = finite_err.max().item() if finite_err.numel() else 0.0
         rel = err / t.abs().clamp_min(torch.finfo(torch.float64).tiny)
         ulps = err / ulp_of(t, dtype)
-        max_rel = (rel if all_finite else rel[finite_t]).max().item() if finite_t.any() else 0.0
-        max_ulp = (ulps if all_finite else ulps[finite_t]).max().item() if finite_t.any() else 0.0
+        if not all_finite:  # only elements where the truth is finite (matching infinities have err 0)
+            err, rel, ulps = err[finite_t], rel[finite_t], ulps[finite_t]
+        max_abs, max_rel, max_ulp = ((v.max().item() if v.numel() else 0.0) for v in (err, rel, ulps))
     return Comparison(
         ok=bool((ratio <= 1).all().item()),
         max_abs=max_abs,

@@ -264,3 +264,22 @@ def weight_reduction_length(spec: Spec, shape: tuple[int, ...]) -> int:
         numel *= s
     c = shape[spec.layout.features_axis]
     return max(1, numel // max(c, 1))
+
+
+def affine_gradient_comparisons(ctx: CheckContext, module: nn.Module, ref: nn.Module, reduction_length: int,
+                                kind: str = "backward", require: bool = False) -> dict[str, Comparison]:
+    """dγ and dβ of `module` against the reference's, for each one the reference has. A parameter that got no
+    gradient is compared as zeros, or, with `require`, raises (the item then reports an error naming it)."""
+    weight, bias = ctx.impl.affine_tensors(module)
+    comparisons: dict[str, Comparison] = {}
+    for label, got, want in (("grad_weight", weight, getattr(ref, "weight", None)),
+                             ("grad_bias", bias, getattr(ref, "bias", None))):
+        if want is None or want.grad is None:
+            continue
+        if got is None or got.grad is None:
+            if require:
+                raise AssertionError(f"{label}: no gradient reached the module's parameter")
+            comparisons[label] = ctx.compare(torch.zeros_like(want.grad), want.grad, kind, reduction_length)
+        else:
+            comparisons[label] = ctx.compare(got.grad, want.grad, kind, reduction_length)
+    return comparisons

@@ -22,6 +22,7 @@ from normbench.checks.base import (
     CheckContext,
     Observation,
     Skip,
+    affine_gradient_comparisons,
     reduction_length,
     reference_forward,
     register_check,
@@ -161,15 +162,7 @@ def _gradient_trial(ctx: CheckContext, variant: Variant) -> Trial:
     if x.grad is None:
         raise AssertionError("no gradient reached the input")
     comparisons["grad_input"] = ctx.compare(x.grad, x64.grad, "backward", n)
-    weight, bias = ctx.impl.affine_tensors(module)
-    for label, got, want in (("grad_weight", weight, getattr(ref, "weight", None)),
-                             ("grad_bias", bias, getattr(ref, "bias", None))):
-        if want is None or want.grad is None:
-            continue
-        if got is None or got.grad is None:
-            comparisons[label] = ctx.compare(torch.zeros_like(want.grad), want.grad, "backward", m)
-        else:
-            comparisons[label] = ctx.compare(got.grad, want.grad, "backward", m)
+    comparisons.update(affine_gradient_comparisons(ctx, module, ref, m))
     return _trial(ctx, variant, comparisons)
 
 

@@ -27,6 +27,7 @@ from normbench.checks.base import (
     CheckContext,
     Observation,
     Skip,
+    affine_gradient_comparisons,
     reference_forward,
     register_check,
     weight_reduction_length,
@@ -105,13 +106,19 @@ def _with_problems(trial: Trial, problems: list[str]) -> Trial:
                  metrics={**trial.metrics, "contract_violations": problems}, counterexample=counterexample)
 
 
-def _forward_trial(ctx: CheckContext, probe: FusedProbe) -> Trial:
+def _setup(ctx: CheckContext, probe: FusedProbe) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor, int,
+                                                           nn.Module, nn.Module]:
+    """A probe's parameters, x, r (x itself for the aliasing trigger), feature count, module and reference."""
     params = ctx.params()
-    x_before = ctx.input(probe.case)
-    r_before = x_before if probe.same else _residual(ctx, probe.case)
-    c = ctx.num_features_of(x_before)
+    x = ctx.input(probe.case)
+    r = x if probe.same else _residual(ctx, probe.case)
+    c = ctx.num_features_of(x)
     module = ctx.build(c, params)
-    ref = ctx.reference(module, c, params)
+    return params, x, r, c, module, ctx.reference(module, c, params)
+
+
+def _forward_trial(ctx: CheckContext, probe: FusedProbe) -> Trial:
+    params, x_before, r_before, c, module, ref = _setup(ctx, probe)
     x = x_before.clone()
     r = x if probe.same else r_before.clone()
     with torch.no_grad():
@@ -125,12 +132,7 @@ def _forward_trial(ctx: CheckContext, probe: FusedProbe) -> Trial:
 
 
 def _gradient_trial(ctx: CheckContext, probe: FusedProbe) -> Trial:
-    params = ctx.params()
-    x0 = ctx.input(probe.case)
-    r0 = x0 if probe.same else _residual(ctx, probe.case)
-    c = ctx.num_features_of(x0)
-    module = ctx.build(c, params)
-    ref = ctx.reference(module, c, params)
+    params, x0, r0, c, module, ref = _setup(ctx, probe)
     x = x0.clone().requires_grad_(True)
     r = x if probe.same else r0.clone().requires_grad_(True)
     normed, res = call_fused(ctx, module, x, r)
@@ -148,14 +150,8 @@ def _gradient_trial(ctx: CheckContext, probe: FusedProbe) -> Trial:
         if got.grad is None:
             raise AssertionError(f"{label}: no gradient reached the argument")
         comparisons[label] = ctx.compare(got.grad, want.grad, "backward", c)
-    m = weight_reduction_length(ctx.spec, tuple(x0.shape))
-    weight, bias = ctx.impl.affine_tensors(module)
-    for label, got, want in (("grad_weight", weight, getattr(ref, "weight", None)),
-                             ("grad_bias", bias, getattr(ref, "bias", None))):
-        if want is None or want.grad is None:
-            continue
-        grad = got.grad if got is not None and got.grad is not None else torch.zeros_like(want.grad)
-        comparisons[label] = ctx.compare(grad, want.grad, "backward", m)
+    comparisons.update(affine_gradient_comparisons(ctx, module, ref, weight_reduction_length(ctx.spec,
+                                                                                            tuple(x0.shape))))
     example = {**probe.as_dict(), "params": params, "dtype": ctx.dtype_name, "pass": "backward"}
     return comparisons_trial(ctx, comparisons, example)
 

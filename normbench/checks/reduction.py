@@ -15,9 +15,15 @@ from typing import Any
 import torch
 
 from normbench.checks._search import Trial, find_counterexample
-from normbench.checks.base import CheckContext, Observation, Skip, register_check, weight_reduction_length
+from normbench.checks.base import (
+    CheckContext,
+    Observation,
+    Skip,
+    affine_gradient_comparisons,
+    register_check,
+    weight_reduction_length,
+)
 from normbench.checks.invariance import comparisons_trial, observation
-from normbench.compare import Comparison
 from normbench.inputs import Case, input_shape, random_like
 
 DEFAULT_ROWS = 8192
@@ -38,7 +44,7 @@ def _trial(ctx: CheckContext, case: Case, params: dict[str, Any]) -> Trial:
     c = ctx.num_features_of(x)
     module = ctx.build(c, params)
     ref = ctx.reference(module, c, params)
-    weight, bias = ctx.impl.affine_tensors(module)
+    weight, _ = ctx.impl.affine_tensors(module)
     if weight is None:
         raise Skip(f"implementation {ctx.impl.name!r} has no weight attribute {ctx.impl.weight_attr!r} to judge")
     y = ctx.forward(module, x)
@@ -47,14 +53,7 @@ def _trial(ctx: CheckContext, case: Case, params: dict[str, Any]) -> Trial:
     x64 = x.detach().to(torch.float64).cpu()
     ref(x64).backward(dy.detach().to(torch.float64).cpu())
     m = weight_reduction_length(ctx.spec, tuple(x.shape))
-    comparisons: dict[str, Comparison] = {}
-    for label, got, want in (("grad_weight", weight, getattr(ref, "weight", None)),
-                             ("grad_bias", bias, getattr(ref, "bias", None))):
-        if want is None or want.grad is None:
-            continue
-        if got is None or got.grad is None:
-            raise AssertionError(f"{label}: no gradient reached the module's parameter")
-        comparisons[label] = ctx.compare(got.grad, want.grad, "reduction", m)
+    comparisons = affine_gradient_comparisons(ctx, module, ref, m, kind="reduction", require=True)
     example = {"input": case.as_dict(), "params": params, "dtype": ctx.dtype_name, "mode": ctx.mode,
                "rows_per_channel": m}
     return comparisons_trial(ctx, comparisons, example)
