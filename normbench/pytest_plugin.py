@@ -3,11 +3,18 @@
 Loaded by the repository's root conftest.py. Items are collected from suite/conformance.py by a hook
 (that file is not a test module: its name does not match test_*.py), one item per plan entry, named with
 the stable test id, e.g. ``layernorm[torch.nn.LayerNorm-shift_invariance-float32]``.
+
+Fail closed (issue 7): every item is judged in a sandbox process (normbench.sandbox), so a crash, exit,
+hang or state change of one implementation is an ``error`` of that implementation's item and nothing else;
+every selected item that ends without an outcome (a lost xdist worker, an interrupted run) is recorded as an
+error that says so; every planned item that this run did not select is recorded as ``unjudged``, so an
+implementation is said to conform only when its whole plan was judged and met the spec.
 """
 
 from __future__ import annotations
 
 import os
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +23,13 @@ import torch
 
 from normbench.checks.base import CHECKS, PROFILES
 from normbench.known_failures import KnownFailures, load_known_failures
-from normbench.registry import discover
-from normbench.results import conformance_record, write_conformance
-from normbench.runner import Outcome, PlanItem, build_plan, judge
+from normbench.results import conformance_record, write_conformance, write_fallback
+from normbench.runner import PlanItem, build_plan, error_outcome
+from normbench.sandbox import Limits, SandboxPool, discover_isolated
 from normbench.spec import load_specs
 
 STASH_KEY = "normbench_outcome"
+CONFIGURATION_PREFIXES = ("spec_error", "plugin_error", "unknown_impl", "known_failures_error")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -41,28 +49,44 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--no-record", action="store_true", help="do not write results or the leaderboard")
     group.addoption("--known-failures", action="append", default=[], metavar="PATH",
                     help="extra known-failures YAML file or directory (repeatable)")
-    group.addoption("--check-timeout", type=float, default=120.0, metavar="SECONDS",
-                    help="time limit per item, so a hanging implementation fails alone (default 120)")
+    group.addoption("--check-timeout", type=float, default=Limits.item_timeout, metavar="SECONDS",
+                    help="time limit per item; the implementation's process is killed past it (default %(default)s)")
+    group.addoption("--impl-budget", type=float, default=Limits.impl_budget, metavar="SECONDS",
+                    help="time budget per implementation and process; its remaining items are errors past it "
+                         "(default %(default)s)")
+    group.addoption("--child-memory", type=float, default=None, metavar="GIB",
+                    help="address-space limit of each implementation's process, in GiB (default: the memory "
+                         "divided by twice the cores, 2 to 16 GiB)")
     group.addoption("--device", action="append", default=[], choices=["cpu", "cuda"],
                     help="devices to judge on (default: cpu, plus cuda where available)")
 
 
 class Plan:
-    """Everything collection needs, computed once per process."""
+    """Everything collection needs, computed once per process. Plugins are imported in child processes only
+    (normbench.sandbox): a plugin that crashes or exits at import is that plugin's error, never the run's."""
 
     def __init__(self, config: pytest.Config) -> None:
         opt = config.option
         specs = load_specs(opt.spec_dir, known_checks=CHECKS)
+        self.specs = specs.specs
         self.spec_errors = specs.errors
-        self.registry = discover(opt.impl_path, families=specs.specs,
-                                 include_entry_points=not opt.no_entry_points)
+        self.limits = limits_from(config)
+        self.registry = discover_isolated(opt.impl_path, families=specs.specs,
+                                          include_entry_points=not opt.no_entry_points, limits=self.limits)
         unknown = sorted(set(opt.impl) - set(self.registry.implementations))
         self.unknown_impls = unknown
         devices = opt.device or ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
         self.items = build_plan(specs.specs, self.registry, opt.impl, devices)
+        self.by_id = {item.test_id: item for item in self.items}
         root = Path(str(config.rootpath))
         sources = [root / "suite" / "known_failures", *map(Path, opt.known_failures)]
         self.known: KnownFailures = load_known_failures(sources)
+
+
+def limits_from(config: pytest.Config) -> Limits:
+    opt = config.option
+    memory = int(opt.child_memory * 2**30) if opt.child_memory else Limits().memory_bytes
+    return Limits(item_timeout=opt.check_timeout, impl_budget=opt.impl_budget, memory_bytes=memory)
 
 
 def _plan(config: pytest.Config) -> Plan:
@@ -73,11 +97,27 @@ def _plan(config: pytest.Config) -> Plan:
     return plan
 
 
+def _pool(config: pytest.Config) -> SandboxPool:
+    pool = getattr(config, "_normbench_pool", None)
+    if pool is None:
+        plan = _plan(config)
+        pool = SandboxPool(plan.specs, config.option.profile, plan.limits)
+        config._normbench_pool = pool  # type: ignore[attr-defined]
+    return pool
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "normbench: a conformance item")
     # One thread per process: deterministic, and xdist workers do not fight over the two cores.
     torch.set_num_threads(1)
     config._normbench_outcomes = {}  # type: ignore[attr-defined]
+    config._normbench_expected = set()  # type: ignore[attr-defined]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    pool = getattr(config, "_normbench_pool", None)
+    if pool is not None:
+        pool.close()
 
 
 class ConfigurationItem(pytest.Item):
@@ -88,6 +128,7 @@ class ConfigurationItem(pytest.Item):
         self.message = message
 
     def runtest(self) -> None:
+        self.user_properties.append((STASH_KEY, {"test_id": self.name, "verdict": "error", "summary": self.message}))
         raise ConformanceFailure(self.message)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
@@ -98,25 +139,41 @@ class ConfigurationItem(pytest.Item):
 
 
 class ConformanceFailure(AssertionError):
-    pass
+    """The implementation was judged and missed the spec's expectation (a known failure may excuse it)."""
+
+
+class ConformanceError(AssertionError):
+    """No verdict: the implementation crashed, hung or tampered. A known failure never excuses it."""
+
+
+def _base_outcome(item: PlanItem) -> dict[str, Any]:
+    return {**error_outcome(item, "").as_dict(), "source": item.impl.source}
 
 
 class ConformanceItem(pytest.Item):
-    def __init__(self, *, plan_item: PlanItem, profile: str, **kwargs: Any) -> None:
+    def __init__(self, *, plan_item: PlanItem, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.plan_item = plan_item
-        self.profile = profile
 
     def runtest(self) -> None:
-        outcome = judge(self.plan_item, self.profile)
-        self.user_properties.append((STASH_KEY, outcome.as_dict()))
-        if outcome.verdict == "skip":
-            pytest.skip(outcome.summary)
-        if outcome.verdict in ("fail", "error"):
-            raise ConformanceFailure(f"[{outcome.verdict}] {outcome.summary}" + _counterexample(outcome))
+        item = self.plan_item
+        measured = _pool(self.config).judge(item.impl, item.spec.family, item.prop.name, item.mode, item.dtype,
+                                            item.device)
+        # Identity fields come from the plan, never from the child: a plugin cannot re-label its outcome.
+        outcome = {**measured, **{k: v for k, v in _base_outcome(item).items() if k not in measured
+                                  or k in ("test_id", "family", "implementation", "property", "check", "mode",
+                                           "dtype", "device", "expect", "source")}}
+        self.user_properties.append((STASH_KEY, outcome))
+        if outcome["verdict"] == "skip":
+            pytest.skip(outcome["summary"])
+        message = f"[{outcome['verdict']}] {outcome['summary']}" + _counterexample(outcome)
+        if outcome["verdict"] == "fail":
+            raise ConformanceFailure(message)
+        if outcome["verdict"] == "error":
+            raise ConformanceError(message)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
-        if isinstance(excinfo.value, ConformanceFailure):
+        if isinstance(excinfo.value, ConformanceFailure | ConformanceError):
             return str(excinfo.value)
         return super().repr_failure(excinfo)
 
@@ -124,8 +181,8 @@ class ConformanceItem(pytest.Item):
         return str(self.path), 0, self.name
 
 
-def _counterexample(outcome: Outcome) -> str:
-    return f"\n  counterexample: {outcome.counterexample}" if outcome.counterexample else ""
+def _counterexample(outcome: dict[str, Any]) -> str:
+    return f"\n  counterexample: {outcome['counterexample']}" if outcome.get("counterexample") else ""
 
 
 class ConformanceFile(pytest.File):
@@ -148,16 +205,12 @@ class ConformanceFile(pytest.File):
                 self, name=f"unknown_impl[{name}]",
                 message=f"--impl {name!r} matches no implementation; known: "
                         f"{sorted(plan.registry.implementations)}"))
-        profile = self.config.option.profile
-        timeout = self.config.option.check_timeout
         for plan_item in plan.items:
-            item = ConformanceItem.from_parent(self, name=plan_item.test_id, plan_item=plan_item,
-                                               profile=profile)
+            item = ConformanceItem.from_parent(self, name=plan_item.test_id, plan_item=plan_item)
             item.add_marker(pytest.mark.normbench)
-            item.add_marker(pytest.mark.timeout(plan_item.prop.timeout or timeout, method="signal"))
             reason = plan.known.reason_for(plan_item.test_id)
             if reason is not None:
-                item.add_marker(pytest.mark.xfail(reason=reason, strict=False))
+                item.add_marker(pytest.mark.xfail(reason=reason, strict=False, raises=ConformanceFailure))
             items.append(item)
         return items
 
@@ -168,29 +221,46 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     return None
 
 
+def _is_conformance(nodeid: str) -> bool:
+    return nodeid.split("::")[0].endswith("conformance.py") and "::" in nodeid
+
+
+def _expect(config: pytest.Config, nodeids: list[str]) -> None:
+    config._normbench_expected.update(n.split("::")[-1] for n in nodeids if _is_conformance(n))  # type: ignore[attr-defined]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    _expect(session.config, [item.nodeid for item in session.items])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    # The controller collects nothing under xdist: the workers' selected ids are what it must see judged.
+    _expect(node.config, ids)
+
+
 def _record_outcome(config: pytest.Config, report: pytest.TestReport) -> None:
-    props = dict(report.user_properties)
-    data = props.get(STASH_KEY)
+    if not _is_conformance(report.nodeid):
+        return
     test_id = report.nodeid.split("::")[-1]
     outcomes: dict[str, dict[str, Any]] = config._normbench_outcomes  # type: ignore[attr-defined]
+    data = dict(report.user_properties).get(STASH_KEY)
     if data is None:
-        is_conformance = report.nodeid.split("::")[0].endswith("conformance.py")
-        if is_conformance and (report.when == "call" or (report.when == "setup" and report.outcome != "passed")):
-            if not test_id.startswith(("spec_error", "plugin_error", "unknown_impl")):
-                # killed by the time limit or crashed before judging: still an outcome for this item
-                outcomes[test_id] = {"test_id": test_id, "verdict": "error",
-                                     "summary": str(report.longrepr)[-2000:]}
+        if report.when == "call" or report.outcome != "passed":
+            # crashed outside judging (a lost xdist worker reports when="???"): still an outcome for this item
+            outcomes[test_id] = _unjudged(config, test_id, "error",
+                                          f"not judged: {str(report.longrepr)[-1500:]}")
         return
     data = dict(data)
-    if hasattr(report, "wasxfail"):
-        data["verdict"] = "xfail" if report.outcome == "skipped" else data["verdict"]
+    if hasattr(report, "wasxfail") and data.get("verdict") == "fail":
+        data["verdict"] = "xfail"
         data["known_failure"] = report.wasxfail
     outcomes[test_id] = data
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     config = _current_config
-    if config is not None and report.when in ("setup", "call"):
+    if config is not None and report.when in ("setup", "call", "???"):
         _record_outcome(config, report)
 
 
@@ -207,23 +277,75 @@ def _is_controller(config: pytest.Config) -> bool:
     return not hasattr(config, "workerinput")
 
 
+def _unjudged(config: pytest.Config, test_id: str, verdict: str, summary: str) -> dict[str, Any]:
+    item = _plan(config).by_id.get(test_id)
+    if item is None:
+        return {"test_id": test_id, "verdict": verdict, "summary": summary}
+    return {**_base_outcome(item), "verdict": verdict, "summary": summary}
+
+
+def complete_outcomes(config: pytest.Config, interrupted: bool) -> dict[str, dict[str, Any]]:
+    """The run's outcomes with every planned item of every selected implementation accounted for: a selected item
+    that never reported is an error; an item this run did not select (-k, deselection) is `unjudged`."""
+    outcomes: dict[str, dict[str, Any]] = dict(config._normbench_outcomes)  # type: ignore[attr-defined]
+    expected: set[str] = config._normbench_expected  # type: ignore[attr-defined]
+    plan = _plan(config)
+    why = "the run was interrupted before it" if interrupted else "no report came back for it (a lost worker?)"
+    for test_id in sorted(expected - set(outcomes)):
+        outcomes[test_id] = _unjudged(config, test_id, "error", f"not judged: {why}")
+    judged_impls = {o.get("implementation") for o in outcomes.values()}
+    for item in plan.items:
+        if item.impl.name in judged_impls and item.test_id not in outcomes:
+            outcomes[item.test_id] = _unjudged(config, item.test_id, "unjudged",
+                                               "not selected in this run (-k or deselected), so not judged")
+    return outcomes
+
+
+def implementation_summaries(config: pytest.Config, outcomes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per implementation: how many items were planned, judged (a verdict or an explained skip), errors, unjudged."""
+    plan = _plan(config)
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for o in outcomes.values():
+        if o.get("implementation"):
+            counts[o["implementation"]][o.get("verdict", "error")] += 1
+    summaries = {}
+    for name, c in counts.items():
+        impl = plan.registry.implementations.get(name)
+        summaries[name] = {
+            "family": impl.family if impl else None, "source": impl.source if impl else None,
+            "planned": sum(c.values()), "judged": sum(c[v] for v in ("pass", "fail", "report", "xfail", "skip")),
+            "errors": c["error"], "unjudged": c["unjudged"], "failed": c["fail"],
+        }
+    return summaries
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
-    if not _is_controller(config):
+    if not _is_controller(config) or not config._normbench_outcomes:  # type: ignore[attr-defined]
         return
-    outcomes = config._normbench_outcomes  # type: ignore[attr-defined]
-    if not outcomes or config.option.no_record:
+    interrupted = exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldstop)
+    outcomes = complete_outcomes(config, interrupted)
+    config._normbench_final = outcomes  # type: ignore[attr-defined]
+    if config.option.no_record:
         return
     results_dir = Path(config.option.results_dir or Path(str(config.rootpath)) / "results")
-    record = conformance_record(list(outcomes.values()), profile=config.option.profile)
-    path = write_conformance(results_dir, record)
+    record = conformance_record([o for o in outcomes.values() if o.get("implementation")],
+                                profile=config.option.profile)
+    record["implementations"] = implementation_summaries(config, outcomes)
+    record["errors"] = {tid: o["summary"] for tid, o in outcomes.items() if tid.startswith(CONFIGURATION_PREFIXES)}
+    try:
+        path = write_conformance(results_dir, record)
+    except Exception as exc:  # the verdicts must survive a results folder that failed under us
+        config._normbench_write_error = f"{type(exc).__name__}: {exc}"  # type: ignore[attr-defined]
+        config._normbench_written = write_fallback(record)  # type: ignore[attr-defined]
+        return
     config._normbench_written = path  # type: ignore[attr-defined]
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     if not _is_controller(config):
         return
-    outcomes = config._normbench_outcomes  # type: ignore[attr-defined]
+    outcomes = getattr(config, "_normbench_final", None)
     if not outcomes:
         return
     from normbench.leaderboard import conformance_matrix_text
@@ -236,6 +358,14 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
                                     yellow=True)
     terminalreporter.section("normbench conformance matrix")
     terminalreporter.write_line(conformance_matrix_text(list(outcomes.values())))
+    for name, s in sorted(implementation_summaries(config, outcomes).items()):
+        if s["errors"] or s["unjudged"]:
+            terminalreporter.write_line(f"{name}: {s['planned']} planned, {s['judged']} judged, {s['errors']} "
+                                        f"errors, {s['unjudged']} not selected: does not conform", red=True)
+    error = getattr(config, "_normbench_write_error", None)
     written = getattr(config, "_normbench_written", None)
-    if written:
+    if error:
+        terminalreporter.write_line(f"could not write the results ({error}); every verdict was saved to {written}",
+                                    red=True)
+    elif written:
         terminalreporter.write_line(f"results written to {written}")

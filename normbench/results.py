@@ -309,3 +309,12 @@ def load_records(results_dir: Path, kind: str | None = None) -> list[dict[str, A
     if errors:
         raise ResultsError("; ".join(map(str, errors)))
     return [r for r in records if kind is None or r["kind"] == kind]
+
+
+def write_fallback(record: dict[str, Any]) -> Path:
+    """Where the verdicts go when the results folder failed under a finished run: a fresh file in the temp dir."""
+    stamp = utc_now().replace(":", "").replace("+", "Z")
+    fd, name = tempfile.mkstemp(prefix=f"normbench-{record.get('kind', 'record')}-{stamp}-", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(dumps(record))
+    return Path(name)

@@ -20,7 +20,7 @@ from normbench.implementation import Implementation, ImplementationError
 from normbench.registry import Registry
 from normbench.spec import PropertySpec, Spec
 
-VERDICTS = ("pass", "fail", "error", "skip", "report", "xfail")
+VERDICTS = ("pass", "fail", "error", "skip", "report", "xfail", "unjudged")
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,11 @@ def _outcome(item: PlanItem, verdict: str, observed: str | None, summary: str, *
                    property=item.prop.name, check=item.prop.check, mode=item.mode, dtype=item.dtype,
                    device=item.device, expect=item.expect, verdict=verdict, observed=observed,
                    summary=summary, **extra)
+
+
+def error_outcome(item: PlanItem, summary: str) -> Outcome:
+    """An item that has no verdict: the implementation crashed, hung, or could not be judged."""
+    return _outcome(item, "error", None, summary)
 
 
 def _plugin_frames(exc: BaseException) -> str:

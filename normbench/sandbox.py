@@ -1,0 +1,466 @@
+"""Process isolation: plugin code is imported and judged in child processes, never in the run's own process.
+
+Plugin code is untrusted (DESIGN.md, trust boundaries): it may segfault, call ``sys.exit`` or ``os._exit``,
+hang in native code or in a loop that swallows every exception, allocate without end, print without end, or
+change global torch state. So:
+
+- discovery imports each plugin source (an entry point, an ``--impl-path``) in its own child process: a
+  plugin whose import crashes or exits becomes that plugin's error, never the run's;
+- each implementation is judged in a child process of its own, which imports only its source. A child that
+  dies, or is killed by the parent on its per-item time limit (SIGKILL: native and exception-swallowing hangs
+  stop too), costs that item an ``error`` outcome naming the cause; the next item gets a fresh child. After
+  ``max_consecutive_timeouts`` timeouts in a row, or once the implementation's time budget is spent, its
+  remaining items are errors that say they were not judged — one hanging implementation costs minutes;
+- each child runs under an address-space limit (an allocation bomb is an explained error, not the machine's
+  OOM killer) and a file-size limit, and writes its stdout / stderr to a file of which only a bounded excerpt
+  is kept per item;
+- before the first plugin import, the child fingerprints the judge: torch's global state (grad mode, default
+  dtype, deterministic flags, ...) and the identity of every function of torch's functional API, of
+  ``torch.Tensor`` and of normbench itself. After every item it checks the fingerprint again; an item whose
+  implementation changed any of it is an ``error`` that names what changed, and the child is replaced.
+  This catches what plugins do in the wild (monkeypatching ``F.layer_norm`` for a fused kernel, leaving grad
+  mode off). It is a check in the same process, so a deliberately adversarial plugin that rewrites the
+  fingerprint itself is out of its reach; process isolation still keeps it from touching any other
+  implementation's verdict.
+
+Children are forked from a ``forkserver`` that has torch and normbench imported already (a fresh process
+started by exec, so no thread of pytest / xdist is inherited), which makes a child cost milliseconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import multiprocessing
+import os
+import resource
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from normbench.implementation import Implementation
+from normbench.registry import ENTRY_POINT_GROUP, PluginError, Registry
+
+#: a plugin source: ("entry_point", name, value) or ("path", "module:attr")
+Source = tuple[str, ...]
+
+
+def _total_memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 8 << 30
+
+
+def default_memory_bytes() -> int:
+    """A child's share of the machine: the memory divided by twice the cores (each xdist worker runs one
+    child at a time), between 2 and 16 GiB. 6 GiB on a 2-core, 24 GiB machine."""
+    share = _total_memory_bytes() // (2 * max(1, os.cpu_count() or 1))
+    return int(min(16 << 30, max(2 << 30, share)))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one implementation may cost. Defaults fit a 2-core CPU machine: the slowest built-in item takes
+    about 10 s there, so a 60 s limit flags only a hang, and a hanging implementation stops after two."""
+
+    item_timeout: float = 60.0
+    impl_budget: float = 900.0
+    max_consecutive_timeouts: int = 2
+    memory_bytes: int = field(default_factory=default_memory_bytes)
+    #: the most a child may write to a file (its captured output among them)
+    file_bytes: int = 256 << 20
+    #: how much of an item's captured output is kept (head and tail)
+    output_excerpt: int = 4096
+    #: discovery: time allowed to import one plugin source
+    import_timeout: float = 120.0
+
+
+def source_label(source: Source) -> str:
+    if source[0] == "entry_point":
+        return f"entry point {source[1]!r} ({source[2]})"
+    return f"--impl-path {source[1]}"
+
+
+# -- the child side ---------------------------------------------------------------------------------------------
+
+def _limit_resources(limits: Limits) -> None:
+    try:
+        with open("/proc/self/statm") as fh:
+            mapped = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        mapped = 0
+    cap = mapped + limits.memory_bytes
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    # A write past the file-size limit fails with EFBIG (an exception in the plugin) instead of SIGXFSZ.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
+
+
+def _redirect_output(path: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _load_source(source: Source) -> list[Implementation]:
+    from normbench.registry import _resolve, load_path
+
+    if source[0] == "entry_point":
+        matches = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == source[1]]
+        if not matches:
+            raise LookupError(f"entry point {source[1]!r} is no longer installed")
+        return _resolve(matches[0].load(), source_label(source))
+    return load_path(source[1])
+
+
+def _describe(impl: Implementation) -> dict[str, Any]:
+    return {f.name: getattr(impl, f.name) for f in dataclasses.fields(impl) if f.name != "factory"}
+
+
+def _discover_child(conn: Connection, source: Source, limits: Limits, output: str) -> None:
+    _redirect_output(output)
+    _limit_resources(limits)
+    try:
+        conn.send(("ok", [_describe(i) for i in _load_source(source)]))
+    except BaseException as exc:  # noqa: BLE001 - plugin code: SystemExit and KeyboardInterrupt included
+        from normbench.registry import _message
+
+        conn.send(("error", _message(exc), traceback.format_exc()[-4000:]))
+
+
+def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str, Any], profile: str,
+                 limits: Limits, output: str) -> None:
+    import torch
+
+    from normbench.judge_guard import fingerprint, what_changed
+    from normbench.runner import PlanItem, error_outcome, judge
+
+    _redirect_output(output)
+    _limit_resources(limits)
+    torch.set_num_threads(1)
+    # Taken before the plugin is imported and kept in this frame: what the item must leave as it found it.
+    before = fingerprint()
+    try:
+        found = [i for i in _load_source(source) if i.name == name]
+        if not found:
+            raise LookupError(f"{source_label(source)} no longer provides an implementation named {name!r}")
+        impl = found[0]
+        load_error = None
+    except BaseException as exc:  # noqa: BLE001 - plugin code
+        impl, load_error = None, f"loading {source_label(source)} raised {type(exc).__name__}: {exc}"
+    while True:
+        try:
+            request = conn.recv()
+        except EOFError:
+            return
+        if request is None:
+            return
+        family, prop_name, mode, dtype, device = request
+        spec = specs[family]
+        prop = next(p for p in spec.properties if p.name == prop_name)
+        if impl is None:
+            conn.send(("outcome", {"verdict": "error", "summary": load_error}, False))
+            continue
+        item = PlanItem(spec, impl, prop, mode, dtype, device)
+        try:
+            outcome = judge(item, profile).as_dict()
+        except BaseException as exc:  # noqa: BLE001 - SystemExit / KeyboardInterrupt raised by plugin code
+            outcome = error_outcome(item, f"implementation {name!r} raised {type(exc).__name__}: {exc} "
+                                          "(a BaseException: it would have ended the run)").as_dict()
+        changed = what_changed(before, fingerprint())
+        if changed:
+            outcome.update(verdict="error", observed=None, metrics={}, counterexample=None,
+                           summary=f"implementation {name!r} changed the judge or torch's global state, so no "
+                                   f"verdict of this process can be trusted: {'; '.join(changed[:8])}"
+                                   + (f" (and {len(changed) - 8} more)" if len(changed) > 8 else ""))
+        conn.send(("outcome", outcome, bool(changed)))
+        if changed:
+            return
+
+
+# -- the parent side --------------------------------------------------------------------------------------------
+
+_CONTEXT: multiprocessing.context.BaseContext | None = None
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    global _CONTEXT
+    if _CONTEXT is None:
+        ctx = multiprocessing.get_context("forkserver")
+        # The forkserver imports these once; every child then starts with torch and every check loaded.
+        ctx.set_forkserver_preload(["normbench.sandbox", "normbench.runner", "normbench.judge_guard"])
+        _CONTEXT = ctx
+    return _CONTEXT
+
+
+def _death(process: multiprocessing.process.BaseProcess) -> str:
+    process.join(5)
+    code = process.exitcode
+    if code is None:
+        return "its process stopped answering"
+    if code < 0:
+        try:
+            return f"its process was killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"its process was killed by signal {-code}"
+    return f"its process exited with code {code}"
+
+
+def _excerpt(path: Path, keep: int) -> str:
+    """The head and tail of what a child printed, never more than `keep` characters in memory."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            if size <= keep:
+                text = fh.read().decode(errors="replace")
+            else:
+                head = fh.read(keep // 2).decode(errors="replace")
+                fh.seek(size - keep // 2)
+                tail = fh.read().decode(errors="replace")
+                text = f"{head}\n[... {size - keep} bytes of output omitted ...]\n{tail}"
+        os.truncate(path, 0)
+    except OSError:
+        return ""
+    return text
+
+
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """multiprocessing re-runs the parent's main script in a child that it finds by ``__main__.__file__``; ours
+    only ever run normbench functions, and a caller's unguarded script must not run again in them."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or path is None:
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
+
+
+class _Child:
+    def __init__(self, target: Callable[..., None], args: tuple[Any, ...], output: Path) -> None:
+        ctx = _context()
+        self.conn, child_conn = ctx.Pipe()
+        self.process = ctx.Process(target=target, args=(child_conn, *args, str(output)), daemon=True)
+        with _main_module_hidden():
+            self.process.start()
+        child_conn.close()
+
+    def request(self, message: Any, timeout: float) -> tuple[str, Any]:
+        """("reply", data) / ("timeout", None) / ("died", why)."""
+        try:
+            if message is not ...:
+                self.conn.send(message)
+            if not self.conn.poll(timeout):
+                self.kill()
+                return "timeout", None
+            return "reply", self.conn.recv()
+        except (EOFError, OSError, BrokenPipeError):
+            return "died", _death(self.process)
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5)
+        self.conn.close()
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.process.join(2)
+        self.kill()
+
+
+def _scratch_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="normbench-sandbox-"))
+
+
+def discover_isolated(paths: Iterable[str] = (), families: Mapping[str, Any] | None = None,
+                      include_entry_points: bool = True, limits: Limits | None = None) -> Registry:
+    """Like `normbench.registry.discover`, but every source is imported in a child process of its own.
+
+    Installed entry points are always imported (in isolation) so that an ``--impl-path`` implementation named
+    like an installed one from another source is refused with both sources named, even with
+    ``include_entry_points=False`` (then they are not judged). The implementations returned carry a factory
+    that refuses to run here: they are built only inside their sandbox.
+    """
+    limits = limits or Limits()
+    scratch = _scratch_dir()
+    registry = Registry()
+    installed: dict[str, Implementation] = {}
+    sources: list[Source] = [("entry_point", ep.name, ep.value)
+                             for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)]
+    sources += [("path", path) for path in paths]
+    for source in sources:
+        label = source_label(source)
+        output = scratch / "discover.out"
+        child = _Child(_discover_child, (source, limits), output)
+        status, reply = child.request(..., limits.import_timeout)
+        child.stop()
+        printed = _excerpt(output, limits.output_excerpt)
+        tail = f"; it printed: {printed.strip()[-500:]}" if printed.strip() else ""
+        if status == "timeout":
+            registry.errors.append(PluginError(label, f"importing it did not finish within "
+                                               f"{limits.import_timeout:g} s (its process was killed){tail}"))
+            continue
+        if status == "died":
+            registry.errors.append(PluginError(label, f"importing it ended the process: {reply}{tail}"))
+            continue
+        if reply[0] == "error":
+            registry.errors.append(PluginError(label, reply[1], reply[2]))
+            continue
+        for fields in reply[1]:
+            impl = Implementation(**fields, factory=SandboxedFactory(source, fields["name"]))
+            if families is not None and impl.family not in families:
+                registry.errors.append(PluginError(label, f"implementation {impl.name!r} names family "
+                                                   f"{impl.family!r}, which has no spec; known families: "
+                                                   f"{sorted(families)}"))
+                continue
+            if source[0] == "entry_point":
+                if impl.name in installed:
+                    registry.errors.append(PluginError(label, f"implementation name {impl.name!r} is already "
+                                                       f"registered by {installed[impl.name].source}; names must "
+                                                       "be unique"))
+                    continue
+                installed[impl.name] = impl
+                if not include_entry_points:
+                    continue
+            elif impl.name in installed and installed[impl.name].source != impl.source:
+                registry.errors.append(PluginError(label, f"implementation name {impl.name!r} collides with the "
+                                                   f"installed one from {installed[impl.name].source}; rename it "
+                                                   "(results are keyed by name)"))
+                continue
+            registry.add(impl)
+    for leftover in scratch.iterdir():
+        leftover.unlink()
+    scratch.rmdir()
+    return registry
+
+
+@dataclass(frozen=True)
+class SandboxedFactory:
+    """The factory of an implementation discovered in isolation: it is only ever called inside its sandbox."""
+
+    source: Source
+    name: str
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"implementation {self.name!r} is built only inside its sandbox process "
+                           f"(from {source_label(self.source)})")
+
+
+class Sandbox:
+    """Judges one implementation's items in a child process, replaced after a crash, a timeout or tampering."""
+
+    def __init__(self, impl: Implementation, specs: Mapping[str, Any], profile: str, limits: Limits,
+                 scratch: Path) -> None:
+        factory = impl.factory
+        if not isinstance(factory, SandboxedFactory):
+            raise TypeError(f"implementation {impl.name!r} was not discovered by discover_isolated")
+        self.impl = impl
+        self.source = factory.source
+        self.specs = dict(specs)
+        self.profile = profile
+        self.limits = limits
+        self.output = scratch / f"{abs(hash(impl.name)):x}.out"
+        self.child: _Child | None = None
+        self.spent = 0.0
+        self.timeouts_in_a_row = 0
+        self.gave_up: str | None = None
+
+    def judge(self, family: str, prop: str, mode: str, dtype: str, device: str) -> dict[str, Any]:
+        """The outcome fields the child measured, or an error saying why there is no verdict."""
+        if self.gave_up:
+            return {"verdict": "error", "summary": f"not judged: {self.gave_up}", "unjudged": True}
+        if self.child is None:
+            self.child = _Child(_judge_child, (self.source, self.impl.name, self.specs, self.profile, self.limits),
+                                self.output)
+        start = time.perf_counter()
+        status, reply = self.child.request((family, prop, mode, dtype, device), self.limits.item_timeout)
+        elapsed = time.perf_counter() - start
+        self.spent += elapsed
+        printed = _excerpt(self.output, self.limits.output_excerpt)
+        if status == "reply":
+            _, outcome, tainted = reply
+            self.timeouts_in_a_row = 0
+            if tainted:
+                self.child.stop()
+                self.child = None
+        elif status == "timeout":
+            self.child = None
+            self.timeouts_in_a_row += 1
+            outcome = {"verdict": "error", "summary": f"timed out: no verdict within {self.limits.item_timeout:g} s; "
+                                                      "the implementation's process was killed (--check-timeout)"}
+            if self.timeouts_in_a_row >= self.limits.max_consecutive_timeouts:
+                self.gave_up = (f"implementation {self.impl.name!r} timed out on {self.timeouts_in_a_row} items in a "
+                                "row, so its remaining items were not run")
+        else:
+            self.child = None
+            self.timeouts_in_a_row = 0
+            outcome = {"verdict": "error", "summary": f"crashed: {reply} while judging this item"}
+        if printed.strip():
+            outcome["captured_output"] = printed
+            if outcome.get("verdict") == "error":
+                outcome["summary"] += f"\n  last output: {printed.strip()[-300:]}"
+        summary = str(outcome.get("summary", ""))
+        if any(s in summary for s in ("can't allocate memory", "not enough memory", "MemoryError")):
+            outcome["summary"] += (f" (normbench caps each implementation's process at "
+                                   f"{self.limits.memory_bytes / 2**30:.1f} GiB of address space: --child-memory)")
+        elif "File too large" in summary:
+            outcome["summary"] += (f" (normbench keeps at most {self.limits.file_bytes >> 20} MiB of an "
+                                   "implementation's output per item)")
+        if self.gave_up is None and self.spent > self.limits.impl_budget:
+            self.gave_up = (f"implementation {self.impl.name!r} used its time budget of {self.limits.impl_budget:g} s "
+                            "(--impl-budget), so its remaining items were not run")
+        outcome["duration_s"] = elapsed
+        return outcome
+
+    def close(self) -> None:
+        if self.child is not None:
+            self.child.stop()
+            self.child = None
+
+
+class SandboxPool:
+    """One sandbox per implementation in this process (a pytest process or an xdist worker)."""
+
+    def __init__(self, specs: Mapping[str, Any], profile: str, limits: Limits) -> None:
+        self.specs = specs
+        self.profile = profile
+        self.limits = limits
+        self.scratch = _scratch_dir()
+        self.sandboxes: dict[str, Sandbox] = {}
+        self.current: str | None = None
+
+    def judge(self, impl: Implementation, family: str, prop: str, mode: str, dtype: str,
+              device: str) -> dict[str, Any]:
+        if self.current is not None and self.current != impl.name:
+            # Items arrive grouped by implementation: one live child at a time keeps memory at one budget.
+            self.sandboxes[self.current].close()
+        self.current = impl.name
+        sandbox = self.sandboxes.get(impl.name)
+        if sandbox is None:
+            sandbox = self.sandboxes[impl.name] = Sandbox(impl, self.specs, self.profile, self.limits, self.scratch)
+        return sandbox.judge(family, prop, mode, dtype, device)
+
+    def close(self) -> None:
+        for sandbox in self.sandboxes.values():
+            sandbox.close()
+        for leftover in self.scratch.iterdir():
+            leftover.unlink(missing_ok=True)
+        self.scratch.rmdir()

@@ -1,0 +1,4 @@
+"""Ends the process while it is imported."""
+import sys
+
+sys.exit(4)
