@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -16,6 +17,28 @@ ALL_DEVICES: tuple[str, ...] = ("cpu", "cuda")
 
 class ImplementationError(ValueError):
     """An Implementation that is malformed; the message names it."""
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot identify an implementation, or None when it can.
+
+    The name becomes part of test ids (``family[name-property-dtype]``), pytest node ids and record keys,
+    so two different names must never render alike: "::" is pytest's node-id separator (``a::b`` and
+    ``c::b`` would both end in ``b``), '[' / ']' delimit the parameters, and control, format (zero-width,
+    bidi override) and non-space whitespace characters would make names that look equal but are not, or
+    split a line of output. A plain inner space is harmless; leading or trailing space is not visible.
+    """
+    if "::" in name:
+        return "name may not contain '::' (pytest's node-id separator: 'a::b' and 'c::b' would collide)"
+    if "[" in name or "]" in name:
+        return "name may not contain '[' or ']' (it becomes part of test ids)"
+    if name != name.strip(" "):
+        return "name may not start or end with a space"
+    for c in name:
+        if c != " " and (c.isspace() or unicodedata.category(c).startswith("C")):
+            return (f"name may not contain {c!r} (U+{ord(c):04X}): only printable characters and plain "
+                    "inner spaces are allowed (it becomes part of test ids)")
+    return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,8 +86,9 @@ class Implementation:
 
         if not isinstance(self.name, str) or not self.name.strip():
             raise ImplementationError(f"implementation name must be a non-empty string, got {self.name!r}")
-        if any(c in self.name for c in "[]\n"):
-            raise bad("name may not contain '[', ']' or newlines (it becomes part of test ids)")
+        problem = name_problem(self.name)
+        if problem is not None:
+            raise bad(problem)
         if not isinstance(self.family, str) or not self.family:
             raise bad(f"family must be a spec name, got {self.family!r}")
         if not callable(self.factory):

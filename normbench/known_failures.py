@@ -2,10 +2,16 @@
 
 array-api-tests' lesson: the list is data, every entry says why, and an entry that no longer matches a
 failing item is reported as stale so the list cannot rot silently.
+
+An entry is scoped by structure, never by text: it applies only to items whose implementation *is* the
+file's `implementation:` (compared by name, not read back out of the test id), and its id must end at a
+whole id segment. Otherwise a plugin named ``torch.nn.LayerNorm-weight_gradient_reduction-float16-evil``
+would inherit torch's known failures, and ``id: ""`` would silence every failure of every implementation.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,81 +19,189 @@ from typing import Any
 
 import yaml
 
+#: the characters that may follow an entry id inside a test id: the next segment, the end of the
+#: parameters, or the end of the id. Anything else means the id stopped inside a segment.
+_SEGMENT_ENDS = ("-", "]")
+#: a family name as the spec schema allows it (specs/schema.json `family`).
+_FAMILY = r"[a-z][a-z0-9_]*"
+
 
 class KnownFailuresError(ValueError):
-    pass
+    """A known-failures file or path that cannot be used; the message names the file (and the entry)."""
+
+    def __init__(self, path: str | Path, message: str, key: str = "") -> None:
+        self.path = str(path)
+        self.key = key
+        super().__init__(f"{self.path}: {key}: {message}" if key else f"{self.path}: {message}")
 
 
 @dataclass(frozen=True)
 class KnownFailure:
     prefix: str
     reason: str
+    #: the file's name, shown with the reason
     source: str
+    #: the implementation named by the file's `implementation:` key; the entry applies to it alone
+    implementation: str = ""
+    #: the file's full path
+    path: str = ""
+
+    def matches(self, test_id: str, implementation: str) -> bool:
+        """True when `test_id` is an item of exactly this entry's implementation and the entry's id is a
+        prefix of it that ends at a whole segment (`...-float16` matches `...-float16]`, not `...-float16x]`)."""
+        if implementation != self.implementation or not self.prefix or not test_id.startswith(self.prefix):
+            return False
+        rest = test_id[len(self.prefix):]
+        return not rest or rest.startswith(_SEGMENT_ENDS)
 
     def __str__(self) -> str:
         return f"{self.prefix!r} ({self.source}): {self.reason}"
 
 
+@dataclass(frozen=True)
+class KnownFailuresFile:
+    """One loaded file: the implementation it is about and its entries."""
+
+    path: str
+    implementation: str
+    entries: tuple[KnownFailure, ...] = ()
+
+
 @dataclass
 class KnownFailures:
     entries: list[KnownFailure] = field(default_factory=list)
+    files: list[KnownFailuresFile] = field(default_factory=list)
+    #: files that could not be used, one error each (naming the file): the rest still applies
+    errors: list[KnownFailuresError] = field(default_factory=list)
 
-    def match(self, test_id: str) -> KnownFailure | None:
+    def match(self, test_id: str, implementation: str) -> KnownFailure | None:
         for entry in self.entries:
-            if test_id.startswith(entry.prefix):
+            if entry.matches(test_id, implementation):
                 return entry
         return None
 
-    def reason_for(self, test_id: str) -> str | None:
-        entry = self.match(test_id)
+    def reason_for(self, test_id: str, implementation: str) -> str | None:
+        """The reason `test_id`, an item of `implementation` (its registered name, from the plan item, never
+        parsed out of the id), is a known failure, or None."""
+        entry = self.match(test_id, implementation)
         return None if entry is None else f"{entry.reason} [{entry.source}]"
+
+    def unknown_implementations(self, known_names: Iterable[str]) -> list[KnownFailuresFile]:
+        """Files whose `implementation:` is none of `known_names` (the discovered implementations): a typo
+        or an uninstalled plugin, whose entries can never apply."""
+        known = set(known_names)
+        return [f for f in self.files if f.implementation not in known]
 
     def stale(self, outcomes: Mapping[str, Mapping[str, Any]], planned: Iterable[tuple[str, str, str]] = ()
               ) -> list[KnownFailure]:
         """Entries for a judged implementation that match no planned item (a typo, a renamed property), or
-        whose every item run passed. `planned` holds (family, implementation, test id) of every planned item.
+        whose every item run passed. `planned` holds (family, implementation, test id) of every planned item;
+        each outcome's "implementation" field says whose item it is.
 
         An entry whose items were all deselected (`-k`) or whose implementation is not judged in this run
         (`--impl`) was not exercised, so it is not stale: otherwise every narrowed run would cry wolf.
         """
         planned = list(planned)
-        heads = {f"{family}[{impl}-" for family, impl, _ in planned}
-        ids = {tid for _, _, tid in planned} | set(outcomes)
+        judged = {impl for _, impl, _ in planned}
         stale = []
         for entry in self.entries:
-            if not any(entry.prefix.startswith(head) or head.startswith(entry.prefix) for head in heads):
+            if entry.implementation not in judged:
                 continue
-            if not any(tid.startswith(entry.prefix) for tid in ids):
+            if not any(entry.matches(tid, impl) for _, impl, tid in planned):
                 stale.append(entry)
                 continue
-            matched = [o for tid, o in outcomes.items() if tid.startswith(entry.prefix)]
+            matched = [o for tid, o in outcomes.items() if entry.matches(tid, str(o.get("implementation", "")))]
             if matched and all(o.get("verdict") in ("pass", "report") for o in matched):
                 stale.append(entry)
         return stale
 
 
-def _load_file(path: Path) -> list[KnownFailure]:
+def _id_problem(entry_id: str, implementation: str) -> str | None:
+    """Why `entry_id` cannot be an id prefix for `implementation`'s items, or None when it can."""
+    if not entry_id:
+        return "'id' is empty (it would match every item)"
+    head = re.match(rf"({_FAMILY})\[{re.escape(implementation)}(?=[-\]])", entry_id)
+    if head is None:
+        return (f"id {entry_id!r} must start with '<family>[{implementation}-' or '<family>[{implementation}]', "
+                "the implementation named by this file's 'implementation:' key")
+    rest = entry_id[head.end():]
+    if rest.endswith("-"):
+        return f"id {entry_id!r} ends with '-'; it must end at a whole id segment"
+    if "]" in rest[:-1] or "[" in rest or any(c.isspace() for c in rest):
+        return f"id {entry_id!r} is not a test id prefix (text after ']', or '[' / whitespace in it)"
+    return None
+
+
+def _load_file(path: Path) -> KnownFailuresFile:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KnownFailuresError(path, f"cannot read: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise KnownFailuresError(f"{path}: malformed YAML: {exc}") from None
-    if data is None:
-        return []
-    if not isinstance(data, dict) or set(data) - {"implementation", "known_failures"}:
-        raise KnownFailuresError(f"{path}: expected keys 'implementation' and 'known_failures'")
+        raise KnownFailuresError(path, f"malformed YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise KnownFailuresError(path, "expected a mapping with keys 'implementation' and 'known_failures', got "
+                                 f"{type(data).__name__}")
+    extra = sorted(map(str, set(data) - {"implementation", "known_failures"}))
+    if extra:
+        raise KnownFailuresError(path, f"unknown key(s) {extra}; expected 'implementation' and 'known_failures'")
+    implementation = data.get("implementation")
+    if not isinstance(implementation, str) or not implementation.strip():
+        raise KnownFailuresError(path, "required: the name of the implementation this file is about, got "
+                                 f"{implementation!r}", key="implementation")
+    raw_entries = data.get("known_failures")
+    if raw_entries is None:
+        raw_entries = []
+    if not isinstance(raw_entries, list):
+        raise KnownFailuresError(path, f"must be a list of entries, got {type(raw_entries).__name__}",
+                                 key="known_failures")
     entries = []
-    for i, raw in enumerate(data.get("known_failures") or []):
-        if not isinstance(raw, dict) or set(raw) != {"id", "reason"} or not str(raw["reason"]).strip():
-            raise KnownFailuresError(f"{path}: known_failures[{i}]: each entry needs exactly 'id' and a "
-                                     "non-empty 'reason'")
-        entries.append(KnownFailure(str(raw["id"]), str(raw["reason"]), path.name))
-    return entries
+    for i, raw in enumerate(raw_entries):
+        key = f"known_failures[{i}]"
+        if not isinstance(raw, dict) or set(raw) != {"id", "reason"}:
+            raise KnownFailuresError(path, "each entry needs exactly 'id' and 'reason'", key=key)
+        if not isinstance(raw["id"], str):
+            raise KnownFailuresError(path, f"'id' must be a string, got {raw['id']!r}", key=key)
+        if not isinstance(raw["reason"], str) or not raw["reason"].strip():
+            raise KnownFailuresError(path, "'reason' must be a non-empty string", key=key)
+        problem = _id_problem(raw["id"], implementation)
+        if problem is not None:
+            raise KnownFailuresError(path, problem, key=key)
+        entries.append(KnownFailure(raw["id"], raw["reason"], path.name, implementation, str(path)))
+    return KnownFailuresFile(str(path), implementation, tuple(entries))
 
 
-def load_known_failures(sources: Iterable[Path]) -> KnownFailures:
+def load_known_failures(sources: Iterable[Path], *, builtin: Path | None = None) -> KnownFailures:
+    """Load every *.yaml file under `builtin` (which may be absent) and `sources` (files or directories given
+    explicitly, e.g. with --known-failures: one that does not exist raises KnownFailuresError naming it).
+
+    A malformed file never stops the others: it is recorded in `errors` and its entries are not applied.
+    """
+    paths: list[Path] = []
+    if builtin is not None and builtin.is_dir():
+        paths.extend(sorted(builtin.glob("*.yaml")))
+    for source in map(Path, sources):
+        if source.is_dir():
+            paths.extend(sorted(source.glob("*.yaml")))
+        elif source.exists():
+            paths.append(source)
+        else:
+            raise KnownFailuresError(source, "no such known-failures file or directory")
     result = KnownFailures()
-    for source in sources:
-        files = sorted(source.glob("*.yaml")) if source.is_dir() else [source] if source.exists() else []
-        for path in files:
-            result.entries.extend(_load_file(path))
+    seen: set[Path] = set()
+    for path in paths:
+        # the same file named twice (a directory and a file in it) would double its entries
+        resolved = path.resolve()
+        if resolved in seen:
+            continue
+        seen.add(resolved)
+        try:
+            loaded = _load_file(path)
+        except KnownFailuresError as exc:
+            result.errors.append(exc)
+            continue
+        result.files.append(loaded)
+        result.entries.extend(loaded.entries)
     return result

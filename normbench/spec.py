@@ -7,7 +7,9 @@ KeyError from deep inside the loader).
 
 from __future__ import annotations
 
+import importlib
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -138,6 +140,45 @@ def _parse_yaml(path: Path) -> Any:
         raise SpecError(path, where, f"malformed YAML: {problem}") from None
 
 
+def _non_finite(data: Any, key: tuple[Any, ...] = ()) -> tuple[tuple[Any, ...], float] | None:
+    """The key path and value of the first .inf / .nan in `data`, or None. YAML reads `.inf` and `.nan` as
+    floats that JSON Schema bounds do not exclude (NaN compares false to every bound), and an infinite
+    tolerance passes anything, an aliasing module included."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return key, data
+    if isinstance(data, dict):
+        items: Iterable[tuple[Any, Any]] = data.items()
+    elif isinstance(data, list):
+        items = enumerate(data)
+    else:
+        return None
+    for k, v in items:
+        found = _non_finite(v, (*key, k))
+        if found is not None:
+            return found
+    return None
+
+
+def _check_reference(path: Path, name: str) -> None:
+    """The spec's reference module exists and exposes `build`: checked here, so a spec naming a missing one is
+    a spec error rather than an error of every implementation judged against it."""
+    module_name = f"normbench.reference.{name}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            raise SpecError(path, "reference", f"no reference module {module_name!r} (one file per family "
+                            "under reference/)") from None
+        raise SpecError(path, "reference", f"importing {module_name!r} raised {type(exc).__name__}: "
+                        f"{exc}") from None
+    except Exception as exc:  # a broken reference module: say so instead of blaming the implementations
+        raise SpecError(path, "reference", f"importing {module_name!r} raised {type(exc).__name__}: "
+                        f"{exc}") from None
+    if not callable(getattr(module, "build", None)):
+        raise SpecError(path, "reference", f"reference module {module_name!r} has no callable 'build' "
+                        "(build(num_features, **params) -> nn.Module)")
+
+
 def _validate(path: Path, data: Any) -> None:
     validator = jsonschema.Draft202012Validator(_schema())
     errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
@@ -185,7 +226,13 @@ def load_spec(path: str | Path, known_checks: Iterable[str] | None = None) -> Sp
     """Load and validate one spec file; raises SpecError naming the file and key."""
     path = Path(path)
     data = _parse_yaml(path)
+    bad = _non_finite(data)
+    if bad is not None:
+        key, value = bad
+        raise SpecError(path, _key_of(key), f"{value} is not a finite number (tolerances and every other "
+                        "number in a spec must be finite)")
     _validate(path, data)
+    _check_reference(path, data["reference"])
     known = list(known_checks) if known_checks is not None else None
     layout = data["layout"]
     params = {}
