@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from normbench.checks.base import CHECKS, PROFILES
-from normbench.known_failures import KnownFailures, load_known_failures
+from normbench.known_failures import KnownFailures, KnownFailuresError, load_known_failures
 from normbench.results import conformance_record, write_conformance, write_fallback
 from normbench.runner import PlanItem, build_plan, error_outcome
 from normbench.sandbox import Limits, SandboxPool, discover_isolated
@@ -78,9 +78,21 @@ class Plan:
         devices = opt.device or ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
         self.items = build_plan(specs.specs, self.registry, opt.impl, devices)
         self.by_id = {item.test_id: item for item in self.items}
-        root = Path(str(config.rootpath))
-        sources = [root / "suite" / "known_failures", *map(Path, opt.known_failures)]
-        self.known: KnownFailures = load_known_failures(sources)
+        self.known: KnownFailures = _known_failures(config)
+
+
+def _known_failures(config: pytest.Config) -> KnownFailures:
+    """Loaded once per process, at configure time, so a missing --known-failures path is a usage error
+    before anything is collected or judged."""
+    known = getattr(config, "_normbench_known", None)
+    if known is None:
+        try:
+            known = load_known_failures(map(Path, config.option.known_failures),
+                                        builtin=Path(str(config.rootpath)) / "suite" / "known_failures")
+        except KnownFailuresError as exc:
+            raise pytest.UsageError(f"--known-failures: {exc}") from None
+        config._normbench_known = known  # type: ignore[attr-defined]
+    return known
 
 
 def limits_from(config: pytest.Config) -> Limits:
@@ -112,6 +124,7 @@ def pytest_configure(config: pytest.Config) -> None:
     torch.set_num_threads(1)
     config._normbench_outcomes = {}  # type: ignore[attr-defined]
     config._normbench_expected = set()  # type: ignore[attr-defined]
+    _known_failures(config)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -200,6 +213,9 @@ class ConformanceFile(pytest.File):
                 name, n = f"plugin_error[{err.source} #{n}]", n + 1
             seen.add(name)
             items.append(ConfigurationItem.from_parent(self, name=name, message=f"broken plugin: {err}"))
+        for kerr in plan.known.errors:
+            items.append(ConfigurationItem.from_parent(self, name=f"known_failures_error[{Path(kerr.path).name}]",
+                                                       message=f"bad known-failures file: {kerr}"))
         for name in plan.unknown_impls:
             items.append(ConfigurationItem.from_parent(
                 self, name=f"unknown_impl[{name}]",
@@ -208,7 +224,7 @@ class ConformanceFile(pytest.File):
         for plan_item in plan.items:
             item = ConformanceItem.from_parent(self, name=plan_item.test_id, plan_item=plan_item)
             item.add_marker(pytest.mark.normbench)
-            reason = plan.known.reason_for(plan_item.test_id)
+            reason = plan.known.reason_for(plan_item.test_id, plan_item.impl.name)
             if reason is not None:
                 item.add_marker(pytest.mark.xfail(reason=reason, strict=False, raises=ConformanceFailure))
             items.append(item)
@@ -356,6 +372,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for entry in plan.known.stale(outcomes, planned):
         terminalreporter.write_line(f"stale known failure (no planned item, or every item run passed): {entry}",
                                     yellow=True)
+    explicit = {str(Path(p).resolve()) for p in config.option.known_failures}
+    for kf in plan.known.unknown_implementations(plan.registry.implementations):
+        if any(str(Path(kf.path).resolve()).startswith(e) for e in explicit):
+            terminalreporter.write_line(f"known failures for an implementation that is not installed: {kf.path} "
+                                        f"(implementation: {kf.implementation!r})", yellow=True)
     terminalreporter.section("normbench conformance matrix")
     terminalreporter.write_line(conformance_matrix_text(list(outcomes.values())))
     for name, s in sorted(implementation_summaries(config, outcomes).items()):
