@@ -227,8 +227,9 @@ def _stage(path: Path, text: str) -> Path:
 
 
 def write_texts(texts: dict[Path, str]) -> list[Path]:
-    """Write every file: all temporaries first, then the renames, so a failure while writing (a full disk) leaves
-    every old file whole. The caller holds `results_lock`."""
+    """Write every file atomically (a reader never sees half a record): all temporaries first, then the renames,
+    so a failure while writing (a full disk) leaves every old file whole. The caller holds `results_lock` (the
+    next holder removes any temporary it finds, as a dead writer's)."""
     staged: dict[Path, Path] = {}
     try:
         for path, text in texts.items():
@@ -239,11 +240,6 @@ def write_texts(texts: dict[Path, str]) -> list[Path]:
         for tmp in staged.values():
             tmp.unlink(missing_ok=True)  # only those not renamed are left
     return list(texts)
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    """Write to a hidden temporary in the same folder, then rename: a reader never sees half a record."""
-    write_texts({Path(path): dumps(data)})
 
 
 #: temporaries of this normbench, and the `.tmp-*.json` that older ones left (and that matched the record glob)
@@ -274,7 +270,8 @@ def results_lock(results_dir: Path, timeout: float | None = None) -> Iterator[Pa
                            "pass a writable --results-dir") from None
     timeout = LOCK_TIMEOUT_S if timeout is None else timeout
     lock_path = Path(results_dir) / LOCK_FILE
-    lock = FileLock(lock_path, timeout=timeout)
+    # the lock file, like the records, follows the umask: a team sharing the folder can take it too
+    lock = FileLock(lock_path, timeout=timeout, mode=0o666 & ~_umask())
     try:
         lock.acquire()
     except Timeout:
