@@ -18,6 +18,9 @@ from typing import Any
 
 from tabulate import tabulate
 
+# The store knows nothing of publishing, so this import goes one way only (no circle through results.py).
+from normbench.results import scan_records
+
 LEGEND = ("✓ expectation met (H: property holds, V: property violated, as the spec requires) · "
           "✗ expectation NOT met · E error · R reported only · xf known failure · - skipped")
 #: conformance tiers of the combined ranking: a lower tier always ranks first.
@@ -469,8 +472,8 @@ def build_leaderboard(records: list[dict[str, Any]], refused: Iterable[str] = ()
 def write_leaderboard(results_dir: Path, formats: Iterable[str] | None = None) -> Path:
     """Render every stored record under results_dir into LEADERBOARD.md and friends; returns the markdown path.
     Records this normbench cannot read are refused (listed in the leaderboard), never misread."""
+    # publish/ builds on this module's tables, so it is imported when rendering, not when this module loads
     from normbench.publish import publish_all
-    from normbench.results import scan_records
 
     records, errors = scan_records(Path(results_dir))
     board = build_leaderboard(records, refused=errors)

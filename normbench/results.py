@@ -10,6 +10,17 @@ does not know) is refused with a message, never misread. One file per machine an
 
 Every entry carries the UTC time it was measured, so merging is per entry, the newer wins, and merging the same
 records again changes nothing (`normbench merge` is idempotent, and the order of its inputs does not matter).
+Conformance outcomes merge per implementation instead: the newer run of an implementation replaces all of its
+outcomes, so a pass that the latest run did not confirm never survives.
+
+Results are never lost: every read-merge-write holds a lock on the results folder (`<results>/.normbench.lock`,
+via filelock), so concurrent runs keep each other's records; files are written to hidden temporaries
+(`.<name>.tmp-XXXX`, matching no record glob) and renamed, and a temporary left by a killed writer is removed by
+the next writer. `validate_results_dir` finds a folder that cannot be written, or a record that cannot be read,
+before a run judges anything, and `write_fallback` keeps a record that could not be stored.
+
+This module writes records and knows nothing of how they are shown: callers render the leaderboard
+(`normbench.leaderboard.write_leaderboard`) after storing.
 """
 
 from __future__ import annotations
@@ -21,12 +32,15 @@ import platform
 import re
 import subprocess
 import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock, Timeout
 
 import normbench
 
@@ -37,10 +51,25 @@ ENTRIES: dict[str, str] = {"conformance": "outcomes", "benchmark": "results", "c
 #: the field of an entry that says when it was measured (merging keeps the newer entry)
 STAMPS: tuple[str, ...] = ("measured_utc", "recorded_utc")
 PYTEST_BENCHMARK_DIR = "pytest-benchmark"
+#: the lock every read-merge-write of a results folder holds: hidden, beside raw/ (not in it, where every entry is a
+#: machine's folder), so no record glob matches it
+LOCK_FILE = ".normbench.lock"
+#: seconds to wait for another writer before giving up (a writer holds the lock for well under a second per record;
+#: the lock is an flock, released by the kernel when its holder dies, so a long wait means a live, stuck writer)
+LOCK_TIMEOUT_S = 300.0
+#: the keys (and types) of each entry of a conformance record's `implementations` mapping
+IMPLEMENTATION_FIELDS: dict[str, type] = {"family": str, "source": str, "planned": int, "judged": int,
+                                          "unjudged": int, "recorded_utc": str}
+#: machine ids and devices name folders and files: nothing that could leave raw/ or hide a file
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 
 class ResultsError(ValueError):
-    pass
+    """A record or results folder normbench refuses; `problems` lists each one (the message joins them)."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = list(problems) if problems else [message]
 
 
 def cpu_model() -> str:
@@ -105,12 +134,19 @@ def header(kind: str) -> dict[str, Any]:
     }
 
 
-def conformance_record(outcomes: list[dict[str, Any]], profile: str) -> dict[str, Any]:
+def conformance_record(outcomes: list[dict[str, Any]], profile: str,
+                       implementations: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A conformance record. `implementations` (name -> family, source, planned/judged/unjudged counts, and
+    recorded_utc, defaulted to the record's time) names every implementation this run judged: storing the record
+    replaces all older outcomes of each of them."""
     record = header("conformance")
     record["profile"] = profile
     stamp = record["created_utc"]
     record["outcomes"] = {o["test_id"]: {**o, "recorded_utc": o.get("recorded_utc", stamp)}
                           for o in sorted(outcomes, key=lambda o: o["test_id"])}
+    if implementations is not None:
+        record["implementations"] = {name: {**entry, "recorded_utc": entry.get("recorded_utc", stamp)}
+                                     for name, entry in sorted(implementations.items())}
     return record
 
 
@@ -155,23 +191,114 @@ def dumps(data: Any) -> str:
     return json.dumps(data, indent=1, sort_keys=True, default=_json_default) + "\n"
 
 
-def atomic_write_json(path: Path, data: Any) -> None:
-    """Write to a temporary file in the same folder, then rename: a reader never sees half a record."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(dumps(data))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, tuple | set):
         return list(obj)
     return str(obj)
+
+
+def _umask() -> int:
+    # reading the umask means setting it; it is set back at once (a record is written by one thread)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _write_new_file(fd: int, text: str) -> None:
+    """Fill a file mkstemp created: with the permissions of any file the user writes (mkstemp makes it 0600,
+    which would hide a shared results folder's records from the rest of the team), synced to disk."""
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        os.fchmod(fh.fileno(), 0o666 & ~_umask())
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _stage(path: Path, text: str) -> Path:
+    """`text` in a hidden temporary beside `path`, named `.<name>.tmp-XXXX` so that no record glob matches it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        _write_new_file(fd, text)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp)
+
+
+def write_texts(texts: dict[Path, str]) -> list[Path]:
+    """Write every file atomically (a reader never sees half a record): all temporaries first, then the renames,
+    so a failure while writing (a full disk) leaves every old file whole. The caller holds `results_lock` (the
+    next holder removes any temporary it finds, as a dead writer's)."""
+    staged: dict[Path, Path] = {}
+    try:
+        for path, text in texts.items():
+            staged[path] = _stage(path, text)
+        for path, tmp in staged.items():
+            os.replace(tmp, path)
+    finally:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)  # only those not renamed are left
+    return list(texts)
+
+
+#: temporaries of this normbench, and the `.tmp-*.json` that older ones left (and that matched the record glob)
+_TEMPORARIES = (".*.tmp-*", ".tmp-*.json")
+
+
+def _remove_stale_temporaries(raw: Path) -> None:
+    # Called with the lock held: every writer holds it while its temporaries exist, so any found now belong to a
+    # writer that died (SIGKILL, power loss) and would otherwise pile up.
+    folders = [raw.parent, raw, *raw.glob("*"), *raw.glob(f"*/{PYTEST_BENCHMARK_DIR}")]
+    for folder in folders:
+        if folder.is_dir():
+            for pattern in _TEMPORARIES:
+                for tmp in folder.glob(pattern):
+                    tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def results_lock(results_dir: Path, timeout: float | None = None) -> Iterator[Path]:
+    """Hold the results folder's lock (`<results>/.normbench.lock`) for a read-merge-write; yields raw/.
+    Not reentrant: an flock is per open file, so a nested lock of the same folder in one process would wait for
+    itself."""
+    raw = Path(results_dir) / "raw"
+    try:
+        raw.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ResultsError(f"{raw}: cannot create the results folder ({exc.strerror or exc}); "
+                           "pass a writable --results-dir") from None
+    timeout = LOCK_TIMEOUT_S if timeout is None else timeout
+    lock_path = Path(results_dir) / LOCK_FILE
+    # the lock file, like the records, follows the umask: a team sharing the folder can take it too
+    lock = FileLock(lock_path, timeout=timeout, mode=0o666 & ~_umask())
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ResultsError(f"{lock_path}: another normbench process has held this lock for {timeout:.0f} s; "
+                           "wait for it to finish, or stop it") from None
+    except OSError as exc:
+        raise ResultsError(f"{lock_path}: cannot take the results lock ({exc.strerror or exc}); "
+                           "pass a writable --results-dir") from None
+    try:
+        _remove_stale_temporaries(raw)
+        yield raw
+    finally:
+        lock.release()
+
+
+def _check_implementations(value: Any, source: str) -> None:
+    if not isinstance(value, dict):
+        raise ResultsError(f"{source}: `implementations` must be an object (implementation name -> counts)")
+    for name, entry in value.items():
+        if not isinstance(entry, dict):
+            raise ResultsError(f"{source}: implementations[{name!r}] must be an object")
+        for key, kind in IMPLEMENTATION_FIELDS.items():
+            item = entry.get(key)
+            # bool is an int to Python, never a count to a reader
+            if not isinstance(item, kind) or isinstance(item, bool) or (kind is int and item < 0):
+                want = "a count (int >= 0)" if kind is int else "a string"
+                raise ResultsError(f"{source}: implementations[{name!r}][{key!r}] must be {want}, not {item!r}")
 
 
 def validate_record(data: Any, source: str) -> dict[str, Any]:
@@ -190,6 +317,15 @@ def validate_record(data: Any, source: str) -> dict[str, Any]:
         missing.append("device")
     if missing or not isinstance(data[ENTRIES[kind]], dict):
         raise ResultsError(f"{source}: {kind} record lacks {missing or [ENTRIES[kind] + ' (an object)']}")
+    # the machine id and device name a folder and a file under raw/: nothing that could point elsewhere
+    for key in ("machine_id", "device") if kind == "benchmark" else ("machine_id",):
+        if not isinstance(data[key], str) or not _SAFE_NAME.fullmatch(data[key]):
+            raise ResultsError(f"{source}: {key} {data[key]!r} is not a plain name (letters, digits, . _ + -)")
+    bad = [key for key, entry in data[ENTRIES[kind]].items() if not isinstance(entry, dict)]
+    if bad:
+        raise ResultsError(f"{source}: {ENTRIES[kind]} entries must be objects; {bad[:3]} are not")
+    if kind == "conformance" and "implementations" in data:
+        _check_implementations(data["implementations"], source)
     return data
 
 
@@ -223,28 +359,125 @@ class MergeStats:
     added: int = 0
     replaced: int = 0
     unchanged: int = 0
+    #: outcomes dropped because a newer run of their implementation did not produce them again
+    removed: int = 0
     files: list[str] = field(default_factory=list)
 
     def __iadd__(self, other: MergeStats) -> MergeStats:
         self.added += other.added
         self.replaced += other.replaced
         self.unchanged += other.unchanged
+        self.removed += other.removed
         self.files += other.files
         return self
 
 
+def _count(stats: MergeStats, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Tally entries of `new` replacing all of `old`."""
+    for key, entry in new.items():
+        if key not in old:
+            stats.added += 1
+        elif _canonical(old[key]) == _canonical(entry):
+            stats.unchanged += 1
+        else:
+            stats.replaced += 1
+    stats.removed += len(set(old) - set(new))
+
+
+def _implementation_groups(record: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """The record's outcomes by implementation (with its `implementations` entry), and those naming none."""
+    groups: dict[str, dict[str, Any]] = {name: {"entry": entry, "outcomes": {}}
+                                         for name, entry in (record.get("implementations") or {}).items()}
+    loose = {}
+    for key, outcome in record["outcomes"].items():
+        name = outcome.get("implementation")
+        if isinstance(name, str):
+            groups.setdefault(name, {"entry": None, "outcomes": {}})["outcomes"][key] = outcome
+        else:
+            loose[key] = outcome
+    return groups, loose
+
+
+def _group_stamp(group: dict[str, Any], default: str) -> str:
+    entry = group["entry"]
+    if isinstance(entry, dict) and isinstance(entry.get("recorded_utc"), str):
+        return entry["recorded_utc"]
+    return max((_stamp(o, default) for o in group["outcomes"].values()), default=default)
+
+
+def _merge_conformance(old: dict[str, Any], new: dict[str, Any], stats: MergeStats) -> tuple[
+        dict[str, Any], dict[str, Any]]:
+    """Outcomes and `implementations` of two conformance records. The newer run of an implementation replaces
+    every outcome of it (an item that run did not produce again is dropped, so no stale pass survives); other
+    implementations are kept. Outcomes that name no implementation merge one by one, the newer winning."""
+    old_time, new_time = old.get("created_utc", ""), new.get("created_utc", "")
+    old_groups, old_loose = _implementation_groups(old)
+    new_groups, new_loose = _implementation_groups(new)
+    outcomes: dict[str, tuple[str, Any]] = {}  # test id -> (stamp, outcome)
+    implementations = {}
+
+    def place(key: str, outcome: Any, stamp: str) -> None:
+        # one test id from two implementations is a forged or colliding name: keep the newer, deterministically
+        if key in outcomes:
+            outcome = _newer(outcomes[key][1], outcomes[key][0], outcome, stamp)
+            stamp = max(stamp, outcomes[key][0])
+        outcomes[key] = (stamp, outcome)
+
+    for name in sorted(set(old_groups) | set(new_groups)):
+        a, b = old_groups.get(name), new_groups.get(name)
+        if a is None or b is None:
+            chosen = b if a is None else a
+            if a is None:
+                _count(stats, {}, b["outcomes"])
+        else:
+            chosen = _newer(a, _group_stamp(a, old_time), b, _group_stamp(b, new_time))
+            if chosen is b:
+                _count(stats, a["outcomes"], b["outcomes"])
+            else:
+                stats.unchanged += len(b["outcomes"])  # the new record's run of it is the older one
+        stamp = _group_stamp(chosen, old_time if chosen is a else new_time)
+        for key, outcome in chosen["outcomes"].items():
+            place(key, outcome, stamp)
+        if chosen["entry"] is not None:
+            implementations[name] = chosen["entry"]
+    for key in sorted(set(old_loose) | set(new_loose)):
+        if key not in new_loose:
+            place(key, old_loose[key], _stamp(old_loose[key], old_time))
+            continue
+        entry, stamp = new_loose[key], _stamp(new_loose[key], new_time)
+        if key in old_loose:
+            current, current_stamp = old_loose[key], _stamp(old_loose[key], old_time)
+            entry = _newer(current, current_stamp, entry, stamp)
+            stamp = max(stamp, current_stamp)
+            if _canonical(entry) == _canonical(current):
+                stats.unchanged += 1
+            else:
+                stats.replaced += 1
+        else:
+            stats.added += 1
+        place(key, entry, stamp)
+    return {key: outcome for key, (_, outcome) in sorted(outcomes.items())}, implementations
+
+
 def merge_records(old: dict[str, Any], new: dict[str, Any]) -> tuple[dict[str, Any], MergeStats]:
-    """Entry-wise merge of two records of the same machine and kind (and device): the newer entry wins."""
+    """Merge two records of the same machine and kind (and device). Benchmark and claims entries merge one by one,
+    the newer winning; conformance outcomes merge per implementation (see `_merge_conformance`)."""
     for key in ("kind", "machine_id", "device"):
         if old.get(key) != new.get(key):
             raise ResultsError(f"cannot merge records with different {key}: {old.get(key)!r} vs {new.get(key)!r}")
     entries_key = ENTRIES[new["kind"]]
+    body = {entries_key, "implementations"} if new["kind"] == "conformance" else {entries_key}
     old_time, new_time = old.get("created_utc", ""), new.get("created_utc", "")
-    old_head = {k: v for k, v in old.items() if k != entries_key}
-    new_head = {k: v for k, v in new.items() if k != entries_key}
+    old_head = {k: v for k, v in old.items() if k not in body}
+    new_head = {k: v for k, v in new.items() if k not in body}
     merged = dict(_newer(old_head, old_time, new_head, new_time))
-    entries = dict(old[entries_key])
     stats = MergeStats()
+    if new["kind"] == "conformance":
+        merged[entries_key], implementations = _merge_conformance(old, new, stats)
+        if implementations or "implementations" in old or "implementations" in new:
+            merged["implementations"] = dict(sorted(implementations.items()))
+        return merged, stats
+    entries = dict(old[entries_key])
     for key, entry in new[entries_key].items():
         current = entries.get(key)
         if current is None:
@@ -261,35 +494,154 @@ def merge_records(old: dict[str, Any], new: dict[str, Any]) -> tuple[dict[str, A
     return merged, stats
 
 
+def _as_first(record: dict[str, Any]) -> dict[str, Any]:
+    entries_key = ENTRIES[record["kind"]]
+    first = {**record, entries_key: dict(sorted(record[entries_key].items()))}
+    if "implementations" in record:
+        first["implementations"] = dict(sorted(record["implementations"].items()))
+    return first
+
+
+def _move_away(path: Path) -> str:
+    # a name that no record glob matches: the folder is usable again, and the file is kept for a look
+    return f"move it away (e.g. `mv {path} {path}.bad`) or replace it with a good copy (`normbench merge`), then re-run"
+
+
+def merge_into(results_dir: Path, records: Iterable[dict[str, Any]]) -> tuple[dict[Path, dict[str, Any]],
+                                                                               MergeStats]:
+    """Every record file that `records` go to, merged with what the folder holds, in memory: nothing is written.
+    Every problem (a record to refuse, an unreadable file in the folder) is raised at once, in one ResultsError.
+    Hold `results_lock` when the result is to be written."""
+    merged: dict[Path, dict[str, Any]] = {}
+    stats, errors = MergeStats(), []
+    for record in records:
+        try:
+            record = validate_record(record, "record to store")
+            path = record_path(results_dir, record)
+            if path not in merged and path.exists():
+                try:
+                    merged[path] = load_record(path)
+                except ResultsError as exc:
+                    raise ResultsError(f"{exc}; {_move_away(path)}") from None
+            if path in merged:
+                merged[path], more = merge_records(merged[path], record)
+                stats += more
+            else:
+                merged[path] = _as_first(record)
+                stats.added += len(record[ENTRIES[record["kind"]]])
+        except ResultsError as exc:
+            if str(exc) not in errors:
+                errors.append(str(exc))
+    if errors:
+        raise ResultsError("; ".join(errors), problems=errors)
+    return merged, stats
+
+
+def changed_texts(merged: dict[Path, dict[str, Any]]) -> dict[Path, str]:
+    """The files whose content would change (storing the same record again writes nothing)."""
+    texts = {path: dumps(data) for path, data in merged.items()}
+    return {path: text for path, text in texts.items()
+            if not path.exists() or path.read_text(encoding="utf-8") != text}
+
+
+def store_records(results_dir: Path, records: Iterable[dict[str, Any]]) -> tuple[list[Path], MergeStats]:
+    """Merge every record into this folder (one file per machine and kind, created when absent), under the
+    folder's lock, atomically. Returns the record files they went to. Raises ResultsError naming the file and
+    the fix; nothing is written then."""
+    records = list(records)
+    with results_lock(results_dir):
+        merged, stats = merge_into(Path(results_dir), records)
+        try:
+            written = write_texts(changed_texts(merged))
+        except OSError as exc:
+            raise ResultsError(f"{exc.filename or results_dir}: cannot write the record ({exc.strerror or exc}); "
+                               "pass a writable --results-dir") from None
+    stats.files += map(str, written)
+    return list(merged), stats
+
+
 def store_record(results_dir: Path, record: dict[str, Any]) -> tuple[Path, MergeStats]:
-    """Merge `record` into this machine's file of its kind (created when absent), atomically."""
-    record = validate_record(record, "record to store")
-    path = record_path(results_dir, record)
-    if path.exists():
-        merged, stats = merge_records(load_record(path), record)
-    else:
-        entries_key = ENTRIES[record["kind"]]
-        merged = {**record, entries_key: dict(sorted(record[entries_key].items()))}
-        stats = MergeStats(added=len(record[entries_key]))
-    if not path.exists() or path.read_text(encoding="utf-8") != dumps(merged):
-        atomic_write_json(path, merged)
-        stats.files.append(str(path))
-    return path, stats
+    """Merge `record` into this machine's file of its kind (created when absent), under the lock, atomically."""
+    paths, stats = store_records(results_dir, [record])
+    return paths[0], stats
 
 
-def write_conformance(results_dir: Path, record: dict[str, Any]) -> Path:
-    """Merge the record's outcomes into this machine's conformance file (same ids replaced), then
-    re-render the leaderboard from every stored record."""
+def store_conformance(results_dir: Path, record: dict[str, Any]) -> Path:
+    """Store a conformance record (each implementation it names replaces that implementation's older outcomes);
+    returns the file. Rendering is the caller's: `normbench.leaderboard.write_leaderboard(results_dir)`."""
+    if record.get("kind") != "conformance":
+        raise ResultsError(f"store_conformance: a conformance record is expected, not {record.get('kind')!r}")
     path, _ = store_record(Path(results_dir), record)
-    from normbench.leaderboard import write_leaderboard
-
-    write_leaderboard(Path(results_dir))
     return path
 
 
+#: The old name, kept only so that normbench/pytest_plugin.py imports until it calls `store_conformance` and then
+#: `normbench.leaderboard.write_leaderboard` itself. It no longer renders the leaderboard (the store knows nothing
+#: of publishing); delete it with that change.
+write_conformance = store_conformance
+
+
+def write_fallback(record: dict[str, Any], directory: Path | None = None) -> Path:
+    """Where storing failed after a run: the record in a fresh file of the temporary folder (its name holds the
+    UTC time), so no verdict is lost. `normbench merge FILE --into DIR` stores it later."""
+    kind = re.sub(r"[^a-z]+", "", str(record.get("kind", "record"))) or "record"
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    folder = Path(directory) if directory is not None else Path(tempfile.gettempdir())
+    fd, name = tempfile.mkstemp(prefix=f"normbench-{kind}-{stamp}-", suffix=".json", dir=folder)
+    try:
+        _write_new_file(fd, dumps(record))
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return Path(name)
+
+
+def validate_results_dir(results_dir: Path) -> None:
+    """Before a run judges anything: the folder (and raw/ in it) can be created and written, and every record
+    already in it can be read by this normbench. Raises ResultsError with the path and the fix. Creates raw/."""
+    results = Path(results_dir)
+    raw = results / "raw"
+    try:
+        raw.mkdir(parents=True, exist_ok=True)
+        # permission bits do not tell (root, read-only mounts, ACLs): only creating a file does
+        for folder in [results, raw, *(p for p in raw.iterdir() if p.is_dir())]:
+            fd, probe = tempfile.mkstemp(prefix=".normbench-probe.tmp-", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        where = exc.filename or raw
+        raise ResultsError(f"{results}: cannot write results here ({where}: {exc.strerror or exc}); pass a "
+                           "writable --results-dir, or make this folder writable") from None
+    problems = []
+    for path in record_files(results):
+        try:
+            load_record(path)
+        except ResultsError as exc:
+            problems.append(f"{exc}; {_move_away(path)}")
+    if problems:
+        raise ResultsError(f"{results}: {len(problems)} record(s) this normbench cannot read (a run would not "
+                           "be able to store its verdicts): " + "; ".join(problems), problems=problems)
+
+
+def _visible(paths: Iterable[Path]) -> list[Path]:
+    return sorted(p for p in paths if not p.name.startswith(".") and not p.parent.name.startswith("."))
+
+
 def record_files(results_dir: Path) -> list[Path]:
-    """Every record file under results_dir/raw/<machine-id>/ (pytest-benchmark's own JSON lives a level deeper)."""
-    return sorted((Path(results_dir) / "raw").glob("*/*.json"))
+    """Every record file under results_dir/raw/<machine-id>/ (pytest-benchmark's own JSON lives a level deeper;
+    hidden files, such as a killed writer's temporaries, are no records)."""
+    return _visible((Path(results_dir) / "raw").glob("*/*.json"))
+
+
+def source_files(source: Path, pattern: str = "*.json") -> list[Path]:
+    """The record files a command-line argument names: a record file itself, a results folder (with raw/), or a
+    raw/<machine-id> folder. `pattern` narrows the file names (e.g. "benchmark-*.json")."""
+    source = Path(source)
+    if source.is_file():
+        return [source]
+    if (source / "raw").is_dir():
+        return _visible((source / "raw").glob(f"*/{pattern}"))
+    return _visible(source.glob(pattern))
 
 
 def scan_records(results_dir: Path) -> tuple[list[dict[str, Any]], list[ResultsError]]:

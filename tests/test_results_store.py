@@ -16,8 +16,8 @@ from normbench.results import (
     merge_records,
     record_files,
     scan_records,
+    store_conformance,
     store_record,
-    write_conformance,
 )
 
 
@@ -75,15 +75,17 @@ def test_store_merges_into_one_file_per_machine_and_kind(tmp_path):
     assert set(load_record(path)["results"]) == {"c1", "c2"}
     store_record(tmp_path, claims_record([{"id": "k", "claim": "c", "measured_utc": "2026-01-01T00:00:00"}]))
     assert sorted(p.name for p in record_files(tmp_path)) == ["benchmark-cpu.json", "claims.json"]
-    assert not list(path.parent.glob(".tmp-*"))  # atomic writes leave no temporary behind
+    assert not list(path.parent.glob(".*tmp-*"))  # atomic writes leave no temporary behind
 
 
-def test_write_conformance_replaces_same_ids_and_renders(tmp_path):
-    write_conformance(tmp_path, conformance_record([outcome("a[x]", "fail"), outcome("a[y]")], "ci"))
-    path = write_conformance(tmp_path, conformance_record([outcome("a[x]", "pass")], "ci"))
+def test_store_conformance_replaces_same_ids_and_renders_nothing(tmp_path):
+    store_conformance(tmp_path, conformance_record([outcome("a[x]", "fail"), outcome("b[y]", implementation="b")],
+                                                   "ci"))
+    path = store_conformance(tmp_path, conformance_record([outcome("a[x]", "pass")], "ci"))
     outcomes = load_record(path)["outcomes"]
-    assert outcomes["a[x]"]["verdict"] == "pass" and "a[y]" in outcomes
-    assert (tmp_path / "LEADERBOARD.md").exists()
+    assert outcomes["a[x]"]["verdict"] == "pass" and "b[y]" in outcomes
+    # the store knows nothing of publishing: the caller renders the leaderboard
+    assert not (tmp_path / "LEADERBOARD.md").exists()
 
 
 @pytest.mark.parametrize(("content", "message"), [
