@@ -23,7 +23,13 @@ import torch
 
 from normbench.checks.base import CHECKS, PROFILES
 from normbench.known_failures import KnownFailures, KnownFailuresError, load_known_failures
-from normbench.results import conformance_record, write_conformance, write_fallback
+from normbench.results import (
+    ResultsError,
+    conformance_record,
+    store_conformance,
+    validate_results_dir,
+    write_fallback,
+)
 from normbench.runner import PlanItem, build_plan, error_outcome
 from normbench.sandbox import Limits, SandboxPool, discover_isolated
 from normbench.spec import load_specs
@@ -125,6 +131,17 @@ def pytest_configure(config: pytest.Config) -> None:
     config._normbench_outcomes = {}  # type: ignore[attr-defined]
     config._normbench_expected = set()  # type: ignore[attr-defined]
     _known_failures(config)
+    if _is_controller(config) and not config.option.no_record and _collects_conformance(config):
+        # A results folder that cannot take the record must stop the run before anything is judged.
+        try:
+            validate_results_dir(_results_dir(config))
+        except ResultsError as exc:
+            raise pytest.UsageError(f"--results-dir: {exc}") from None
+
+
+def _collects_conformance(config: pytest.Config) -> bool:
+    """Whether this run collects suite/ (not only the project's own tests): only then is a record written."""
+    return any(Path(str(a)).resolve().name == "suite" or "conformance.py" in str(a) for a in config.args)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -344,18 +361,25 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config._normbench_final = outcomes  # type: ignore[attr-defined]
     if config.option.no_record:
         return
-    results_dir = Path(config.option.results_dir or Path(str(config.rootpath)) / "results")
+    results_dir = _results_dir(config)
     record = conformance_record([o for o in outcomes.values() if o.get("implementation")],
-                                profile=config.option.profile)
-    record["implementations"] = implementation_summaries(config, outcomes)
+                                profile=config.option.profile,
+                                implementations=implementation_summaries(config, outcomes))
     record["errors"] = {tid: o["summary"] for tid, o in outcomes.items() if tid.startswith(CONFIGURATION_PREFIXES)}
     try:
-        path = write_conformance(results_dir, record)
-    except Exception as exc:  # the verdicts must survive a results folder that failed under us
-        config._normbench_write_error = f"{type(exc).__name__}: {exc}"  # type: ignore[attr-defined]
+        path = store_conformance(results_dir, record)
+    except (ResultsError, OSError) as exc:  # the verdicts must survive a results folder that failed under us
+        config._normbench_write_error = f"{exc}"  # type: ignore[attr-defined]
         config._normbench_written = write_fallback(record)  # type: ignore[attr-defined]
         return
     config._normbench_written = path  # type: ignore[attr-defined]
+    from normbench.leaderboard import write_leaderboard
+
+    write_leaderboard(results_dir)
+
+
+def _results_dir(config: pytest.Config) -> Path:
+    return Path(config.option.results_dir or Path(str(config.rootpath)) / "results")
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -386,7 +410,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     error = getattr(config, "_normbench_write_error", None)
     written = getattr(config, "_normbench_written", None)
     if error:
-        terminalreporter.write_line(f"could not write the results ({error}); every verdict was saved to {written}",
+        terminalreporter.write_line(f"could not write the results ({error}); every verdict was saved to {written} "
+                                    f"(store it later: normbench merge {written} --into {_results_dir(config)})",
                                     red=True)
     elif written:
         terminalreporter.write_line(f"results written to {written}")

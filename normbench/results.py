@@ -575,12 +575,6 @@ def store_conformance(results_dir: Path, record: dict[str, Any]) -> Path:
     return path
 
 
-#: The old name, kept only so that normbench/pytest_plugin.py imports until it calls `store_conformance` and then
-#: `normbench.leaderboard.write_leaderboard` itself. It no longer renders the leaderboard (the store knows nothing
-#: of publishing); delete it with that change.
-write_conformance = store_conformance
-
-
 def write_fallback(record: dict[str, Any], directory: Path | None = None) -> Path:
     """Where storing failed after a run: the record in a fresh file of the temporary folder (its name holds the
     UTC time), so no verdict is lost. `normbench merge FILE --into DIR` stores it later."""
@@ -662,11 +656,3 @@ def load_records(results_dir: Path, kind: str | None = None) -> list[dict[str, A
         raise ResultsError("; ".join(map(str, errors)))
     return [r for r in records if kind is None or r["kind"] == kind]
 
-
-def write_fallback(record: dict[str, Any]) -> Path:
-    """Where the verdicts go when the results folder failed under a finished run: a fresh file in the temp dir."""
-    stamp = utc_now().replace(":", "").replace("+", "Z")
-    fd, name = tempfile.mkstemp(prefix=f"normbench-{record.get('kind', 'record')}-{stamp}-", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(dumps(record))
-    return Path(name)
