@@ -22,7 +22,8 @@ from tabulate import tabulate
 from normbench.results import scan_records
 
 LEGEND = ("✓ expectation met (H: property holds, V: property violated, as the spec requires) · "
-          "✗ expectation NOT met · E error · R reported only · xf known failure · - skipped")
+          "✗ expectation NOT met · E error (crash, timeout, tampering: no verdict) · R reported only · "
+          "xf known failure · - skipped · ∅ planned but not judged in that run")
 #: conformance tiers of the combined ranking: a lower tier always ranks first.
 TIERS = {0: "conforms", 1: "not judged", 2: "does not conform"}
 #: checks whose tol_ratio is an error against the float64 truth (the accuracy table and the ranking's worst error)
@@ -36,11 +37,11 @@ def _symbol(outcome: dict[str, Any]) -> str:
     verdict = outcome.get("verdict")
     observed = {"holds": "H", "violated": "V"}.get(outcome.get("observed") or "", "")
     return {"pass": f"✓{observed}", "fail": f"✗{observed}", "error": "E", "skip": "-",
-            "report": f"R{observed}", "xfail": "xf"}.get(str(verdict), "?")
+            "report": f"R{observed}", "xfail": "xf", "unjudged": "∅"}.get(str(verdict), "?")
 
 
 def _worst(symbols: list[str]) -> str:
-    for marker in ("E", "✗", "xf", "?"):
+    for marker in ("E", "✗", "xf", "∅", "?"):
         for s in symbols:
             if s.startswith(marker):
                 return s
@@ -61,6 +62,11 @@ def _failing(outcomes: Iterable[dict[str, Any]]) -> int:
     return sum(o.get("verdict") in ("fail", "error", "xfail") for o in outcomes)
 
 
+def _unjudged(outcomes: Iterable[dict[str, Any]]) -> int:
+    """Planned items without a verdict: an implementation with any never conforms (issue 7: fail closed)."""
+    return sum(o.get("verdict") not in ("pass", "fail", "error", "xfail", "report", "skip") for o in outcomes)
+
+
 def conformance_rows(outcomes: Iterable[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     grouped: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     properties: list[str] = []
@@ -77,9 +83,10 @@ def conformance_rows(outcomes: Iterable[dict[str, Any]]) -> tuple[list[str], lis
         flat = [o for os_ in props.values() for o in os_]
         failed = sum(o.get("verdict") in ("fail", "error") for o in flat)
         known = sum(o.get("verdict") == "xfail" for o in flat)
-        verdict = "conforms" if not failed and not known else \
-            ", ".join(t for t in (f"{failed} failing" if failed else "", f"{known} known failures" if known else "")
-                      if t)
+        unjudged = _unjudged(flat)
+        verdict = "conforms" if not failed and not known and not unjudged else \
+            ", ".join(t for t in (f"{failed} failing" if failed else "", f"{known} known failures" if known else "",
+                                  f"{unjudged} not judged" if unjudged else "") if t)
         rows.append([family, impl, verdict, *(_cell(props[p]) if p in props else "" for p in properties)])
     return headers, rows
 
@@ -237,8 +244,12 @@ def _conformance_summary(machines: list[Machine], outcomes: dict[str, list[dict[
                 cells.append("")
                 continue
             bad = _failing(got)
-            judged = sum(o.get("verdict") != "skip" for o in got)
-            cells.append(f"conforms ({judged} items)" if not bad else f"{bad} of {judged} items failing")
+            missing = _unjudged(got)
+            judged = sum(o.get("verdict") != "skip" for o in got) - missing
+            if bad:
+                cells.append(f"{bad} of {judged} items failing" + (f", {missing} not judged" if missing else ""))
+            else:
+                cells.append(f"not judged: {missing} of {len(got)} items" if missing else f"conforms ({judged} items)")
         rows.append([family, impl, *cells])
     return Table("conformance", "Conformance", headers, rows,
                  ["An implementation conforms when every property meets its spec's expectation (holds, or is "
@@ -370,7 +381,7 @@ def _ranking(machines: list[Machine], outcomes: dict[str, list[dict[str, Any]]],
         os_ = verdicts.get(impl, [])
         judged = [o for o in os_ if o.get("verdict") != "skip"]
         bad = _failing(os_)
-        tier = 2 if bad else (0 if judged else 1)
+        tier = 2 if bad else (0 if judged and not _unjudged(os_) else 1)
         status = TIERS[tier] if not bad else f"{TIERS[tier]} ({bad} failing)"
         accuracy = max((float(o["metrics"]["tol_ratio"]) for o in os_ if o.get("check") in ACCURACY_CHECKS
                         and isinstance((o.get("metrics") or {}).get("tol_ratio"), int | float)), default=None)

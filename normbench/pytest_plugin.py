@@ -323,7 +323,8 @@ def complete_outcomes(config: pytest.Config, interrupted: bool) -> dict[str, dic
     outcomes: dict[str, dict[str, Any]] = dict(config._normbench_outcomes)  # type: ignore[attr-defined]
     expected: set[str] = config._normbench_expected  # type: ignore[attr-defined]
     plan = _plan(config)
-    why = "the run was interrupted before it" if interrupted else "no report came back for it (a lost worker?)"
+    why = ("the run was interrupted (-x, --maxfail or ^C) before it" if interrupted
+           else "no report came back for it (a lost xdist worker?)")
     for test_id in sorted(expected - set(outcomes)):
         outcomes[test_id] = _unjudged(config, test_id, "error", f"not judged: {why}")
     judged_impls = {o.get("implementation") for o in outcomes.values()}
@@ -356,7 +357,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     if not _is_controller(config) or not config._normbench_outcomes:  # type: ignore[attr-defined]
         return
-    interrupted = exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldstop)
+    interrupted = exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldstop or session.shouldfail)
     outcomes = complete_outcomes(config, interrupted)
     config._normbench_final = outcomes  # type: ignore[attr-defined]
     if config.option.no_record:

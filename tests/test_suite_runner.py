@@ -126,3 +126,35 @@ def test_parallel_run_records_every_outcome(tmp_path):
     assert "layernorm[torch.nn.LayerNorm-gradient_equivalence-float32]" in ids
     assert "rmsnorm[torch.nn.RMSNorm-forward_equivalence-float32]" in ids
     assert "normbench conformance matrix" in proc.stdout
+
+
+def test_a_narrowed_run_never_claims_conformance(tmp_path):
+    proc = run_suite("--results-dir", str(tmp_path), "--impl", "torch.nn.RMSNorm", "-k", "forward_equivalence-float32")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    record = json.loads(next((tmp_path / "raw").glob("*/conformance.json")).read_text())
+    summary = record["implementations"]["torch.nn.RMSNorm"]
+    assert summary["judged"] == 1 and summary["unjudged"] == summary["planned"] - 1 > 30
+    unjudged = record["outcomes"]["rmsnorm[torch.nn.RMSNorm-shift_invariance-float32]"]
+    assert unjudged["verdict"] == "unjudged" and "not selected" in unjudged["summary"]
+    board = (tmp_path / "LEADERBOARD.md").read_text()
+    assert "conforms (" not in board and "not judged" in board
+
+
+def test_an_interrupted_run_records_every_selected_item(tmp_path):
+    proc = run_suite("-x", "--results-dir", str(tmp_path), "--impl-path", "plugins.broken:nan_output",
+                     "--impl", "broken.nan_output", "--impl", "torch.nn.RMSNorm", "-k", "equivalence")
+    assert proc.returncode == 1
+    record = json.loads(next((tmp_path / "raw").glob("*/conformance.json")).read_text())
+    rms = [o for o in record["outcomes"].values() if o["implementation"] == "torch.nn.RMSNorm"
+           and "equivalence" in o["property"]]
+    assert rms and all(o["verdict"] == "error" and "interrupted" in o["summary"] for o in rms)
+    assert record["implementations"]["torch.nn.RMSNorm"]["errors"] == len(rms)
+
+
+def test_a_bad_results_dir_fails_before_judging(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    proc = run_suite("--results-dir", str(blocker / "results"), "--impl", "torch.nn.RMSNorm")
+    assert proc.returncode == 4, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "--results-dir" in proc.stderr and str(blocker) in proc.stderr
+    assert "PASSED" not in proc.stdout and "passed" not in proc.stdout
