@@ -386,7 +386,7 @@ class Sandbox:
     def judge(self, family: str, prop: str, mode: str, dtype: str, device: str) -> dict[str, Any]:
         """The outcome fields the child measured, or an error saying why there is no verdict."""
         if self.gave_up:
-            return {"verdict": "error", "summary": f"not judged: {self.gave_up}", "unjudged": True}
+            return {"verdict": "error", "summary": f"not judged: {self.gave_up}", "duration_s": 0.0}
         if self.child is None:
             self.child = _Child(_judge_child, (self.source, self.impl.name, self.specs, self.profile, self.limits),
                                 self.output)

@@ -7,7 +7,7 @@ import argparse
 from tabulate import tabulate
 
 from normbench.checks import CHECKS
-from normbench.registry import discover
+from normbench.sandbox import discover_isolated
 from normbench.spec import load_specs
 
 VERB = "list"
@@ -22,7 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     specs = load_specs(args.spec_dir, known_checks=CHECKS)
-    registry = discover(args.impl_path, families=specs.specs)
+    # Plugins are imported in child processes: one that crashes or exits at import is listed as a problem.
+    registry = discover_isolated(args.impl_path, families=specs.specs)
     print("Implementations")
     rows = [[i.name, i.family, ", ".join(i.dtypes), i.source] for i in
             sorted(registry.implementations.values(), key=lambda i: (i.family, i.name))]

@@ -68,11 +68,11 @@ def _selected_impls(args: argparse.Namespace) -> list[str]:
     """--impl, plus every implementation of the --family ones (the conformance plugin narrows by name)."""
     if not args.family:
         return list(args.impl)
-    from normbench.registry import discover
+    from normbench.sandbox import discover_isolated
     from normbench.spec import load_specs
 
     specs = load_specs(known_checks=None).specs
-    registry = discover(args.impl_path, families=specs)
+    registry = discover_isolated(args.impl_path, families=specs)
     names = [i.name for i in registry.implementations.values() if i.family in args.family]
     return [n for n in names if not args.impl or n in args.impl]
 

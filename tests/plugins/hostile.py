@@ -172,3 +172,8 @@ def patches_torch() -> Implementation:
 
 HOSTILE = ("segfault", "os_exit", "sys_exit", "keyboard_interrupt", "native_hang", "swallows_timeout",
            "allocation_bomb", "grad_mode_off", "patches_torch", "patches_judge", "prints")
+
+
+def impersonator() -> Implementation:
+    """Named like a built-in: its records would overwrite torch's."""
+    return Implementation(name="torch.nn.LayerNorm", family="layernorm", factory=_Identity)
