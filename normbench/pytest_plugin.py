@@ -14,6 +14,7 @@ implementation is said to conform only when its whole plan was judged and met th
 from __future__ import annotations
 
 import os
+import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import torch
 
 from normbench.checks.base import CHECKS, PROFILES
 from normbench.known_failures import KnownFailures, KnownFailuresError, load_known_failures
+from normbench.publish.terminal import summary_lines, write_matrix
 from normbench.results import (
     ResultsError,
     conformance_record,
@@ -34,6 +36,7 @@ from normbench.runner import PlanItem, build_plan, error_outcome
 from normbench.sandbox import Limits, SandboxPool, discover_isolated
 from normbench.spec import load_specs
 
+#: the report attribute that carries an item's outcome to the controller (xdist serializes report attributes)
 STASH_KEY = "normbench_outcome"
 CONFIGURATION_PREFIXES = ("spec_error", "plugin_error", "unknown_impl", "known_failures_error")
 
@@ -63,6 +66,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--child-memory", type=float, default=None, metavar="GIB",
                     help="address-space limit of each implementation's process, in GiB (default: the memory "
                          "divided by twice the cores, 2 to 16 GiB)")
+    group.addoption("--matrix", action="store_true",
+                    help="print the full conformance matrix (one column per implementation) at the end, as -v does")
     group.addoption("--device", action="append", default=[], choices=["cpu", "cuda"],
                     help="devices to judge on (default: cpu, plus cuda where available)")
 
@@ -158,7 +163,7 @@ class ConfigurationItem(pytest.Item):
         self.message = message
 
     def runtest(self) -> None:
-        self.user_properties.append((STASH_KEY, {"test_id": self.name, "verdict": "error", "summary": self.message}))
+        setattr(self, STASH_KEY, {"test_id": self.name, "verdict": "error", "summary": self.message})
         raise ConformanceFailure(self.message)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
@@ -193,7 +198,13 @@ class ConformanceItem(pytest.Item):
         outcome = {**measured, **{k: v for k, v in _base_outcome(item).items() if k not in measured
                                   or k in ("test_id", "family", "implementation", "property", "check", "mode",
                                            "dtype", "device", "expect", "source")}}
-        self.user_properties.append((STASH_KEY, outcome))
+        setattr(self, STASH_KEY, outcome)
+        # --junitxml writes user properties: the verdict and the measured error of every item (issue 9).
+        metrics = outcome.get("metrics") or {}
+        self.user_properties += [("verdict", outcome["verdict"]), ("expect", outcome["expect"]),
+                                 ("observed", outcome.get("observed")), ("summary", str(outcome["summary"])[:1000])]
+        self.user_properties += [(k, v) for k, v in metrics.items()
+                                 if k == "tol_ratio" or k.endswith((".max_ulp", ".max_abs"))]
         if outcome["verdict"] == "skip":
             pytest.skip(outcome["summary"])
         message = f"[{outcome['verdict']}] {outcome['summary']}" + _counterexample(outcome)
@@ -277,7 +288,7 @@ def _record_outcome(config: pytest.Config, report: pytest.TestReport) -> None:
         return
     test_id = report.nodeid.split("::")[-1]
     outcomes: dict[str, dict[str, Any]] = config._normbench_outcomes  # type: ignore[attr-defined]
-    data = dict(report.user_properties).get(STASH_KEY)
+    data = getattr(report, STASH_KEY, None)
     if data is None:
         if report.when == "call" or report.outcome != "passed":
             # crashed outside judging (a lost xdist worker reports when="???"): still an outcome for this item
@@ -289,6 +300,15 @@ def _record_outcome(config: pytest.Config, report: pytest.TestReport) -> None:
         data["verdict"] = "xfail"
         data["known_failure"] = report.wasxfail
     outcomes[test_id] = data
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    outcome = getattr(item, STASH_KEY, None)
+    if call.when == "call" and outcome is not None:
+        setattr(report, STASH_KEY, outcome)
+    return report
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -402,12 +422,26 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         if any(str(Path(kf.path).resolve()).startswith(e) for e in explicit):
             terminalreporter.write_line(f"known failures for an implementation that is not installed: {kf.path} "
                                         f"(implementation: {kf.implementation!r})", yellow=True)
-    terminalreporter.section("normbench conformance matrix")
-    terminalreporter.write_line(conformance_matrix_text(list(outcomes.values())))
-    for name, s in sorted(implementation_summaries(config, outcomes).items()):
-        if s["errors"] or s["unjudged"]:
-            terminalreporter.write_line(f"{name}: {s['planned']} planned, {s['judged']} judged, {s['errors']} "
-                                        f"errors, {s['unjudged']} not selected: does not conform", red=True)
+    width = terminalreporter._tw.fullwidth
+    if config.option.matrix or config.option.verbose > 0:
+        terminalreporter.section("normbench conformance matrix")
+        terminalreporter.write_line(conformance_matrix_text(list(outcomes.values())))
+    terminalreporter.section("normbench summary")
+    for line in summary_lines(outcomes.values(), width):
+        terminalreporter.write_line(line, red="NOT conforming" in line)
+    summaries = implementation_summaries(config, outcomes)
+    counted = Counter()
+    for s in summaries.values():
+        counted.update(planned=s["planned"], judged=s["judged"], errors=s["errors"], unjudged=s["unjudged"])
+    terminalreporter.write_line(f"{len(summaries)} implementations: {counted['planned']} items planned, "
+                                f"{counted['judged']} judged, {counted['errors']} errors (no verdict), "
+                                f"{counted['unjudged']} not judged in this run")
+    matrix_dir = _results_dir(config) if not config.option.no_record else Path(tempfile.gettempdir())
+    try:
+        matrix = write_matrix(outcomes.values(), matrix_dir / "conformance-matrix.txt")
+        terminalreporter.write_line(f"full matrix: {matrix} (or run with --matrix / -v)")
+    except OSError as exc:
+        terminalreporter.write_line(f"could not write the full matrix: {exc}", yellow=True)
     error = getattr(config, "_normbench_write_error", None)
     written = getattr(config, "_normbench_written", None)
     if error:

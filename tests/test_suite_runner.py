@@ -125,7 +125,7 @@ def test_parallel_run_records_every_outcome(tmp_path):
     ids = set(record["outcomes"])
     assert "layernorm[torch.nn.LayerNorm-gradient_equivalence-float32]" in ids
     assert "rmsnorm[torch.nn.RMSNorm-forward_equivalence-float32]" in ids
-    assert "normbench conformance matrix" in proc.stdout
+    assert "normbench summary" in proc.stdout
 
 
 def test_a_narrowed_run_never_claims_conformance(tmp_path):
@@ -158,3 +158,15 @@ def test_a_bad_results_dir_fails_before_judging(tmp_path):
     assert proc.returncode == 4, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "--results-dir" in proc.stderr and str(blocker) in proc.stderr
     assert "PASSED" not in proc.stdout and "passed" not in proc.stdout
+
+
+def test_junitxml_carries_the_verdict_and_the_measured_error(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    xml = tmp_path / "junit.xml"
+    proc = run_suite("--no-record", f"--junitxml={xml}", "--impl", "torch.nn.RMSNorm", "-k", "forward_equivalence-float32")
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    (case,) = ET.parse(xml).getroot().iter("testcase")
+    props = {p.get("name"): p.get("value") for p in case.iter("property")}
+    assert props["verdict"] == "pass" and props["expect"] == "holds"
+    assert 0 <= float(props["tol_ratio"]) < 1 and float(props["output.max_ulp"]) >= 0
