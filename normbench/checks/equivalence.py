@@ -54,7 +54,7 @@ def _variants(ctx: CheckContext) -> list[Variant]:
     for i, c in enumerate(ctx.spec.features):
         rank = layout.ranks[i % len(layout.ranks)]
         shape = input_shape(layout, batch=4, features=c, rank=rank, length=3)
-        for affine in (True, False):
+        for affine in ctx.affine_settings:
             out.append(Variant(Case(shape, "normal", seed=ctx.seed + i), tuple(ctx.params(affine=affine).items())))
     c = ctx.spec.features[0]
     if ctx.tolerance("forward").bias is not None:
@@ -62,6 +62,8 @@ def _variants(ctx: CheckContext) -> list[Variant]:
         shape = input_shape(layout, batch=256, features=64, rank=layout.ranks[0], length=1)
         out.append(Variant(Case(shape, "normal", seed=ctx.seed + 11), tuple(ctx.params().items())))
     for eps in EPS_VARIANTS:
+        if ctx.unsupported(eps=eps):  # a hard-coded eps (fixed_params): judged at that value only
+            continue
         shape = input_shape(layout, batch=3, features=c, rank=layout.ranks[-1], length=3)
         out.append(Variant(Case(shape, "normal", seed=ctx.seed + 7), tuple(ctx.params(eps=eps).items())))
     return out
@@ -73,7 +75,7 @@ def _strategy(ctx: CheckContext) -> st.SearchStrategy[Variant]:
     domains = tuple(ctx.options.get("domains", ("normal", "scaled")))
     cases = case_strategy(ctx.spec.layout, ctx.spec.features, domains)
     return st.builds(lambda case, affine: Variant(case, tuple(ctx.params(affine=affine).items())),
-                     cases, st.booleans())
+                     cases, st.sampled_from(ctx.affine_settings))
 
 
 def _worst(comparisons: dict[str, Comparison]) -> tuple[str, Comparison]:
@@ -124,6 +126,9 @@ def _forward_trial(ctx: CheckContext, variant: Variant) -> Trial:
             trial.summary = (f"output: systematic per-channel error of {bias:.3g} eps (mean signed relative "
                              f"error per channel; bound {bias_tol} eps) - a wrong per-channel "
                              f"factor such as gamma rounded to a lower precision; {trial.summary}")
+    if not trial.ok and ctx.impl.undeclared_bias(module) is not None:
+        trial.summary = (f"declared bias=False, but the module has a tensor {ctx.impl.bias_attr!r} (randomized "
+                         f"here) that its output adds: a β the declaration hides; {trial.summary}")
     return trial
 
 
