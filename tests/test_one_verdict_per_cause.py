@@ -73,3 +73,43 @@ def test_a_float64_module_is_judged_as_before():
     ln = impl("ln", "layernorm", lambda c, eps, affine: nn.LayerNorm(c, eps=eps, elementwise_affine=affine))
     for prop in ("forward_equivalence", "gradient_equivalence", "gradcheck"):
         assert_passes(ln, prop, dtype="float64")
+
+
+# -- layout checks compare the module with itself ---------------------------------------------------------
+
+class SlightlyOffLayerNorm(nn.Module):
+    """A small forward deviation in every layout alike (output scaled by 1 + 1e-4): forward_equivalence's
+    finding, not a layout bug."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(num_features, eps=eps, elementwise_affine=affine)
+        self.weight, self.bias = self.norm.weight, self.norm.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x) * (1 + 1e-4)
+
+
+class WrongWhenStridedLayerNorm(SlightlyOffLayerNorm):
+    """Right on contiguous input; on any other layout it reads the rows in storage order (packed)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_contiguous():
+            return self.norm(x)
+        packed = x.detach().clone().as_strided(x.shape, x.contiguous().stride())  # storage read as row-major
+        return self.norm(packed + (x - x.detach()))
+
+
+def test_a_forward_deviation_alone_is_not_a_layout_failure():
+    off = impl("slightly-off", "layernorm", SlightlyOffLayerNorm)
+    assert_flags(off, "forward_equivalence")
+    outcome = assert_passes(off, "noncontiguous_input")
+    assert "contiguous copy" in outcome.summary
+
+
+def test_a_module_wrong_only_for_noncontiguous_input_is_flagged():
+    wrong = impl("wrong-when-strided", "layernorm", WrongWhenStridedLayerNorm)
+    assert_passes(wrong, "forward_equivalence")
+    outcome = assert_flags(wrong, "noncontiguous_input")
+    assert not outcome.counterexample["layout"]["is_contiguous"]
+    assert "the layout is the cause" in outcome.summary
