@@ -38,6 +38,8 @@ THRESHOLD_FEATURES: tuple[int, ...] = (1023, 1024, 1025, 2047, 2048, 2049, 4095,
                                        8200)
 #: Rows per threshold-size case: two, so a kernel mixing up rows shows, at ~113 k elements for all sizes.
 THRESHOLD_ROWS = 2
+#: The degenerate hidden size: one value per row (BUGS.md, optional γ / β: C = 1; LayerNorm then outputs β).
+DEGENERATE_FEATURES = 1
 
 
 @dataclass(frozen=True)
@@ -64,13 +66,14 @@ def input_shape(layout: Layout, batch: int, features: int, rank: int, length: in
 
 
 def kernel_threshold_cases(layout: Layout, seed: int) -> list[Case]:
-    """Shapes where real per-row kernels switch paths or break: WIDE_GRID_ROWS rows, and THRESHOLD_FEATURES
-    hidden sizes. Only for per-token statistics (the kernels that launch per row and tile the hidden size);
+    """Shapes where real per-row kernels switch paths or break: WIDE_GRID_ROWS rows, one value per row, and
+    THRESHOLD_FEATURES hidden sizes. Only for per-token statistics (the kernels that launch per row and tile the hidden size);
     empty for batch / group / instance statistics."""
     if layout.reduce != "token":
         return []
     rank = 2 if 2 in layout.ranks else layout.ranks[0]
-    out = [Case(input_shape(layout, WIDE_GRID_ROWS, WIDE_GRID_FEATURES, rank, length=1), "normal", seed)]
+    out = [Case(input_shape(layout, WIDE_GRID_ROWS, WIDE_GRID_FEATURES, rank, length=1), "normal", seed),
+           Case(input_shape(layout, 4, DEGENERATE_FEATURES, rank, length=1), "normal", seed + 100)]
     for i, c in enumerate(THRESHOLD_FEATURES):
         out.append(Case(input_shape(layout, THRESHOLD_ROWS, c, rank, length=1), "normal", seed + 1 + i))
     return out
