@@ -292,3 +292,16 @@ def test_any_other_tuple_arity_is_an_error_item_with_a_clear_message(arity):
                   "forward_equivalence")
     assert outcome.verdict == "error"
     assert f"tuple of {arity} element(s)" in outcome.summary and "(normed, residual)" in outcome.summary
+
+
+def test_a_convention_default_outside_its_choices_is_a_spec_error(tmp_path):
+    from pathlib import Path
+
+    from normbench.spec import SpecError, load_spec
+
+    text = Path(specs()["rmsnorm"].path).read_text()
+    bad = tmp_path / "rmsnorm.yaml"
+    bad.write_text(text.replace("default: add, choices: [add, clamp]", "default: sqrt, choices: [add, clamp]"))
+    with pytest.raises(SpecError, match=r"params\.eps_mode\.default.*choices"):
+        load_spec(bad)
+    assert specs()["rmsnorm"].params["eps_mode"].convention
