@@ -164,7 +164,8 @@ def test_junitxml_carries_the_verdict_and_the_measured_error(tmp_path):
     import xml.etree.ElementTree as ET
 
     xml = tmp_path / "junit.xml"
-    proc = run_suite("--no-record", f"--junitxml={xml}", "--impl", "torch.nn.RMSNorm", "-k", "forward_equivalence-float32")
+    proc = run_suite("--no-record", f"--junitxml={xml}", "--impl", "torch.nn.RMSNorm",
+                     "-k", "forward_equivalence-float32")
     assert proc.returncode == 0, proc.stdout[-2000:]
     (case,) = ET.parse(xml).getroot().iter("testcase")
     props = {p.get("name"): p.get("value") for p in case.iter("property")}
