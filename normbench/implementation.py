@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -12,6 +12,7 @@ from torch import nn
 
 ALL_DTYPES: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
 ALL_DEVICES: tuple[str, ...] = ("cpu", "cuda")
+AFFINE_MODES: tuple[str, ...] = ("optional", "always", "never")
 
 
 class ImplementationError(ValueError):
@@ -56,6 +57,18 @@ class Implementation:
     source: str = ""
     #: free-form labels shown in listings (e.g. "reference", "torch").
     tags: tuple[str, ...] = field(default_factory=tuple)
+    #: False: the affine map is γ only (torch.nn.LayerNorm(bias=False), Cohere, x-transformers). The reference
+    #: is built without β and no dβ is expected; a tensor found at ``bias_attr`` is randomized anyway, so a
+    #: module that really adds a β fails forward equivalence instead of passing on its zero-initialized β.
+    bias: bool = True
+    #: which affine settings the factory can build: "optional" (it takes ``affine``), "always" (it always
+    #: owns γ/β: HF RMSNorms) or "never" (no parameters: OLMo's LayerNorm). With "always"/"never" the factory
+    #: is not passed ``affine`` and items that need the other setting are skipped with that reason.
+    affine: Literal["optional", "always", "never"] = "optional"
+    #: constructor parameters of the family's spec that the module does not take, with the value it hard-codes
+    #: (e.g. ``{"eps": 1e-5}``). The factory is not passed them, the reference uses these values, and checks
+    #: that would vary them skip that variation with the reason.
+    fixed_params: dict[str, Any] = field(default_factory=dict, hash=False)  # a dict is unhashable
 
     def __post_init__(self) -> None:
         def bad(message: str) -> ImplementationError:
@@ -82,6 +95,52 @@ class Implementation:
             raise bad(f"token_layout must be 'BTC' or 'TBC', got {self.token_layout!r}")
         if self.mask_true_means not in ("pad", "valid"):
             raise bad(f"mask_true_means must be 'pad' or 'valid', got {self.mask_true_means!r}")
+        self._validate_contract_fields(bad)
+
+    def _validate_contract_fields(self, bad: Callable[[str], ImplementationError]) -> None:
+        """The fields that describe code in the wild (bias, affine, fixed_params); spec-dependent checks of
+        fixed_params are in `check_fixed_params`, called where the spec is known."""
+        for attr in ("weight_attr", "bias_attr"):
+            value = getattr(self, attr)
+            if not isinstance(value, str) or not value.isidentifier():
+                hint = " (a module without β: declare bias=False)" if attr == "bias_attr" else ""
+                raise bad(f"{attr} must be an attribute name, got {value!r}{hint}")
+        if not isinstance(self.bias, bool):
+            raise bad(f"bias must be True or False, got {self.bias!r}")
+        if self.affine not in AFFINE_MODES:
+            raise bad(f"affine must be one of {list(AFFINE_MODES)}, got {self.affine!r}")
+        if not isinstance(self.fixed_params, Mapping):
+            raise bad(f"fixed_params must be a dict of parameter name to value, got {type(self.fixed_params).__name__}")
+        object.__setattr__(self, "fixed_params", dict(self.fixed_params))
+        for key in self.fixed_params:
+            if not isinstance(key, str):
+                raise bad(f"fixed_params key {key!r} is not a parameter name")
+        if "affine" in self.fixed_params:
+            raise bad("fixed_params may not fix 'affine'; declare affine='always' or affine='never' instead")
+
+    def check_fixed_params(self, declared: Iterable[str], family_path: str = "") -> None:
+        """Every fixed_params key must be a parameter the family's spec declares (called at judge time, where
+        the spec is known); raises ImplementationError naming the implementation and the key."""
+        known = set(declared)
+        for key in self.fixed_params:
+            if key not in known:
+                where = f" ({family_path})" if family_path else ""
+                raise ImplementationError(
+                    f"implementation {self.name!r}: fixed_params key {key!r} is not a parameter of family "
+                    f"{self.family!r}{where}; its parameters are {sorted(known)}")
+
+    @property
+    def affine_settings(self) -> tuple[bool, ...]:
+        """The values of the spec's ``affine`` parameter this implementation can be judged with."""
+        return {"optional": (True, False), "always": (True,), "never": (False,)}[self.affine]
+
+    def factory_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The subset of the spec's parameters the factory takes: without the fixed ones, and without
+        ``affine`` unless the factory chooses it (affine="optional")."""
+        out = {k: v for k, v in params.items() if k not in self.fixed_params}
+        if self.affine != "optional":
+            out.pop("affine", None)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Implementation:
@@ -96,7 +155,9 @@ class Implementation:
         return cls(**data)
 
     def build(self, num_features: int, params: dict[str, Any]) -> nn.Module:
-        """Call the factory; any exception is re-raised naming this implementation."""
+        """Call the factory with the spec's parameters it takes (`factory_params`); any exception is re-raised
+        naming this implementation."""
+        params = self.factory_params(params)
         try:
             module = self.factory(num_features, **params)
         except Exception as exc:  # plugin code: report it, do not crash the suite
@@ -111,8 +172,15 @@ class Implementation:
         return module
 
     def affine_tensors(self, module: nn.Module) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """The module's weight and bias tensors (None where absent)."""
+        """The module's weight and bias tensors (None where absent; the bias is None when declared bias=False)."""
         weight = getattr(module, self.weight_attr, None)
-        bias = getattr(module, self.bias_attr, None)
+        bias = getattr(module, self.bias_attr, None) if self.bias else None
         return (weight if isinstance(weight, torch.Tensor) else None,
                 bias if isinstance(bias, torch.Tensor) else None)
+
+    def undeclared_bias(self, module: nn.Module) -> torch.Tensor | None:
+        """A tensor at ``bias_attr`` on a module declared bias=False: a β the declaration hides."""
+        if self.bias:
+            return None
+        found = getattr(module, self.bias_attr, None)
+        return found if isinstance(found, torch.Tensor) else None
