@@ -46,9 +46,14 @@ class Tolerance:
 @dataclass(frozen=True)
 class ParamSpec:
     name: str
-    type: Literal["number", "integer", "boolean"]
+    type: Literal["number", "integer", "boolean", "string"]
     default: Any
     nullable: bool = False
+    #: the allowed values, when the parameter is one of a few (e.g. rmsnorm's eps_mode: "add" | "clamp").
+    choices: tuple[Any, ...] | None = None
+    #: a convention of the family's math that the reference honours (rmsnorm's eps_mode) but no factory is
+    #: passed: an implementation that follows another value declares it in its fixed_params.
+    convention: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,11 +100,12 @@ class Spec:
         return tuple(self.tolerances)
 
     def default_params(self, **overrides: Any) -> dict[str, Any]:
-        """The constructor parameters, exactly the declared ones, with overrides applied."""
+        """The constructor parameters, exactly the declared ones (conventions only when overridden), with
+        overrides applied."""
         unknown = sorted(set(overrides) - set(self.params))
         if unknown:
             raise KeyError(f"family {self.family!r} declares no parameter(s) {unknown}")
-        params = {name: p.default for name, p in self.params.items()}
+        params = {name: p.default for name, p in self.params.items() if not p.convention}
         params.update(overrides)
         return params
 
@@ -190,9 +196,13 @@ def load_spec(path: str | Path, known_checks: Iterable[str] | None = None) -> Sp
     layout = data["layout"]
     params = {}
     for name, raw in data["params"].items():
-        param = ParamSpec(name=name, type=raw["type"], default=raw["default"], nullable=raw.get("nullable", False))
+        choices = tuple(raw["choices"]) if "choices" in raw else None
+        param = ParamSpec(name=name, type=raw["type"], default=raw["default"], nullable=raw.get("nullable", False),
+                          choices=choices, convention=raw.get("convention", False))
         default = param.default
-        ok = (default is None and param.nullable) or (
+        if choices is not None and default not in choices:
+            raise SpecError(path, f"params.{name}.default", f"{default!r} is not one of the choices {list(choices)}")
+        ok = (default is None and param.nullable) or (param.type == "string" and isinstance(default, str)) or (
             param.type == "boolean" and isinstance(default, bool)
         ) or (param.type == "integer" and isinstance(default, int) and not isinstance(default, bool)) or (
             param.type == "number" and isinstance(default, int | float) and not isinstance(default, bool)

@@ -95,7 +95,8 @@ def test_noncontiguous_flags_in_bfloat16_too() -> None:
 
 def test_noncontiguous_reports_measured_error_on_pass() -> None:
     outcome = assert_passes(_BY_NAME["torch.nn.LayerNorm"], "noncontiguous_input")
-    assert 0 < outcome.metrics["tol_ratio"] < 1 and outcome.metrics["cases"] >= 20
+    # against the same module on contiguous memory: torch copies to contiguous first, so it may be exact
+    assert 0 <= outcome.metrics["tol_ratio"] < 1 and outcome.metrics["cases"] >= 20
 
 
 # -- empty batches --------------------------------------------------------------------------------------

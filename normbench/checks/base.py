@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,8 +116,49 @@ class CheckContext:
     def tolerance(self, kind: str) -> Tolerance:
         return self.spec.tolerance(self.dtype_name, kind)  # type: ignore[arg-type]
 
+    def unsupported(self, **overrides: Any) -> str | None:
+        """Why this implementation cannot be judged with these parameter values (a value it hard-codes
+        differently, or an affine setting it cannot build), or None when it can."""
+        self.impl.check_fixed_params(self.spec.params, self.spec.path)
+        for key, value in self.impl.fixed_params.items():
+            choices = self.spec.params[key].choices
+            if choices is not None and value not in choices:
+                raise ImplementationError(f"implementation {self.impl.name!r}: fixed_params {key}={value!r} is not "
+                                          f"one of {list(choices)} ({self.spec.path})")
+        for key, value in overrides.items():
+            fixed = self.impl.fixed_params
+            if key in fixed and value != fixed[key]:
+                return (f"implementation {self.impl.name!r} hard-codes {key}={fixed[key]!r} (fixed_params); "
+                        f"this item needs {key}={value!r}")
+        if "affine" in overrides and overrides["affine"] not in self.impl.affine_settings:
+            return (f"implementation {self.impl.name!r} declares affine={self.impl.affine!r}; this item needs "
+                    f"affine={overrides['affine']!r}")
+        return None
+
+    @property
+    def affine_settings(self) -> tuple[bool, ...]:
+        """The affine settings to judge (both unless the implementation declares affine always / never)."""
+        return self.impl.affine_settings
+
+    def sweep(self, name: str, values: Iterable[Any]) -> list[Any]:
+        """The values of parameter `name` a check should sweep: `values` (deduplicated, in order), or only the
+        value the implementation hard-codes (fixed_params), so the property is judged where it still means
+        something instead of against a value the module never claimed to take."""
+        if name in self.impl.fixed_params:
+            return [self.impl.fixed_params[name]]
+        return list(dict.fromkeys(values))
+
     def params(self, **overrides: Any) -> dict[str, Any]:
-        return self.spec.default_params(**overrides)
+        """The spec's constructor parameters with `overrides`, the implementation's fixed_params and its affine
+        setting applied; raises Skip (with the reason) when the overrides ask for what it cannot build."""
+        reason = self.unsupported(**overrides)
+        if reason is not None:
+            raise Skip(reason)
+        params = self.spec.default_params(**overrides)
+        params.update(self.impl.fixed_params)
+        if "affine" in params and params["affine"] not in self.impl.affine_settings:
+            params["affine"] = self.impl.affine_settings[0]
+        return params
 
     # -- building modules -------------------------------------------------------------------------------
 
@@ -126,6 +167,11 @@ class CheckContext:
         """The implementation's module on the context's device and dtype, affine parameters and state
         randomized (seeded), in train or eval mode as the item says."""
         params = self.params() if params is None else params
+        # A check that varies a parameter the module hard-codes (or its affine setting) would judge a
+        # module the implementation never claimed to be: skip with the reason instead.
+        reason = self.unsupported(**params)
+        if reason is not None:
+            raise Skip(reason)
         module = self.impl.build(num_features, params)
         module = module.to(device=self.device, dtype=self.dtype)
         if randomize:
@@ -160,8 +206,15 @@ def call_module(impl: Implementation, module: nn.Module, x: torch.Tensor,
         kwargs[impl.mask_kwarg] = mask if impl.mask_true_means == "pad" else ~mask
     time_major = impl.token_layout == "TBC" and x.dim() == 3
     out = module(x.transpose(0, 1) if time_major else x, **kwargs)
-    if isinstance(out, tuple | list) and out and isinstance(out[0], torch.Tensor):
-        out = out[0]  # fused norm+residual plugins return (normed, residual)
+    if isinstance(out, tuple | list):
+        # Fused norm+residual plugins return (normed, residual); any other arity is ambiguous (which element
+        # is the normed output?), so it is an error rather than a silent guess.
+        if len(out) != 2 or not all(isinstance(t, torch.Tensor) for t in out):
+            kinds = ", ".join(type(t).__name__ for t in out)
+            raise ImplementationError(f"implementation {impl.name!r}: forward returned a {type(out).__name__} of "
+                                      f"{len(out)} element(s) ({kinds}); a module returns a Tensor, or a fused "
+                                      "add + norm returns the 2-tuple (normed, residual)")
+        out = out[0]
     if time_major and isinstance(out, torch.Tensor):
         out = out.transpose(0, 1)
     if not isinstance(out, torch.Tensor):
@@ -178,7 +231,8 @@ def _affine_tensors_or_error(impl: Implementation, module: nn.Module, affine: bo
     weight, bias = impl.affine_tensors(module)
     if affine and weight is None:
         raise ImplementationError(f"implementation {impl.name!r}: built with affine=True but has no tensor "
-                                  f"attribute {impl.weight_attr!r} (set weight_attr= in its Implementation)")
+                                  f"attribute {impl.weight_attr!r} (set weight_attr= in its Implementation, or "
+                                  "declare affine='never' for a module without parameters)")
     return weight, bias
 
 
@@ -191,6 +245,9 @@ def randomize_module(impl: Implementation, spec: Spec, module: nn.Module, seed: 
         if weight is not None:
             gamma = 1.0 + 0.5 * torch.randn(weight.shape, generator=gen, dtype=torch.float64)
             weight.copy_((gamma - impl.weight_offset).to(weight.dtype))
+        # A β on a module declared bias=False is randomized too: left at its zero init it would hide a
+        # wrong declaration, randomized it makes the output differ from the γ-only truth.
+        bias = bias if bias is not None else impl.undeclared_bias(module)
         if bias is not None:
             bias.copy_((0.5 * torch.randn(bias.shape, generator=gen, dtype=torch.float64)).to(bias.dtype))
         for name in spec.state:
@@ -219,6 +276,10 @@ def reference_like(impl: Implementation, spec: Spec, module: nn.Module, num_feat
             ref.weight.copy_(weight.detach().to(torch.float64).cpu() + impl.weight_offset)
         if getattr(ref, "bias", None) is not None and bias is not None:
             ref.bias.copy_(bias.detach().to(torch.float64).cpu())
+        if not impl.bias and isinstance(getattr(ref, "bias", None), torch.Tensor):
+            # γ-only affine map: β is zero and takes no gradient, so no dβ is expected or compared.
+            ref.bias.zero_()
+            ref.bias.requires_grad_(False)
         for name in spec.state:
             src = getattr(module, name, None)
             dst = getattr(ref, name, None)

@@ -248,6 +248,8 @@ def _copy_parameters(src: nn.Module, dst: nn.Module) -> None:
 def _scale_trial(ctx: CheckContext, probe: Probe) -> Trial:
     params = dict(probe.params)
     power = float(ctx.options.get("eps_power", 2))
+    if params.get("eps_mode") == "clamp":  # eps bounds the norm itself (F.normalize), not its square
+        power = 1.0
     x = ctx.input(probe.case)
     c = ctx.num_features_of(x)
     seed = stable_seed(ctx.seed, "scale", probe.case.seed)

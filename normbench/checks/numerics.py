@@ -112,7 +112,7 @@ def _triggers(ctx: CheckContext) -> list[Trigger]:
                      LONG_MEAN_SCALE), default),
     ]
     rank = layout.ranks[-1]
-    for i, eps in enumerate(EPS_VALUES):
+    for i, eps in enumerate(ctx.sweep("eps", EPS_VALUES)):
         params = _eps_params(ctx, eps)
         shape = input_shape(layout, batch=4, features=c0, rank=rank, length=3)
         out.append(Trigger(f"tiny variance, eps={eps:g}", Case(shape, "tiny_var", seed + 10 + i), params,
@@ -138,7 +138,7 @@ def _trigger_strategy(ctx: CheckContext) -> st.SearchStrategy[Trigger]:
     @st.composite
     def build(draw: st.DrawFn) -> Trigger:
         domain = draw(st.sampled_from(("large_mean", "tiny_var", "big", "small_std")))
-        eps = draw(st.sampled_from(EPS_VALUES))
+        eps = draw(st.sampled_from(ctx.sweep("eps", EPS_VALUES)))
         c = draw(st.sampled_from(ctx.spec.features))
         rank = draw(st.sampled_from(layout.ranks))
         batch = draw(st.integers(1 if per_token else 3, 6))
@@ -254,9 +254,9 @@ def _constant_cases(ctx: CheckContext) -> list[Trigger]:
     out = []
     for i, c in enumerate(ctx.spec.features):
         shape = input_shape(layout, batch=4, features=c, rank=layout.ranks[i % len(layout.ranks)], length=3)
-        for eps in dict.fromkeys((default_eps, 1e-12)):
+        for eps in ctx.sweep("eps", (default_eps, 1e-12)):
             params = _eps_params(ctx, eps)
-            for affine in (True, False):
+            for affine in ctx.affine_settings:
                 p = tuple({**dict(params), "affine": affine}.items())
                 out.append(Trigger(f"all-zero groups, C={c}, eps={eps:g}, affine={affine}",
                                    Case(shape, "zeros", ctx.seed + i), p))

@@ -356,7 +356,9 @@ def _trajectories(ctx: CheckContext) -> list[Trajectory]:
                               steps=steps))
     rank = 2 if 2 in layout.ranks else min(layout.ranks)
     shape = input_shape(layout, batch=12, features=features[-1], rank=rank, length=3)
-    out.append(Trajectory(shape, ctx.seed + 1, _base_params(ctx, affine=False), masked=False, steps=steps))
+    # Without affine where the implementation can build it (affine="always": with it).
+    out.append(Trajectory(shape, ctx.seed + 1, _base_params(ctx, affine=ctx.affine_settings[-1]), masked=False,
+                          steps=steps))
     outlier = ctx.options.get("outlier")
     if outlier:
         params = _base_params(ctx, **dict(outlier.get("params", {})))
@@ -378,7 +380,7 @@ def _strategy(ctx: CheckContext) -> st.SearchStrategy[Trajectory]:
     # Several real tokens per channel (two sequences of two at least): with one, a second moment is x² itself.
     return st.builds(build, st.sampled_from(layout.ranks), st.integers(2, 5), st.integers(2, 6),
                      st.sampled_from(ctx.spec.features), st.integers(0, 2**16), st.sampled_from([maskable, False]),
-                     st.booleans())
+                     st.sampled_from(ctx.affine_settings))
 
 
 @register_check("stateful_trajectory")

@@ -68,20 +68,22 @@ def _probes(ctx: CheckContext) -> list[StatProbe]:
         # Batch statistics (reduce "channel") need several rows; per-token ones do not mind.
         shape = input_shape(layout, batch=6, features=c, rank=rank, length=4)
         case = Case(shape, "normal", ctx.seed + i)
-        out.append(StatProbe(case, _params(ctx, affine=False), False))
-        out.append(StatProbe(case, _params(ctx, affine=True), True))
+        for affine in sorted(ctx.affine_settings):
+            out.append(StatProbe(case, _params(ctx, affine=affine), affine))
     return out
 
 
 def _params(ctx: CheckContext, affine: bool) -> tuple[tuple[str, Any], ...]:
-    eps = min(float(ctx.params()["eps"]), MOMENT_EPS)
+    # A hard-coded eps (fixed_params) is judged at its value: the target v/(v+eps) accounts for it.
+    eps = ctx.sweep("eps", [min(float(ctx.params()["eps"]), MOMENT_EPS)])[0]
     return tuple(ctx.params(affine=affine, eps=eps).items())
 
 
 def _strategy(ctx: CheckContext) -> st.SearchStrategy[StatProbe]:
     cases = case_strategy(ctx.spec.layout, ctx.spec.features, ("normal",))
     scaled = st.builds(lambda case, k: replace(case, domain="scaled", scale=10.0 ** k), cases, st.integers(-1, 2))
-    return st.builds(lambda case, unit: StatProbe(case, _params(ctx, unit), unit), scaled, st.booleans())
+    return st.builds(lambda case, unit: StatProbe(case, _params(ctx, unit), unit), scaled,
+                     st.sampled_from(ctx.affine_settings))
 
 
 def _moments_trial(ctx: CheckContext, probe: StatProbe) -> Trial:

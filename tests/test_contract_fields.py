@@ -1,0 +1,285 @@
+"""Self-tests of the contract fields that describe code in the wild: `bias`, `affine` and `fixed_params` (issue 8).
+
+Each field is shown to let a correct module of that shape conform without a wrapper, and to catch a wrong
+declaration (a module with a β declared bias=False, a module whose eps differs from its fixed_params).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F  # noqa: N812 - the conventional alias
+from helpers import assert_flags, assert_passes, impl, run, specs
+from torch import nn
+
+from normbench.implementation import Implementation, ImplementationError
+
+#: the checks that compare values with the float64 truth (forward, dX, dγ, dβ) and gradcheck.
+EQUIVALENCE = ("forward_equivalence", "gradient_equivalence")
+
+
+# -- modules shaped like real code ------------------------------------------------------------------------
+
+def torch_layernorm_without_bias(num_features: int, eps: float, affine: bool) -> nn.Module:
+    """torch.nn.LayerNorm(bias=False): γ only (Cohere / x-transformers' LayerNorm are the same shape)."""
+    return nn.LayerNorm(num_features, eps=eps, elementwise_affine=affine, bias=False)
+
+
+class ParameterlessLayerNorm(nn.Module):
+    """OLMo-style: no parameters at all and a hard-coded eps; the constructor takes only the size."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.normalized_shape = (num_features,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.normalized_shape, None, None, 1e-5)
+
+
+class ParameterlessLayerNormOtherEps(ParameterlessLayerNorm):
+    """The same module hard-coding eps = 1e-2: declared with fixed_params eps=1e-5 it must fail."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.normalized_shape, None, None, 1e-2)
+
+
+class LlamaStyleRMSNorm(nn.Module):
+    """HF LlamaRMSNorm: always owns its weight, computes in float32, casts back, then multiplies the weight.
+    The constructor takes (hidden_size, eps): no `affine`."""
+
+    def __init__(self, hidden_size: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.variance_epsilon = eps
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        input_dtype = hidden_states.dtype
+        hidden_states = hidden_states.to(torch.float32)
+        variance = hidden_states.pow(2).mean(-1, keepdim=True)
+        hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
+        return self.weight * hidden_states.to(input_dtype)
+
+
+def torch_layernorm_with_bias(num_features: int, eps: float, affine: bool) -> nn.Module:
+    return nn.LayerNorm(num_features, eps=eps, elementwise_affine=affine)
+
+
+# -- bias=False -------------------------------------------------------------------------------------------
+
+BIAS_FREE = impl("torch.nn.LayerNorm(bias=False)", "layernorm", torch_layernorm_without_bias, bias=False)
+
+
+@pytest.mark.parametrize("prop", EQUIVALENCE)
+def test_layernorm_without_bias_declared_bias_false_conforms_in_float32(prop):
+    outcome = assert_passes(BIAS_FREE, prop, dtype="float32")
+    assert "grad_bias" not in str(outcome.metrics)  # no dβ is expected, so none is compared
+
+
+def test_layernorm_without_bias_passes_gradcheck_and_float64():
+    assert_passes(BIAS_FREE, "gradcheck", dtype="float64")
+    assert_passes(BIAS_FREE, "forward_equivalence", dtype="float64")
+    assert_passes(BIAS_FREE, "gradient_equivalence", dtype="float64")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_layernorm_without_bias_forward_conforms_in_half(dtype):
+    assert_passes(BIAS_FREE, "forward_equivalence", dtype=dtype)
+
+
+def test_layernorm_without_bias_undeclared_fails_on_the_missing_bias():
+    # Before the field existed this was the false alarm: the truth has a β the module cannot learn.
+    outcome = assert_flags(impl("undeclared", "layernorm", torch_layernorm_without_bias), "gradient_equivalence")
+    assert "grad_bias" in outcome.summary
+
+
+def test_a_module_with_bias_declared_bias_false_fails():
+    wrong = impl("has-beta", "layernorm", torch_layernorm_with_bias, bias=False)
+    outcome = assert_flags(wrong, "forward_equivalence")
+    assert "declared bias=False" in outcome.summary
+
+
+def test_bias_attr_none_is_rejected_with_the_hint():
+    with pytest.raises(ImplementationError, match="bias_attr.*declare bias=False"):
+        impl("x", "layernorm", torch_layernorm_without_bias, bias_attr=None)
+
+
+# -- affine="never" and fixed_params ------------------------------------------------------------------------
+
+PARAMETERLESS = impl("olmo-like", "layernorm", ParameterlessLayerNorm, affine="never", fixed_params={"eps": 1e-5})
+
+
+@pytest.mark.parametrize("prop", [*EQUIVALENCE, "adversarial_inputs", "constant_rows", "normalization_statistics",
+                                  "noncontiguous_input", "dtype_preservation"])
+def test_parameterless_layernorm_with_a_fixed_eps_conforms(prop):
+    assert_passes(PARAMETERLESS, prop, dtype="float32")
+
+
+def test_parameterless_layernorm_is_judged_in_float64_too():
+    assert_passes(PARAMETERLESS, "gradcheck", dtype="float64")
+    assert_passes(PARAMETERLESS, "forward_equivalence", dtype="float64")
+
+
+def test_items_that_need_affine_are_skipped_with_the_reason():
+    outcome = run(PARAMETERLESS, "weight_gradient_reduction", dtype="float32")
+    assert outcome.verdict == "skip"
+    assert "affine='never'" in outcome.summary and "affine=True" in outcome.summary
+
+
+def test_items_that_vary_a_fixed_eps_are_skipped_with_the_reason():
+    outcome = run(PARAMETERLESS, "scale_invariance", dtype="float32")
+    assert outcome.verdict == "skip"
+    assert "hard-codes eps=1e-05" in outcome.summary
+
+
+def test_the_factory_is_not_passed_fixed_params_or_affine():
+    seen: list[dict[str, object]] = []
+
+    def factory(num_features: int, **kwargs: object) -> nn.Module:
+        seen.append(kwargs)
+        return ParameterlessLayerNorm(num_features)
+
+    assert_passes(impl("spy", "layernorm", factory, affine="never", fixed_params={"eps": 1e-5}),
+                  "forward_equivalence")
+    assert seen and all(kwargs == {} for kwargs in seen)
+
+
+def test_a_module_with_another_eps_than_its_fixed_params_fails():
+    wrong = impl("olmo-wrong-eps", "layernorm", ParameterlessLayerNormOtherEps, affine="never",
+                 fixed_params={"eps": 1e-5})
+    assert_flags(wrong, "forward_equivalence")
+
+
+def test_a_parameterless_module_declared_optional_errors_with_a_hint():
+    # The factory ignores affine=True, so the item cannot compare γ; the error points at affine='never'.
+    def factory(num_features: int, eps: float, affine: bool) -> nn.Module:
+        return ParameterlessLayerNorm(num_features)
+
+    outcome = run(impl("no-decl", "layernorm", factory), "forward_equivalence")
+    assert outcome.verdict == "error" and "affine='never'" in outcome.summary
+
+
+def test_fixed_params_keys_must_be_spec_params():
+    bad = impl("typo", "layernorm", ParameterlessLayerNorm, affine="never", fixed_params={"epsilon": 1e-5})
+    outcome = run(bad, "forward_equivalence")
+    assert outcome.verdict == "error"
+    assert "'typo'" in outcome.summary and "'epsilon'" in outcome.summary
+
+
+def test_fixed_params_may_not_fix_affine():
+    with pytest.raises(ImplementationError, match="affine='always'"):
+        impl("x", "layernorm", ParameterlessLayerNorm, fixed_params={"affine": False})
+
+
+def test_affine_must_be_a_known_mode():
+    with pytest.raises(ImplementationError, match="affine must be one of"):
+        impl("x", "layernorm", ParameterlessLayerNorm, affine=True)
+
+
+def test_from_dict_accepts_the_new_fields():
+    made = Implementation.from_dict({"name": "d", "family": "layernorm", "factory": ParameterlessLayerNorm,
+                                     "affine": "never", "fixed_params": {"eps": 1e-5}, "bias": False})
+    assert made.fixed_params == {"eps": 1e-5} and made.affine_settings == (False,)
+    assert hash(made) == hash(made)  # PlanItem hashes its implementation
+
+
+# -- affine="always" --------------------------------------------------------------------------------------
+
+LLAMA = impl("llama-like", "rmsnorm", LlamaStyleRMSNorm, affine="always", dtypes=("float32", "float16", "bfloat16"))
+
+
+@pytest.mark.parametrize("prop", [*EQUIVALENCE, "normalization_statistics", "noncontiguous_input",
+                                  "scale_invariance", "weight_gradient_reduction"])
+def test_hf_style_rmsnorm_declared_affine_always_conforms_without_a_wrapper(prop):
+    assert_passes(LLAMA, prop, dtype="float32")
+
+
+def test_hf_style_rmsnorm_without_the_declaration_errors():
+    # The factory takes no `affine`: without affine="always" the call itself fails.
+    outcome = run(impl("llama-undeclared", "rmsnorm", LlamaStyleRMSNorm), "forward_equivalence")
+    assert outcome.verdict == "error" and "affine" in outcome.summary
+
+
+def test_affine_always_skips_what_needs_affine_false():
+    # rmsnorm's statistics probes need both settings; forward_equivalence drops the affine=False variants.
+    outcome = run(LLAMA, "forward_equivalence")
+    assert outcome.verdict == "pass"
+    always = impl("always-ln", "layernorm", lambda c, eps: nn.LayerNorm(c, eps=eps), affine="always")
+    assert_passes(always, "constant_rows")
+
+
+def test_every_family_declares_the_params_fixed_params_may_name():
+    for spec in specs().values():
+        assert "eps" in spec.params and "affine" in spec.params
+
+
+# -- eps_mode: the F.normalize convention of RMSNorm ------------------------------------------------------
+
+class NormalizeRMSNorm(nn.Module):
+    """x-transformers' RMSNorm: F.normalize (‖x‖ clamped at 1e-12) times √C times g; always owns g."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.scale = dim ** 0.5
+        self.g = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=-1) * self.scale * self.g
+
+
+NORMALIZE = impl("x_transformers-like.RMSNorm", "rmsnorm", NormalizeRMSNorm, affine="always", weight_attr="g",
+                 fixed_params={"eps_mode": "clamp", "eps": 1e-12})
+
+
+@pytest.mark.parametrize("prop", [*EQUIVALENCE, "adversarial_inputs", "normalization_statistics",
+                                  "noncontiguous_input"])
+def test_an_f_normalize_rmsnorm_declared_clamp_conforms(prop):
+    assert_passes(NORMALIZE, prop, dtype="float32")
+
+
+def test_an_eps_added_rmsnorm_declared_clamp_fails():
+    # torch.nn.RMSNorm adds eps under the root: declared with the clamp convention, rows whose mean square is
+    # near eps (the eps = 1 variant; adversarial_inputs' |x| ~ 1e-3 with eps 1e-6) are off the clamped truth.
+    wrong = impl("add-as-clamp", "rmsnorm", lambda c, eps, affine: nn.RMSNorm(c, eps=eps, elementwise_affine=affine),
+                 fixed_params={"eps_mode": "clamp"})
+    assert_flags(wrong, "forward_equivalence")
+    assert_flags(wrong, "adversarial_inputs")
+    right = impl("add", "rmsnorm", lambda c, eps, affine: nn.RMSNorm(c, eps=eps, elementwise_affine=affine))
+    assert_passes(right, "adversarial_inputs")
+
+
+def test_eps_mode_is_never_passed_to_a_factory_and_values_are_validated():
+    from normbench.reference.rmsnorm import build
+
+    assert "eps_mode" not in specs()["rmsnorm"].default_params()
+    assert build(8, eps_mode="clamp").eps_mode == "clamp"
+    bad = impl("bad-mode", "rmsnorm", NormalizeRMSNorm, affine="always", weight_attr="g",
+               fixed_params={"eps_mode": "sqrt"})
+    outcome = run(bad, "forward_equivalence")
+    assert outcome.verdict == "error" and "'sqrt'" in outcome.summary and "'bad-mode'" in outcome.summary
+
+
+# -- output arity ------------------------------------------------------------------------------------------
+
+class ReturnsTuple(nn.Module):
+    def __init__(self, num_features: int, eps: float, affine: bool, arity: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(num_features, eps=eps, elementwise_affine=affine)
+        self.weight, self.bias = self.norm.weight, self.norm.bias
+        self.arity = arity
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        y = self.norm(x)
+        return (y, x, y)[: self.arity]
+
+
+def test_a_two_tuple_is_read_as_normed_and_residual():
+    assert_passes(impl("pair", "layernorm", lambda c, eps, affine: ReturnsTuple(c, eps, affine, 2)),
+                  "forward_equivalence")
+
+
+@pytest.mark.parametrize("arity", [1, 3])
+def test_any_other_tuple_arity_is_an_error_item_with_a_clear_message(arity):
+    outcome = run(impl("odd", "layernorm", lambda c, eps, affine: ReturnsTuple(c, eps, affine, arity)),
+                  "forward_equivalence")
+    assert outcome.verdict == "error"
+    assert f"tuple of {arity} element(s)" in outcome.summary and "(normed, residual)" in outcome.summary
