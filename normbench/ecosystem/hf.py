@@ -34,7 +34,7 @@ from normbench.implementation import Implementation
 
 LIBRARY = "transformers"
 #: bump when the classification rules change, so a stale cache is not reused
-CLASSIFIER_VERSION = 3
+CLASSIFIER_VERSION = 4
 NAME_PATTERN = re.compile(r"Norm(1P|\d*[dD]|Gated)?$")
 SIZE_NAMES = ("hidden_size", "dim", "normalized_shape", "size", "c_in", "feat_size", "num_channels", "d_model",
               "hidden_dim", "n_embd", "features")
@@ -222,8 +222,16 @@ def _probe(family: str, cls: type, ctor: dict[str, Any]) -> dict[str, Any]:
         note = " (it ignores the eps it is given)" if ctor["eps"] else ""
         raise NotJudged(f"its float64 output is not the {family} formula for any weight offset (0, 1) and eps"
                         f"{note}: closest relative error {err:.2g}")
+    # The harness casts the whole module to the input dtype: a module that needs float32 parameters under a half
+    # input (EsmFold2's "fp32-pinned" LayerNorm) cannot be judged in half precision at all.
+    try:
+        with torch.no_grad():
+            module.half()(x.half())
+        half_ok = True
+    except Exception:
+        half_ok = False
     return {"weight_attr": weight_attr, "bias_attr": bias_attr, "offset": offset, "eps": eps,
-            "float64_path": err < 1e-10 and all(y.dtype == torch.float64 for y in outputs)}
+            "float64_path": err < 1e-10 and all(y.dtype == torch.float64 for y in outputs), "half": half_ok}
 
 
 def _affine_mode(cls: type, ctor: dict[str, Any], probe: dict[str, Any]) -> str:
@@ -265,9 +273,14 @@ def classify(candidate: Candidate) -> dict[str, Any]:
         fields["weight_offset"] = probe["offset"]
     if not ctor["eps"]:
         fields["fixed_params"] = {"eps": probe["eps"]}
+    dtypes = ["float64", "float32", "float16", "bfloat16"]
     if not probe["float64_path"]:
-        fields["dtypes"] = ["float32", "float16", "bfloat16"]
+        dtypes.remove("float64")
         fields["supports_gradcheck"] = False
+    if not probe["half"]:
+        dtypes = [d for d in dtypes if d not in ("float16", "bfloat16")]
+    if len(dtypes) < 4:
+        fields["dtypes"] = dtypes
     renames = []
     if ctor["eps"] and ctor["eps"] != "eps":
         renames.append(["eps", ctor["eps"]])
@@ -278,6 +291,9 @@ def classify(candidate: Candidate) -> dict[str, Any]:
                "hidden_kw": ctor["size"] if ctor["size"] not in ("hidden_size", "dim", None) else None,
                "renames": renames, "fixed_kwargs": fixed_kwargs}
     note = "computes in float32 (no float64 path)" if not probe["float64_path"] else "has a float64 path"
+    if not probe["half"]:
+        note += "; raises with float16 parameters (it needs float32 ones, and the harness casts the module to the " \
+                "input dtype), so it is judged in float32 only"
     if named != family:
         note += f"; named a {named[:-4]} norm, it computes the {family} formula"
     return {"status": "judged", "family": family, "fields": fields, "factory": factory, "note": note}
