@@ -79,13 +79,27 @@ def ulp_of(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.exp2(exponent) * finfo.eps
 
 
+@dataclass(frozen=True)
+class TermScale:
+    """What a reduction sums, per output element (float64, from the truth): Σ|terms| and sqrt(Σ terms²)."""
+
+    abs_sum: torch.Tensor
+    root_sum_square: torch.Tensor
+
+
 def compare(actual: torch.Tensor, truth: torch.Tensor, dtype: torch.dtype, tol: Tolerance,
-            reduction_length: int, scale: float | None = None) -> Comparison:
+            reduction_length: int, scale: float | None = None, terms: TermScale | None = None) -> Comparison:
     """Compare `actual` (any dtype) with the float64 `truth` under the spec tolerance.
 
     bound_i = eps(dtype)·(rel·|t_i| + abs·S) + eps(acc)·red·sqrt(L)·S, with S = max|t| (norm-wise scale),
     L the reduction length and acc the accumulation precision a correct kernel uses. `scale` overrides S
     where max|t| understates the output's scale (a truth that is exactly β, or 0, on constant groups).
+
+    With `terms` (a sum over many terms: dγ, dβ) the bound is scaled by what each element sums, not by the
+    result after cancellation: bound_i = eps(dtype)·(rel·|t_i| + abs·R_i) + eps(acc)·red·A_i, with
+    R_i = sqrt(Σ terms²) (each term rounded once in the input dtype, the roundings independent) and
+    A_i = Σ|terms| (the float32 accumulation). A scalar parameter summing C·rows terms that cancel to a small
+    |t| then gets the allowance its terms need, where max|t| would not.
     """
     if actual.shape != truth.shape:
         raise ValueError(f"shape {tuple(actual.shape)} differs from the truth's {tuple(truth.shape)}")
@@ -97,8 +111,12 @@ def compare(actual: torch.Tensor, truth: torch.Tensor, dtype: torch.dtype, tol: 
     if scale is None:
         scale = t[finite_t].abs().max().item() if finite_t.any() else 0.0
     eps = dtype_eps(dtype)
-    bound = eps * (tol.rel * t.abs() + tol.abs * scale) + \
-        accumulate_eps(dtype) * tol.red * math.sqrt(max(reduction_length, 1)) * scale
+    if terms is not None:
+        bound = eps * (tol.rel * t.abs() + tol.abs * terms.root_sum_square.to(t)) + \
+            accumulate_eps(dtype) * tol.red * terms.abs_sum.to(t)
+    else:
+        bound = eps * (tol.rel * t.abs() + tol.abs * scale) + \
+            accumulate_eps(dtype) * tol.red * math.sqrt(max(reduction_length, 1)) * scale
     # A truth of exactly zero everywhere still needs a floor, or rounding noise would fail.
     bound = bound.clamp_min(torch.finfo(dtype).tiny)
     err = (a - t).abs()

@@ -18,7 +18,7 @@ import torch
 from hypothesis import HealthCheck, Phase, settings
 from torch import nn
 
-from normbench.compare import Comparison, compare
+from normbench.compare import Comparison, TermScale, compare
 from normbench.implementation import Implementation, ImplementationError
 from normbench.inputs import Case, make_input
 from normbench.spec import PropertySpec, Spec, Tolerance
@@ -328,9 +328,12 @@ def weight_reduction_length(spec: Spec, shape: tuple[int, ...]) -> int:
 
 
 def affine_gradient_comparisons(ctx: CheckContext, module: nn.Module, ref: nn.Module, reduction_length: int,
-                                kind: str = "backward", require: bool = False) -> dict[str, Comparison]:
+                                kind: str = "backward", require: bool = False,
+                                terms: dict[str, TermScale] | None = None) -> dict[str, Comparison]:
     """dγ and dβ of `module` against the reference's, for each one the reference has. A parameter that got no
-    gradient is compared as zeros, or, with `require`, raises (the item then reports an error naming it)."""
+    gradient is compared as zeros, or, with `require`, raises (the item then reports an error naming it).
+    `terms` (by label) scales a bound by what the reduction sums (see compare)."""
+    terms = terms or {}
     weight, bias = ctx.impl.affine_tensors(module)
     comparisons: dict[str, Comparison] = {}
     for label, got, want in (("grad_weight", weight, getattr(ref, "weight", None)),
@@ -340,7 +343,9 @@ def affine_gradient_comparisons(ctx: CheckContext, module: nn.Module, ref: nn.Mo
         if got is None or got.grad is None:
             if require:
                 raise AssertionError(f"{label}: no gradient reached the module's parameter")
-            comparisons[label] = ctx.compare(torch.zeros_like(want.grad), want.grad, kind, reduction_length)
+            got_grad = torch.zeros_like(want.grad)
         else:
-            comparisons[label] = ctx.compare(got.grad, want.grad, kind, reduction_length)
+            got_grad = got.grad
+        comparisons[label] = compare(got_grad, want.grad, ctx.dtype, ctx.tolerance(kind), reduction_length,
+                                     terms=terms.get(label))
     return comparisons

@@ -30,7 +30,7 @@ from normbench.checks.base import (
     weight_reduction_length,
 )
 from normbench.compare import Comparison, channel_bias, compare
-from normbench.inputs import Case, case_strategy, input_shape, random_like
+from normbench.inputs import Case, case_strategy, input_shape, kernel_threshold_cases, random_like
 
 #: eps values that expose where eps sits (gpt-neox#1337, keras#22586): tiny, usual, and 1.
 EPS_VARIANTS = (1e-12, 1e-5, 1.0)
@@ -67,6 +67,16 @@ def _variants(ctx: CheckContext) -> list[Variant]:
         shape = input_shape(layout, batch=3, features=c, rank=layout.ranks[-1], length=3)
         out.append(Variant(Case(shape, "normal", seed=ctx.seed + 7), tuple(ctx.params(eps=eps).items())))
     return out
+
+
+def kernel_variants(ctx: CheckContext) -> list[Variant]:
+    """The shapes where real kernels break (rows past 65535, hidden sizes around the dispatch thresholds), with
+    the default parameters: one forward pass each, in forward_equivalence only. options.kernel_shapes: false
+    turns them off for families whose module is more than a norm (the placement blocks' C×C projections)."""
+    if not ctx.options.get("kernel_shapes", True):
+        return []
+    params = tuple(ctx.params().items())
+    return [Variant(case, params) for case in kernel_threshold_cases(ctx.spec.layout, ctx.seed + 101)]
 
 
 def _strategy(ctx: CheckContext) -> st.SearchStrategy[Variant]:
@@ -179,7 +189,8 @@ def forward_equivalence(ctx: CheckContext) -> Observation:
     if float32_only is not None:
         reason, metrics = float32_only
         return Observation(False, reason, metrics, {**_variants(ctx)[0].as_dict(), "dtype": ctx.dtype_name})
-    result = find_counterexample(ctx, lambda v: _forward_trial(ctx, v), _variants(ctx), _strategy(ctx))
+    explicit = _variants(ctx) + kernel_variants(ctx)
+    result = find_counterexample(ctx, lambda v: _forward_trial(ctx, v), explicit, _strategy(ctx))
     return _observation(ctx, "forward output", result)
 
 

@@ -10,9 +10,11 @@ dγ and dβ alone with the spec's tighter `reduction` tolerance.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
+from torch import nn
 
 from normbench.checks._search import Trial, find_counterexample
 from normbench.checks.base import (
@@ -24,6 +26,7 @@ from normbench.checks.base import (
     weight_reduction_length,
 )
 from normbench.checks.invariance import comparisons_trial, observation
+from normbench.compare import TermScale
 from normbench.inputs import Case, input_shape, random_like
 
 DEFAULT_ROWS = 8192
@@ -37,6 +40,34 @@ def _shape(ctx: CheckContext, rows: int) -> tuple[int, ...]:
     if 2 in layout.ranks and layout.reduce in ("token", "channel"):
         return input_shape(layout, batch=rows, features=c, rank=2)
     return input_shape(layout, batch=max(1, rows // LENGTH), features=c, rank=3, length=LENGTH)
+
+
+def term_scales(ref: nn.Module, x64: torch.Tensor, dy64: torch.Tensor) -> dict[str, TermScale]:
+    """Σ|terms| and sqrt(Σ terms²) of dγ and dβ, from the float64 truth: the terms are dy_i·J_i with
+    J_i = ∂y_i/∂p_c(i), one element of p per output element (per-channel γ / β, or ScaleNorm's one g).
+
+    J is y(p) − y(p − 1), exact because every family's output is affine in γ and in β; then Σ_i w_i·J_i is the
+    reference's own backward with cotangent w: w = |dy|·sign(J) gives Σ|dy·J|, w = dy²·J gives Σ(dy·J)².
+    Copies of the reference run these passes, so its state and gradients stay as the check left them."""
+    out: dict[str, TermScale] = {}
+    for label, name in (("grad_weight", "weight"), ("grad_bias", "bias")):
+        param = getattr(ref, name, None)
+        if not isinstance(param, torch.Tensor) or param.grad is None:
+            continue
+        probe = copy.deepcopy(ref)
+        with torch.no_grad():
+            y1 = probe(x64)
+            getattr(probe, name).sub_(1.0)
+            jac = y1 - probe(x64)
+        sums = []
+        for cotangent in (dy64.abs() * torch.sign(jac), dy64 * dy64 * jac):
+            probe = copy.deepcopy(ref)
+            p = getattr(probe, name)
+            p.grad = None
+            probe(x64).backward(cotangent)
+            sums.append(p.grad.detach().abs() if p.grad is not None else torch.zeros_like(p))
+        out[label] = TermScale(abs_sum=sums[0], root_sum_square=sums[1].sqrt())
+    return out
 
 
 def _trial(ctx: CheckContext, case: Case, params: dict[str, Any]) -> Trial:
@@ -53,7 +84,8 @@ def _trial(ctx: CheckContext, case: Case, params: dict[str, Any]) -> Trial:
     x64 = x.detach().to(torch.float64).cpu()
     ref(x64).backward(dy.detach().to(torch.float64).cpu())
     m = weight_reduction_length(ctx.spec, tuple(x.shape))
-    comparisons = affine_gradient_comparisons(ctx, module, ref, m, kind="reduction", require=True)
+    terms = term_scales(ref, x64, dy.detach().to(torch.float64).cpu())
+    comparisons = affine_gradient_comparisons(ctx, module, ref, m, kind="reduction", require=True, terms=terms)
     example = {"input": case.as_dict(), "params": params, "dtype": ctx.dtype_name, "mode": ctx.mode,
                "rows_per_channel": m}
     return comparisons_trial(ctx, comparisons, example)
