@@ -29,16 +29,17 @@ DOMAINS = (
 
 #: Rows past a 16-bit grid dimension (65535): a kernel that launches one block per row on a 16-bit grid axis
 #: wraps, and rows 65536.. reuse other rows' statistics (BUGS.md, strides and layout: > 65536 rows).
-WIDE_GRID_ROWS = 70000
-#: Features per row of the wide-grid case: small, so 70000 rows cost one ~0.5 M-element forward.
-WIDE_GRID_FEATURES = 8
+WIDE_GRID_ROWS = 65536 + 512
+#: Features per row of the wide-grid case: small, so the rows cost one ~0.26 M-element forward.
+WIDE_GRID_FEATURES = 4
 #: Hidden sizes on both sides of the usual dispatch thresholds (1024, 2048, 4096, 8192: one warp / block per
 #: row, vector widths, shared-memory tiles) and odd sizes past them, where kernels switch code paths.
 THRESHOLD_FEATURES: tuple[int, ...] = (1023, 1024, 1025, 2047, 2048, 2049, 4095, 4096, 4097, 8191, 8192, 8193,
                                        8200)
 #: Rows per threshold-size case: two, so a kernel mixing up rows shows, at ~113 k elements for all sizes.
 THRESHOLD_ROWS = 2
-#: The degenerate hidden size: one value per row (BUGS.md, optional γ / β: C = 1; LayerNorm then outputs β).
+#: The degenerate hidden size: one value per row (BUGS.md, optional γ / β: C = 1). Every row is then a constant
+#: group (a LayerNorm outputs β), so constant_rows judges it, with that check's allowance for the mean's rounding.
 DEGENERATE_FEATURES = 1
 
 
@@ -66,14 +67,13 @@ def input_shape(layout: Layout, batch: int, features: int, rank: int, length: in
 
 
 def kernel_threshold_cases(layout: Layout, seed: int) -> list[Case]:
-    """Shapes where real per-row kernels switch paths or break: WIDE_GRID_ROWS rows, one value per row, and
-    THRESHOLD_FEATURES hidden sizes. Only for per-token statistics (the kernels that launch per row and tile the hidden size);
+    """Shapes where real per-row kernels switch paths or break: WIDE_GRID_ROWS rows and THRESHOLD_FEATURES
+    hidden sizes. Only for per-token statistics (the kernels that launch per row and tile the hidden size);
     empty for batch / group / instance statistics."""
     if layout.reduce != "token":
         return []
     rank = 2 if 2 in layout.ranks else layout.ranks[0]
-    out = [Case(input_shape(layout, WIDE_GRID_ROWS, WIDE_GRID_FEATURES, rank, length=1), "normal", seed),
-           Case(input_shape(layout, 4, DEGENERATE_FEATURES, rank, length=1), "normal", seed + 100)]
+    out = [Case(input_shape(layout, WIDE_GRID_ROWS, WIDE_GRID_FEATURES, rank, length=1), "normal", seed)]
     for i, c in enumerate(THRESHOLD_FEATURES):
         out.append(Case(input_shape(layout, THRESHOLD_ROWS, c, rank, length=1), "normal", seed + 1 + i))
     return out

@@ -154,8 +154,10 @@ TABLE: tuple[Row, ...] = (
     # optional γ / β, backward formulas
     Row("optional gamma / beta, backward formulas", "affine on and off", "layernorm", "gradient_equivalence",
         lambda ctx: {True, False} <= {_params(v)["affine"] for v in equivalence._variants(ctx)}),
-    Row("optional gamma / beta, backward formulas", "C = 1", "layernorm", "forward_equivalence",
-        _has("forward_equivalence", lambda v: v.case.shape[-1] == 1)),
+    Row("optional gamma / beta, backward formulas", "C = 1, with and without affine", "layernorm",
+        "constant_rows",
+        lambda ctx: {True, False} <= {_params(t)["affine"] for t in numerics._constant_cases(ctx)
+                                      if t.case.shape[-1] == 1}),
     Row("optional gamma / beta, backward formulas", "float64 gradcheck", "layernorm", "gradcheck",
         lambda ctx: CHECKS["gradcheck"].default_dtypes == ("float64",), dtype="float64"),
     # dγ / dβ reduction precision or races

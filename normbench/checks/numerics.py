@@ -31,7 +31,7 @@ from normbench.checks.base import (
 )
 from normbench.checks.invariance import comparisons_trial, num_groups_of, observation, rounding_condition, search
 from normbench.compare import Comparison, accumulate_eps, compare, dtype_eps
-from normbench.inputs import Case, input_shape, random_like
+from normbench.inputs import DEGENERATE_FEATURES, Case, input_shape, random_like
 from normbench.spec import Layout, Spec, Tolerance
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -263,7 +263,19 @@ def _constant_cases(ctx: CheckContext) -> list[Trigger]:
                 for scale in CONSTANT_SCALES:
                     out.append(Trigger(f"constant groups (|c| ~ {scale:g}), C={c}, eps={eps:g}, affine={affine}",
                                        Case(shape, "constant", ctx.seed + 50 + i, scale), p))
-    return out
+    return out + _degenerate_cases(ctx)
+
+
+def _degenerate_cases(ctx: CheckContext) -> list[Trigger]:
+    """One value per row (C = 1) for per-token families: each row is a constant group of length one."""
+    layout = ctx.spec.layout
+    if layout.reduce != "token":
+        return []
+    rank = 2 if 2 in layout.ranks else layout.ranks[0]
+    shape = input_shape(layout, batch=4, features=DEGENERATE_FEATURES, rank=rank, length=1)
+    return [Trigger(f"one value per row (C = {DEGENERATE_FEATURES}), affine={affine}",
+                    Case(shape, "normal", ctx.seed + 90), tuple(ctx.params(affine=affine).items()))
+            for affine in ctx.affine_settings]
 
 
 def _constant_trial(ctx: CheckContext, trigger: Trigger) -> Trial:

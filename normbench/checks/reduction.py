@@ -42,23 +42,23 @@ def _shape(ctx: CheckContext, rows: int) -> tuple[int, ...]:
     return input_shape(layout, batch=max(1, rows // LENGTH), features=c, rank=3, length=LENGTH)
 
 
-def term_scales(ref: nn.Module, x64: torch.Tensor, dy64: torch.Tensor) -> dict[str, TermScale]:
+def term_scales(ref: nn.Module, x64: torch.Tensor, dy64: torch.Tensor, y64: torch.Tensor) -> dict[str, TermScale]:
     """Σ|terms| and sqrt(Σ terms²) of dγ and dβ, from the float64 truth: the terms are dy_i·J_i with
     J_i = ∂y_i/∂p_c(i), one element of p per output element (per-channel γ / β, or ScaleNorm's one g).
 
     J is y(p) − y(p − 1), exact because every family's output is affine in γ and in β; then Σ_i w_i·J_i is the
     reference's own backward with cotangent w: w = |dy|·sign(J) gives Σ|dy·J|, w = dy²·J gives Σ(dy·J)².
-    Copies of the reference run these passes, so its state and gradients stay as the check left them."""
+    `ref` is the reference in the state the module saw (copies run every pass); `y64` is its output on x64,
+    already computed by the check."""
     out: dict[str, TermScale] = {}
     for label, name in (("grad_weight", "weight"), ("grad_bias", "bias")):
         param = getattr(ref, name, None)
-        if not isinstance(param, torch.Tensor) or param.grad is None:
-            continue
+        if not isinstance(param, torch.Tensor) or not param.requires_grad:
+            continue  # absent, or no gradient expected (β of a bias=False implementation)
         probe = copy.deepcopy(ref)
         with torch.no_grad():
-            y1 = probe(x64)
             getattr(probe, name).sub_(1.0)
-            jac = y1 - probe(x64)
+            jac = y64.detach() - probe(x64)
         sums = []
         for cotangent in (dy64.abs() * torch.sign(jac), dy64 * dy64 * jac):
             probe = copy.deepcopy(ref)
@@ -82,9 +82,14 @@ def _trial(ctx: CheckContext, case: Case, params: dict[str, Any]) -> Trial:
     dy = random_like(y, case.seed + 1)
     y.backward(dy)
     x64 = x.detach().to(torch.float64).cpu()
-    ref(x64).backward(dy.detach().to(torch.float64).cpu())
+    dy64 = dy.detach().to(torch.float64).cpu()
+    # A copy runs the truth: train-mode references update their state on every call, and term_scales must
+    # start from the state the module saw.
+    before = copy.deepcopy(ref)
+    truth = ref(x64)
+    truth.backward(dy64)
     m = weight_reduction_length(ctx.spec, tuple(x.shape))
-    terms = term_scales(ref, x64, dy.detach().to(torch.float64).cpu())
+    terms = term_scales(before, x64, dy64, truth.detach())
     comparisons = affine_gradient_comparisons(ctx, module, ref, m, kind="reduction", require=True, terms=terms)
     example = {"input": case.as_dict(), "params": params, "dtype": ctx.dtype_name, "mode": ctx.mode,
                "rows_per_channel": m}
