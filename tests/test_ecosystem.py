@@ -137,7 +137,11 @@ def _outcome(impl: str, prop: str, dtype: str, verdict: str, summary: str = "") 
             "verdict": verdict, "observed": "holds", "summary": summary, "metrics": {}}
 
 
-def test_the_report_explains_reproduced_failures_and_flags_the_rest(tmp_path):
+def test_the_report_explains_reproduced_failures_and_flags_the_rest(tmp_path, monkeypatch):
+    from normbench.ecosystem import findings
+
+    monkeypatch.setattr(findings, "HARNESS_ISSUES", (("fake.LlamaStyleRMSNorm", "noncontiguous_input-float32",
+                                                      "our check's bug, reported"),))
     got = fake("LlamaStyleRMSNorm")
     impl = Implementation(name="fake.LlamaStyleRMSNorm", family="rmsnorm", **got["fields"],
                           factory=ClassFactory(FAKES, "LlamaStyleRMSNorm"))
@@ -153,11 +157,14 @@ def test_the_report_explains_reproduced_failures_and_flags_the_rest(tmp_path):
         _outcome(impl.name, "dtype_preservation", "float16", "fail",
                  "output dtype differs: float32 parameters: float32 output for a float16 input"),
         _outcome(impl.name, "constant_rows", "float16", "fail", "something no cause explains"),
+        _outcome(impl.name, "noncontiguous_input", "float32", "fail", "a false alarm of normbench's"),
     ], profile="ci")
     atomic_write_json(record_path(tmp_path, record), record)
     text = build_report(tmp_path, entries)
     assert "| `fake.LlamaStyleRMSNorm` | rmsnorm | affine=always, bias=False" in text
-    assert "2 of 3 items failing" in text and "as fake.LlamaStyleRMSNorm: 2 of 3 items failing" in text
+    assert "3 of 4 items failing (1 of them normbench's, see below)" in text
+    assert "as fake.LlamaStyleRMSNorm: 3 of 4 items failing" in text
+    assert "- `rmsnorm[fake.LlamaStyleRMSNorm-noncontiguous_input-float32]`: our check's bug, reported" in text
     assert "not judged: gated norm: takes a gate" in text
     assert ("`dtype_preservation-float16` [mixed-precision-output-dtype]" in text
             and "Reproduced standalone: float32 parameters, float16 input -> float32 output" in text)
