@@ -1,10 +1,10 @@
 """Leaderboards: a pure function of the stored records (results/raw), published by normbench.publish.
 
 `build_leaderboard(records)` turns records into tables (and plot series): the conformance matrix, accuracy
-(error against the float64 truth per dtype), performance per family, the claims lab, and one combined ranking
-in which a non-conforming implementation never ranks above a conforming one. With records from several
-machines every measured column appears once per machine (M1, M2, ... with a legend). Nothing here measures or
-reads anything but the records, so the same records always render the same leaderboard.
+(error against the float64 truth per dtype), performance per family, the claims lab, and a ranking per family
+in which a non-conforming or unbenchmarked implementation never ranks above a conforming, benchmarked one. With
+records from several machines every measured column appears once per machine (M1, M2, ... with a legend).
+Nothing here measures or reads anything but the records, so the same records always render the same leaderboard.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from normbench.results import scan_records
 LEGEND = ("✓ expectation met (H: property holds, V: property violated, as the spec requires) · "
           "✗ expectation NOT met · E error (crash, timeout, tampering: no verdict) · R reported only · "
           "xf known failure · - skipped · ∅ planned but not judged in that run")
-#: conformance tiers of the combined ranking: a lower tier always ranks first.
-TIERS = {0: "conforms", 1: "not judged", 2: "does not conform"}
+#: tiers of the per-family ranking: a lower tier always ranks first (references are the truth, outside the tiers).
+TIERS = {0: "conforms", 1: "conforms, not benchmarked", 2: "not judged", 3: "does not conform"}
 #: checks whose tol_ratio is an error against the float64 truth (the accuracy table and the ranking's worst error)
 ACCURACY_CHECKS = ("forward_equivalence", "gradient_equivalence", "weight_gradient_reduction", "fused_residual")
 PASS_ORDER = {"forward": 0, "backward": 1, "forward+backward": 2, "inference": 3, "copy": 4}
@@ -356,52 +356,84 @@ def _rooflines(machines: list[Machine], records: list[dict[str, Any]]) -> Table:
                   "the same copy timed through the benchmark harness (target ≥ 90%)."])
 
 
+def is_reference(name: str, outcomes: Iterable[dict[str, Any]] = ()) -> bool:
+    """A float64 reference is the truth the others are judged against, never a contender.
+
+    The built-in references are named ``reference.<family>``; a record that carries the implementation's tags
+    (``"tags": ["reference", ...]``) is honoured as well.
+    """
+    return name.startswith("reference.") or any("reference" in (o.get("tags") or ()) for o in outcomes)
+
+
 def _ranking(machines: list[Machine], outcomes: dict[str, list[dict[str, Any]]],
              bench: dict[str, list[dict[str, Any]]]) -> Table:
-    impls: dict[str, str] = {}
-    verdicts: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    # Keyed by (family, implementation): a name registered in two families is ranked in each on its own results.
+    verdicts: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for os_ in outcomes.values():
         for o in os_:
-            impls[o["implementation"]] = o["family"]
-            verdicts[o["implementation"]].append(o)
-    perf: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    speed: dict[tuple[str, str], list[float]] = defaultdict(list)
+            verdicts[(o["family"], o["implementation"])].append(o)
+    keys = set(verdicts)
+    perf: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    speed: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     for mid, entries in bench.items():
         index = _bench_index(entries)
         for e in entries:
             if e["family"] == "roofline":
                 continue
-            impls.setdefault(e["implementation"], e["family"])
-            perf[(e["implementation"], mid)].append(e)
+            key = (e["family"], e["implementation"])
+            keys.add(key)
+            perf[(*key, mid)].append(e)
             s = _speedup(e, index)
             if s is not None:
-                speed[(e["implementation"], mid)].append(s)
-    rows = []
-    for impl, family in impls.items():
-        os_ = verdicts.get(impl, [])
+                speed[(*key, mid)].append(s)
+    ranked: list[tuple[tuple[Any, ...], list[Any]]] = []
+    for family, impl in keys:
+        os_ = verdicts.get((family, impl), [])
         judged = [o for o in os_ if o.get("verdict") != "skip"]
         bad = _failing(os_)
-        tier = 2 if bad else (0 if judged and not _unjudged(os_) else 1)
-        status = TIERS[tier] if not bad else f"{TIERS[tier]} ({bad} failing)"
+        benchmarked = any(perf.get((family, impl, m.machine_id)) for m in machines)
+        reference = is_reference(impl, os_)
+        if reference:
+            tier, status = -1, "reference (the float64 truth, not ranked)"
+        elif bad:
+            tier, status = 3, f"{TIERS[3]} ({bad} failing)"
+        elif not judged or _unjudged(os_):
+            tier, status = 2, TIERS[2] + (f" ({_unjudged(os_)} items)" if _unjudged(os_) else "")
+        else:
+            tier, status = (0, TIERS[0]) if benchmarked else (1, TIERS[1])
         accuracy = max((float(o["metrics"]["tol_ratio"]) for o in os_ if o.get("check") in ACCURACY_CHECKS
                         and isinstance((o.get("metrics") or {}).get("tol_ratio"), int | float)), default=None)
         cols: list[Any] = []
         roofs = []
         for m in machines:
-            g = geomean(e["roofline_pct"] for e in perf.get((impl, m.machine_id), []))
+            g = geomean(e["roofline_pct"] for e in perf.get((family, impl, m.machine_id), []))
             roofs.append(g)
-            cols += [g, geomean(speed.get((impl, m.machine_id), [])), len(perf.get((impl, m.machine_id), []))]
+            cols += [g, geomean(speed.get((family, impl, m.machine_id), [])),
+                     len(perf.get((family, impl, m.machine_id), []))]
         score = geomean(r for r in roofs if r is not None)
-        rows.append(((tier, -(score or 0.0), impl), [impl, family, status, accuracy, *cols]))
-    rows.sort(key=lambda kv: kv[0])
+        ranked.append(((family, tier, -(score or 0.0), impl), [impl, family, status, accuracy, *cols]))
+    ranked.sort(key=lambda kv: kv[0])
+    rows: list[list[Any]] = []
+    rank, family_of_rank = 0, None
+    for (family, tier, _, _), row in ranked:
+        if family != family_of_rank:
+            rank, family_of_rank = 0, family
+        if tier < 0:
+            rows.append(["truth", *row])
+        else:
+            rank += 1
+            rows.append([rank, *row])
     headers = ["rank", "implementation", "family", "conformance", "worst error / tolerance"]
     for m in machines:
         headers += [_col(h, m, machines) for h in ("geomean % roofline", "geomean × baseline", "cases")]
-    return Table("ranking", "Combined ranking", headers, [[i, *row] for i, (_, row) in enumerate(rows, start=1)],
-                 ["Ordered by conformance first (conforms, then not judged, then does not conform: a non-conforming "
-                  "implementation never ranks above a conforming one), then by the geometric mean of % roofline "
-                  "over every benchmarked case (over the machines' geometric means where there are several). "
-                  "× baseline is the geometric mean speed-up over the family's torch eager implementation."])
+    return Table("ranking", "Combined ranking, per family", headers, rows,
+                 ["Ranked within each family only (a LayerNorm is not a contender of an RMSNorm); the family's "
+                  "float64 reference is listed first as the truth the others are judged against, not ranked. "
+                  "Tiers first: conforms and benchmarked, then conforms but not benchmarked, then not judged, then "
+                  "does not conform, so a non-conforming or unbenchmarked implementation never ranks above a "
+                  "conforming, benchmarked one; within a tier by the geometric mean of % roofline over every "
+                  "benchmarked case (over the machines' geometric means where there are several). × baseline is the "
+                  "geometric mean speed-up over the family's torch eager implementation."])
 
 
 def _claims(machines: list[Machine], records: list[dict[str, Any]]) -> Table:

@@ -7,11 +7,16 @@ recorded as a `PluginError` for that plugin; every other implementation is still
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
+import sys
 import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from normbench.implementation import Implementation, ImplementationError
@@ -76,22 +81,67 @@ def _resolve(obj: Any, source: str) -> list[Implementation]:
     return result
 
 
-def load_path(path: str) -> list[Implementation]:
-    """Load `module:attr` (attr may be dotted); raises ImplementationError with a clear message."""
-    module_name, sep, attr = path.partition(":")
-    if not sep or not module_name or not attr:
-        raise ImplementationError(f"--impl-path {path!r}: expected the form 'module:attribute'")
+def _split_path(path: str) -> tuple[str, str]:
+    """`target:attr` split at the LAST colon, so a Windows drive (C:\\x\\plugin.py:attr) stays in the target."""
+    target, sep, attr = path.rpartition(":")
+    if not sep or not target or not attr or "/" in attr or "\\" in attr:
+        raise ImplementationError(f"--impl-path {path!r}: expected the form 'module:attribute' or "
+                                  "'path/to/file.py:attribute'")
+    return target, attr
+
+
+def _import_file(path: str, file: Path) -> ModuleType:
+    """Import a plugin file under a module name of its own, so it cannot shadow or be shadowed by a package.
+
+    The name is derived from the resolved path (``_normbench_impl_path_<stem>_<hash>``): two files both named
+    plugin.py get two modules, and importing the same file twice reuses the first module.
+    """
+    resolved = file.resolve()
+    if not resolved.is_file():
+        raise ImplementationError(f"--impl-path {path!r}: no such file {str(file)!r}")
+    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:12]
+    stem = "".join(c if c.isalnum() else "_" for c in resolved.stem)
+    module_name = f"_normbench_impl_path_{stem}_{digest}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, resolved)
+    if spec is None or spec.loader is None:
+        raise ImplementationError(f"--impl-path {path!r}: {str(file)!r} cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    # Registered before exec, as the import system does, so dataclasses and pickling inside the file can find it.
+    sys.modules[module_name] = module
     try:
-        obj: Any = importlib.import_module(module_name)
-    except Exception as exc:
-        raise ImplementationError(f"--impl-path {path!r}: importing {module_name!r} raised "
+        spec.loader.exec_module(module)
+    except BaseException as exc:
+        del sys.modules[module_name]
+        raise ImplementationError(f"--impl-path {path!r}: importing {str(file)!r} raised "
                                   f"{_short_traceback(exc)}") from exc
+    return module
+
+
+def load_path(path: str) -> list[Implementation]:
+    """Load `module:attr` or `path/to/file.py:attr` (attr may be dotted); raises ImplementationError saying why.
+
+    A target ending in ``.py`` (or containing a path separator) is a file, imported by location under a unique
+    module name; anything else is a module name imported the normal way (it must be importable from sys.path).
+    """
+    target, attr = _split_path(path)
+    obj: Any
+    if target.endswith(".py") or "/" in target or "\\" in target:
+        obj = _import_file(path, Path(target))
+        where = str(target)
+    else:
+        try:
+            obj = importlib.import_module(target)
+        except Exception as exc:
+            raise ImplementationError(f"--impl-path {path!r}: importing {target!r} raised "
+                                      f"{_short_traceback(exc)}") from exc
+        where = f"module {target!r}"
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise ImplementationError(f"--impl-path {path!r}: module {module_name!r} has no attribute "
-                                      f"{attr!r}") from None
+            raise ImplementationError(f"--impl-path {path!r}: {where} has no attribute {attr!r}") from None
     try:
         return _resolve(obj, f"--impl-path {path}")
     except ImplementationError as exc:
