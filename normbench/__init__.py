@@ -4,6 +4,7 @@
 # `from normbench.fold import register_fold_handler` still reaches the module.
 from normbench.fold import FoldError, fold
 from normbench.implementation import Implementation, ImplementationError
+from normbench.registry import PluginUnavailable
 
 __version__ = "0.1.0"
-__all__ = ["FoldError", "Implementation", "ImplementationError", "__version__", "fold"]
+__all__ = ["FoldError", "Implementation", "ImplementationError", "PluginUnavailable", "__version__", "fold"]

@@ -38,7 +38,7 @@ from normbench.spec import load_specs
 
 #: the report attribute that carries an item's outcome to the controller (xdist serializes report attributes)
 STASH_KEY = "normbench_outcome"
-CONFIGURATION_PREFIXES = ("spec_error", "plugin_error", "unknown_impl", "known_failures_error")
+CONFIGURATION_PREFIXES = ("spec_error", "plugin_error", "unknown_impl", "known_failures_error", "plugin_unavailable")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -173,6 +173,14 @@ class ConfigurationItem(pytest.Item):
         return str(self.path), 0, self.name
 
 
+class UnavailableItem(ConfigurationItem):
+    """A plugin (or part of one) whose library is missing or broken here: one skipped item with the reason."""
+
+    def runtest(self) -> None:
+        setattr(self, STASH_KEY, {"test_id": self.name, "verdict": "skip", "summary": self.message})
+        pytest.skip(self.message)
+
+
 class ConformanceFailure(AssertionError):
     """The implementation was judged and missed the spec's expectation (a known failure may excuse it)."""
 
@@ -241,6 +249,9 @@ class ConformanceFile(pytest.File):
                 name, n = f"plugin_error[{err.source} #{n}]", n + 1
             seen.add(name)
             items.append(ConfigurationItem.from_parent(self, name=name, message=f"broken plugin: {err}"))
+        for note in plan.registry.unavailable:
+            items.append(UnavailableItem.from_parent(self, name=f"plugin_unavailable[{note.source}]",
+                                                    message=f"not judged here: {note.message}"))
         for kerr in plan.known.errors:
             items.append(ConfigurationItem.from_parent(self, name=f"known_failures_error[{Path(kerr.path).name}]",
                                                        message=f"bad known-failures file: {kerr}"))
@@ -386,7 +397,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     record = conformance_record([o for o in outcomes.values() if o.get("implementation")],
                                 profile=config.option.profile,
                                 implementations=implementation_summaries(config, outcomes))
-    record["errors"] = {tid: o["summary"] for tid, o in outcomes.items() if tid.startswith(CONFIGURATION_PREFIXES)}
+    record["errors"] = {tid: o["summary"] for tid, o in outcomes.items()
+                        if tid.startswith(CONFIGURATION_PREFIXES) and o.get("verdict") == "error"}
+    record["unavailable"] = {tid: o["summary"] for tid, o in outcomes.items()
+                             if tid.startswith("plugin_unavailable")}
     try:
         path = store_conformance(results_dir, record)
     except (ResultsError, OSError) as exc:  # the verdicts must survive a results folder that failed under us

@@ -36,10 +36,22 @@ class PluginError:
         return f"{self.source}: {self.message}"
 
 
+class PluginUnavailable(Exception):  # noqa: N818 - reads as `raise PluginUnavailable(name, reason)`
+    """Raised by a plugin (or put in the list it returns) for implementations whose library is missing or broken
+    on this machine: one skipped item with the reason, never an error, and nothing stubbed into sys.modules."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name}: {reason}")
+        self.name = name
+        self.reason = reason
+
+
 @dataclass
 class Registry:
     implementations: dict[str, Implementation] = field(default_factory=dict)
     errors: list[PluginError] = field(default_factory=list)
+    #: plugins (or parts of one) whose library is not available here: skipped with the reason
+    unavailable: list[PluginError] = field(default_factory=list)
 
     def add(self, impl: Implementation) -> None:
         existing = self.implementations.get(impl.name)
@@ -54,8 +66,9 @@ def _short_traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
-def _resolve(obj: Any, source: str) -> list[Implementation]:
-    """Turn what a plugin exposes into Implementations, or raise ImplementationError saying why not."""
+def _resolve(obj: Any, source: str) -> list[Implementation | PluginUnavailable]:
+    """Turn what a plugin exposes into Implementations (and PluginUnavailable notes), or raise ImplementationError
+    saying why not."""
     if isinstance(obj, Implementation):
         items: Iterable[Any] = [obj]
     elif isinstance(obj, list | tuple):
@@ -63,6 +76,8 @@ def _resolve(obj: Any, source: str) -> list[Implementation]:
     elif callable(obj):
         try:
             produced = obj()
+        except PluginUnavailable as exc:
+            return [exc]
         except Exception as exc:  # plugin code
             raise ImplementationError(f"calling it raised {_short_traceback(exc)}") from exc
         if callable(produced) and not isinstance(produced, Implementation):
@@ -72,8 +87,11 @@ def _resolve(obj: Any, source: str) -> list[Implementation]:
     else:
         raise ImplementationError(f"resolves to {type(obj).__name__}; expected a normbench.Implementation, "
                                   "a list of them, or a zero-argument callable returning either")
-    result = []
+    result: list[Implementation | PluginUnavailable] = []
     for item in items:
+        if isinstance(item, PluginUnavailable):
+            result.append(item)
+            continue
         if not isinstance(item, Implementation):
             raise ImplementationError(f"contains {type(item).__name__} where a normbench.Implementation "
                                       "was expected")
@@ -170,6 +188,9 @@ def discover(paths: Iterable[str] = (), families: Mapping[str, Any] | None = Non
             registry.errors.append(PluginError(f"--impl-path {path}", _message(exc), traceback.format_exc()))
     for source, impls in sources:
         for impl in impls:
+            if isinstance(impl, PluginUnavailable):
+                registry.unavailable.append(PluginError(impl.name, impl.reason))
+                continue
             if families is not None and impl.family not in families:
                 registry.errors.append(PluginError(source, f"implementation {impl.name!r} names family "
                                                    f"{impl.family!r}, which has no spec; known families: "

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from normbench.implementation import Implementation
-from normbench.registry import ENTRY_POINT_GROUP, PluginError, Registry
+from normbench.registry import ENTRY_POINT_GROUP, PluginError, PluginUnavailable, Registry
 
 #: a plugin source: ("entry_point", name, value) or ("path", "module:attr")
 Source = tuple[str, ...]
@@ -112,7 +112,7 @@ def _redirect_output(path: str) -> None:
     os.close(fd)
 
 
-def _load_source(source: Source) -> list[Implementation]:
+def _load_source(source: Source) -> list[Implementation | PluginUnavailable]:
     from normbench.registry import _resolve, load_path
 
     if source[0] == "entry_point":
@@ -131,7 +131,8 @@ def _discover_child(conn: Connection, source: Source, limits: Limits, output: st
     _redirect_output(output)
     _limit_resources(limits)
     try:
-        conn.send(("ok", [_describe(i) for i in _load_source(source)]))
+        conn.send(("ok", [("unavailable", i.name, i.reason) if isinstance(i, PluginUnavailable) else _describe(i)
+                          for i in _load_source(source)]))
     except BaseException as exc:  # noqa: BLE001 - plugin code: SystemExit and KeyboardInterrupt included
         from normbench.registry import _message
 
@@ -151,7 +152,7 @@ def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str
     # Taken before the plugin is imported and kept in this frame: what the item must leave as it found it.
     before = fingerprint()
     try:
-        found = [i for i in _load_source(source) if i.name == name]
+        found = [i for i in _load_source(source) if isinstance(i, Implementation) and i.name == name]
         if not found:
             raise LookupError(f"{source_label(source)} no longer provides an implementation named {name!r}")
         impl = found[0]
@@ -325,6 +326,9 @@ def discover_isolated(paths: Iterable[str] = (), families: Mapping[str, Any] | N
             registry.errors.append(PluginError(label, reply[1], reply[2]))
             continue
         for fields in reply[1]:
+            if isinstance(fields, tuple):
+                registry.unavailable.append(PluginError(fields[1], fields[2]))
+                continue
             impl = Implementation(**fields, factory=SandboxedFactory(source, fields["name"]))
             if families is not None and impl.family not in families:
                 registry.errors.append(PluginError(label, f"implementation {impl.name!r} names family "

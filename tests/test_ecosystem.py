@@ -21,7 +21,7 @@ from normbench.ecosystem import x_transformers as xt_adapter
 from normbench.ecosystem._catalogue import ClassFactory, Entry
 from normbench.ecosystem.findings import explain, mixed_precision_dtype, zero_row_nan
 from normbench.ecosystem.report import build_report
-from normbench.results import atomic_write_json, conformance_record, record_path
+from normbench.results import conformance_record, store_record
 
 FAKES = "plugins.norm_fakes"
 
@@ -159,7 +159,7 @@ def test_the_report_explains_reproduced_failures_and_flags_the_rest(tmp_path, mo
         _outcome(impl.name, "constant_rows", "float16", "fail", "something no cause explains"),
         _outcome(impl.name, "noncontiguous_input", "float32", "fail", "a false alarm of normbench's"),
     ], profile="ci")
-    atomic_write_json(record_path(tmp_path, record), record)
+    store_record(tmp_path, record)
     text = build_report(tmp_path, entries)
     assert "| `fake.LlamaStyleRMSNorm` | rmsnorm | affine=always, bias=False" in text
     assert "3 of 4 items failing (1 of them normbench's, see below)" in text

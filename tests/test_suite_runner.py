@@ -171,3 +171,15 @@ def test_junitxml_carries_the_verdict_and_the_measured_error(tmp_path):
     props = {p.get("name"): p.get("value") for p in case.iter("property")}
     assert props["verdict"] == "pass" and props["expect"] == "holds"
     assert 0 <= float(props["tol_ratio"]) < 1 and float(props["output.max_ulp"]) >= 0
+
+
+def test_a_missing_library_is_one_skipped_item_with_the_reason(tmp_path):
+    proc = run_suite("--results-dir", str(tmp_path), "--no-entry-points",
+                     "--impl-path", "plugins.broken:library_missing", "--impl-path", "plugins.broken:library_broken",
+                     "-k", "unavailable or forward_equivalence-float32")
+    assert "SKIPPED" in proc.stdout and "No module named 'somelib'" in proc.stdout
+    assert "libcuda.so.1 not found" in proc.stdout
+    assert "FAILED suite/conformance.py::layernorm[broken.available-forward_equivalence-float32]" in proc.stdout
+    record = json.loads(next((tmp_path / "raw").glob("*/conformance.json")).read_text())
+    assert set(record["unavailable"]) == {"plugin_unavailable[somelib.FusedNorm]", "plugin_unavailable[otherlib]"}
+    assert not any(k.startswith("plugin_error") for k in record["errors"])

@@ -15,11 +15,11 @@ suite judges.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 from normbench.ecosystem._catalogue import Entry
 from normbench.implementation import Implementation
+from normbench.registry import PluginUnavailable
 
 
 def _libraries() -> dict[str, Callable[[], list[Entry]]]:
@@ -41,27 +41,27 @@ def catalogue(libraries: tuple[str, ...] | None = None) -> list[Entry]:
     return out
 
 
-def _judged(libraries: tuple[str, ...] | None) -> list[Implementation]:
+def _judged(libraries: tuple[str, ...] | None) -> list[Implementation | PluginUnavailable]:
+    """The judged adapters, and for a library that is missing or broken one PluginUnavailable with the import
+    error: the suite shows it as one skipped item."""
     entries = catalogue(libraries)
-    for e in entries:
-        if e.status == "unavailable":
-            # The registry has no "skipped plugin" outcome yet: say it here, once, with the import error.
-            warnings.warn(f"normbench.ecosystem: {e.name} not judged: {e.reason}", stacklevel=3)
-    return [e.implementation for e in entries if e.implementation is not None]
+    out: list[Implementation | PluginUnavailable] = [PluginUnavailable(e.name, e.reason) for e in entries
+                                                     if e.status == "unavailable"]
+    return out + [e.implementation for e in entries if e.implementation is not None]
 
 
-def implementations() -> list[Implementation]:
+def implementations() -> list[Implementation | PluginUnavailable]:
     """Every judged adapter of every library that imports (the `--impl-path` target of the catalogue)."""
     return _judged(None)
 
 
-def transformers_implementations() -> list[Implementation]:
+def transformers_implementations() -> list[Implementation | PluginUnavailable]:
     return _judged(("transformers",))
 
 
-def x_transformers_implementations() -> list[Implementation]:
+def x_transformers_implementations() -> list[Implementation | PluginUnavailable]:
     return _judged(("x_transformers",))
 
 
-def torchscale_implementations() -> list[Implementation]:
+def torchscale_implementations() -> list[Implementation | PluginUnavailable]:
     return _judged(("torchscale",))

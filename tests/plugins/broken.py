@@ -71,3 +71,17 @@ class _Hangs(nn.Module):
 
 def hangs() -> Implementation:
     return Implementation(name="broken.hangs", family="layernorm", factory=_Hangs)
+
+
+def library_missing() -> list:
+    """A catalogue whose second library is not installed: the first is judged, the second is one skipped item."""
+    from normbench import PluginUnavailable
+
+    return [Implementation(name="broken.available", family="layernorm", factory=_NaN),
+            PluginUnavailable("somelib.FusedNorm", "No module named 'somelib'")]
+
+
+def library_broken() -> list:
+    from normbench import PluginUnavailable
+
+    raise PluginUnavailable("otherlib", "importing otherlib raised OSError: libcuda.so.1 not found")
