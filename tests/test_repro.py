@@ -138,3 +138,25 @@ def test_missing_results_dir(tmp_path, capsys):
 def test_script_goes_to_stdout_without_output(capsys):
     assert main(["repro", ITEM, "--results-dir", str(ROOT / "results")]) == 0
     assert capsys.readouterr().out.startswith("#!/usr/bin/env python")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_script_inputs_equal_normbench_inputs_in_every_domain(dtype):
+    """The script's make_input restates normbench.inputs.make_input for per-token layouts: same values, bit for
+    bit, in every value domain (hypothesis counterexamples use several)."""
+    import torch
+
+    from normbench.cli.repro import DOMAIN_CODE, DOMAIN_FUNCTION
+    from normbench.inputs import DOMAINS, Case, make_input
+    from normbench.spec import builtin_spec_paths, load_spec
+
+    layout = next(s for s in map(load_spec, builtin_spec_paths()) if s.family == "layernorm").layout
+    assert set(DOMAIN_CODE) == set(DOMAINS)  # a new domain in normbench needs its line in the script
+    for domain in DOMAINS:
+        case = Case((3, 4, 8), domain, seed=1234, scale=10.0)
+        namespace = {"torch": torch, "SHAPE": case.shape, "DOMAIN": domain, "SEED": case.seed, "SCALE": case.scale,
+                     "DEVICE": "cpu"}
+        exec(DOMAIN_FUNCTION, namespace)  # the script's own code, as the script runs it
+        got = namespace["make_input"](getattr(torch, dtype))
+        want = make_input(case, getattr(torch, dtype), "cpu", layout)
+        assert torch.equal(got, want), domain
