@@ -149,6 +149,10 @@ class Leaderboard:
     tables: list[Table]
     plots: list[PlotSpec]
     refused: list[str] = field(default_factory=list)
+    #: the stored conformance outcomes per machine id, for publishers that list items (the site's failing items)
+    outcomes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: where each implementation came from (its `source`: entry point or --impl-path), from the records
+    sources: dict[str, str] = field(default_factory=dict)
 
     def table(self, name: str) -> Table:
         for t in self.tables:
@@ -509,7 +513,23 @@ def build_leaderboard(records: list[dict[str, Any]], refused: Iterable[str] = ()
             tables.append(Table(f"conformance-matrix-{m.label}", f"Conformance matrix on {m.label}", headers, rows,
                                 [f"{m.machine_id}: {m.description} · hypothesis profile {', '.join(profiles)}",
                                  LEGEND]))
-    return Leaderboard(machines, tables, _plots(machines, bench), list(map(str, refused)))
+    return Leaderboard(machines, tables, _plots(machines, bench), list(map(str, refused)),
+                       outcomes=dict(outcomes), sources=_sources(records))
+
+
+def _sources(records: list[dict[str, Any]]) -> dict[str, str]:
+    """Implementation name -> source, from the records' `implementations` summaries or the outcomes."""
+    sources: dict[str, str] = {}
+    for r in records:
+        if r["kind"] != "conformance":
+            continue
+        for name, entry in (r.get("implementations") or {}).items():
+            if isinstance(entry, dict) and entry.get("source"):
+                sources.setdefault(name, str(entry["source"]))
+        for o in r["outcomes"].values():
+            if o.get("implementation") and o.get("source"):
+                sources.setdefault(o["implementation"], str(o["source"]))
+    return sources
 
 
 def write_leaderboard(results_dir: Path, formats: Iterable[str] | None = None) -> Path:

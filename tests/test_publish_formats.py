@@ -22,7 +22,7 @@ def published(tmp_path_factory):
 
 def test_every_publisher_has_a_name_and_writes_files(published):
     out, _, written = published
-    assert set(PUBLISHERS) == {"png", "md", "csv", "html"}
+    assert set(PUBLISHERS) == {"png", "md", "csv", "html", "badges", "site"}
     names = {p.relative_to(out).as_posix() for p in written}
     assert {"LEADERBOARD.md", "LEADERBOARD.html", "csv/ranking.csv", "csv/performance-layernorm.csv",
             "plots/layernorm-cpu-m1.png", "plots/layernorm-cpu-m2.png"} <= names

@@ -39,7 +39,8 @@ CLASSIFIER_VERSION = 5
 #: (StableLmLayerNormPerHead, Qwen2_5_OmniAdaLayerNormZero, BitGroupNormActivation, PatchTSMixerNormLayer,
 #: Phi4MultimodalAudioMeanVarianceNormLayer); not "...ConvNormLayer" (a convolution followed by a norm) nor the
 #: model classes of RobertaPreLayerNorm, whose names only contain the word.
-NAME_PATTERN = re.compile(r"(Norm(1P|\d*[dD]|Gated|PerHead|Zero(_Final)?|Activation)?|(?<!Conv)(?<!PreLayer)NormLayer)$")
+NAME_PATTERN = re.compile(r"(Norm(1P|\d*[dD]|Gated|PerHead|Zero(_Final)?|Activation)?"
+                          r"|(?<!Conv)(?<!PreLayer)NormLayer)$")
 SIZE_NAMES = ("hidden_size", "dim", "normalized_shape", "size", "c_in", "feat_size", "num_channels", "d_model",
               "hidden_dim", "n_embd", "features")
 EPS_NAMES = ("eps", "epsilon", "variance_epsilon", "layer_norm_eps")

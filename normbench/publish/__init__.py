@@ -1,7 +1,8 @@
 """Publishers: one small class per output format, each with a `name` and `publish(board, out_dir)` (asv's lesson).
 
 Every publisher renders the same `normbench.leaderboard.Leaderboard`, so the formats never disagree. The PNG
-publisher runs first, so the markdown and HTML pages link only plots that exist.
+publisher runs first, so the markdown, HTML and site pages link only plots that exist; the badges run before the
+site, which shows them.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from pathlib import Path
 from typing import Protocol
 
 from normbench.leaderboard import Leaderboard
+from normbench.publish.badges import BadgePublisher
 from normbench.publish.csv import CsvPublisher
 from normbench.publish.html import HtmlPublisher
 from normbench.publish.markdown import MarkdownPublisher
 from normbench.publish.plots import PlotPublisher
+from normbench.publish.site import SitePublisher
 
 
 class Publisher(Protocol):
@@ -25,7 +28,7 @@ class Publisher(Protocol):
 
 #: in the order they run
 PUBLISHERS: dict[str, Publisher] = {p.name: p for p in (PlotPublisher(), MarkdownPublisher(), CsvPublisher(),
-                                                        HtmlPublisher())}
+                                                        HtmlPublisher(), BadgePublisher(), SitePublisher())}
 
 
 def publish_all(board: Leaderboard, out_dir: Path, formats: Iterable[str] | None = None) -> list[Path]:

@@ -1,0 +1,155 @@
+"""site/badges/<implementation>.svg: shields.io-style badges for a plugin author's README.
+
+One conformance badge per implementation ("normbench | conforms" green, "normbench | 2 failing" red,
+"normbench | not judged" grey) and, for a benchmarked implementation, "normbench | 91 % roofline" beside it
+(<implementation>-roofline.svg). Flat style, no external font or image: the SVG renders anywhere.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+from normbench.leaderboard import Leaderboard, geomean
+
+SITE_DIR = "site"
+BADGES_DIR = "badges"
+LABEL = "normbench"
+COLOURS = {"conforms": "#4c1", "failing": "#e05d44", "unjudged": "#9f9f9f", "roofline": "#007ec6"}
+#: verdicts that make an item failing (a known failure is still a failure of the implementation)
+FAILING = ("fail", "error", "xfail")
+JUDGED = ("pass", "fail", "error", "xfail", "report", "skip")
+
+
+def slug(name: str) -> str:
+    """A file name for an implementation: its name where it is safe, else a cleaned name plus a short hash
+    (two names that clean to the same text still get different files)."""
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "impl"
+    return clean if clean == name else f"{clean}-{zlib.crc32(name.encode()):08x}"
+
+
+@dataclass(frozen=True)
+class Status:
+    """An implementation's conformance over every machine's records, as a badge says it."""
+
+    status: str  # conforms / failing / unjudged
+    failing: int
+    unjudged: int
+    judged: int
+
+    @property
+    def message(self) -> str:
+        if self.status == "failing":
+            return f"{self.failing} failing"
+        return "conforms" if self.status == "conforms" else "not judged"
+
+
+def implementation_status(outcomes: list[dict[str, Any]]) -> Status:
+    """conforms only when something was judged, nothing failed and nothing planned went unjudged (fail closed)."""
+    failing = sum(o.get("verdict") in FAILING for o in outcomes)
+    unjudged = sum(o.get("verdict") not in JUDGED for o in outcomes)
+    judged = sum(o.get("verdict") in JUDGED and o.get("verdict") != "skip" for o in outcomes)
+    if failing:
+        return Status("failing", failing, unjudged, judged)
+    if unjudged or not judged:
+        return Status("unjudged", failing, unjudged, judged)
+    return Status("conforms", failing, unjudged, judged)
+
+
+def outcomes_by_implementation(board: Leaderboard) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for outcomes in board.outcomes.values():
+        for o in outcomes:
+            out.setdefault(o["implementation"], []).append(o)
+    return out
+
+
+def roofline_percent(board: Leaderboard) -> dict[str, float]:
+    """Implementation -> geometric mean % roofline over its benchmarked cases (over machines where several),
+    read from the ranking table so the badge and the leaderboard agree."""
+    try:
+        ranking = board.table("ranking")
+    except KeyError:
+        return {}
+    columns = [i for i, h in enumerate(ranking.headers) if h.startswith("geomean % roofline")]
+    name_col = ranking.headers.index("implementation")
+    out = {}
+    for row in ranking.rows:
+        value = geomean(row[i] for i in columns if isinstance(row[i], int | float))
+        if value is not None:
+            out[str(row[name_col])] = value
+    return out
+
+
+def _text_width(text: str) -> int:
+    """Approximate width in px of 11px Verdana (shields.io's font): narrow glyphs count less."""
+    narrow = sum(c in "ilj.,:;|!' ()[]1" for c in text)
+    wide = sum(c in "mwMW%@" for c in text)
+    return round(6.1 * (len(text) - narrow - wide) + 3.6 * narrow + 9.0 * wide)
+
+
+def badge_svg(label: str, message: str, colour: str) -> str:
+    """A flat shields.io-style badge: grey label on the left, coloured message on the right."""
+    lw, mw = _text_width(label) + 10, _text_width(message) + 10
+    width = lw + mw
+    title = escape(f"{label}: {message}")
+    label_x, message_x = lw / 2, lw + mw / 2
+    shadow = 'fill="#010101" fill-opacity=".3"'
+    return f"""<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="20" role="img" aria-label="{title}">
+<title>{title}</title>
+<linearGradient id="s" x2="0" y2="100%">
+<stop offset="0" stop-color="#bbb" stop-opacity=".1"/><stop offset="1" stop-opacity=".1"/>
+</linearGradient>
+<clipPath id="r"><rect width="{width}" height="20" rx="3" fill="#fff"/></clipPath>
+<g clip-path="url(#r)">
+<rect width="{lw}" height="20" fill="#555"/><rect x="{lw}" width="{mw}" height="20" fill="{colour}"/>
+<rect width="{width}" height="20" fill="url(#s)"/>
+</g>
+<g fill="#fff" text-anchor="middle" font-family="Verdana,Geneva,DejaVu Sans,sans-serif" font-size="11">
+<text x="{label_x}" y="15" {shadow}>{escape(label)}</text>
+<text x="{label_x}" y="14">{escape(label)}</text>
+<text x="{message_x}" y="15" {shadow}>{escape(message)}</text>
+<text x="{message_x}" y="14">{escape(message)}</text>
+</g>
+</svg>
+"""
+
+
+def badge_files(board: Leaderboard) -> dict[str, list[tuple[str, str]]]:
+    """Implementation -> [(file name, svg)], the conformance badge first."""
+    outcomes = outcomes_by_implementation(board)
+    roofline = roofline_percent(board)
+    names = sorted(set(outcomes) | set(roofline))
+    files: dict[str, list[tuple[str, str]]] = {}
+    for name in names:
+        status = implementation_status(outcomes.get(name, []))
+        entries = [(f"{slug(name)}.svg", badge_svg(LABEL, status.message, COLOURS[status.status]))]
+        pct = roofline.get(name)
+        if pct is not None and math.isfinite(pct):
+            entries.append((f"{slug(name)}-roofline.svg", badge_svg(LABEL, f"{pct:.0f} % roofline",
+                                                                    COLOURS["roofline"])))
+        files[name] = entries
+    return files
+
+
+class BadgePublisher:
+    name = "badges"
+
+    def publish(self, board: Leaderboard, out_dir: Path) -> list[Path]:
+        folder = out_dir / SITE_DIR / BADGES_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        # the folder is this publisher's alone: a badge of an implementation no longer recorded must not linger
+        for stale in folder.glob("*.svg"):
+            stale.unlink()
+        written = []
+        for entries in badge_files(board).values():
+            for file_name, svg in entries:
+                path = folder / file_name
+                path.write_text(svg, encoding="utf-8")
+                written.append(path)
+        return written

@@ -1,0 +1,139 @@
+"""The site in a real browser: Debian's chromium driven by selenium loads the pages from file:// without console
+errors, a header click sorts the rows, the filter hides rows; a screenshot of the index is kept.
+
+CI needs `apt-get install -y chromium chromium-driver` and `pip install selenium` (the dev extra); without them
+these tests skip, saying which is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from normbench.leaderboard import build_leaderboard
+from normbench.publish import publish_all
+from normbench.results import scan_records
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+try:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+except ImportError:  # pragma: no cover - depends on the environment
+    webdriver = None
+
+pytestmark = pytest.mark.skipif(
+    webdriver is None or not CHROMIUM or not DRIVER,
+    reason="the browser tests need selenium (pip install -e '.[dev]') and Debian's chromium + chromedriver "
+           f"(apt-get install -y chromium chromium-driver); found selenium={webdriver is not None}, "
+           f"chromium={CHROMIUM}, chromedriver={DRIVER}")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    shutil.copytree(ROOT / "results" / "raw", out / "raw")
+    shutil.copytree(ROOT / "results" / "plots", out / "plots")
+    records, errors = scan_records(out)
+    assert not errors
+    publish_all(build_leaderboard(records), out, ["badges", "site"])
+    return out / "site"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1400,1000"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def load(browser, page: Path) -> None:
+    browser.get(page.as_uri())
+    browser.get_log("browser")  # drop what an earlier page left
+
+
+def severe(browser) -> list[dict]:
+    return [entry for entry in browser.get_log("browser") if entry["level"] in ("SEVERE", "ERROR")]
+
+
+def column(browser, table_id: str, index: int) -> list[str]:
+    rows = browser.find_elements(By.CSS_SELECTOR, f"#{table_id} tbody tr")
+    return [r.find_elements(By.TAG_NAME, "td")[index].get_attribute("textContent").strip() for r in rows]
+
+
+def header(browser, table_id: str, text: str):
+    return next(th for th in browser.find_elements(By.CSS_SELECTOR, f"#{table_id} thead th")
+                if th.text.strip() == text)
+
+
+def test_pages_load_from_file_without_console_errors(site, browser):
+    pages = [site / "index.html", site / "family-layernorm.html", site / "impl-torch.nn.LayerNorm.html"]
+    for page in pages:
+        browser.get(page.as_uri())
+        assert browser.find_element(By.TAG_NAME, "h1").text == "normbench"
+        assert severe(browser) == [], page.name
+        # the script ran: every sortable table got its row count
+        counts = browser.find_elements(By.CSS_SELECTOR, ".row-count")
+        assert all(c.text.endswith("rows") for c in counts), page.name
+
+
+def test_a_header_click_sorts_the_rows(site, browser):
+    load(browser, site / "family-layernorm.html")
+    headers = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#accuracy thead th")]
+    ratio = headers.index("worst error / tolerance")
+    before = column(browser, "accuracy", ratio)
+    header(browser, "accuracy", "worst error / tolerance").click()
+    ascending = column(browser, "accuracy", ratio)
+    values = [float(v) for v in ascending if v]
+    assert values == sorted(values) and ascending != before
+    header(browser, "accuracy", "worst error / tolerance").click()
+    descending = [float(v) for v in column(browser, "accuracy", ratio) if v]
+    assert descending == sorted(values, reverse=True) and descending[0] > 1  # the known bf16/fp16 failures lead
+    header(browser, "accuracy", "dtype").click()
+    dtypes = column(browser, "accuracy", headers.index("dtype"))
+    assert dtypes == sorted(dtypes)
+    assert severe(browser) == []
+
+
+def test_the_filter_hides_rows(site, browser):
+    load(browser, site / "family-layernorm.html")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#items tbody tr")
+    assert all(r.is_displayed() for r in rows[:5])
+    Select(browser.find_element(By.CSS_SELECTOR, "select[data-filter='dtype']")).select_by_value("bfloat16")
+    shown = [r for r in rows if r.is_displayed()]
+    assert 0 < len(shown) < len(rows)
+    assert {r.get_attribute("data-dtype") for r in shown} == {"bfloat16"}
+    # tables without a dtype column (the conformance matrix) stay whole
+    matrix = browser.find_elements(By.CSS_SELECTOR, "#conformance-matrix-M1 tbody tr")
+    assert matrix and all(r.is_displayed() for r in matrix)
+    Select(browser.find_element(By.CSS_SELECTOR, "select[data-filter='variant']")).select_by_value("forward")
+    perf = browser.find_elements(By.CSS_SELECTOR, "#performance-layernorm tbody tr")
+    assert {r.get_attribute("data-variant") for r in perf if r.is_displayed()} == {"forward"}
+    Select(browser.find_element(By.CSS_SELECTOR, "select[data-filter='dtype']")).select_by_value("")
+    Select(browser.find_element(By.CSS_SELECTOR, "select[data-filter='variant']")).select_by_value("")
+    assert all(r.is_displayed() for r in rows[:5])
+    assert severe(browser) == []
+
+
+def test_screenshot_of_the_index_is_kept(site, browser, tmp_path_factory):
+    load(browser, site / "index.html")
+    # a fixed place outside pytest's rotating tmp dirs, so CI can upload it as an artefact
+    folder = Path(os.environ.get("NORMBENCH_ARTEFACTS", Path(tempfile.gettempdir()) / "normbench-artefacts"))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "site-index.png"
+    assert browser.save_screenshot(str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+    print(f"screenshot of the site's index: {path}")
