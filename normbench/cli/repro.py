@@ -329,16 +329,21 @@ def truth(x64, weight64, bias64, eps):
 
 BODY = '''
 
-def compare(actual, want, dtype, reduction_length):
+def compare(actual, want, dtype, reduction_length, terms=None):
     """normbench.compare.compare: bound_i = eps(dtype)*(rel*|t_i| + abs*S) + eps(acc)*red*sqrt(L)*S, S = max|t|,
-    acc = float32 for half inputs; returns the error statistics and the largest err / bound."""
+    acc = float32 for half inputs; for a sum over many terms (dγ, dβ in weight_gradient_reduction), `terms` =
+    (Σ|terms|, sqrt(Σ terms²)) per element and bound_i = eps*(rel*|t_i| + abs*R_i) + eps(acc)*red*A_i.
+    Returns the error statistics and the largest err / bound."""
     a, t = actual.detach().to(torch.float64).cpu(), want.detach().to(torch.float64).cpu()
     finite = torch.isfinite(t)
     scale = t[finite].abs().max().item() if finite.any() else 0.0
     eps = torch.finfo(dtype).eps
     acc = torch.finfo(torch.float32).eps if dtype in (torch.float16, torch.bfloat16) else eps
-    bound = eps * (TOL["rel"] * t.abs() + TOL["abs"] * scale) \\
-        + acc * TOL["red"] * math.sqrt(max(reduction_length, 1)) * scale
+    if terms is not None:
+        bound = eps * (TOL["rel"] * t.abs() + TOL["abs"] * terms[1]) + acc * TOL["red"] * terms[0]
+    else:
+        bound = eps * (TOL["rel"] * t.abs() + TOL["abs"] * scale) \\
+            + acc * TOL["red"] * math.sqrt(max(reduction_length, 1)) * scale
     bound = bound.clamp_min(torch.finfo(dtype).tiny)
     err = (a - t).abs()
     if not (bool(torch.isfinite(a).all()) and bool(finite.all())):
@@ -409,10 +414,18 @@ def main():
         truth(x64, w64, b64, PARAMS["eps"]).backward(dy.detach().to(torch.float64).cpu())
         if CHECK == "gradient_equivalence":
             measured["grad_input"] = compare(x.grad, x64.grad, dtype, num_features)
+        # dy·J per element, J = ∂y/∂γ = the normalized x (y is affine in γ and β), ∂y/∂β = 1
+        dy64 = dy.detach().to(torch.float64).cpu()
+        jacobians = {"grad_weight": truth(x64.detach(), None, None, PARAMS["eps"]).detach(),
+                     "grad_bias": torch.ones_like(dy64)}
         for name, got, want in (("grad_weight", weight, w64), ("grad_bias", bias, b64)):
             if want is not None and want.grad is not None:
                 grad = got.grad if got is not None and got.grad is not None else torch.zeros_like(want.grad)
-                measured[name] = compare(grad, want.grad, dtype, rows)
+                terms = None
+                if CHECK == "weight_gradient_reduction":
+                    t = (dy64 * jacobians[name]).reshape(-1, num_features)
+                    terms = (t.abs().sum(dim=0), (t * t).sum(dim=0).sqrt())
+                measured[name] = compare(grad, want.grad, dtype, rows, terms)
     failing = []
     print(f"tolerance ({KIND}, spec of {FAMILY}, {DTYPE}): {TOL}" + (f", channel bias <= {BIAS_TOL} eps"
                                                                         if BIAS_TOL is not None else ""))
