@@ -8,14 +8,13 @@ from torch import nn
 
 
 class SloppyWhenCompiledLayerNorm(nn.LayerNorm):
-    """Eager: torch's LayerNorm. Under torch.compile it takes a "fast path" that normalizes in bfloat16: the
-    kind of divergence a kernel author's compile-only branch introduces."""
+    """Eager: torch's LayerNorm. Under torch.compile it takes a "fast path" with a coarse epsilon (1e-2, a kernel
+    tuned for half precision): the kind of divergence a compile-only branch introduces. (A round trip through
+    bfloat16 would not do: Inductor keeps fused intermediates in float32 and drops it.)"""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.compiler.is_compiling():
-            h = x.to(torch.bfloat16)
-            y = F.layer_norm(h, self.normalized_shape, None, None, self.eps).to(x.dtype)
-            return y * self.weight + self.bias
+            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, max(self.eps, 1e-2))
         return super().forward(x)
 
 
