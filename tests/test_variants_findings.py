@@ -4,6 +4,7 @@ known-failure entry it backs (suite/known_failures/) must go."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -25,3 +26,21 @@ def test_compiled_batchnorm_running_var_loses_precision_on_a_large_mean_batch():
     assert eager_ulp < 1.0, f"eager running_var {eager_ulp:.3g} ulp off"
     assert compiled_ulp > 8.0, (f"compiled running_var now {compiled_ulp:.3g} ulp off (eager {eager_ulp:.3g}): "
                                 "fixed? remove the known failure in suite/known_failures/torch.nn.BatchNorm1d.yaml")
+
+
+def test_onnx_export_drops_the_epsilon_of_rmsnorm_at_1e_12():
+    # rmsnorm[torch.nn.RMSNorm-constant_rows-float32-export] (and F.rms_norm, float16)
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    ops = {}
+    for eps in (1e-12, 1e-5):
+        program = torch.onnx.export(nn.RMSNorm(8, eps=eps).eval(), (torch.randn(4, 8),), dynamo=True, verbose=False)
+        ops[eps] = {n.op_type for n in program.model_proto.graph.node}
+        session = ort.InferenceSession(program.model_proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        (out,) = session.run(None, {session.get_inputs()[0].name: torch.zeros(4, 8).numpy()})
+        if eps == 1e-12:
+            zero_row = torch.from_numpy(out)
+    assert "Add" in ops[1e-5]
+    assert "Add" not in ops[1e-12] and bool(zero_row.isnan().all()), (
+        f"the exported RMSNorm(eps=1e-12) now has ops {sorted(ops[1e-12])} and gives {zero_row[0]} on a zero row: "
+        "fixed? remove the known failures in suite/known_failures/torch.nn.RMSNorm.yaml and F.rms_norm.yaml")
