@@ -28,6 +28,9 @@ from normbench.publish.terminal import summary_lines, write_matrix
 from normbench.results import (
     ResultsError,
     conformance_record,
+    load_record,
+    machine_id,
+    record_path,
     store_conformance,
     validate_results_dir,
     write_fallback,
@@ -35,6 +38,7 @@ from normbench.results import (
 from normbench.runner import PlanItem, build_plan, error_outcome
 from normbench.sandbox import Limits, SandboxPool, discover_isolated
 from normbench.spec import load_specs
+from normbench.variants import DEFAULT_VARIANT, VARIANTS
 
 #: the report attribute that carries an item's outcome to the controller (xdist serializes report attributes)
 STASH_KEY = "normbench_outcome"
@@ -70,6 +74,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="print the full conformance matrix (one column per implementation) at the end, as -v does")
     group.addoption("--device", action="append", default=[], choices=["cpu", "cuda"],
                     help="devices to judge on (default: cpu, plus cuda where available)")
+    group.addoption("--variant", action="append", default=[], choices=list(VARIANTS),
+                    help="deployment variant to judge (repeatable): eager (default), compile (torch.compile, "
+                         "Inductor), export (torch.export to ONNX, run in ONNX Runtime)")
+    group.addoption("--variant-plan", choices=["bounded", "full"], default="bounded",
+                    help="under compile / export, judge the bounded plan (the properties and dtypes deployment can "
+                         "change, see README) or every property in every dtype (default %(default)s)")
 
 
 class Plan:
@@ -87,7 +97,8 @@ class Plan:
         unknown = sorted(set(opt.impl) - set(self.registry.implementations))
         self.unknown_impls = unknown
         devices = opt.device or ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
-        self.items = build_plan(specs.specs, self.registry, opt.impl, devices)
+        self.items = build_plan(specs.specs, self.registry, opt.impl, devices, opt.variant or [DEFAULT_VARIANT],
+                                full_variant_plan=opt.variant_plan == "full")
         self.by_id = {item.test_id: item for item in self.items}
         self.known: KnownFailures = _known_failures(config)
 
@@ -201,11 +212,11 @@ class ConformanceItem(pytest.Item):
     def runtest(self) -> None:
         item = self.plan_item
         measured = _pool(self.config).judge(item.impl, item.spec.family, item.prop.name, item.mode, item.dtype,
-                                            item.device)
+                                            item.device, item.variant)
         # Identity fields come from the plan, never from the child: a plugin cannot re-label its outcome.
         outcome = {**measured, **{k: v for k, v in _base_outcome(item).items() if k not in measured
                                   or k in ("test_id", "family", "implementation", "property", "check", "mode",
-                                           "dtype", "device", "expect", "source")}}
+                                           "dtype", "device", "variant", "expect", "source")}}
         setattr(self, STASH_KEY, outcome)
         # --junitxml writes user properties: the verdict and the measured error of every item (issue 9).
         metrics = outcome.get("metrics") or {}
@@ -263,11 +274,31 @@ class ConformanceFile(pytest.File):
         for plan_item in plan.items:
             item = ConformanceItem.from_parent(self, name=plan_item.test_id, plan_item=plan_item)
             item.add_marker(pytest.mark.normbench)
-            reason = plan.known.reason_for(plan_item.test_id, plan_item.impl.name)
+            reason = _known_reason(plan.known, plan_item)
             if reason is not None:
                 item.add_marker(pytest.mark.xfail(reason=reason, strict=False, raises=ConformanceFailure))
             items.append(item)
         return items
+
+
+def _names_variant(prefix: str, variant: str) -> bool:
+    return prefix.endswith(f"-{variant}") or f"-{variant}]" in prefix
+
+
+def known_entry_applies(prefix: str, variant: str) -> bool:
+    """A known failure found in eager mode says nothing about a compiled or exported module (Inductor and ONNX
+    Runtime run other kernels), so an entry applies to a deployment-variant item only when its id names that
+    variant (`...-bfloat16-compile]`), and to eager items only when it names none."""
+    if variant == DEFAULT_VARIANT:
+        return not any(_names_variant(prefix, v) for v in VARIANTS if v != DEFAULT_VARIANT)
+    return _names_variant(prefix, variant)
+
+
+def _known_reason(known: KnownFailures, item: PlanItem) -> str | None:
+    for entry in known.entries:
+        if entry.matches(item.test_id, item.impl.name) and known_entry_applies(entry.prefix, item.variant):
+            return f"{entry.reason} [{entry.source}]"
+    return None
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
@@ -394,6 +425,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if config.option.no_record:
         return
     results_dir = _results_dir(config)
+    # A stored run replaces every older outcome of the implementations it judged; the outcomes of variants this
+    # run did not judge (the eager ones, after a --variant compile run) are carried over, not dropped.
+    outcomes = {**outcomes, **_other_variants(results_dir, outcomes, {item.variant for item in _plan(config).items})}
     record = conformance_record([o for o in outcomes.values() if o.get("implementation")],
                                 profile=config.option.profile,
                                 implementations=implementation_summaries(config, outcomes))
@@ -413,6 +447,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     write_leaderboard(results_dir)
 
 
+def _other_variants(results_dir: Path, outcomes: dict[str, dict[str, Any]], variants: set[str]
+                    ) -> dict[str, dict[str, Any]]:
+    """The stored outcomes of the implementations judged now, in the variants this run did not judge."""
+    judged = {o.get("implementation") for o in outcomes.values()}
+    path = record_path(results_dir, {"kind": "conformance", "machine_id": machine_id()})
+    if not path.exists():
+        return {}
+    try:
+        stored = load_record(path).get("outcomes", {})
+    except ResultsError:
+        return {}  # validated before the run; a record that went bad since is the store's to report
+    return {tid: o for tid, o in stored.items() if tid not in outcomes and o.get("implementation") in judged
+            and o.get("variant", DEFAULT_VARIANT) not in variants}
+
+
 def _results_dir(config: pytest.Config) -> Path:
     return Path(config.option.results_dir or Path(str(config.rootpath)) / "results")
 
@@ -427,8 +476,14 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
     # Under xdist the controller collects nothing, so it builds the plan here to know every planned id.
     plan = _plan(config)
-    planned = ((item.spec.family, item.impl.name, item.test_id) for item in plan.items)
-    for entry in plan.known.stale(outcomes, planned):
+    # Per variant: an entry is stale only among the items of the variant it applies to.
+    stale = []
+    for variant in dict.fromkeys(item.variant for item in plan.items):
+        planned = [(item.spec.family, item.impl.name, item.test_id) for item in plan.items if item.variant == variant]
+        ids = {t for _, _, t in planned}
+        of_variant = {tid: o for tid, o in outcomes.items() if tid in ids}
+        stale += [e for e in plan.known.stale(of_variant, planned) if known_entry_applies(e.prefix, variant)]
+    for entry in stale:
         terminalreporter.write_line(f"stale known failure (no planned item, or every item run passed): {entry}",
                                     yellow=True)
     explicit = {str(Path(p).resolve()) for p in config.option.known_failures}

@@ -19,6 +19,7 @@ from normbench.checks.base import CHECKS, CheckContext, Skip
 from normbench.implementation import Implementation, ImplementationError
 from normbench.registry import Registry
 from normbench.spec import PropertySpec, Spec
+from normbench.variants import DEFAULT_VARIANT, INFERENCE_ONLY_REASON, check_variant, in_bounded_plan, skip_reason
 
 VERDICTS = ("pass", "fail", "error", "skip", "report", "xfail", "unjudged")
 
@@ -31,6 +32,7 @@ class PlanItem:
     mode: str
     dtype: str
     device: str = "cpu"
+    variant: str = DEFAULT_VARIANT
 
     @property
     def expect(self) -> str:
@@ -38,13 +40,16 @@ class PlanItem:
 
     @property
     def test_id(self) -> str:
-        """Stable id built from spec fields: family[impl-property(-mode)-dtype(-device)]."""
+        """Stable id built from spec fields: family[impl-property(-mode)-dtype(-device)(-variant)]; eager, the
+        default variant, adds no segment, so ids from before variants existed still name the same items."""
         parts = [self.impl.name, self.prop.name]
         if self.mode != "any":
             parts.append(self.mode)
         parts.append(self.dtype)
         if self.device != "cpu":
             parts.append(self.device)
+        if self.variant != DEFAULT_VARIANT:
+            parts.append(self.variant)
         return f"{self.spec.family}[{'-'.join(parts)}]"
 
 
@@ -60,6 +65,7 @@ class Outcome:
     mode: str
     dtype: str
     device: str
+    variant: str
     expect: str
     verdict: str
     observed: str | None  # "holds" / "violated" / None when it could not be measured
@@ -78,26 +84,37 @@ def item_dtypes(spec: Spec, impl: Implementation, prop: PropertySpec) -> list[st
 
 
 def build_plan(specs: dict[str, Spec], registry: Registry, selected: Iterable[str] = (),
-               devices: Iterable[str] = ("cpu",)) -> list[PlanItem]:
+               devices: Iterable[str] = ("cpu",), variants: Iterable[str] = (DEFAULT_VARIANT,),
+               full_variant_plan: bool = False) -> list[PlanItem]:
+    """Every (implementation, property, mode, dtype, device, variant) item. A property whose check is registered
+    for some variants only (compiled == eager, the ONNX op set, ...) is planned under those variants only; under
+    compile and export the plan is bounded (normbench.variants.in_bounded_plan) unless `full_variant_plan`."""
     chosen = set(selected)
+    wanted = [check_variant(v) for v in dict.fromkeys(variants)]
     items: list[PlanItem] = []
     for impl in sorted(registry.implementations.values(), key=lambda i: (i.family, i.name)):
         if chosen and impl.name not in chosen:
             continue
         spec = specs[impl.family]
-        for prop in spec.properties:
-            for mode in prop.expect:
-                for dtype in item_dtypes(spec, impl, prop):
-                    for device in devices:
-                        if device in impl.devices:
-                            items.append(PlanItem(spec, impl, prop, mode, dtype, device))
+        for variant in wanted:
+            for prop in spec.properties:
+                only = CHECKS[prop.check].variants
+                if only is not None and variant not in only:
+                    continue
+                for mode in prop.expect:
+                    for dtype in item_dtypes(spec, impl, prop):
+                        if not (full_variant_plan or in_bounded_plan(variant, prop.check, dtype, only is not None)):
+                            continue
+                        for device in devices:
+                            if device in impl.devices:
+                                items.append(PlanItem(spec, impl, prop, mode, dtype, device, variant))
     return items
 
 
 def _outcome(item: PlanItem, verdict: str, observed: str | None, summary: str, **extra: Any) -> Outcome:
     return Outcome(test_id=item.test_id, family=item.spec.family, implementation=item.impl.name,
                    property=item.prop.name, check=item.prop.check, mode=item.mode, dtype=item.dtype,
-                   device=item.device, expect=item.expect, verdict=verdict, observed=observed,
+                   device=item.device, variant=item.variant, expect=item.expect, verdict=verdict, observed=observed,
                    summary=summary, **extra)
 
 
@@ -115,12 +132,23 @@ def _plugin_frames(exc: BaseException) -> str:
 def judge(item: PlanItem, profile: str = "ci") -> Outcome:
     """Run the item's check and compare what it observed with the spec's expectation."""
     ctx = CheckContext(impl=item.impl, spec=item.spec, prop=item.prop, dtype=getattr(torch, item.dtype),
-                       mode=item.mode, device=torch.device(item.device), profile=profile)
+                       mode=item.mode, device=torch.device(item.device), profile=profile, variant=item.variant)
+    reason = skip_reason(item.variant, item.prop.check, variant_specific=CHECKS[item.prop.check].variants is not None)
+    if reason is not None:
+        return _outcome(item, "skip", None, reason)
     start = time.perf_counter()
     try:
         obs = CHECKS[item.prop.check].fn(ctx)
     except Skip as exc:
         return _outcome(item, "skip", None, str(exc), duration_s=time.perf_counter() - start)
+    except RuntimeError as exc:
+        if item.variant == "export" and "does not require grad" in str(exc):
+            # The exported graph's outputs carry no autograd history: the check differentiated through them.
+            return _outcome(item, "skip", None, f"{INFERENCE_ONLY_REASON}: {item.prop.check} differentiates "
+                                                f"through the module", duration_s=time.perf_counter() - start)
+        summary = (f"implementation {item.impl.name!r} raised {type(exc).__name__}: {exc}\n"
+                   f"{_plugin_frames(exc)}")
+        return _outcome(item, "error", None, summary, duration_s=time.perf_counter() - start)
     except ImplementationError as exc:
         return _outcome(item, "error", None, str(exc), duration_s=time.perf_counter() - start)
     except Exception as exc:  # the implementation (or its inputs) raised: an error for this item only

@@ -25,8 +25,9 @@ def impl(name: str, family: str, factory: Callable[..., nn.Module], **fields: ob
 
 
 def run(implementation: Implementation, prop: str, dtype: str = "float32", mode: str | None = None,
-        profile: str = "ci") -> Outcome:
-    """Judge `implementation` on property `prop` of its family's spec (the spec's expectation applies)."""
+        profile: str = "ci", variant: str = "eager") -> Outcome:
+    """Judge `implementation` on property `prop` of its family's spec (the spec's expectation applies), deployed
+    as `variant` (normbench.variants)."""
     spec = specs()[implementation.family]
     matches = [p for p in spec.properties if p.name == prop]
     assert matches, f"{spec.family} declares no property {prop!r}"
@@ -34,7 +35,7 @@ def run(implementation: Implementation, prop: str, dtype: str = "float32", mode:
     assert p.check in CHECKS, f"check {p.check!r} is not registered"
     chosen = mode or next(iter(p.expect))
     assert chosen in p.expect, f"{prop} has no expectation for mode {chosen!r}: {dict(p.expect)}"
-    return judge(PlanItem(spec, implementation, p, chosen, dtype), profile)
+    return judge(PlanItem(spec, implementation, p, chosen, dtype, variant=variant), profile)
 
 
 def assert_flags(implementation: Implementation, prop: str, **kw: object) -> Outcome:

@@ -167,7 +167,8 @@ def test_a_file_named_twice_is_loaded_once(tmp_path):
 def test_files_for_unknown_implementations_are_reported(tmp_path):
     write(tmp_path, "typo.yaml", "implementation: torch.nn.LayerNrom\nknown_failures: []\n")
     known = load_known_failures([tmp_path], builtin=BUILTIN)
-    installed = {TORCH_LN, "F.layer_norm", "torch.nn.BatchNorm1d", "torch.nn.InstanceNorm1d"}
+    installed = {TORCH_LN, "F.layer_norm", "torch.nn.BatchNorm1d", "torch.nn.InstanceNorm1d", "torch.nn.RMSNorm",
+                 "F.rms_norm"}
     unknown = known.unknown_implementations(installed)
     assert [(Path(f.path).name, f.implementation) for f in unknown] == [("typo.yaml", "torch.nn.LayerNrom")]
     assert known.unknown_implementations(installed | {"torch.nn.LayerNrom"}) == []

@@ -29,6 +29,9 @@ PROFILES: dict[str, dict[str, Any]] = {
     "dev": {"max_examples": 25},
     "thorough": {"max_examples": 200},
 }
+#: under a deployment variant (compile, export) each drawn shape class costs a compilation or an export, so the
+#: ci profile draws fewer examples there (issue 10); dev and thorough keep theirs.
+VARIANT_MAX_EXAMPLES = {"ci": 3}
 
 
 class Skip(Exception):  # noqa: N818 - reads as `raise Skip("reason")`
@@ -54,20 +57,23 @@ class CheckInfo:
     fn: CheckFn
     description: str
     default_dtypes: tuple[str, ...]
+    #: the deployment variants the check is planned under; None: every variant (most checks)
+    variants: tuple[str, ...] | None = None
 
 
 CHECKS: dict[str, CheckInfo] = {}
 
 
-def register_check(name: str, *, dtypes: tuple[str, ...] = ("float32",),
-                   description: str = "") -> Callable[[CheckFn], CheckFn]:
-    """Register `fn` as the check called `name` in specs; `dtypes` are its default dtypes."""
+def register_check(name: str, *, dtypes: tuple[str, ...] = ("float32",), description: str = "",
+                   variants: tuple[str, ...] | None = None) -> Callable[[CheckFn], CheckFn]:
+    """Register `fn` as the check called `name` in specs; `dtypes` are its default dtypes; `variants`, when
+    given, the only deployment variants it is planned under (a variant-specific property)."""
 
     def decorate(fn: CheckFn) -> CheckFn:
         if name in CHECKS:
             raise ValueError(f"check {name!r} registered twice ({CHECKS[name].fn.__module__} and {fn.__module__})")
         doc = description or (fn.__doc__ or "").strip().splitlines()[0]
-        CHECKS[name] = CheckInfo(name=name, fn=fn, description=doc, default_dtypes=dtypes)
+        CHECKS[name] = CheckInfo(name=name, fn=fn, description=doc, default_dtypes=dtypes, variants=variants)
         return fn
 
     return decorate
@@ -89,6 +95,8 @@ class CheckContext:
     mode: str  # "train", "eval", or "any" (train-mode module; the property does not depend on it)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     profile: str = "ci"
+    #: the deployment variant (normbench.variants): eager, compile or export; build() applies it
+    variant: str = "eager"
 
     @property
     def dtype_name(self) -> str:
@@ -108,6 +116,8 @@ class CheckContext:
 
     def hypothesis_settings(self, **overrides: Any) -> settings:
         base = dict(PROFILES[self.profile])
+        if self.variant != "eager" and self.profile in VARIANT_MAX_EXAMPLES:
+            base["max_examples"] = min(base["max_examples"], VARIANT_MAX_EXAMPLES[self.profile])
         base.update(overrides)
         return settings(deadline=None, database=None, derandomize=True, print_blob=False,
                         suppress_health_check=list(HealthCheck),
@@ -163,9 +173,10 @@ class CheckContext:
     # -- building modules -------------------------------------------------------------------------------
 
     def build(self, num_features: int, params: dict[str, Any] | None = None, *, randomize: bool = True,
-              seed: int | None = None, training: bool | None = None) -> nn.Module:
+              seed: int | None = None, training: bool | None = None, variant: str | None = None) -> nn.Module:
         """The implementation's module on the context's device and dtype, affine parameters and state
-        randomized (seeded), in train or eval mode as the item says."""
+        randomized (seeded), in train or eval mode as the item says, deployed as the item's variant (or
+        `variant`: a variant-specific check builds the eager module beside the deployed one)."""
         params = self.params() if params is None else params
         # A check that varies a parameter the module hard-codes (or its affine setting) would judge a
         # module the implementation never claimed to be: skip with the reason instead.
@@ -177,7 +188,9 @@ class CheckContext:
         if randomize:
             randomize_module(self.impl, self.spec, module, seed if seed is not None else self.seed)
         module.train(self.training if training is None else training)
-        return module
+        from normbench.variants import apply_variant  # variants imports Skip from here
+
+        return apply_variant(module, self.variant if variant is None else variant)
 
     def reference(self, module: nn.Module, num_features: int, params: dict[str, Any] | None = None) -> nn.Module:
         """The float64 reference with the same effective affine parameters and state as `module`."""

@@ -1,0 +1,228 @@
+"""Deployment variants (issue 10): the plan dimension, the explained items of a variant that cannot be built, and
+each variant-specific property shown to fail on a mutant and to pass on torch's modules."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from helpers import impl, run, shipped, specs
+from mutants_variants import export_drops_running_stats, recompiles_every_shape, sloppy_when_compiled
+
+from normbench.checks.base import CHECKS
+from normbench.pytest_plugin import known_entry_applies
+from normbench.registry import Registry
+from normbench.runner import PlanItem, build_plan
+from normbench.variants import (
+    VARIANT_PLAN_DTYPES,
+    UnknownVariantError,
+    VariantUnavailable,
+    apply_variant,
+    check_variant,
+    last_export,
+)
+
+VARIANT_CHECKS = ("variant_matches_eager", "no_recompile_storm", "export_ops", "export_train_eval_semantics")
+
+
+def torch_impl(name: str):
+    return shipped(families=False)[name]
+
+
+def _registry(*names: str) -> Registry:
+    registry = Registry()
+    for name in names:
+        registry.add(torch_impl(name))
+    return registry
+
+
+# -- the plan ----------------------------------------------------------------------------------------------------
+
+def test_eager_ids_are_unchanged_and_a_variant_is_the_last_segment():
+    spec = specs()["layernorm"]
+    prop = next(p for p in spec.properties if p.name == "forward_equivalence")
+    ln = torch_impl("torch.nn.LayerNorm")
+    eager = PlanItem(spec, ln, prop, "any", "float32")
+    assert eager.test_id == "layernorm[torch.nn.LayerNorm-forward_equivalence-float32]"
+    assert (PlanItem(spec, ln, prop, "any", "float32", variant="compile").test_id
+            == "layernorm[torch.nn.LayerNorm-forward_equivalence-float32-compile]")
+
+
+def test_the_default_plan_has_no_variant_specific_items():
+    eager = build_plan(specs(), _registry("torch.nn.LayerNorm", "torch.nn.BatchNorm1d"))
+    assert eager and all(item.variant == "eager" for item in eager)
+    assert not [i for i in eager if i.prop.check in VARIANT_CHECKS]
+
+
+def test_variant_specific_properties_are_planned_only_under_their_variant():
+    registry = _registry("torch.nn.LayerNorm", "torch.nn.BatchNorm1d")
+    compiled = build_plan(specs(), registry, variants=["compile"])
+    exported = build_plan(specs(), registry, variants=["export"])
+    assert {i.prop.check for i in compiled} >= {"variant_matches_eager", "no_recompile_storm"}
+    assert not {"export_ops", "export_train_eval_semantics"} & {i.prop.check for i in compiled}
+    assert {i.prop.check for i in exported} >= {"variant_matches_eager", "export_ops", "export_train_eval_semantics"}
+    assert "no_recompile_storm" not in {i.prop.check for i in exported}
+    # the bounded plan: the variant's dtypes only; --variant-plan full judges every property in every dtype
+    assert {i.dtype for i in compiled} <= set(VARIANT_PLAN_DTYPES["compile"])
+    full = build_plan(specs(), registry, variants=["compile"], full_variant_plan=True)
+    assert len(full) > len(compiled)
+    assert {i.prop.name for i in full} >= {"shift_invariance", "gradcheck"}
+
+
+def test_several_variants_in_one_plan_keep_distinct_ids():
+    plan = build_plan(specs(), _registry("torch.nn.RMSNorm"), variants=["eager", "compile", "export"])
+    ids = [i.test_id for i in plan]
+    assert len(ids) == len(set(ids))
+    assert {i.variant for i in plan} == {"eager", "compile", "export"}
+
+
+def test_an_unknown_variant_is_a_clear_error():
+    with pytest.raises(UnknownVariantError, match="unknown variant 'onnx'.*eager, compile, export"):
+        check_variant("onnx")
+    with pytest.raises(UnknownVariantError):
+        build_plan(specs(), _registry("torch.nn.RMSNorm"), variants=["onnx"])
+
+
+def test_every_variant_check_is_registered_with_its_variants():
+    assert CHECKS["variant_matches_eager"].variants == ("compile", "export")
+    assert CHECKS["no_recompile_storm"].variants == ("compile",)
+    assert CHECKS["export_ops"].variants == CHECKS["export_train_eval_semantics"].variants == ("export",)
+    assert CHECKS["forward_equivalence"].variants is None
+
+
+def test_known_failures_found_in_eager_mode_do_not_apply_to_a_variant():
+    eager_entry = "layernorm[torch.nn.LayerNorm-weight_gradient_reduction-float16"
+    assert known_entry_applies(eager_entry, "eager")
+    assert not known_entry_applies(eager_entry, "compile")
+    compiled_entry = "layernorm[torch.nn.LayerNorm-forward_equivalence-bfloat16-compile]"
+    assert known_entry_applies(compiled_entry, "compile")
+    assert not known_entry_applies(compiled_entry, "eager")
+    assert not known_entry_applies(compiled_entry, "export")
+    # a property whose name contains a variant's name is not a variant segment
+    assert known_entry_applies("layernorm[torch.nn.LayerNorm-export_ops-float32-export]", "export")
+
+
+# -- the compile variant -----------------------------------------------------------------------------------------
+
+def test_a_compiled_path_that_diverges_from_eager_is_flagged():
+    sloppy = impl("mutant.sloppy_when_compiled", "layernorm", sloppy_when_compiled)
+    outcome = run(sloppy, "variant_matches_eager", variant="compile")
+    assert outcome.verdict == "fail", outcome.summary
+    assert outcome.variant == "compile"
+    assert "ulp apart" in outcome.summary and outcome.metrics["bitwise"] is False
+    # the same module in eager mode is torch's LayerNorm: the divergence exists only where it is deployed
+    assert run(sloppy, "forward_equivalence").verdict == "pass"
+    assert run(sloppy, "forward_equivalence", variant="compile").verdict == "fail"
+
+
+def test_compiled_torch_layernorm_matches_eager_and_reports_the_ulp_distance():
+    outcome = run(torch_impl("torch.nn.LayerNorm"), "variant_matches_eager", variant="compile")
+    assert outcome.verdict == "pass", outcome.summary
+    assert any(k.endswith(".max_ulp") for k in outcome.metrics)
+    assert 0 <= outcome.metrics["tol_ratio"] <= 1
+
+
+def test_a_module_that_recompiles_on_every_shape_is_flagged():
+    outcome = run(impl("mutant.recompiles", "layernorm", recompiles_every_shape), "no_recompile_storm",
+                  variant="compile")
+    assert outcome.verdict == "fail", outcome.summary
+    assert outcome.metrics["recompiles"] > outcome.metrics["bound"]
+
+
+def test_torch_layernorm_compiles_once_per_shape_class():
+    outcome = run(torch_impl("torch.nn.LayerNorm"), "no_recompile_storm", variant="compile")
+    assert outcome.verdict == "pass", outcome.summary
+    assert outcome.metrics["recompiles"] <= outcome.metrics["bound"]
+
+
+def test_a_compiled_module_keeps_its_attributes_and_survives_deepcopy():
+    import copy
+
+    module = apply_variant(torch.nn.LayerNorm(4), "compile")
+    assert isinstance(module, torch.nn.LayerNorm) and type(module).__name__ == "LayerNorm"
+    twin = copy.deepcopy(module)
+    with torch.no_grad():
+        twin.weight.mul_(2)  # the copy must run with its own parameters, not the original's
+    x = torch.randn(3, 4)
+    assert torch.allclose(twin(x), 2 * module(x) - module.bias, atol=1e-5)
+
+
+# -- the export variant ------------------------------------------------------------------------------------------
+
+def test_an_export_that_drops_the_eval_running_statistics_is_flagged():
+    outcome = run(impl("mutant.export_drops_stats", "batchnorm", export_drops_running_stats),
+                  "export_train_eval_semantics", variant="export")
+    assert outcome.verdict == "fail", outcome.summary
+    assert "folded map of the running statistics" in outcome.summary
+
+
+def test_torch_batchnorm_eval_export_is_the_folded_map_and_a_train_export_is_refused():
+    outcome = run(torch_impl("torch.nn.BatchNorm1d"), "export_train_eval_semantics", variant="export")
+    assert outcome.verdict == "pass", outcome.summary
+    assert outcome.metrics["train_export"] == "refused"
+    assert "running_mean" in outcome.summary
+
+
+def test_the_onnx_op_set_is_recorded():
+    ln = run(torch_impl("torch.nn.LayerNorm"), "export_ops", variant="export")
+    assert ln.verdict == "report" and ln.metrics["onnx_norm_op"] == "LayerNormalization"
+    rms = run(torch_impl("torch.nn.RMSNorm"), "export_ops", variant="export")
+    assert rms.metrics["decomposed"] is True and "ReduceMean" in rms.metrics["onnx_ops"]
+
+
+def test_items_that_need_autograd_skip_under_export_with_the_reason():
+    ln = torch_impl("torch.nn.LayerNorm")
+    upfront = run(ln, "gradient_equivalence", variant="export")
+    assert upfront.verdict == "skip" and "export variant is inference-only" in upfront.summary
+    # determinism differentiates as a part: it runs, and its backward becomes the same explained skip
+    partial = run(ln, "determinism", variant="export")
+    assert partial.verdict == "skip" and "inference-only" in partial.summary
+
+
+def test_a_variant_that_cannot_be_built_is_one_explained_skip():
+    bn = torch_impl("torch.nn.BatchNorm1d")
+    train = run(bn, "forward_equivalence", mode="train", variant="export")
+    assert train.verdict == "skip" and "refuses a train-mode module" in train.summary
+    bf16 = run(torch_impl("torch.nn.LayerNorm"), "forward_equivalence", dtype="bfloat16", variant="export")
+    assert bf16.verdict == "skip" and "bfloat16" in bf16.summary
+    module = apply_variant(torch.nn.InstanceNorm1d(4).double(), "export")
+    with pytest.raises(VariantUnavailable, match="ONNX Runtime refused the graph"):
+        module(torch.randn(2, 4, 3, dtype=torch.float64))
+
+
+def test_an_exported_module_follows_its_weights_and_its_mode():
+    bn = torch.nn.BatchNorm1d(4)
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+    eager = bn.eval()(x := torch.randn(5, 4))
+    module = apply_variant(bn, "export")
+    assert torch.allclose(module(x), eager, atol=1e-6)
+    with torch.no_grad():
+        module.weight.mul_(3)  # the same graph, fed the new weight: no stale export
+    assert torch.allclose(module(x), 3 * (eager - module.bias) + module.bias, atol=1e-5)
+    assert last_export(module).ops == ("BatchNormalization",)
+
+
+# -- the suite, end to end (the bounded subset CI runs) ----------------------------------------------------------
+
+def test_the_suite_runs_a_compile_subset_and_records_the_variant(tmp_path):
+    from test_suite_runner import run_suite
+
+    eager = run_suite("--results-dir", str(tmp_path), "--impl", "torch.nn.LayerNorm",
+                      "-k", "forward_equivalence-float32")
+    assert eager.returncode == 0, eager.stdout[-3000:]
+    proc = run_suite("--results-dir", str(tmp_path), "--variant", "compile", "--impl", "torch.nn.LayerNorm",
+                     "-k", "forward_equivalence-float32 or variant_matches_eager-float32", timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "forward_equivalence-float32-compile" in proc.stdout
+    (record,) = (tmp_path / "raw").rglob("conformance.json")
+    outcomes = json.loads(record.read_text())["outcomes"]
+    judged = {tid: o for tid, o in outcomes.items() if o["verdict"] != "unjudged"}
+    compiled = {tid: o for tid, o in judged.items() if o["variant"] == "compile"}
+    assert set(compiled) == {"layernorm[torch.nn.LayerNorm-forward_equivalence-float32-compile]",
+                             "layernorm[torch.nn.LayerNorm-variant_matches_eager-float32-compile]"}
+    assert all(o["verdict"] == "pass" for o in compiled.values())
+    # the compile run kept the eager outcome the first run stored
+    assert judged["layernorm[torch.nn.LayerNorm-forward_equivalence-float32]"]["variant"] == "eager"
