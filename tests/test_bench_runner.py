@@ -42,9 +42,16 @@ def test_benchmarks_record_normbench_and_pytest_benchmark_results(bench_run):
     entry = record["results"]["layernorm[F.layer_norm-8x64-float32-forward]"]
     assert entry["rounds"] >= 10 and entry["median_s"] > 0 and entry["q1_s"] <= entry["median_s"] <= entry["q3_s"]
     assert entry["gbps"] == pytest.approx(entry["bytes"] / entry["median_s"] / 1e9)
-    assert entry["roofline_pct"] == pytest.approx(100 * entry["gbps"] / record["roofline"]["copy_gbps"])
+    # cache-aware roofline: an 8x64 case (4 KiB) runs from the L2, and is measured against the L2 copy
+    levels = {lv["name"]: lv for lv in record["roofline"]["levels"]}
+    assert entry["roofline_level"] == "L2" and levels["DRAM"]["copy_gbps"] == record["roofline"]["copy_gbps"]
+    assert entry["roofline_gbps"] == max(lv["copy_gbps"] for lv in levels.values())
+    assert entry["roofline_pct"] == pytest.approx(100 * entry["gbps"] / entry["roofline_gbps"])
+    assert entry["dram_pct"] == pytest.approx(100 * entry["gbps"] / record["roofline"]["copy_gbps"])
     assert entry["baseline"] == "torch.nn.LayerNorm" and entry["peak_mem_bytes"] > 0
-    assert entry["crosscheck"]["torch_utils_benchmark_median_s"] > 0
+    check = entry["crosscheck"]
+    assert check["torch_utils_benchmark_median_s"] > 0 and check["table_median_s"] == entry["median_s"]
+    assert check["iterations"] == entry["iterations"]  # the table's schedule, not one of its own
     assert any(k.startswith("roofline[copy-") for k in record["results"])
     # pytest-benchmark's own JSON, with normbench's id beside its statistics
     data = json.loads(json_path.read_text())
@@ -55,6 +62,7 @@ def test_benchmarks_record_normbench_and_pytest_benchmark_results(bench_run):
     board = results / "LEADERBOARD.md"
     assert board.exists() and "Performance: layernorm" in board.read_text()
     assert "normbench benchmarks" in proc.stdout and "harness copy" in proc.stdout
+    assert f"table median {entry['median_s'] * 1e3:.4f} ms" in proc.stdout and "crosscheck:" in proc.stdout
 
 
 def test_pytest_benchmark_compare_reads_the_json(bench_run):

@@ -8,6 +8,14 @@ JSON (`--benchmark-json`) is written as usual and `pytest-benchmark compare` wor
 goes to results/raw/<machine-id>/benchmark-<device>.json and the leaderboard is re-rendered.
 
 Benchmarks refuse to run under pytest-xdist: workers would share the cores and memory bandwidth being measured.
+
+`--bench-variant compile|onnxruntime` (repeatable, beside the default eager) times every case also as deployed
+(normbench.bench.variants_bench); the build (compile, export) is paid once per case and session before anything is
+timed, and recorded as `build_s`. A variant that cannot be built is one skipped case with the reason.
+
+`--bench-crosscheck` re-times each case right after its table measurement, with the table's own schedule (the same
+calls per round) in interleaved blocks of normbench's loop and of torch.utils.benchmark's `Timer.timeit`, and
+prints the table's median beside both; the three must agree within 5% (CROSSCHECK_TOLERANCE).
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from normbench.bench.harness import (
 from normbench.bench.roofline import Roofline, cpu_threads_available, default_copy_bytes, measure_roofline
 from normbench.bench.timer import (
     GpuRoundSetup,
+    Schedule,
     Timing,
     calibrate,
     clock_for,
@@ -43,6 +52,7 @@ from normbench.bench.timer import (
     cuda_event_clock,
     measure,
 )
+from normbench.bench.variants_bench import VARIANTS, VariantUnavailable
 from normbench.implementation import ALL_DTYPES, ImplementationError
 from normbench.registry import Registry, discover
 from normbench.spec import Spec, load_specs
@@ -76,6 +86,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="also time every case with torch.utils.benchmark and record both medians")
     group.addoption("--bench-roofline-mib", type=float, default=None, metavar="MIB",
                     help="size of the roofline copy (default: 8x the last-level cache, >= 256 MiB CPU / 1 GiB GPU)")
+    group.addoption("--bench-variant", action="append", default=[], choices=list(VARIANTS),
+                    help="time every case as deployed this way too (repeatable; default eager only): compile = "
+                         "torch.compile (Inductor, build paid once, never timed), onnxruntime = torch.onnx export run "
+                         "by onnxruntime on the CPU (inference only)")
     group.addoption("--bench-progress", action="store_true",
                     help="draw a progress bar instead of one character per case")
 
@@ -127,6 +141,11 @@ class BenchSession:
         self.registry: Registry | None = None
         self.problems: list[str] = []
         self.done = 0
+        self.variants = list(dict.fromkeys(opt.bench_variant)) or ["eager"]
+        #: built variants (compiled, exported) kept across the passes of --bench-rounds: built once per session
+        self.prepared: dict[str, Any] = {}
+        self.wait_policy = os.environ.get("OMP_WAIT_POLICY", "") or "unset"
+        self.load_at_start = _load_average()
 
     @property
     def devices(self) -> list[str]:
@@ -152,7 +171,8 @@ class BenchSession:
             self._plan = plan_cases(self.specs, self.registry, implementations=impls, families=opt.bench_family,
                                     dtypes=opt.bench_dtype, passes=opt.bench_pass, shapes=opt.bench_shape,
                                     devices=[d for d in self.devices if self._device_available(d)],
-                                    include_references=opt.bench_include_references, roofline_bytes=sizes)
+                                    include_references=opt.bench_include_references, roofline_bytes=sizes,
+                                    variants=self.variants)
             self.problems += self._plan.errors
         return self._plan
 
@@ -176,9 +196,14 @@ class BenchSession:
         roofline = self.roofline(case.device)
         impl = self.registry.implementations.get(case.implementation) if self.registry else None
         try:
-            prepared = prepare(case, impl, self.specs.get(case.family))
+            prepared = self.prepared.get(case.id) or prepare(case, impl, self.specs.get(case.family))
         except ImplementationError as exc:
             pytest.fail(str(exc), pytrace=False)
+        except VariantUnavailable as exc:
+            pytest.skip(f"{case.variant} variant of {case.implementation} ({case.dtype}, {case.pass_name}) cannot be "
+                        f"built: {exc}")
+        if case.variant != "eager" and self.passes > 1:
+            self.prepared[case.id] = prepared
         budget = (self.budget or (0.1 if torch.device(case.device).type == "cuda" else 0.25)) / self.passes
         schedule = self.schedules.get(case.id) or calibrate(prepared.fn, case.device, budget_s=budget)
         self.schedules[case.id] = schedule
@@ -195,41 +220,79 @@ class BenchSession:
         pooled.extend(float(t) for t in benchmark.stats.stats.data)
         summary = Timing(tuple(pooled), schedule.iterations).summary()
         summary["passes"] = round_index + 1
+        check = None
+        if self.crosscheck and round_index == self.passes - 1:
+            # right after the table's own timing, before the profiler below runs, on the table's schedule
+            check = crosscheck(prepared.fn, case.device, schedule, summary["median_s"])
         if case.id not in self.peaks:
             self.peaks[case.id] = peak_memory_bytes(prepared.fn, case.device)
         peak = self.peaks[case.id]
         timer = "cuda_event" if clock_for(case.device) is cuda_event_clock else "perf_counter"
         entry = result_entry(prepared, summary, roofline, peak, timer=timer, flush_l2=schedule.flush_l2)
         entry["gpu_hold_s"] = schedule.hold_s
-        if self.crosscheck and round_index == self.passes - 1:
-            entry["crosscheck"] = crosscheck(prepared.fn, case.device, summary["median_s"])
+        entry["omp_wait_policy"] = self.wait_policy
+        if check is not None:
+            entry["crosscheck"] = check
         benchmark.extra_info.update(gbps=entry["gbps"], roofline_pct=entry["roofline_pct"],
                                     peak_mem_bytes=peak)
         self.results[torch.device(case.device).type][case.id] = entry
         return entry
 
 
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
 #: interleaved blocks of the cross-check: each timer runs a block in turn, so a drift of a shared machine
 #: (a neighbour's load, frequency changes) lands on both alike instead of on whichever ran second.
-CROSSCHECK_BLOCKS = 7
+CROSSCHECK_BLOCKS = 5
+#: the table's median and both cross-check medians must agree within this fraction
+CROSSCHECK_TOLERANCE = 0.05
 
 
-def crosscheck(fn: Any, device: str, median_s: float) -> dict[str, Any]:
-    """The same prepared call timed by torch.utils.benchmark (blocked_autorange) and by normbench's own timer in
-    interleaved blocks, to validate normbench's median: `ratio` is normbench's median over torch's."""
+def crosscheck(fn: Any, device: str, schedule: Schedule, table_median_s: float, *,
+               blocks: int = CROSSCHECK_BLOCKS, tolerance: float = CROSSCHECK_TOLERANCE,
+               budget_s: float = 0.1) -> dict[str, Any]:
+    """Validate the table's median: the same prepared call, on the table's schedule (the same calls per round,
+    so the same per-call work, warm state and call spacing), timed in `blocks` interleaved blocks by normbench's
+    loop (`measure`) and by torch.utils.benchmark (`Timer.timeit(number=iterations)`, one round per timeit).
+
+    Why a schedule of its own once gave other numbers: the old cross-check re-calibrated (another number of calls
+    per round, blocked_autorange its own), ran after the peak-memory profiler, and printed only its two medians;
+    on a shared CPU torch's OpenMP threads then waited for each other on a different schedule (see README,
+    benchmarks: OMP_WAIT_POLICY), so it measured another thing than the table, and nothing showed it."""
     from torch.utils import benchmark as tub
 
     timer = tub.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    block_s = max(0.05, min(0.2, 20 * median_s))  # a stable block median for slow cases, short for fast ones
-    schedule = calibrate(fn, device, budget_s=block_s)
-    ours, theirs = [], []
-    for _ in range(CROSSCHECK_BLOCKS):
-        ours.append(measure(fn, device, schedule).median)
-        theirs.append(timer.blocked_autorange(min_run_time=block_s).median)
+    iterations = schedule.iterations
+    per_round = max(table_median_s * iterations, 1e-9)
+    rounds = max(3, min(schedule.rounds, int(budget_s / blocks / per_round) or 1))
+    block = Schedule(warmup_rounds=1, rounds=rounds, iterations=iterations, flush_l2=schedule.flush_l2,
+                     per_call_estimate_s=schedule.per_call_estimate_s, hold_s=schedule.hold_s)
+    ours: list[float] = []
+    theirs: list[float] = []
+    for _ in range(blocks):
+        ours += measure(fn, device, block).samples
+        timer.timeit(number=iterations)  # warm-up round, as `measure` has
+        theirs += [timer.timeit(number=iterations).median for _ in range(rounds)]
     mine, other = statistics.median(ours), statistics.median(theirs)
-    return {"torch_utils_benchmark_median_s": other, "normbench_interleaved_median_s": mine,
-            "normbench_median_s": median_s, "ratio": mine / other, "blocks": CROSSCHECK_BLOCKS,
-            "block_s": block_s}
+    medians = (table_median_s, mine, other)
+    spread = max(medians) / min(medians) - 1 if min(medians) > 0 else float("inf")
+    return {"table_median_s": table_median_s, "normbench_interleaved_median_s": mine,
+            "torch_utils_benchmark_median_s": other, "normbench_median_s": table_median_s,
+            "ratio": mine / other, "table_ratio": table_median_s / other, "spread": spread,
+            "agree": spread <= tolerance, "tolerance": tolerance, "blocks": blocks, "rounds_per_block": rounds,
+            "iterations": iterations}
+
+
+def above_roofline(entries: Any) -> list[dict[str, Any]]:
+    """Cases above the roofline that bounds them beyond the measurement noise: even the case's bandwidth at its
+    slow quartile (q3 of the times) exceeds the level's copy bandwidth at its fast quartile. A median a few percent
+    above 100% inside both spreads is noise on a shared machine, not a case faster than a copy."""
+    return [e for e in entries if e.get("roofline_gbps_q3") and e["gbps_q1"] > e["roofline_gbps_q3"]]
 
 
 def _session(config: pytest.Config) -> BenchSession:
@@ -354,27 +417,51 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if config.option.bench_progress:
         sys.stderr.write("\n")
     terminalreporter.section("normbench benchmarks")
+    load = f"load average {bench.load_at_start:.1f} at start" if bench.load_at_start is not None else "load unknown"
+    terminalreporter.write_line(f"OMP_WAIT_POLICY={bench.wait_policy}; {load} on {os.cpu_count()} CPUs"
+                                + (" (a loaded machine: figures are noisy)" if (bench.load_at_start or 0) >
+                                   (os.cpu_count() or 1) / 2 else ""))
     for device, roof in bench.rooflines.items():
         peak = f", nominal peak {roof.peak_gbps:.0f} GB/s ({roof.peak_source})" if roof.peak_gbps else ""
         terminalreporter.write_line(
             f"{device}: {roof.device_name}, {roof.threads} threads: copy roofline {roof.copy_gbps:.1f} GB/s "
             f"(q1-q3 {roof.copy_gbps_q1:.1f}-{roof.copy_gbps_q3:.1f}) on {roof.copy_bytes / 2**20:.0f} MiB{peak}")
+        for level in roof.levels:
+            holds = f"working sets up to {level.capacity_bytes / 2**20:g} MiB" if level.capacity_bytes else "beyond"
+            terminalreporter.write_line(
+                f"  {level.name:>4}: {level.copy_gbps:7.1f} GB/s (q1-q3 {level.copy_gbps_q1:.1f}-"
+                f"{level.copy_gbps_q3:.1f}) measured at {level.working_set_bytes / 2**20:g} MiB; bounds {holds}")
     for device, entries in sorted(bench.results.items()):
         for e in entries.values():
             if e["family"] == ROOFLINE_FAMILY:
                 terminalreporter.write_line(f"  harness copy of {e['numel'] * 4 / 2**20:.0f} MiB: {e['gbps']:.1f} "
-                                            f"GB/s = {e['roofline_pct']:.0f}% of the copy roofline")
+                                            f"GB/s = {e['roofline_pct']:.0f}% of the {e['roofline_level']} roofline")
         norms = [e for e in entries.values() if e["family"] != ROOFLINE_FAMILY]
         if norms:
             best = max(norms, key=lambda e: e["roofline_pct"])
             terminalreporter.write_line(f"  {len(norms)} {device} cases; closest to the roofline: {best['id']} at "
-                                        f"{best['roofline_pct']:.0f}%")
+                                        f"{best['roofline_pct']:.0f}% of the {best['roofline_level']} roofline")
+        for e in above_roofline(entries.values()):
+            terminalreporter.write_line(
+                f"  ABOVE THE ROOFLINE beyond the noise: {e['id']} {e['gbps_q1']:.1f} GB/s at its slow quartile > "
+                f"{e['roofline_level']} copy {e['roofline_gbps_q3']:.1f} GB/s at its fast quartile")
+        for e in entries.values():
+            if e.get("variant", "eager") != "eager":
+                ops = e.get("variant_info", {}).get("onnx_ops")
+                terminalreporter.write_line(f"  {e['id']}: built in {e['build_s']:.1f} s (not timed)"
+                                            + (f"; ONNX ops {', '.join(ops)}" if ops else ""))
         for e in entries.values():
             check = e.get("crosscheck")
-            if check:
+            if check and "table_median_s" in check:
                 terminalreporter.write_line(
-                    f"  crosscheck {e['id']}: normbench median {check['normbench_interleaved_median_s'] * 1e3:.4f} ms, "
-                    f"torch.utils.benchmark median {check['torch_utils_benchmark_median_s'] * 1e3:.4f} ms "
-                    f"(ratio {check['ratio']:.3f})")
+                    f"  crosscheck {e['id']}: table median {check['table_median_s'] * 1e3:.4f} ms, normbench "
+                    f"interleaved {check['normbench_interleaved_median_s'] * 1e3:.4f} ms, torch.utils.benchmark "
+                    f"{check['torch_utils_benchmark_median_s'] * 1e3:.4f} ms: spread {check['spread']:.1%} "
+                    + ("agree" if check["agree"] else f"DISAGREE (> {check['tolerance']:.0%})"))
+        checks = [e["crosscheck"] for e in entries.values() if "table_median_s" in (e.get("crosscheck") or {})]
+        if checks:
+            bad = sum(not c["agree"] for c in checks)
+            terminalreporter.write_line(f"  crosscheck: {len(checks) - bad} of {len(checks)} cases agree within "
+                                        f"{CROSSCHECK_TOLERANCE:.0%}")
     for path in getattr(config, "_normbench_bench_written", []):
         terminalreporter.write_line(f"results written to {path}")

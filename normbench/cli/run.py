@@ -9,6 +9,7 @@ progress bar and pytest-benchmark's JSON kept under results/raw/<machine-id>/pyt
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import subprocess
 import sys
@@ -43,6 +44,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--rounds", type=int, default=3, metavar="R",
                         help="interleaved passes over every benchmark case, samples pooled (default 3)")
     parser.add_argument("--include-references", action="store_true", help="also time the float64 references")
+    parser.add_argument("--variant", action="append", default=[], choices=["eager", "compile", "onnxruntime"],
+                        help="benchmark every case as deployed this way too (repeatable; default eager only)")
+    parser.add_argument("--omp-wait-policy", default="passive", choices=["passive", "active", "inherit"],
+                        help="OMP_WAIT_POLICY of the benchmark process (default passive: on a shared CPU, "
+                             "spinning OpenMP threads make 2-thread timings bimodal; inherit = leave the "
+                             "environment as it is)")
     parser.add_argument("--crosscheck", action="store_true",
                         help="also time every case with torch.utils.benchmark and record both medians")
     parser.add_argument("--workers", "-n", default="2", metavar="N",
@@ -77,10 +84,11 @@ def _selected_impls(args: argparse.Namespace) -> list[str]:
     return [n for n in names if not args.impl or n in args.impl]
 
 
-def _pytest(argv: list[str], cwd: Path) -> int:
+def _pytest(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> int:
     cmd = [sys.executable, "-m", "pytest", *argv]
-    print(f"\n$ {shlex.join(['pytest', *argv])}", flush=True)
-    return subprocess.run(cmd, cwd=cwd).returncode
+    shown = " ".join(f"{k}={v}" for k, v in (env or {}).items())
+    print(f"\n$ {shown + ' ' if shown else ''}{shlex.join(['pytest', *argv])}", flush=True)
+    return subprocess.run(cmd, cwd=cwd, env={**os.environ, **env} if env else None).returncode
 
 
 def run(args: argparse.Namespace) -> int:
@@ -122,7 +130,10 @@ def run(args: argparse.Namespace) -> int:
                 bench.append("--bench-include-references")
             if args.crosscheck:
                 bench.append("--bench-crosscheck")
-            codes[f"benchmarks ({device})"] = _pytest(bench, root)
+            bench += [f"--bench-variant={v}" for v in args.variant]
+            # libgomp reads OMP_WAIT_POLICY once, when torch loads: it must be in the child's environment
+            env = {} if args.omp_wait_policy == "inherit" else {"OMP_WAIT_POLICY": args.omp_wait_policy.upper()}
+            codes[f"benchmarks ({device})"] = _pytest(bench, root, env)
     if not args.skip_claims:
         from normbench.cli import claims
 
