@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from normbench.bench.bytes_model import Traffic, bytes_moved, copy_bytes
-from normbench.bench.roofline import Roofline
+from normbench.bench.roofline import Roofline, RooflineLevel
 from normbench.bench.variants_bench import BuiltVariant, build_variant, check_variant
 from normbench.implementation import Implementation, ImplementationError
 from normbench.registry import Registry
@@ -290,15 +290,17 @@ def peak_memory_bytes(fn: Callable[[], Any], device: str) -> int | None:
 
 
 def result_entry(prepared: Prepared, summary: dict[str, float | int], roofline: Roofline,
-                 peak_mem: int | None, *, timer: str, flush_l2: bool) -> dict[str, Any]:
+                 peak_mem: int | None, *, timer: str, flush_l2: bool,
+                 bound: RooflineLevel | None = None) -> dict[str, Any]:
     """What results/ stores for one case: the timing statistics and everything derived from them.
 
-    % roofline is against the copy bandwidth of the memory level the case's working set (its compulsory bytes)
-    fits in (`roofline_level`; cache-aware on a CPU); `dram_pct` keeps the figure against the DRAM copy."""
+    % roofline is against `bound` (normbench.bench.roofline.size_matched: a copy of the case's working set, its
+    compulsory bytes, named after the memory level that holds it), else against the level the working set fits
+    in; `dram_pct` keeps the figure against the DRAM copy."""
     case, traffic = prepared.case, prepared.traffic
     median, q1, q3 = float(summary["median_s"]), float(summary["q1_s"]), float(summary["q3_s"])
     gbps = traffic.total / median / 1e9
-    level = roofline.bounding_level(traffic.total)
+    level = bound or roofline.bounding_level(traffic.total)
     entry: dict[str, Any] = {
         "id": case.id, "family": case.family, "implementation": case.implementation, "shape": list(case.shape),
         "dtype": case.dtype, "pass": case.pass_name, "device": torch.device(case.device).type,
@@ -311,6 +313,7 @@ def result_entry(prepared: Prepared, summary: dict[str, float | int], roofline: 
         "gbps_q3": traffic.total / q1 / 1e9 if q1 else gbps,
         "roofline_gbps": level.copy_gbps, "roofline_pct": 100.0 * gbps / level.copy_gbps,
         "roofline_level": level.name, "roofline_gbps_q3": level.copy_gbps_q3,
+        "roofline_working_set_bytes": level.working_set_bytes,
         "dram_gbps": roofline.copy_gbps, "dram_pct": 100.0 * gbps / roofline.copy_gbps,
         "peak_gbps": roofline.peak_gbps,
         "peak_pct": 100.0 * gbps / roofline.peak_gbps if roofline.peak_gbps else None,

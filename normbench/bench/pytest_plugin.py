@@ -13,9 +13,11 @@ Benchmarks refuse to run under pytest-xdist: workers would share the cores and m
 (normbench.bench.variants_bench); the build (compile, export) is paid once per case and session before anything is
 timed, and recorded as `build_s`. A variant that cannot be built is one skipped case with the reason.
 
-`--bench-crosscheck` re-times each case right after its table measurement, with the table's own schedule (the same
-calls per round) in interleaved blocks of normbench's loop and of torch.utils.benchmark's `Timer.timeit`, and
-prints the table's median beside both; the three must agree within 5% (CROSSCHECK_TOLERANCE).
+`--bench-crosscheck` times each CPU case's table rounds interleaved with rounds of normbench's own loop and of
+torch.utils.benchmark's `Timer.timeit`, all on the table's schedule (the same calls per round): before each round
+pytest-benchmark times, the clock's hook runs one round of each other timer (InterleavingClock), so the three
+medians come from the same seconds of a shared machine. The table's median is printed beside both; the three must
+agree within 5% (CROSSCHECK_TOLERANCE). On a GPU the cross-check runs in blocks right after the table.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import os
 import statistics
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -41,14 +44,20 @@ from normbench.bench.harness import (
     prepare,
     result_entry,
 )
-from normbench.bench.roofline import Roofline, cpu_threads_available, default_copy_bytes, measure_roofline
+from normbench.bench.roofline import (
+    Roofline,
+    RooflineLevel,
+    cpu_threads_available,
+    default_copy_bytes,
+    measure_roofline,
+    size_matched,
+)
 from normbench.bench.timer import (
     GpuRoundSetup,
     Schedule,
     Timing,
     calibrate,
     clock_for,
-    cpu_clock,
     cuda_event_clock,
     measure,
 )
@@ -145,6 +154,8 @@ class BenchSession:
         #: built variants (compiled, exported) kept across the passes of --bench-rounds: built once per session
         self.prepared: dict[str, Any] = {}
         self.wait_policy = os.environ.get("OMP_WAIT_POLICY", "") or "unset"
+        #: size-matched copy bounds, per device and working set, measured once per session
+        self.bounds: dict[tuple[str, int], RooflineLevel] = {}
         self.load_at_start = _load_average()
 
     @property
@@ -190,6 +201,12 @@ class BenchSession:
             self.rooflines[device] = measure_roofline(device, self.roofline_bytes)
         return self.rooflines[device]
 
+    def bound(self, device: str, working_set: int) -> RooflineLevel:
+        key = (device, working_set)
+        if key not in self.bounds:
+            self.bounds[key] = size_matched(self.roofline(device), working_set, device)
+        return self.bounds[key]
+
     def run(self, benchmark: Any, case: BenchCase, round_index: int = 0) -> dict[str, Any]:
         """Time one pass of one case with pytest-benchmark and record it, pooled with its earlier passes."""
         torch.set_num_threads(self.threads)
@@ -212,8 +229,17 @@ class BenchSession:
                                     shape=list(case.shape), dtype=case.dtype, pass_name=case.pass_name,
                                     device=case.device, bytes=prepared.traffic.total, threads=self.threads)
         cuda_event_clock.reset()
-        benchmark.pedantic(prepared.fn, setup=flush, rounds=schedule.rounds, iterations=schedule.iterations,
-                           warmup_rounds=schedule.warmup_rounds)
+        bound = self.bound(case.device, prepared.traffic.total)  # measured before the case, never inside it
+        last = round_index == self.passes - 1
+        interleaver = None
+        if self.crosscheck and last and torch.device(case.device).type == "cpu":
+            interleaver = Interleaver(prepared.fn, schedule.iterations)
+            interleaving_clock.hook = interleaver.round
+        try:
+            benchmark.pedantic(_discarding(prepared.fn), setup=flush, rounds=schedule.rounds,
+                               iterations=schedule.iterations, warmup_rounds=schedule.warmup_rounds)
+        finally:
+            interleaving_clock.hook = None
         if benchmark.stats is None:
             pytest.skip("pytest-benchmark is disabled (--benchmark-disable / --benchmark-skip): nothing was timed")
         pooled = self.samples[case.id]
@@ -221,14 +247,18 @@ class BenchSession:
         summary = Timing(tuple(pooled), schedule.iterations).summary()
         summary["passes"] = round_index + 1
         check = None
-        if self.crosscheck and round_index == self.passes - 1:
-            # right after the table's own timing, before the profiler below runs, on the table's schedule
+        if interleaver is not None:
+            pass_samples = [float(t) for t in benchmark.stats.stats.data]
+            check = interleaver.result(summary["median_s"], statistics.median(pass_samples))
+        elif self.crosscheck and last:
+            # GPU: right after the table's own timing, before the profiler below runs, on the table's schedule
             check = crosscheck(prepared.fn, case.device, schedule, summary["median_s"])
         if case.id not in self.peaks:
             self.peaks[case.id] = peak_memory_bytes(prepared.fn, case.device)
         peak = self.peaks[case.id]
         timer = "cuda_event" if clock_for(case.device) is cuda_event_clock else "perf_counter"
-        entry = result_entry(prepared, summary, roofline, peak, timer=timer, flush_l2=schedule.flush_l2)
+        entry = result_entry(prepared, summary, roofline, peak, timer=timer, flush_l2=schedule.flush_l2,
+                             bound=bound)
         entry["gpu_hold_s"] = schedule.hold_s
         entry["omp_wait_policy"] = self.wait_policy
         if check is not None:
@@ -251,6 +281,88 @@ def _load_average() -> float | None:
 CROSSCHECK_BLOCKS = 5
 #: the table's median and both cross-check medians must agree within this fraction
 CROSSCHECK_TOLERANCE = 0.05
+
+
+def _discarding(fn: Any) -> Any:
+    """`fn` returning nothing. pytest-benchmark keeps a round's result alive until the next round's replaces it
+    when a round is one call (not when it loops), so a norm's next output was allocated while the previous one was
+    still held - a different allocator path (fresh pages) than in a loop, in `measure` or in torch.utils.benchmark,
+    which free each output before the next call. Every timer now frees each output inside its timed region."""
+    def call() -> None:
+        fn()
+    return call
+
+
+class InterleavingClock:
+    """The CPU benchmarks' clock (time.perf_counter) for pytest-benchmark, with a hook run before every start read.
+
+    Reads come in (start, end) pairs around each timed round, as pytest-benchmark's runner makes them. When a hook
+    is set (the cross-check), a start read first runs it - one round of each cross-check timer - and only then
+    reads the clock, so the hook's time is never inside a table round, and the table's rounds and the
+    cross-check's alternate round by round."""
+
+    __name__ = "perf_counter"  # how pytest-benchmark names the timer in its JSON
+
+    def __init__(self) -> None:
+        self.hook: Any = None
+        self._in_round = False
+
+    def __call__(self) -> float:
+        if not self._in_round and self.hook is not None:
+            self.hook()
+        self._in_round = not self._in_round
+        return time.perf_counter()
+
+
+interleaving_clock = InterleavingClock()
+
+
+class Interleaver:
+    """One round of normbench's loop and one of torch.utils.benchmark's `Timer.timeit(number=iterations)` per call,
+    in alternating order, each the same number of calls as a table round."""
+
+    def __init__(self, fn: Any, iterations: int) -> None:
+        from torch.utils import benchmark as tub
+
+        self.fn, self.iterations = fn, iterations
+        self.timer = tub.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+        self.ours: list[float] = []
+        self.theirs: list[float] = []
+
+    def _ours(self) -> None:
+        fn = self.fn
+        t0 = time.perf_counter()
+        for _ in range(self.iterations):
+            fn()
+        self.ours.append((time.perf_counter() - t0) / self.iterations)
+
+    def _theirs(self) -> None:
+        self.theirs.append(self.timer.timeit(number=self.iterations).median)
+
+    def round(self) -> None:
+        if len(self.ours) % 2:
+            self._theirs()
+            self._ours()
+        else:
+            self._ours()
+            self._theirs()
+
+    def result(self, table_median_s: float, pass_median_s: float,
+               tolerance: float = CROSSCHECK_TOLERANCE) -> dict[str, Any]:
+        # the first round of each is the warm-up round's companion: left out like the table's warm-up
+        ours, theirs = self.ours[1:] or self.ours, self.theirs[1:] or self.theirs
+        return _agreement(table_median_s, statistics.median(ours), statistics.median(theirs), tolerance,
+                          mode="interleaved rounds", rounds=len(ours), iterations=self.iterations,
+                          table_pass_median_s=pass_median_s)
+
+
+def _agreement(table_median_s: float, mine: float, other: float, tolerance: float, **extra: Any) -> dict[str, Any]:
+    medians = (table_median_s, mine, other)
+    spread = max(medians) / min(medians) - 1 if min(medians) > 0 else float("inf")
+    return {"table_median_s": table_median_s, "normbench_interleaved_median_s": mine,
+            "torch_utils_benchmark_median_s": other, "normbench_median_s": table_median_s,
+            "ratio": mine / other, "table_ratio": table_median_s / other, "spread": spread,
+            "agree": spread <= tolerance, "tolerance": tolerance, **extra}
 
 
 def crosscheck(fn: Any, device: str, schedule: Schedule, table_median_s: float, *,
@@ -278,14 +390,8 @@ def crosscheck(fn: Any, device: str, schedule: Schedule, table_median_s: float, 
         ours += measure(fn, device, block).samples
         timer.timeit(number=iterations)  # warm-up round, as `measure` has
         theirs += [timer.timeit(number=iterations).median for _ in range(rounds)]
-    mine, other = statistics.median(ours), statistics.median(theirs)
-    medians = (table_median_s, mine, other)
-    spread = max(medians) / min(medians) - 1 if min(medians) > 0 else float("inf")
-    return {"table_median_s": table_median_s, "normbench_interleaved_median_s": mine,
-            "torch_utils_benchmark_median_s": other, "normbench_median_s": table_median_s,
-            "ratio": mine / other, "table_ratio": table_median_s / other, "spread": spread,
-            "agree": spread <= tolerance, "tolerance": tolerance, "blocks": blocks, "rounds_per_block": rounds,
-            "iterations": iterations}
+    return _agreement(table_median_s, statistics.median(ours), statistics.median(theirs), tolerance,
+                      mode="blocks after the table", blocks=blocks, rounds_per_block=rounds, iterations=iterations)
 
 
 def above_roofline(entries: Any) -> list[dict[str, Any]]:
@@ -327,7 +433,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # Pass-major order: every case once, then every case again (asv's interleaved rounds).
     for round_index in range(session.passes):
         for case in plan.cases:
-            clock = cuda_event_clock if torch.device(case.device).type == "cuda" else cpu_clock
+            clock = cuda_event_clock if torch.device(case.device).type == "cuda" else interleaving_clock
             item_id = case.id if session.passes == 1 else f"{case.id}-pass{round_index + 1}"
             params.append(pytest.param(RoundOf(case, round_index), id=item_id,
                                        marks=[pytest.mark.benchmark(group=case.group, timer=clock)]))
@@ -404,6 +510,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         rooflines = [r for d, r in bench.rooflines.items() if torch.device(d).type == device]
         record = benchmark_record(device, list(entries.values()), rooflines[0].as_dict() if rooflines else None,
                                   bench.threads)
+        record.update(omp_wait_policy=bench.wait_policy, load_average=bench.load_at_start)
         path, _ = store_record(results_dir, record)
         written.append(path)
     write_leaderboard(results_dir)

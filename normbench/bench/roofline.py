@@ -4,12 +4,14 @@ Every GB/s figure is also given as a percentage of a copy bandwidth measured in 
 `dst.copy_(src)`, bytes read + written, median over rounds), because that is what this machine, with this thread
 count, actually sustains; a datasheet number is shown beside it on GPUs.
 
-On a CPU the roofline is cache-aware: a case whose working set fits in a cache runs from that cache, so comparing
-it with the DRAM copy says nothing (a 16 MiB LayerNorm read "185% of the roofline"). The copy is measured once
-per session at a working set inside every cache level from L2 up (half the level's capacity as the threads see
-it) and far beyond the last-level cache (DRAM); a case is bounded by the smallest level its working set fits in
-(`bounding_level`), and its % roofline is against that level's bandwidth. A GPU keeps the DRAM level only: its
-benchmarks flush the L2 before every call.
+On a CPU the roofline is size-matched and cache-aware: a case whose working set fits in a cache runs from that
+cache, so comparing it with the DRAM copy says nothing (a 16 MiB LayerNorm read "185% of the roofline"). Once per
+session the copy is measured at a working set inside every cache level from L2 up (half the level's capacity as
+the threads see it) and far beyond the last-level cache (DRAM), which names the levels; each case is then bounded
+by a copy of its own working set (`size_matched`: source + destination = the case's compulsory bytes, measured
+once per size and session), named by the smallest level that holds it (`bounding_level`). A working set just
+above a cache's capacity still partly hits it, so a bound by capacity alone would be too low there; the
+size-matched copy is not. A GPU keeps the DRAM level only: its benchmarks flush the L2 before every call.
 """
 
 from __future__ import annotations
@@ -239,6 +241,20 @@ def measure_roofline(device: str = "cpu", nbytes: int | None = None, budget_s: f
     return Roofline(device=str(torch.device(device)), device_name=name, copy_gbps=gbps, copy_gbps_q1=q1,
                     copy_gbps_q3=q3, copy_bytes=(nbytes // 4) * 4, threads=torch.get_num_threads(), peak_gbps=peak,
                     peak_source=source, levels=tuple(levels))
+
+
+def size_matched(roofline: Roofline, working_set_bytes: int, device: str = "cpu", budget_s: float = 0.15,
+                 repeats: int = 3) -> RooflineLevel:
+    """The bound of a case moving `working_set_bytes`: a copy whose source + destination is that size, measured
+    now (CPU; on a GPU the DRAM level), named after the level that holds it. Never below the DRAM copy: a copy
+    reading lower than DRAM was slowed by a neighbour, not by the memory, and would let a case beat its bound."""
+    named = roofline.bounding_level(working_set_bytes)
+    if torch.device(device).type != "cpu" or named.name == "DRAM" and working_set_bytes >= 2 * roofline.copy_bytes:
+        return named
+    gbps, q1, q3 = _copy_bandwidth(max(working_set_bytes // 2, 4), device, budget_s, repeats)
+    if gbps < roofline.copy_gbps:
+        gbps, q1, q3 = roofline.copy_gbps, roofline.copy_gbps_q1, roofline.copy_gbps_q3
+    return RooflineLevel(named.name, named.capacity_bytes, working_set_bytes, gbps, q1, q3)
 
 
 def cpu_threads_available() -> int:

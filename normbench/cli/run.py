@@ -140,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
         device = "cuda" if torch.cuda.is_available() and (not args.device or "cuda" in args.device) else "cpu"
         print("\n$ normbench claims", flush=True)
         codes["claims"] = claims.run(argparse.Namespace(only=None, device=device, threads=args.threads,
-                                                        results_dir=str(results), no_record=False))
+                                                        results_dir=str(results), no_record=False,
+                                                        variant=args.variant, training=False))
     print("\nnormbench run: " + ", ".join(f"{stage} {'ok' if code == 0 else f'exit {code}'}"
                                           for stage, code in codes.items()))
     print(f"leaderboard: {results / 'LEADERBOARD.md'}")
