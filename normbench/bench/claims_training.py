@@ -364,9 +364,9 @@ def trained(losses: list[float], window: int = 10) -> bool:
     return last < TRAINED_FRACTION * first
 
 
-def deepnorm_depth(device: str = "cpu", *, depths: tuple[int, ...] = (6, 12, 24, 48), steps: int = 200,
+def deepnorm_depth(device: str = "cpu", *, depths: tuple[int, ...] = (6, 12, 24, 48, 96), steps: int = 200,
                    dim: int = 64, heads: int = 4, vocab: int = 64, batch: int = 16, seq: int = 16, lr: float = 1e-3,
-                   seed: int = 0, budget_s: float = 240.0, train: Callable[..., list[float]] = train_curve
+                   seed: int = 0, budget_s: float = 300.0, train: Callable[..., list[float]] = train_curve
                    ) -> ClaimResult:
     """Train Post-LN and DeepNorm at each depth, smallest first, while the time budget lasts."""
     started = time.perf_counter()
@@ -379,8 +379,10 @@ def deepnorm_depth(device: str = "cpu", *, depths: tuple[int, ...] = (6, 12, 24,
         for placement in ("post", "deepnorm"):
             losses = train(placement, layers=depth, steps=steps, dim=dim, heads=heads, vocab=vocab, batch=batch,
                            seq=seq, lr=lr, seed=seed, deadline=started + budget_s * 2)
-            row[placement] = {"trained": trained(losses), "first": losses[0], "last": losses[-1],
-                              "steps": len(losses), "finite": all(math.isfinite(v) for v in losses)}
+            window = min(10, len(losses))
+            row[placement] = {"trained": trained(losses), "first": sum(losses[:window]) / window,
+                              "last": sum(losses[-window:]) / window, "steps": len(losses),
+                              "finite": all(math.isfinite(v) for v in losses)}
             label = f"{'Post-LN' if placement == 'post' else 'DeepNorm'} N={depth}"
             curves[label] = [(i, v if math.isfinite(v) else float("nan")) for i, v in enumerate(losses)]
         results[depth] = row
