@@ -110,3 +110,23 @@ def test_interleaved_rounds_pool_their_samples(tmp_path):
     entry = record["results"]["layernorm[F.layer_norm-8x64-float32-forward]"]
     # two passes of at least 10 rounds each, pooled into one entry
     assert entry["passes"] == 2 and entry["rounds"] >= 20
+
+
+def test_normbench_run_gives_the_benchmarks_a_passive_omp_wait_policy(tmp_path, monkeypatch):
+    from normbench.cli import run as run_verb
+    from normbench.cli.main import main
+
+    seen = []
+    monkeypatch.setattr(run_verb, "_pytest", lambda argv, cwd: seen.append((argv, os.environ.get("OMP_WAIT_POLICY")))
+                        or 0)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.chdir(ROOT)
+    args = ["run", "--impl", "torch.nn.RMSNorm", "--device", "cpu", "--results-dir", str(tmp_path), "--skip-claims",
+            "--skip-conformance", "--variant", "compile"]
+    assert main(args) == 0
+    ((argv, policy),) = seen
+    assert policy == "PASSIVE" and "--bench-variant=compile" in argv
+    assert "OMP_WAIT_POLICY" not in os.environ  # restored after the benchmark process
+    seen.clear()
+    assert main([*args, "--omp-wait-policy", "inherit"]) == 0
+    assert seen[0][1] is None

@@ -9,10 +9,12 @@ progress bar and pytest-benchmark's JSON kept under results/raw/<machine-id>/pyt
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -84,11 +86,26 @@ def _selected_impls(args: argparse.Namespace) -> list[str]:
     return [n for n in names if not args.impl or n in args.impl]
 
 
-def _pytest(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> int:
+def _pytest(argv: list[str], cwd: Path) -> int:
     cmd = [sys.executable, "-m", "pytest", *argv]
-    shown = " ".join(f"{k}={v}" for k, v in (env or {}).items())
-    print(f"\n$ {shown + ' ' if shown else ''}{shlex.join(['pytest', *argv])}", flush=True)
-    return subprocess.run(cmd, cwd=cwd, env={**os.environ, **env} if env else None).returncode
+    policy = os.environ.get("OMP_WAIT_POLICY")
+    print(f"\n$ {f'OMP_WAIT_POLICY={policy} ' if policy else ''}{shlex.join(['pytest', *argv])}", flush=True)
+    return subprocess.run(cmd, cwd=cwd).returncode
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """Set environment variables for the child processes started inside, then restore them."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def run(args: argparse.Namespace) -> int:
@@ -133,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
             bench += [f"--bench-variant={v}" for v in args.variant]
             # libgomp reads OMP_WAIT_POLICY once, when torch loads: it must be in the child's environment
             env = {} if args.omp_wait_policy == "inherit" else {"OMP_WAIT_POLICY": args.omp_wait_policy.upper()}
-            codes[f"benchmarks ({device})"] = _pytest(bench, root, env)
+            with _environment(**env):
+                codes[f"benchmarks ({device})"] = _pytest(bench, root)
     if not args.skip_claims:
         from normbench.cli import claims
 
