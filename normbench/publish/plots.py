@@ -8,6 +8,7 @@ matplotlib is imported only when there is something to plot, so a conformance-on
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 from normbench.leaderboard import ClaimPlot, Leaderboard, PlotSpec
@@ -48,7 +49,7 @@ class PlotPublisher:
             ax.set_ylabel(spec.y_label)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-        fig.suptitle(spec.title, fontsize=9)
+        fig.suptitle("\n".join(textwrap.wrap(spec.title, width=int(70 * n))), fontsize=9)
         fig.tight_layout()
         fig.savefig(path, dpi=90)
         plt.close(fig)
