@@ -96,9 +96,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--bench-roofline-mib", type=float, default=None, metavar="MIB",
                     help="size of the roofline copy (default: 8x the last-level cache, >= 256 MiB CPU / 1 GiB GPU)")
     group.addoption("--bench-variant", action="append", default=[], choices=list(VARIANTS),
-                    help="time every case as deployed this way too (repeatable; default eager only): compile = "
-                         "torch.compile (Inductor, build paid once, never timed), onnxruntime = torch.onnx export run "
-                         "by onnxruntime on the CPU (inference only)")
+                    help="time every case as deployed this way (repeatable, e.g. eager + compile; default eager "
+                         "only): compile = torch.compile (Inductor, build paid once, never timed), onnxruntime = "
+                         "torch.onnx export run by onnxruntime on the CPU (inference only)")
     group.addoption("--bench-progress", action="store_true",
                     help="draw a progress bar instead of one character per case")
 

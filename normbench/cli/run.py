@@ -47,7 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="interleaved passes over every benchmark case, samples pooled (default 3)")
     parser.add_argument("--include-references", action="store_true", help="also time the float64 references")
     parser.add_argument("--variant", action="append", default=[], choices=["eager", "compile", "onnxruntime"],
-                        help="benchmark every case as deployed this way too (repeatable; default eager only)")
+                        help="benchmark every case as deployed this way (repeatable, e.g. --variant eager "
+                             "--variant compile; default eager only)")
     parser.add_argument("--omp-wait-policy", default="passive", choices=["passive", "active", "inherit"],
                         help="OMP_WAIT_POLICY of the benchmark process (default passive: on a shared CPU, "
                              "spinning OpenMP threads make 2-thread timings bimodal; inherit = leave the "
