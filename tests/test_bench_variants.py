@@ -88,3 +88,11 @@ def test_the_compiled_variant_is_built_before_timing_and_matches_eager(specs):
 def test_eager_is_the_module_itself():
     m = nn.LayerNorm(4)
     assert build_variant("eager", m, torch.randn(2, 4)).call is m
+
+
+def test_every_case_gets_its_own_compiled_graph_past_dynamos_recompile_limit():
+    # ten shapes of one module class: with dynamo's default limit (8) the ninth would silently run eagerly,
+    # and automatic dynamic shapes would give the second a dynamic-shape kernel
+    graphs = [build_variant("compile", nn.LayerNorm(8), torch.randn(n, 8), pass_name="inference").info["graphs"]
+              for n in range(2, 12)]
+    assert all(g >= 1 for g in graphs), graphs
