@@ -109,3 +109,29 @@ def test_the_crosscheck_flags_a_table_median_that_timed_something_else():
 
 def test_the_timed_call_drops_its_output():
     assert _discarding(lambda: [1, 2, 3])() is None
+
+
+def test_a_difference_inside_the_medians_notches_is_noise_and_one_beyond_is_not():
+    from normbench.bench.pytest_plugin import median_notch, medians_consistent
+
+    noisy = [1.0, 1.3, 0.8, 1.1, 0.9, 1.2, 1.0, 0.7, 1.4, 1.0]
+    median, half = median_notch(noisy)
+    assert median == 1.0 and half > 0.1
+    assert medians_consistent([noisy, [x * 1.08 for x in noisy]])  # 8% apart, inside this spread
+    tight = [1.0, 1.001, 0.999] * 10
+    assert not medians_consistent([tight, [x * 1.08 for x in tight]])  # 8% apart with no spread: a real difference
+
+
+def test_the_size_matched_bound_keeps_the_fastest_pass(monkeypatch):
+    from normbench.bench import pytest_plugin as plugin
+
+    readings = iter([30.0, 50.0, 40.0])
+    monkeypatch.setattr(plugin, "size_matched",
+                        lambda roof, ws, device: RooflineLevel("L3", 32 * MiB, ws, next(readings), 1.0, 1.0))
+    session = plugin.BenchSession.__new__(plugin.BenchSession)
+    session.bounds, session.bound_passes = {}, set()
+    session.roofline = lambda device: roofline()  # type: ignore[method-assign]
+    assert session.bound("cpu", MiB, 0).copy_gbps == 30.0
+    assert session.bound("cpu", MiB, 0).copy_gbps == 30.0  # once per pass
+    assert session.bound("cpu", MiB, 1).copy_gbps == 50.0
+    assert session.bound("cpu", MiB, 2).copy_gbps == 50.0  # a slower reading never lowers the bound
