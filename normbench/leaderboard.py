@@ -122,6 +122,20 @@ class Series:
     implementation: str
     dtype: str
     points: list[tuple[float, float]]
+    #: how the module ran (eager, compile, onnxruntime): one series per variant, drawn with its own marker
+    variant: str = "eager"
+
+
+@dataclass
+class ClaimPlot:
+    """A claims-lab figure: named curves (x, y) per panel, drawn as-is (results/plots/claim-<id>-<machine>.png)."""
+
+    name: str
+    title: str
+    panels: dict[str, dict[str, list[tuple[float, float]]]]
+    x_label: str
+    y_label: str
+    log_y: bool = False
 
 
 @dataclass
@@ -153,6 +167,7 @@ class Leaderboard:
     outcomes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     #: where each implementation came from (its `source`: entry point or --impl-path), from the records
     sources: dict[str, str] = field(default_factory=dict)
+    claim_plots: list[ClaimPlot] = field(default_factory=list)
 
     def table(self, name: str) -> Table:
         for t in self.tables:
@@ -194,7 +209,19 @@ def _shape(entry: dict[str, Any]) -> str:
 
 
 def _case_key(entry: dict[str, Any]) -> tuple[Any, ...]:
-    return (tuple(entry["shape"]), entry["dtype"], entry["pass"], entry["device"])
+    # records from before variants existed are eager
+    return (tuple(entry["shape"]), entry["dtype"], entry["pass"], entry["device"], entry.get("variant", "eager"))
+
+
+VARIANT_ORDER = {"eager": 0, "compile": 1, "onnxruntime": 2}
+
+
+def _over_eager(entry: dict[str, Any], index: dict[tuple[Any, ...], dict[str, Any]]) -> float | None:
+    """The same implementation's eager median over this variant's: > 1, the deployed variant is faster."""
+    if entry.get("variant", "eager") == "eager" or not entry.get("median_s"):
+        return None
+    eager = index.get((entry["implementation"], *_case_key(entry)[:-1], "eager"))
+    return eager["median_s"] / entry["median_s"] if eager else None
 
 
 # -- per-kind collections ------------------------------------------------------------------------------------
@@ -300,35 +327,42 @@ def _performance(machines: list[Machine], bench: dict[str, list[dict[str, Any]]]
             families[e["family"]].add((e["implementation"], *_case_key(e)))
     tables = []
     for family in sorted(families, key=lambda f: (f == "roofline", f)):
-        headers = ["implementation", "shape", "dtype", "pass", "device"]
+        headers = ["implementation", "variant", "shape", "dtype", "pass", "device"]
+        stats = ("median ms", "IQR ms", "GB/s", "% roofline", "bound by", "× baseline", "× eager", "build s",
+                 "peak MiB")
         for m in machines:
-            headers += [_col(h, m, machines) for h in
-                        ("median ms", "IQR ms", "GB/s", "% roofline", "× baseline", "peak MiB")]
-        # the implementations of one case side by side: device, size, shape, dtype, pass, then implementation
+            headers += [_col(h, m, machines) for h in stats]
+        # the implementations of one case side by side: device, size, shape, dtype, pass, implementation, variant
         keys = sorted(families[family], key=lambda k: (k[4], math.prod(k[1]), k[1], k[2], PASS_ORDER.get(k[3], 9),
-                                                       k[0]))
+                                                       k[0], VARIANT_ORDER.get(k[5], 9)))
         rows = []
-        for impl, shape, dtype, pass_name, device in keys:
-            row: list[Any] = [impl, "x".join(map(str, shape)), dtype, pass_name, device]
+        for impl, shape, dtype, pass_name, device, variant in keys:
+            row: list[Any] = [impl, variant, "x".join(map(str, shape)), dtype, pass_name, device]
             for m in machines:
                 index = by_machine.get(m.machine_id, {})
-                e = index.get((impl, shape, dtype, pass_name, device))
+                e = index.get((impl, shape, dtype, pass_name, device, variant))
                 if e is None:
-                    row += [None] * 6
+                    row += [None] * len(stats)
                     continue
                 peak = e.get("peak_mem_bytes")
-                row += [e["median_s"] * 1e3, e["iqr_s"] * 1e3, e["gbps"], e["roofline_pct"], _speedup(e, index),
-                        peak / 2**20 if peak is not None else None]
+                row += [e["median_s"] * 1e3, e["iqr_s"] * 1e3, e["gbps"], e["roofline_pct"],
+                        e.get("roofline_level", "DRAM"), _speedup(e, index), _over_eager(e, index),
+                        e.get("build_s") or None, peak / 2**20 if peak is not None else None]
             rows.append(row)
         notes = ["median and inter-quartile range of the time per call; GB/s from the compulsory bytes of the pass "
                  "(normbench.bench.bytes_model: forward 2·|x|, backward 3·|x|, forward+backward 5·|x|, inference "
-                 "2·|x|, plus parameters); % roofline against the copy bandwidth measured in the same session; "
-                 "× baseline is the baseline's median over this one's (> 1: faster than torch eager)."]
+                 "2·|x|, plus parameters); % roofline against the copy bandwidth, measured in the same session, of "
+                 "the memory level the case's working set fits in (`bound by`: L2, L3, DRAM; cache-aware on a CPU); "
+                 "× baseline is the baseline's median over this one's in the same variant (> 1: faster than torch); "
+                 "× eager is the same implementation's eager median over this variant's (> 1: the deployed variant "
+                 "is faster). Variants: eager; compile = torch.compile, Inductor, compile time (`build s`) paid "
+                 "once, never timed; onnxruntime = torch.onnx export run by onnxruntime's CPU provider (inference "
+                 "only, so its `forward` is the eval-mode forward)."]
         if family == "roofline":
             title = "Harness check: a plain copy timed by the benchmark harness"
             notes = ["A `dst.copy_(src)` timed exactly like the norms. At the roofline's own size it must reach "
-                     "about 100% of the copy bandwidth measured at session start (no overhead hides in the "
-                     "numbers); at the norms' size it shows where the cache lifts a copy above the DRAM roofline."]
+                     "about 100% of the DRAM copy bandwidth measured at session start (no overhead hides in the "
+                     "numbers); at the norms' size it is bounded by the cache level its working set fits in."]
         else:
             title = f"Performance: {family}"
         plots = [p for p in sorted({_plot_name(family, m.machine_id, k[4]) for m in machines for k in keys
@@ -349,15 +383,28 @@ def _rooflines(machines: list[Machine], records: list[dict[str, Any]]) -> Table:
         copies = [e for e in r["results"].values() if e["family"] == "roofline"]
         at_size = [e for e in copies if e["numel"] * 4 == roof.get("copy_bytes")]
         check = at_size[0]["roofline_pct"] if at_size else None
-        rows.append([labels[r["machine_id"]], r["device"], roof.get("device_name"), r.get("threads"),
-                     roof.get("copy_gbps"), roof.get("copy_gbps_q1"), roof.get("copy_gbps_q3"),
-                     (roof.get("copy_bytes") or 0) / 2**20, roof.get("peak_gbps"), roof.get("peak_source"), check])
-    headers = ["machine", "device", "device name", "threads", "copy GB/s", "copy GB/s q1", "copy GB/s q3",
-               "copied MiB", "nominal peak GB/s", "peak source", "harness copy % of roofline"]
+        levels = roof.get("levels") or [{"name": "DRAM", "capacity_bytes": None,
+                                         "working_set_bytes": 2 * (roof.get("copy_bytes") or 0),
+                                         "copy_gbps": roof.get("copy_gbps"), "copy_gbps_q1": roof.get("copy_gbps_q1"),
+                                         "copy_gbps_q3": roof.get("copy_gbps_q3")}]
+        for lv in levels:
+            dram = lv["name"] == "DRAM"
+            capacity = lv.get("capacity_bytes")
+            rows.append([labels[r["machine_id"]], r["device"], roof.get("device_name"), r.get("threads"), lv["name"],
+                         capacity / 2**20 if capacity else None, lv["working_set_bytes"] / 2**20, lv["copy_gbps"],
+                         lv["copy_gbps_q1"], lv["copy_gbps_q3"], roof.get("peak_gbps") if dram else None,
+                         roof.get("peak_source") if dram else None, check if dram else None,
+                         r.get("omp_wait_policy"), r.get("load_average")])
+    headers = ["machine", "device", "device name", "threads", "level", "holds MiB", "measured at MiB", "copy GB/s",
+               "copy GB/s q1", "copy GB/s q3", "nominal peak GB/s", "peak source", "harness copy % of roofline",
+               "OMP_WAIT_POLICY", "load average"]
     return Table("rooflines", "Rooflines (latest session per machine and device)", headers, rows,
-                 ["copy GB/s: median bandwidth of dst.copy_(src) on a tensor far larger than the last-level cache, "
-                  "bytes read + written, with the thread count shown; q1/q3 bound its spread. The harness column is "
-                  "the same copy timed through the benchmark harness (target ≥ 90%)."])
+                 ["copy GB/s: median bandwidth of dst.copy_(src), bytes read + written, with the thread count shown, "
+                  "measured once per session at a working set (source + destination) inside each cache level from "
+                  "L2 up (half its capacity for these threads) and far beyond the last-level cache (DRAM); q1/q3 "
+                  "bound its spread. A case is bounded by the smallest level its working set fits in. The harness "
+                  "column is the DRAM-sized copy timed through the benchmark harness (target ≥ 90%). The load "
+                  "average at the session's start says how shared the machine was."])
 
 
 def is_reference(name: str, outcomes: Iterable[dict[str, Any]] = ()) -> bool:
@@ -464,6 +511,24 @@ def _claims(machines: list[Machine], records: list[dict[str, Any]]) -> Table:
                   "the claim holds HERE (device, threads, torch version), not whether the paper was right."])
 
 
+def _claim_plots(machines: list[Machine], records: list[dict[str, Any]]) -> list[ClaimPlot]:
+    """The figures a claim recorded (details.plot: title, axes and curves), one per claim and machine."""
+    plots = []
+    ids = {m.machine_id for m in machines}
+    for r in sorted((r for r in records if r["kind"] == "claims" and r["machine_id"] in ids),
+                    key=lambda r: r["machine_id"]):
+        for cid, c in sorted(r["claims"].items()):
+            fig = (c.get("details") or {}).get("plot")
+            if not fig:
+                continue
+            panels = {panel: {name: [tuple(pt) for pt in pts] for name, pts in curves.items()}
+                      for panel, curves in fig["panels"].items()}
+            safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in cid)
+            plots.append(ClaimPlot(f"claim-{safe}-{r['machine_id']}", f"{c.get('claim')} · {r['machine_id']}",
+                                   panels, fig.get("x_label", ""), fig.get("y_label", ""), bool(fig.get("log_y"))))
+    return plots
+
+
 def _plots(machines: list[Machine], bench: dict[str, list[dict[str, Any]]]) -> list[PlotSpec]:
     plots = []
     for m in machines:
@@ -475,13 +540,17 @@ def _plots(machines: list[Machine], bench: dict[str, list[dict[str, Any]]]) -> l
             token = all(e.get("reduce") == "token" for e in entries)
             panels: dict[str, list[Series]] = {}
             for pass_name in sorted({e["pass"] for e in entries}, key=lambda p: PASS_ORDER.get(p, 9)):
-                lines: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+                lines: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)
                 for e in entries:
                     if e["pass"] == pass_name:
                         x = e["features"] if token else e["numel"] * 1.0
-                        lines[(e["implementation"], e["dtype"])].append((x, e["gbps"]))
-                panels[pass_name] = [Series(f"{impl} {dtype}", impl, dtype, sorted(points))
-                                     for (impl, dtype), points in sorted(lines.items())]
+                        lines[(e["implementation"], e["dtype"], e.get("variant", "eager"))].append((x, e["gbps"]))
+                panels[pass_name] = [
+                    Series(f"{impl} {dtype}" + (f" [{variant}]" if variant != "eager" else ""), impl, dtype,
+                           sorted(points), variant)
+                    for (impl, dtype, variant), points in sorted(lines.items(),
+                                                                 key=lambda kv: (kv[0][0], kv[0][1],
+                                                                                 VARIANT_ORDER.get(kv[0][2], 9)))]
             roof = [e["roofline_gbps"] for e in entries if e.get("roofline_gbps")]
             peaks = [e["peak_gbps"] for e in entries if e.get("peak_gbps")]
             plots.append(PlotSpec(
@@ -503,8 +572,11 @@ def build_leaderboard(records: list[dict[str, Any]], refused: Iterable[str] = ()
     if bench:
         tables.append(_rooflines(machines, records))
         tables += _performance(machines, bench)
+    claim_plots: list[ClaimPlot] = []
     if any(r["kind"] == "claims" for r in records):
         tables.append(_claims(machines, records))
+        claim_plots = _claim_plots(machines, records)
+        tables[-1].plots = [p.name for p in claim_plots]
     for m in machines:
         if outcomes.get(m.machine_id):
             headers, rows = conformance_rows(outcomes[m.machine_id])
@@ -513,7 +585,7 @@ def build_leaderboard(records: list[dict[str, Any]], refused: Iterable[str] = ()
             tables.append(Table(f"conformance-matrix-{m.label}", f"Conformance matrix on {m.label}", headers, rows,
                                 [f"{m.machine_id}: {m.description} · hypothesis profile {', '.join(profiles)}",
                                  LEGEND]))
-    return Leaderboard(machines, tables, _plots(machines, bench), list(map(str, refused)),
+    return Leaderboard(machines, tables, _plots(machines, bench), list(map(str, refused)), claim_plots=claim_plots,
                        outcomes=dict(outcomes), sources=_sources(records))
 
 

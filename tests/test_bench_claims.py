@@ -27,10 +27,28 @@ def test_folded_offline_norm_vs_layernorm_folds_both_norms():
     assert speed.details["folded"] == ["norm1 -> qkv (input side)", "norm2 -> fc1 (input side)"]
     assert speed.details["fold_verified_rel_error"] < 1e-4
     for claim in (speed, memory):
-        assert claim.verdict.startswith((HOLDS, DOES_NOT_HOLD))
+        assert claim.verdict.startswith((HOLDS, DOES_NOT_HOLD, INCONCLUSIVE))
     assert "31%" in speed.claim and "18%" in memory.claim
 
 
 def test_prenorm_block_shapes():
     block = PreNormBlock(16, 2, nn.LayerNorm)
     assert block(torch.randn(2, 5, 16)).shape == (2, 5, 16)
+
+
+def test_the_folded_claim_is_judged_per_variant():
+    (speed,) = folded_norm_vs_layernorm(batch=2, seq=8, dim=32, heads=2, repeats=1, budget_s=0.02,
+                                        variant="onnxruntime")
+    assert speed.id == "folded_norm_speed[onnxruntime]" and speed.measured.startswith("onnxruntime:")
+    assert "LayerNormalization" in speed.details["onnx_ops"]["layernorm"]
+    assert "LayerNormalization" not in speed.details["onnx_ops"]["offline_folded"]  # the fold removed the norm
+    assert speed.verdict.startswith((HOLDS, DOES_NOT_HOLD, INCONCLUSIVE))
+
+
+def test_the_rmsnorm_claim_explains_the_cases_a_variant_cannot_build():
+    result = rmsnorm_vs_layernorm(tokens=16, hidden=(32,), dtypes=("float32", "bfloat16"),
+                                  passes=("inference", "forward+backward"), repeats=1, budget_s=0.01,
+                                  variant="onnxruntime")
+    assert result.id == "rmsnorm_vs_layernorm[onnxruntime]" and len(result.details["cases"]) == 1
+    assert any("inference only" in s for s in result.details["skipped"])
+    assert any("bfloat16" in s for s in result.details["skipped"])

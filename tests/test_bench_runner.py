@@ -42,9 +42,18 @@ def test_benchmarks_record_normbench_and_pytest_benchmark_results(bench_run):
     entry = record["results"]["layernorm[F.layer_norm-8x64-float32-forward]"]
     assert entry["rounds"] >= 10 and entry["median_s"] > 0 and entry["q1_s"] <= entry["median_s"] <= entry["q3_s"]
     assert entry["gbps"] == pytest.approx(entry["bytes"] / entry["median_s"] / 1e9)
-    assert entry["roofline_pct"] == pytest.approx(100 * entry["gbps"] / record["roofline"]["copy_gbps"])
+    # size-matched, cache-aware roofline: an 8x64 case (4 KiB) runs from the L2, and is bounded by a copy of its
+    # own working set (never below the DRAM copy)
+    levels = {lv["name"]: lv for lv in record["roofline"]["levels"]}
+    assert entry["roofline_level"] == "L2" and levels["DRAM"]["copy_gbps"] == record["roofline"]["copy_gbps"]
+    assert entry["roofline_working_set_bytes"] == entry["bytes"]
+    assert entry["roofline_gbps"] >= record["roofline"]["copy_gbps"]
+    assert entry["roofline_pct"] == pytest.approx(100 * entry["gbps"] / entry["roofline_gbps"])
+    assert entry["dram_pct"] == pytest.approx(100 * entry["gbps"] / record["roofline"]["copy_gbps"])
     assert entry["baseline"] == "torch.nn.LayerNorm" and entry["peak_mem_bytes"] > 0
-    assert entry["crosscheck"]["torch_utils_benchmark_median_s"] > 0
+    check = entry["crosscheck"]
+    assert check["torch_utils_benchmark_median_s"] > 0 and check["table_median_s"] == entry["median_s"]
+    assert check["iterations"] == entry["iterations"]  # the table's schedule, not one of its own
     assert any(k.startswith("roofline[copy-") for k in record["results"])
     # pytest-benchmark's own JSON, with normbench's id beside its statistics
     data = json.loads(json_path.read_text())
@@ -55,6 +64,7 @@ def test_benchmarks_record_normbench_and_pytest_benchmark_results(bench_run):
     board = results / "LEADERBOARD.md"
     assert board.exists() and "Performance: layernorm" in board.read_text()
     assert "normbench benchmarks" in proc.stdout and "harness copy" in proc.stdout
+    assert f"table median {entry['median_s'] * 1e3:.4f} ms" in proc.stdout and "crosscheck:" in proc.stdout
 
 
 def test_pytest_benchmark_compare_reads_the_json(bench_run):
@@ -100,3 +110,23 @@ def test_interleaved_rounds_pool_their_samples(tmp_path):
     entry = record["results"]["layernorm[F.layer_norm-8x64-float32-forward]"]
     # two passes of at least 10 rounds each, pooled into one entry
     assert entry["passes"] == 2 and entry["rounds"] >= 20
+
+
+def test_normbench_run_gives_the_benchmarks_a_passive_omp_wait_policy(tmp_path, monkeypatch):
+    from normbench.cli import run as run_verb
+    from normbench.cli.main import main
+
+    seen = []
+    monkeypatch.setattr(run_verb, "_pytest", lambda argv, cwd: seen.append((argv, os.environ.get("OMP_WAIT_POLICY")))
+                        or 0)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.chdir(ROOT)
+    args = ["run", "--impl", "torch.nn.RMSNorm", "--device", "cpu", "--results-dir", str(tmp_path), "--skip-claims",
+            "--skip-conformance", "--variant", "compile"]
+    assert main(args) == 0
+    ((argv, policy),) = seen
+    assert policy == "PASSIVE" and "--bench-variant=compile" in argv
+    assert "OMP_WAIT_POLICY" not in os.environ  # restored after the benchmark process
+    seen.clear()
+    assert main([*args, "--omp-wait-policy", "inherit"]) == 0
+    assert seen[0][1] is None

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from normbench.bench.bytes_model import Traffic, bytes_moved, copy_bytes
-from normbench.bench.roofline import Roofline
+from normbench.bench.roofline import Roofline, RooflineLevel
+from normbench.bench.variants_bench import BuiltVariant, build_variant, check_variant
 from normbench.implementation import Implementation, ImplementationError
 from normbench.registry import Registry
 from normbench.results import utc_now
@@ -56,6 +57,8 @@ class BenchCase:
     pass_name: str
     device: str = "cpu"
     baseline: str | None = None
+    #: how the module is deployed (normbench.bench.variants_bench.VARIANTS); eager ids carry no suffix
+    variant: str = "eager"
 
     @property
     def id(self) -> str:
@@ -64,6 +67,8 @@ class BenchCase:
             parts.append(self.pass_name)
         if torch.device(self.device).type != "cpu":
             parts.append(torch.device(self.device).type)
+        if self.variant != "eager":
+            parts.append(self.variant)
         return f"{self.family}[{'-'.join(parts)}]"
 
     @property
@@ -90,9 +95,13 @@ def plan_cases(specs: dict[str, Spec], registry: Registry, *, implementations: I
                families: Iterable[str] = (), dtypes: Iterable[str] = (), passes: Iterable[str] = (),
                shapes: Iterable[tuple[int, ...]] = (), devices: Iterable[str] = ("cpu",),
                include_references: bool = False, copy_check: bool = True,
-               roofline_bytes: dict[str, int] | None = None) -> BenchPlan:
+               roofline_bytes: dict[str, int] | None = None, variants: Iterable[str] = ("eager",)) -> BenchPlan:
     """Every case the specs declare, narrowed by the filters; `shapes` replaces the spec's shapes (a shape whose
-    rank the family's layout does not take is left out for that family)."""
+    rank the family's layout does not take is left out for that family). Every case is planned once per variant
+    (eager, compile, onnxruntime), the variants of one case next to each other."""
+    chosen_variants = list(dict.fromkeys(variants)) or ["eager"]
+    for variant in chosen_variants:
+        check_variant(variant)
     chosen_impls, chosen_families = set(implementations), set(families)
     chosen_dtypes, chosen_passes, override = set(dtypes), set(passes), [tuple(s) for s in shapes]
     plan = BenchPlan()
@@ -129,7 +138,8 @@ def plan_cases(specs: dict[str, Spec], registry: Registry, *, implementations: I
                     for pass_name in settings.get("passes", PASSES):
                         if chosen_passes and pass_name not in chosen_passes:
                             continue
-                        cases.append(BenchCase(impl.family, impl.name, shape, dtype, pass_name, device, baseline))
+                        cases.extend(BenchCase(impl.family, impl.name, shape, dtype, pass_name, device, baseline,
+                                               variant) for variant in chosen_variants)
                         largest = max(largest, math.prod(shape))
         if copy_check and cases:
             # The harness timing a plain copy: at the roofline's size it must reach ~100% of the measured copy
@@ -153,6 +163,9 @@ class Prepared:
     module: nn.Module | None
     features: int
     reduce: str
+    #: seconds spent building the variant (compiling, exporting), paid before anything is timed
+    build_s: float = 0.0
+    variant_info: dict[str, Any] = field(default_factory=dict)
 
 
 def _call(impl: Implementation, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -184,8 +197,23 @@ def prepare(case: BenchCase, impl: Implementation | None = None, spec: Spec | No
     if impl.token_layout == "TBC" and len(shape) == 3:
         shape = (shape[1], shape[0], shape[2])  # built time-major, so no transpose is timed
     x = torch.randn(shape, generator=gen, device=device, dtype=dtype)
+    traffic = bytes_moved(x, module, case.pass_name if case.variant != "onnxruntime" else "inference")
+    if case.variant == "onnxruntime":
+        # no autograd: the forward pass is the eval-mode inference of the exported graph
+        built = build_variant("onnxruntime", module, x, pass_name=case.pass_name)
+        call = built.call
+        return Prepared(case, lambda: call(x), traffic, x, module, features, spec.layout.reduce, built.build_s,
+                        built.info)
+    eager = module
+    built = BuiltVariant("eager", module)
+    if case.variant == "compile":
+        module.train(case.pass_name != "inference")
+        if case.pass_name != "inference":
+            x.requires_grad_(True)
+        built = build_variant("compile", module, x, pass_name=case.pass_name)
+        module = built.call  # type: ignore[assignment] # the compiled module, called exactly like the eager one
     if case.pass_name == "inference":
-        module.eval()
+        eager.eval()
         with torch.inference_mode():
             _call(impl, module, x)
 
@@ -193,9 +221,9 @@ def prepare(case: BenchCase, impl: Implementation | None = None, spec: Spec | No
             with torch.inference_mode():
                 return module(x)
     else:
-        module.train()
+        eager.train()
         x.requires_grad_(True)
-        leaves = [x, *(p for p in module.parameters() if p.requires_grad)]
+        leaves = [x, *(p for p in eager.parameters() if p.requires_grad)]
         out = _call(impl, module, x)
         dy = torch.randn(out.shape, generator=gen, device=device, dtype=dtype)
         first = _first_tensor
@@ -210,8 +238,7 @@ def prepare(case: BenchCase, impl: Implementation | None = None, spec: Spec | No
                 return torch.autograd.grad(first(module(x)), leaves, dy, allow_unused=True)
         else:
             raise ValueError(f"unknown pass {case.pass_name!r}; known: {list(PASSES)}")
-    traffic = bytes_moved(x, module, case.pass_name)
-    return Prepared(case, fn, traffic, x, module, features, spec.layout.reduce)
+    return Prepared(case, fn, traffic, x, eager, features, spec.layout.reduce, built.build_s, built.info)
 
 
 def _first_tensor(out: Any) -> torch.Tensor:
@@ -263,21 +290,31 @@ def peak_memory_bytes(fn: Callable[[], Any], device: str) -> int | None:
 
 
 def result_entry(prepared: Prepared, summary: dict[str, float | int], roofline: Roofline,
-                 peak_mem: int | None, *, timer: str, flush_l2: bool) -> dict[str, Any]:
-    """What results/ stores for one case: the timing statistics and everything derived from them."""
+                 peak_mem: int | None, *, timer: str, flush_l2: bool,
+                 bound: RooflineLevel | None = None) -> dict[str, Any]:
+    """What results/ stores for one case: the timing statistics and everything derived from them.
+
+    % roofline is against `bound` (normbench.bench.roofline.size_matched: a copy of the case's working set, its
+    compulsory bytes, named after the memory level that holds it), else against the level the working set fits
+    in; `dram_pct` keeps the figure against the DRAM copy."""
     case, traffic = prepared.case, prepared.traffic
     median, q1, q3 = float(summary["median_s"]), float(summary["q1_s"]), float(summary["q3_s"])
     gbps = traffic.total / median / 1e9
+    level = bound or roofline.bounding_level(traffic.total)
     entry: dict[str, Any] = {
         "id": case.id, "family": case.family, "implementation": case.implementation, "shape": list(case.shape),
         "dtype": case.dtype, "pass": case.pass_name, "device": torch.device(case.device).type,
+        "variant": case.variant, "build_s": prepared.build_s, "variant_info": prepared.variant_info,
         "baseline": case.baseline, "features": prepared.features, "numel": prepared.x.numel(),
         "reduce": prepared.reduce, **summary,
         "bytes": traffic.total,
         "bytes_detail": {"x": traffic.x_bytes, "params": traffic.param_bytes, "state": traffic.state_bytes},
         "gbps": gbps, "gbps_q1": traffic.total / q3 / 1e9 if q3 else gbps,
         "gbps_q3": traffic.total / q1 / 1e9 if q1 else gbps,
-        "roofline_gbps": roofline.copy_gbps, "roofline_pct": 100.0 * gbps / roofline.copy_gbps,
+        "roofline_gbps": level.copy_gbps, "roofline_pct": 100.0 * gbps / level.copy_gbps,
+        "roofline_level": level.name, "roofline_gbps_q3": level.copy_gbps_q3,
+        "roofline_working_set_bytes": level.working_set_bytes,
+        "dram_gbps": roofline.copy_gbps, "dram_pct": 100.0 * gbps / roofline.copy_gbps,
         "peak_gbps": roofline.peak_gbps,
         "peak_pct": 100.0 * gbps / roofline.peak_gbps if roofline.peak_gbps else None,
         "peak_mem_bytes": peak_mem, "threads": torch.get_num_threads(), "timer": timer, "l2_flush": flush_l2,

@@ -8,13 +8,25 @@ JSON (`--benchmark-json`) is written as usual and `pytest-benchmark compare` wor
 goes to results/raw/<machine-id>/benchmark-<device>.json and the leaderboard is re-rendered.
 
 Benchmarks refuse to run under pytest-xdist: workers would share the cores and memory bandwidth being measured.
+
+`--bench-variant compile|onnxruntime` (repeatable, beside the default eager) times every case also as deployed
+(normbench.bench.variants_bench); the build (compile, export) is paid once per case and session before anything is
+timed, and recorded as `build_s`. A variant that cannot be built is one skipped case with the reason.
+
+`--bench-crosscheck` times each CPU case's table rounds interleaved with rounds of normbench's own loop and of
+torch.utils.benchmark's `Timer.timeit`, all on the table's schedule (the same calls per round): before each round
+pytest-benchmark times, the clock's hook runs one round of each other timer (InterleavingClock), so the three
+medians come from the same seconds of a shared machine. The table's median is printed beside both; the three must
+agree within 5% (CROSSCHECK_TOLERANCE). On a GPU the cross-check runs in blocks right after the table.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -33,16 +45,24 @@ from normbench.bench.harness import (
     prepare,
     result_entry,
 )
-from normbench.bench.roofline import Roofline, cpu_threads_available, default_copy_bytes, measure_roofline
+from normbench.bench.roofline import (
+    Roofline,
+    RooflineLevel,
+    cpu_threads_available,
+    default_copy_bytes,
+    measure_roofline,
+    size_matched,
+)
 from normbench.bench.timer import (
     GpuRoundSetup,
+    Schedule,
     Timing,
     calibrate,
     clock_for,
-    cpu_clock,
     cuda_event_clock,
     measure,
 )
+from normbench.bench.variants_bench import VARIANTS, VariantUnavailable
 from normbench.implementation import ALL_DTYPES, ImplementationError
 from normbench.registry import Registry, discover
 from normbench.spec import Spec, load_specs
@@ -76,6 +96,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="also time every case with torch.utils.benchmark and record both medians")
     group.addoption("--bench-roofline-mib", type=float, default=None, metavar="MIB",
                     help="size of the roofline copy (default: 8x the last-level cache, >= 256 MiB CPU / 1 GiB GPU)")
+    group.addoption("--bench-variant", action="append", default=[], choices=list(VARIANTS),
+                    help="time every case as deployed this way (repeatable, e.g. eager + compile; default eager "
+                         "only): compile = torch.compile (Inductor, build paid once, never timed), onnxruntime = "
+                         "torch.onnx export run by onnxruntime on the CPU (inference only)")
     group.addoption("--bench-progress", action="store_true",
                     help="draw a progress bar instead of one character per case")
 
@@ -127,6 +151,14 @@ class BenchSession:
         self.registry: Registry | None = None
         self.problems: list[str] = []
         self.done = 0
+        self.variants = list(dict.fromkeys(opt.bench_variant)) or ["eager"]
+        #: built variants (compiled, exported) kept across the passes of --bench-rounds: built once per session
+        self.prepared: dict[str, Any] = {}
+        self.wait_policy = os.environ.get("OMP_WAIT_POLICY", "") or "unset"
+        #: size-matched copy bounds, per device and working set, measured once per session
+        self.bounds: dict[tuple[str, int], RooflineLevel] = {}
+        self.bound_passes: set[tuple[str, int, int]] = set()
+        self.load_at_start = _load_average()
 
     @property
     def devices(self) -> list[str]:
@@ -152,7 +184,8 @@ class BenchSession:
             self._plan = plan_cases(self.specs, self.registry, implementations=impls, families=opt.bench_family,
                                     dtypes=opt.bench_dtype, passes=opt.bench_pass, shapes=opt.bench_shape,
                                     devices=[d for d in self.devices if self._device_available(d)],
-                                    include_references=opt.bench_include_references, roofline_bytes=sizes)
+                                    include_references=opt.bench_include_references, roofline_bytes=sizes,
+                                    variants=self.variants)
             self.problems += self._plan.errors
         return self._plan
 
@@ -170,15 +203,32 @@ class BenchSession:
             self.rooflines[device] = measure_roofline(device, self.roofline_bytes)
         return self.rooflines[device]
 
+    def bound(self, device: str, working_set: int, round_index: int = 0) -> RooflineLevel:
+        """The size-matched copy bound, re-measured once per pass (--bench-rounds) and the fastest kept: a bound is
+        what the machine sustains, and one measured in a loaded moment would let a case measured in a quiet one
+        read above 100%."""
+        key = (device, working_set)
+        if (device, working_set, round_index) not in self.bound_passes:
+            self.bound_passes.add((device, working_set, round_index))
+            fresh = size_matched(self.roofline(device), working_set, device)
+            if key not in self.bounds or fresh.copy_gbps > self.bounds[key].copy_gbps:
+                self.bounds[key] = fresh
+        return self.bounds[key]
+
     def run(self, benchmark: Any, case: BenchCase, round_index: int = 0) -> dict[str, Any]:
         """Time one pass of one case with pytest-benchmark and record it, pooled with its earlier passes."""
         torch.set_num_threads(self.threads)
         roofline = self.roofline(case.device)
         impl = self.registry.implementations.get(case.implementation) if self.registry else None
         try:
-            prepared = prepare(case, impl, self.specs.get(case.family))
+            prepared = self.prepared.get(case.id) or prepare(case, impl, self.specs.get(case.family))
         except ImplementationError as exc:
             pytest.fail(str(exc), pytrace=False)
+        except VariantUnavailable as exc:
+            pytest.skip(f"{case.variant} variant of {case.implementation} ({case.dtype}, {case.pass_name}) cannot be "
+                        f"built: {exc}")
+        if case.variant != "eager" and self.passes > 1:
+            self.prepared[case.id] = prepared
         budget = (self.budget or (0.1 if torch.device(case.device).type == "cuda" else 0.25)) / self.passes
         schedule = self.schedules.get(case.id) or calibrate(prepared.fn, case.device, budget_s=budget)
         self.schedules[case.id] = schedule
@@ -187,49 +237,194 @@ class BenchSession:
                                     shape=list(case.shape), dtype=case.dtype, pass_name=case.pass_name,
                                     device=case.device, bytes=prepared.traffic.total, threads=self.threads)
         cuda_event_clock.reset()
-        benchmark.pedantic(prepared.fn, setup=flush, rounds=schedule.rounds, iterations=schedule.iterations,
-                           warmup_rounds=schedule.warmup_rounds)
+        bound = self.bound(case.device, prepared.traffic.total, round_index)  # before the case, never inside it
+        last = round_index == self.passes - 1
+        interleaver = None
+        if self.crosscheck and last and torch.device(case.device).type == "cpu":
+            interleaver = Interleaver(prepared.fn, schedule.iterations)
+            interleaving_clock.hook = interleaver.round
+        try:
+            benchmark.pedantic(_discarding(prepared.fn), setup=flush, rounds=schedule.rounds,
+                               iterations=schedule.iterations, warmup_rounds=schedule.warmup_rounds)
+        finally:
+            interleaving_clock.hook = None
         if benchmark.stats is None:
             pytest.skip("pytest-benchmark is disabled (--benchmark-disable / --benchmark-skip): nothing was timed")
         pooled = self.samples[case.id]
         pooled.extend(float(t) for t in benchmark.stats.stats.data)
         summary = Timing(tuple(pooled), schedule.iterations).summary()
         summary["passes"] = round_index + 1
+        check = None
+        if interleaver is not None:
+            pass_samples = [float(t) for t in benchmark.stats.stats.data]
+            check = interleaver.result(summary["median_s"], statistics.median(pass_samples),
+                                       pass_samples=pass_samples)
+        elif self.crosscheck and last:
+            # GPU: right after the table's own timing, before the profiler below runs, on the table's schedule
+            check = crosscheck(prepared.fn, case.device, schedule, summary["median_s"])
         if case.id not in self.peaks:
             self.peaks[case.id] = peak_memory_bytes(prepared.fn, case.device)
         peak = self.peaks[case.id]
         timer = "cuda_event" if clock_for(case.device) is cuda_event_clock else "perf_counter"
-        entry = result_entry(prepared, summary, roofline, peak, timer=timer, flush_l2=schedule.flush_l2)
+        entry = result_entry(prepared, summary, roofline, peak, timer=timer, flush_l2=schedule.flush_l2,
+                             bound=bound)
         entry["gpu_hold_s"] = schedule.hold_s
-        if self.crosscheck and round_index == self.passes - 1:
-            entry["crosscheck"] = crosscheck(prepared.fn, case.device, summary["median_s"])
+        entry["omp_wait_policy"] = self.wait_policy
+        if check is not None:
+            entry["crosscheck"] = check
         benchmark.extra_info.update(gbps=entry["gbps"], roofline_pct=entry["roofline_pct"],
                                     peak_mem_bytes=peak)
         self.results[torch.device(case.device).type][case.id] = entry
         return entry
 
 
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
 #: interleaved blocks of the cross-check: each timer runs a block in turn, so a drift of a shared machine
 #: (a neighbour's load, frequency changes) lands on both alike instead of on whichever ran second.
-CROSSCHECK_BLOCKS = 7
+CROSSCHECK_BLOCKS = 5
+#: the table's median and both cross-check medians must agree within this fraction
+CROSSCHECK_TOLERANCE = 0.05
 
 
-def crosscheck(fn: Any, device: str, median_s: float) -> dict[str, Any]:
-    """The same prepared call timed by torch.utils.benchmark (blocked_autorange) and by normbench's own timer in
-    interleaved blocks, to validate normbench's median: `ratio` is normbench's median over torch's."""
+def _discarding(fn: Any) -> Any:
+    """`fn` returning nothing. pytest-benchmark keeps a round's result alive until the next round's replaces it
+    when a round is one call (not when it loops), so a norm's next output was allocated while the previous one was
+    still held - a different allocator path (fresh pages) than in a loop, in `measure` or in torch.utils.benchmark,
+    which free each output before the next call. Every timer now frees each output inside its timed region."""
+    def call() -> None:
+        fn()
+    return call
+
+
+class InterleavingClock:
+    """The CPU benchmarks' clock (time.perf_counter) for pytest-benchmark, with a hook run before every start read.
+
+    Reads come in (start, end) pairs around each timed round, as pytest-benchmark's runner makes them. When a hook
+    is set (the cross-check), a start read first runs it - one round of each cross-check timer - and only then
+    reads the clock, so the hook's time is never inside a table round, and the table's rounds and the
+    cross-check's alternate round by round."""
+
+    __name__ = "perf_counter"  # how pytest-benchmark names the timer in its JSON
+
+    def __init__(self) -> None:
+        self.hook: Any = None
+        self._in_round = False
+
+    def __call__(self) -> float:
+        if not self._in_round and self.hook is not None:
+            self.hook()
+        self._in_round = not self._in_round
+        return time.perf_counter()
+
+
+interleaving_clock = InterleavingClock()
+
+
+class Interleaver:
+    """One round of normbench's loop and one of torch.utils.benchmark's `Timer.timeit(number=iterations)` per call,
+    in alternating order, each the same number of calls as a table round."""
+
+    def __init__(self, fn: Any, iterations: int) -> None:
+        from torch.utils import benchmark as tub
+
+        self.fn, self.iterations = fn, iterations
+        self.timer = tub.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+        self.ours: list[float] = []
+        self.theirs: list[float] = []
+
+    def _ours(self) -> None:
+        fn = self.fn
+        t0 = time.perf_counter()
+        for _ in range(self.iterations):
+            fn()
+        self.ours.append((time.perf_counter() - t0) / self.iterations)
+
+    def _theirs(self) -> None:
+        self.theirs.append(self.timer.timeit(number=self.iterations).median)
+
+    def round(self) -> None:
+        if len(self.ours) % 2:
+            self._theirs()
+            self._ours()
+        else:
+            self._ours()
+            self._theirs()
+
+    def result(self, table_median_s: float, pass_median_s: float, tolerance: float = CROSSCHECK_TOLERANCE,
+               pass_samples: list[float] | None = None) -> dict[str, Any]:
+        # the first round of each is the warm-up round's companion: left out like the table's warm-up
+        ours, theirs = self.ours[1:] or self.ours, self.theirs[1:] or self.theirs
+        check = _agreement(table_median_s, statistics.median(ours), statistics.median(theirs), tolerance,
+                           mode="interleaved rounds", rounds=len(ours), iterations=self.iterations,
+                           table_pass_median_s=pass_median_s)
+        if pass_samples:
+            check["within_noise"] = medians_consistent([list(pass_samples), ours, theirs])
+        return check
+
+
+def median_notch(samples: list[float]) -> tuple[float, float]:
+    """(median, half-width of its ~95% interval): McGill, Tukey & Larsen's notch, 1.57 · IQR / sqrt(n)."""
+    ordered = sorted(samples)
+    n = len(ordered)
+    q1, q3 = ordered[n // 4], ordered[(3 * n) // 4]
+    return statistics.median(ordered), 1.57 * (q3 - q1) / math.sqrt(n)
+
+
+def medians_consistent(sample_sets: list[list[float]]) -> bool:
+    """Every pair of medians within the sum of their notches: a difference the timers' own spread explains."""
+    notches = [median_notch(s) for s in sample_sets if s]
+    return all(abs(a[0] - b[0]) <= a[1] + b[1] for i, a in enumerate(notches) for b in notches[i + 1:])
+
+
+def _agreement(table_median_s: float, mine: float, other: float, tolerance: float, **extra: Any) -> dict[str, Any]:
+    medians = (table_median_s, mine, other)
+    spread = max(medians) / min(medians) - 1 if min(medians) > 0 else float("inf")
+    return {"table_median_s": table_median_s, "normbench_interleaved_median_s": mine,
+            "torch_utils_benchmark_median_s": other, "normbench_median_s": table_median_s,
+            "ratio": mine / other, "table_ratio": table_median_s / other, "spread": spread,
+            "agree": spread <= tolerance, "tolerance": tolerance, **extra}
+
+
+def crosscheck(fn: Any, device: str, schedule: Schedule, table_median_s: float, *,
+               blocks: int = CROSSCHECK_BLOCKS, tolerance: float = CROSSCHECK_TOLERANCE,
+               budget_s: float = 0.1) -> dict[str, Any]:
+    """Validate the table's median: the same prepared call, on the table's schedule (the same calls per round,
+    so the same per-call work, warm state and call spacing), timed in `blocks` interleaved blocks by normbench's
+    loop (`measure`) and by torch.utils.benchmark (`Timer.timeit(number=iterations)`, one round per timeit).
+
+    Why a schedule of its own once gave other numbers: the old cross-check re-calibrated (another number of calls
+    per round, blocked_autorange its own), ran after the peak-memory profiler, and printed only its two medians;
+    on a shared CPU torch's OpenMP threads then waited for each other on a different schedule (see README,
+    benchmarks: OMP_WAIT_POLICY), so it measured another thing than the table, and nothing showed it."""
     from torch.utils import benchmark as tub
 
     timer = tub.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    block_s = max(0.05, min(0.2, 20 * median_s))  # a stable block median for slow cases, short for fast ones
-    schedule = calibrate(fn, device, budget_s=block_s)
-    ours, theirs = [], []
-    for _ in range(CROSSCHECK_BLOCKS):
-        ours.append(measure(fn, device, schedule).median)
-        theirs.append(timer.blocked_autorange(min_run_time=block_s).median)
-    mine, other = statistics.median(ours), statistics.median(theirs)
-    return {"torch_utils_benchmark_median_s": other, "normbench_interleaved_median_s": mine,
-            "normbench_median_s": median_s, "ratio": mine / other, "blocks": CROSSCHECK_BLOCKS,
-            "block_s": block_s}
+    iterations = schedule.iterations
+    per_round = max(table_median_s * iterations, 1e-9)
+    rounds = max(3, min(schedule.rounds, int(budget_s / blocks / per_round) or 1))
+    block = Schedule(warmup_rounds=1, rounds=rounds, iterations=iterations, flush_l2=schedule.flush_l2,
+                     per_call_estimate_s=schedule.per_call_estimate_s, hold_s=schedule.hold_s)
+    ours: list[float] = []
+    theirs: list[float] = []
+    for _ in range(blocks):
+        ours += measure(fn, device, block).samples
+        timer.timeit(number=iterations)  # warm-up round, as `measure` has
+        theirs += [timer.timeit(number=iterations).median for _ in range(rounds)]
+    return _agreement(table_median_s, statistics.median(ours), statistics.median(theirs), tolerance,
+                      mode="blocks after the table", blocks=blocks, rounds_per_block=rounds, iterations=iterations)
+
+
+def above_roofline(entries: Any) -> list[dict[str, Any]]:
+    """Cases above the roofline that bounds them beyond the measurement noise: even the case's bandwidth at its
+    slow quartile (q3 of the times) exceeds the level's copy bandwidth at its fast quartile. A median a few percent
+    above 100% inside both spreads is noise on a shared machine, not a case faster than a copy."""
+    return [e for e in entries if e.get("roofline_gbps_q3") and e["gbps_q1"] > e["roofline_gbps_q3"]]
 
 
 def _session(config: pytest.Config) -> BenchSession:
@@ -264,7 +459,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # Pass-major order: every case once, then every case again (asv's interleaved rounds).
     for round_index in range(session.passes):
         for case in plan.cases:
-            clock = cuda_event_clock if torch.device(case.device).type == "cuda" else cpu_clock
+            clock = cuda_event_clock if torch.device(case.device).type == "cuda" else interleaving_clock
             item_id = case.id if session.passes == 1 else f"{case.id}-pass{round_index + 1}"
             params.append(pytest.param(RoundOf(case, round_index), id=item_id,
                                        marks=[pytest.mark.benchmark(group=case.group, timer=clock)]))
@@ -341,6 +536,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         rooflines = [r for d, r in bench.rooflines.items() if torch.device(d).type == device]
         record = benchmark_record(device, list(entries.values()), rooflines[0].as_dict() if rooflines else None,
                                   bench.threads)
+        record.update(omp_wait_policy=bench.wait_policy, load_average=bench.load_at_start)
         path, _ = store_record(results_dir, record)
         written.append(path)
     write_leaderboard(results_dir)
@@ -354,27 +550,54 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if config.option.bench_progress:
         sys.stderr.write("\n")
     terminalreporter.section("normbench benchmarks")
+    load = f"load average {bench.load_at_start:.1f} at start" if bench.load_at_start is not None else "load unknown"
+    terminalreporter.write_line(f"OMP_WAIT_POLICY={bench.wait_policy}; {load} on {os.cpu_count()} CPUs"
+                                + (" (a loaded machine: figures are noisy)" if (bench.load_at_start or 0) >
+                                   (os.cpu_count() or 1) / 2 else ""))
     for device, roof in bench.rooflines.items():
         peak = f", nominal peak {roof.peak_gbps:.0f} GB/s ({roof.peak_source})" if roof.peak_gbps else ""
         terminalreporter.write_line(
             f"{device}: {roof.device_name}, {roof.threads} threads: copy roofline {roof.copy_gbps:.1f} GB/s "
             f"(q1-q3 {roof.copy_gbps_q1:.1f}-{roof.copy_gbps_q3:.1f}) on {roof.copy_bytes / 2**20:.0f} MiB{peak}")
+        for level in roof.levels:
+            holds = f"working sets up to {level.capacity_bytes / 2**20:g} MiB" if level.capacity_bytes else "beyond"
+            terminalreporter.write_line(
+                f"  {level.name:>4}: {level.copy_gbps:7.1f} GB/s (q1-q3 {level.copy_gbps_q1:.1f}-"
+                f"{level.copy_gbps_q3:.1f}) measured at {level.working_set_bytes / 2**20:g} MiB; bounds {holds}")
     for device, entries in sorted(bench.results.items()):
         for e in entries.values():
             if e["family"] == ROOFLINE_FAMILY:
                 terminalreporter.write_line(f"  harness copy of {e['numel'] * 4 / 2**20:.0f} MiB: {e['gbps']:.1f} "
-                                            f"GB/s = {e['roofline_pct']:.0f}% of the copy roofline")
+                                            f"GB/s = {e['roofline_pct']:.0f}% of the {e['roofline_level']} roofline")
         norms = [e for e in entries.values() if e["family"] != ROOFLINE_FAMILY]
         if norms:
             best = max(norms, key=lambda e: e["roofline_pct"])
             terminalreporter.write_line(f"  {len(norms)} {device} cases; closest to the roofline: {best['id']} at "
-                                        f"{best['roofline_pct']:.0f}%")
+                                        f"{best['roofline_pct']:.0f}% of the {best['roofline_level']} roofline")
+        for e in above_roofline(entries.values()):
+            terminalreporter.write_line(
+                f"  ABOVE THE ROOFLINE beyond the noise: {e['id']} {e['gbps_q1']:.1f} GB/s at its slow quartile > "
+                f"{e['roofline_level']} copy {e['roofline_gbps_q3']:.1f} GB/s at its fast quartile")
+        for e in entries.values():
+            if e.get("variant", "eager") != "eager":
+                ops = e.get("variant_info", {}).get("onnx_ops")
+                terminalreporter.write_line(f"  {e['id']}: built in {e['build_s']:.1f} s (not timed)"
+                                            + (f"; ONNX ops {', '.join(ops)}" if ops else ""))
         for e in entries.values():
             check = e.get("crosscheck")
-            if check:
+            if check and "table_median_s" in check:
                 terminalreporter.write_line(
-                    f"  crosscheck {e['id']}: normbench median {check['normbench_interleaved_median_s'] * 1e3:.4f} ms, "
-                    f"torch.utils.benchmark median {check['torch_utils_benchmark_median_s'] * 1e3:.4f} ms "
-                    f"(ratio {check['ratio']:.3f})")
+                    f"  crosscheck {e['id']}: table median {check['table_median_s'] * 1e3:.4f} ms, normbench "
+                    f"interleaved {check['normbench_interleaved_median_s'] * 1e3:.4f} ms, torch.utils.benchmark "
+                    f"{check['torch_utils_benchmark_median_s'] * 1e3:.4f} ms: spread {check['spread']:.1%} "
+                    + ("agree" if check["agree"] else f"DISAGREE (> {check['tolerance']:.0%})"
+                       + (", within the timers' own noise" if check.get("within_noise") else ", beyond the noise")))
+        checks = [e["crosscheck"] for e in entries.values() if "table_median_s" in (e.get("crosscheck") or {})]
+        if checks:
+            bad = sum(not c["agree"] for c in checks)
+            noisy = sum(not c["agree"] and bool(c.get("within_noise")) for c in checks)
+            terminalreporter.write_line(f"  crosscheck: {len(checks) - bad} of {len(checks)} cases agree within "
+                                        f"{CROSSCHECK_TOLERANCE:.0%}; of the others, {noisy} differ by no more than "
+                                        f"the medians' ~95% notches (1.57·IQR/√n), {bad - noisy} beyond them")
     for path in getattr(config, "_normbench_bench_written", []):
         terminalreporter.write_line(f"results written to {path}")

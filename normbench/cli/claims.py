@@ -12,10 +12,18 @@ VERB = "claims"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from normbench.bench.claims import CLAIMS
+    from normbench.bench.claims import CLAIMS, TRAINING_CLAIMS
+    from normbench.bench.variants_bench import VARIANTS
 
-    parser = sub.add_parser(VERB, help="the claims lab: RMSNorm vs LayerNorm, folded offline norm vs LayerNorm")
+    parser = sub.add_parser(VERB, help="the claims lab: RMSNorm vs LayerNorm, folded offline norm vs LayerNorm, per "
+                                       "deployment variant; training dynamics (PowerNorm, Pre/Post-LN, DeepNorm)")
     parser.add_argument("--only", action="append", choices=sorted(CLAIMS), help="run only this claim (repeatable)")
+    parser.add_argument("--variant", action="append", default=[], choices=list(VARIANTS),
+                        help="measure the speed claims as deployed this way (repeatable; default eager only): "
+                             "compile = torch.compile (Inductor), onnxruntime = torch.onnx export on ONNX Runtime")
+    parser.add_argument("--training", action="store_true",
+                        help=f"also run the training-dynamics claims ({', '.join(TRAINING_CLAIMS)}): small seeded "
+                             "models trained on the CPU for a few minutes; --only runs one of them without it")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"],
                         help="device to measure on (default: cuda where available, else cpu)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: every core)")
@@ -34,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     torch.set_num_threads(args.threads or cpu_threads_available())
     print(f"claims lab on {args.device} ({torch.get_num_threads()} threads, torch {torch.__version__}) ...")
-    results = run_claims(args.device, args.only)
+    variants = tuple(dict.fromkeys(getattr(args, "variant", None) or ["eager"]))
+    results = run_claims(args.device, args.only, variants, getattr(args, "training", False))
     print(tabulate([[r.id, r.measured, r.verdict] for r in results], headers=["claim", "measured here", "verdict"],
                    maxcolwidths=[None, 90, 30]))
     if not args.no_record:

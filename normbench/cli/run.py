@@ -9,9 +9,12 @@ progress bar and pytest-benchmark's JSON kept under results/raw/<machine-id>/pyt
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -43,6 +46,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--rounds", type=int, default=3, metavar="R",
                         help="interleaved passes over every benchmark case, samples pooled (default 3)")
     parser.add_argument("--include-references", action="store_true", help="also time the float64 references")
+    parser.add_argument("--variant", action="append", default=[], choices=["eager", "compile", "onnxruntime"],
+                        help="benchmark every case as deployed this way (repeatable, e.g. --variant eager "
+                             "--variant compile; default eager only)")
+    parser.add_argument("--omp-wait-policy", default="passive", choices=["passive", "active", "inherit"],
+                        help="OMP_WAIT_POLICY of the benchmark process (default passive: on a shared CPU, "
+                             "spinning OpenMP threads make 2-thread timings bimodal; inherit = leave the "
+                             "environment as it is)")
     parser.add_argument("--crosscheck", action="store_true",
                         help="also time every case with torch.utils.benchmark and record both medians")
     parser.add_argument("--workers", "-n", default="2", metavar="N",
@@ -79,8 +89,24 @@ def _selected_impls(args: argparse.Namespace) -> list[str]:
 
 def _pytest(argv: list[str], cwd: Path) -> int:
     cmd = [sys.executable, "-m", "pytest", *argv]
-    print(f"\n$ {shlex.join(['pytest', *argv])}", flush=True)
+    policy = os.environ.get("OMP_WAIT_POLICY")
+    print(f"\n$ {f'OMP_WAIT_POLICY={policy} ' if policy else ''}{shlex.join(['pytest', *argv])}", flush=True)
     return subprocess.run(cmd, cwd=cwd).returncode
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """Set environment variables for the child processes started inside, then restore them."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def run(args: argparse.Namespace) -> int:
@@ -122,14 +148,19 @@ def run(args: argparse.Namespace) -> int:
                 bench.append("--bench-include-references")
             if args.crosscheck:
                 bench.append("--bench-crosscheck")
-            codes[f"benchmarks ({device})"] = _pytest(bench, root)
+            bench += [f"--bench-variant={v}" for v in args.variant]
+            # libgomp reads OMP_WAIT_POLICY once, when torch loads: it must be in the child's environment
+            env = {} if args.omp_wait_policy == "inherit" else {"OMP_WAIT_POLICY": args.omp_wait_policy.upper()}
+            with _environment(**env):
+                codes[f"benchmarks ({device})"] = _pytest(bench, root)
     if not args.skip_claims:
         from normbench.cli import claims
 
         device = "cuda" if torch.cuda.is_available() and (not args.device or "cuda" in args.device) else "cpu"
         print("\n$ normbench claims", flush=True)
         codes["claims"] = claims.run(argparse.Namespace(only=None, device=device, threads=args.threads,
-                                                        results_dir=str(results), no_record=False))
+                                                        results_dir=str(results), no_record=False,
+                                                        variant=args.variant, training=False))
     print("\nnormbench run: " + ", ".join(f"{stage} {'ok' if code == 0 else f'exit {code}'}"
                                           for stage, code in codes.items()))
     print(f"leaderboard: {results / 'LEADERBOARD.md'}")

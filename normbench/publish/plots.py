@@ -1,4 +1,6 @@
-"""results/plots/<family>-<device>-<machine>.png: GB/s against hidden size per implementation, roofline drawn.
+"""results/plots/<family>-<device>-<machine>.png: GB/s against hidden size per implementation and variant (eager,
+compile, onnxruntime: one marker each), roofline drawn; results/plots/claim-<id>-<machine>.png: the claims lab's
+figures (curves the claim recorded, drawn as they are).
 
 matplotlib is imported only when there is something to plot, so a conformance-only render stays fast.
 """
@@ -6,26 +8,52 @@ matplotlib is imported only when there is something to plot, so a conformance-on
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
-from normbench.leaderboard import Leaderboard, PlotSpec
+from normbench.leaderboard import ClaimPlot, Leaderboard, PlotSpec
 from normbench.publish._format import PLOTS_DIR
 
 LINESTYLES = {"float32": "-", "bfloat16": "--", "float16": ":", "float64": "-."}
+MARKERS = {"eager": "o", "compile": "s", "onnxruntime": "^"}
 
 
 class PlotPublisher:
     name = "png"
 
     def publish(self, board: Leaderboard, out_dir: Path) -> list[Path]:
-        if not board.plots:
+        if not board.plots and not board.claim_plots:
             return []
         import matplotlib
 
         matplotlib.use("Agg")  # files only, no display
         folder = out_dir / PLOTS_DIR
         folder.mkdir(parents=True, exist_ok=True)
-        return [self.draw(spec, folder / f"{spec.name}.png") for spec in board.plots]
+        return [self.draw(spec, folder / f"{spec.name}.png") for spec in board.plots] + \
+            [self.draw_claim(spec, folder / f"{spec.name}.png") for spec in board.claim_plots]
+
+    def draw_claim(self, spec: ClaimPlot, path: Path) -> Path:
+        import matplotlib.pyplot as plt
+
+        n = max(len(spec.panels), 1)
+        fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4.0), squeeze=False)
+        for ax, (panel, curves) in zip(axes.flat, spec.panels.items()):
+            for name, points in curves.items():
+                if points:
+                    xs, ys = zip(*points)
+                    ax.plot(xs, ys, marker="o" if len(points) <= 30 else None, markersize=3, label=name)
+            if spec.log_y:
+                ax.set_yscale("log")
+            ax.set_title(panel, fontsize=9)
+            ax.set_xlabel(spec.x_label)
+            ax.set_ylabel(spec.y_label)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.suptitle("\n".join(textwrap.wrap(spec.title, width=int(70 * n))), fontsize=9)
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        return path
 
     def draw(self, spec: PlotSpec, path: Path) -> Path:
         import matplotlib.pyplot as plt
@@ -39,8 +67,8 @@ class PlotPublisher:
         for ax, (pass_name, series) in zip(axes.flat, spec.panels.items()):
             for s in series:
                 xs, ys = zip(*s.points)
-                ax.plot(xs, ys, marker="o", color=colors[s.implementation], linestyle=LINESTYLES.get(s.dtype, "-"),
-                        label=s.label)
+                ax.plot(xs, ys, marker=MARKERS.get(s.variant, "o"), color=colors[s.implementation],
+                        linestyle=LINESTYLES.get(s.dtype, "-"), label=s.label)
             if spec.roofline_gbps:
                 ax.axhline(spec.roofline_gbps, color="black", linewidth=1.2,
                            label=f"copy roofline {spec.roofline_gbps:.0f} GB/s")
