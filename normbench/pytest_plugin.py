@@ -368,6 +368,17 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     _current_config = session.config
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under a deployment variant, one implementation's items share a worker (normbench.xdist_schedule)."""
+    if config.getvalue("dist") != "load" or all(v == DEFAULT_VARIANT for v in config.option.variant or ()):
+        return None
+    from normbench.xdist_schedule import ImplementationScheduling
+
+    scopes = {item.test_id: f"{item.impl.name}-{item.variant}" for item in _plan(config).items}
+    return ImplementationScheduling(config, log, scopes)
+
+
 def _is_controller(config: pytest.Config) -> bool:
     return not hasattr(config, "workerinput")
 

@@ -19,7 +19,14 @@ from normbench.checks.base import CHECKS, CheckContext, Skip
 from normbench.implementation import Implementation, ImplementationError
 from normbench.registry import Registry
 from normbench.spec import PropertySpec, Spec
-from normbench.variants import DEFAULT_VARIANT, INFERENCE_ONLY_REASON, check_variant, in_bounded_plan, skip_reason
+from normbench.variants import (
+    DEFAULT_VARIANT,
+    INFERENCE_ONLY_REASON,
+    check_variant,
+    in_bounded_plan,
+    skip_reason,
+    variant_judges,
+)
 
 VERDICTS = ("pass", "fail", "error", "skip", "report", "xfail", "unjudged")
 
@@ -97,6 +104,8 @@ def build_plan(specs: dict[str, Spec], registry: Registry, selected: Iterable[st
             continue
         spec = specs[impl.family]
         for variant in wanted:
+            if not (full_variant_plan or variant_judges(variant, impl.name, impl.tags)):
+                continue
             for prop in spec.properties:
                 only = CHECKS[prop.check].variants
                 if only is not None and variant not in only:

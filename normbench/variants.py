@@ -69,6 +69,13 @@ VARIANT_PLAN_CHECKS = frozenset({
     "constant_rows", "dtype_preservation", "running_statistics", "train_eval_consistency", "fused_residual",
 })
 VARIANT_PLAN_DTYPES = {"compile": ("float32", "bfloat16"), "export": ("float32", "float16")}
+#: The checks judged in the variant's half dtype too; the others in float32 only. Inductor and ONNX Runtime keep
+#: a half input's arithmetic in float32 inside a fused kernel, so what deployment changes in half precision is
+#: where the roundings to the half dtype happen (a cast order fused away): the output and the gradients show it,
+#: and the output dtype. Extreme inputs, constant groups and running statistics are judged in float32 here and
+#: in every dtype in eager mode.
+VARIANT_HALF_CHECKS = frozenset({"forward_equivalence", "gradient_equivalence", "variant_matches_eager",
+                                 "dtype_preservation"})
 
 
 class VariantUnavailable(Skip):
@@ -89,7 +96,27 @@ def in_bounded_plan(variant: str, check: str, dtype: str, variant_specific: bool
     """Whether an item belongs to the variant's bounded plan (every eager item does)."""
     if variant == DEFAULT_VARIANT:
         return True
-    return (variant_specific or check in VARIANT_PLAN_CHECKS) and dtype in VARIANT_PLAN_DTYPES[variant]
+    if not (variant_specific or check in VARIANT_PLAN_CHECKS) or dtype not in VARIANT_PLAN_DTYPES[variant]:
+        return False
+    return dtype == "float32" or check in VARIANT_HALF_CHECKS
+
+
+def variant_judges(variant: str, name: str, tags: tuple[str, ...] = ()) -> bool:
+    """Whether the bounded plan of `variant` judges implementation `name`. The built-in float64 references are
+    the truth every item is compared with, in eager mode; compiling or exporting one says nothing about code
+    anybody deploys and costs as much as a real implementation, so under compile / export they are judged only
+    with ``--variant-plan full``."""
+    return variant == DEFAULT_VARIANT or not (name.startswith("reference.") and "reference" in tags)
+
+
+#: Hidden sizes of the kernel-threshold cases under a deployment variant (the bounded plan). A compiled or
+#: exported norm is specialised to its hidden size, so every size costs a compilation (about a second of the
+#: system compiler per graph on a 2-core CPU) or an export. Inductor's CPU reduction loops and ONNX Runtime's
+#: kernels branch on vector-width alignment and length, not on the GPU launch thresholds the eager list
+#: (normbench.inputs.THRESHOLD_FEATURES) brackets: a size that fills whole vectors, and the largest, with a
+#: tail of one element past every vector width. The rows past 65535 stay (the batch dimension is dynamic: no
+#: new graph).
+VARIANT_THRESHOLD_FEATURES = (1024, 8193)
 
 
 def skip_reason(variant: str, check: str, variant_specific: bool = False) -> str | None:
@@ -162,6 +189,30 @@ def compiled_forward(cls: type[nn.Module], fresh: bool = False) -> Callable[...,
     return torch.compile(own, dynamic=True)
 
 
+def _raise_if_compiler_failed(module: nn.Module, cls: type[nn.Module], args: tuple[Any, ...],
+                              kwargs: dict[str, Any], exc: Exception) -> None:
+    """A compiled forward raised: when the eager forward of a copy runs on the same inputs, torch.compile itself
+    failed on this module (a Dynamo internal assertion, an Inductor lowering error, ...), which is the variant
+    that cannot be built for it (VariantUnavailable, one explained item), not an error of the implementation.
+    When eager raises as well, the module's own error stands. Compilation fails before the graph runs, so the
+    module's state is untouched either way."""
+    if isinstance(exc, Skip):
+        return
+    clone = copy.deepcopy(module)
+    clone.__class__ = cls
+
+    def fresh(value: Any) -> Any:
+        return value.detach().clone() if isinstance(value, torch.Tensor) else value
+
+    try:
+        with torch.no_grad():
+            cls.forward(clone, *map(fresh, args), **{k: fresh(v) for k, v in kwargs.items()})
+    except Exception:
+        return
+    raise VariantUnavailable(f"compile variant unavailable: torch.compile failed on {cls.__qualname__} where the "
+                             f"eager forward runs: {_first_line(exc)}") from None
+
+
 _VARIANT_CLASSES: dict[tuple[type[nn.Module], str], type[nn.Module]] = {}
 
 
@@ -172,7 +223,11 @@ def _variant_class(cls: type[nn.Module], variant: str) -> type[nn.Module]:
             fn = compiled_forward(cls)
 
             def forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
-                return fn(self, *args, **kwargs)
+                try:
+                    return fn(self, *args, **kwargs)
+                except Exception as exc:
+                    _raise_if_compiler_failed(self, cls, args, kwargs, exc)
+                    raise
         else:
             def forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
                 return run_exported(self, cls, args, kwargs)
@@ -220,10 +275,17 @@ class ExportedGraph:
     ops: tuple[str, ...]
     opset: int
     seconds: float
+    #: per tensor input, the dims torch.export pinned to one value ({dim: size}): the graph is valid only for
+    #: inputs of those sizes, even where the ONNX graph declares the dim dynamic (see _pinned_dims)
+    pinned: tuple[dict[int, int], ...] = ()
+
+    def accepts(self, tensors: list[torch.Tensor]) -> bool:
+        return all(t.dim() > d and t.shape[d] == size
+                   for t, dims in zip(tensors, self.pinned) for d, size in dims.items())
 
 
-#: exported graphs by (class, configuration, mode, input signature, state signature)
-_EXPORTS: dict[Any, ExportedGraph | VariantUnavailable] = {}
+#: exported graphs by (class, configuration, mode, input signature, state signature): one per set of pinned dims
+_EXPORTS: dict[Any, list[ExportedGraph] | VariantUnavailable] = {}
 #: the last graph each module ran through (export_ops reports it)
 _LAST_EXPORT: weakref.WeakKeyDictionary[nn.Module, ExportedGraph] = weakref.WeakKeyDictionary()
 
@@ -349,9 +411,39 @@ def _export(module: nn.Module, cls: type[nn.Module], args: tuple[Any, ...], kwar
         raise VariantUnavailable(f"export variant unavailable: ONNX Runtime refused the graph: "
                                  f"{_first_line(exc)}") from None
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    n_inputs = len(args) + len(kwarg_names)
     return ExportedGraph(session=session, input_names=[i.name for i in session.get_inputs()],
                          state_names=names, ops=tuple(sorted({n.op_type for n in proto.graph.node})), opset=opset,
-                         seconds=time.perf_counter() - start)
+                         seconds=time.perf_counter() - start,
+                         pinned=_pinned_dims(getattr(program, "exported_program", None), n_inputs))
+
+
+def _pinned_dims(program: Any, n_inputs: int) -> tuple[dict[int, int], ...]:
+    """The input dims torch.export pinned to the example's size: plain ints, or symbols whose range is a single
+    value. torch.onnx (2.13) declares such a dim dynamic in the ONNX graph while baking the example's size into
+    the ops (a GroupNorm's reshape to (N, G, C·H·W/G) keeps C·H·W = 192 as a constant), so ONNX Runtime accepts
+    another size and computes something else (tests/test_variants_findings.py). A graph is therefore run only on
+    inputs of the sizes it was exported at; another size is exported anew."""
+    if program is None:
+        return tuple({} for _ in range(n_inputs))
+    placeholders = [n for n in program.graph.nodes if n.op == "placeholder"]
+    user_inputs = [spec.arg.name for spec in program.graph_signature.input_specs
+                   if spec.kind.name == "USER_INPUT"] if hasattr(program, "graph_signature") else []
+    by_name = {n.name: n for n in placeholders}
+    nodes = [by_name[name] for name in user_inputs if name in by_name] or placeholders
+    pinned: list[dict[int, int]] = []
+    for node in nodes[:n_inputs]:
+        value = node.meta.get("val")
+        dims: dict[int, int] = {}
+        for d, size in enumerate(getattr(value, "shape", ())):
+            if isinstance(size, int):
+                dims[d] = size
+                continue
+            ranges = program.range_constraints.get(size.node.expr) if hasattr(size, "node") else None
+            if ranges is not None and ranges.lower == ranges.upper:
+                dims[d] = int(ranges.lower)
+        pinned.append(dims)
+    return tuple(pinned)
 
 
 def _writes_state(module: nn.Module, cls: type[nn.Module], args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
@@ -389,15 +481,19 @@ def exported_graph(module: nn.Module, cls: type[nn.Module], args: tuple[Any, ...
     key = (cls, config_key(module), module.training, _signature(args),
            tuple((k, _signature(v)) for k, v in sorted(kwargs.items())),
            tuple((n, t.dtype, tuple(t.shape)) for n, t in named))
-    graph = _EXPORTS.get(key)
+    graphs = _EXPORTS.get(key, [])
+    if isinstance(graphs, VariantUnavailable):
+        raise VariantUnavailable(str(graphs))
+    inputs = [v for v in (*args, *(kwargs[k] for k in kwargs)) if isinstance(v, torch.Tensor)]
+    graph = next((g for g in graphs if g.accepts(inputs)), None)
     if graph is None:
         try:
             graph = _export(module, cls, args, kwargs, names, state)
         except VariantUnavailable as exc:
-            graph = exc
-        _EXPORTS[key] = graph
-    if isinstance(graph, VariantUnavailable):
-        raise VariantUnavailable(str(graph))
+            if not graphs:
+                _EXPORTS[key] = exc
+            raise VariantUnavailable(str(exc)) from None
+        _EXPORTS[key] = [*graphs, graph]
     return graph, state
 
 

@@ -70,6 +70,55 @@ def test_variant_specific_properties_are_planned_only_under_their_variant():
     assert {i.prop.name for i in full} >= {"shift_invariance", "gradcheck"}
 
 
+def test_the_references_are_judged_compiled_or_exported_only_in_the_full_plan():
+    # the float64 references are the truth in eager mode; compiling them judges no deployed code
+    registry = _registry("torch.nn.LayerNorm", "reference.layernorm")
+    eager = build_plan(specs(), registry)
+    assert {i.impl.name for i in eager} == {"torch.nn.LayerNorm", "reference.layernorm"}
+    for variant in ("compile", "export"):
+        bounded = build_plan(specs(), registry, variants=["eager", variant])
+        assert {i.impl.name for i in bounded if i.variant == variant} == {"torch.nn.LayerNorm"}
+        assert {i.impl.name for i in bounded if i.variant == "eager"} == {"torch.nn.LayerNorm", "reference.layernorm"}
+        full = build_plan(specs(), registry, variants=[variant], full_variant_plan=True)
+        assert "reference.layernorm" in {i.impl.name for i in full}
+
+
+def test_a_variant_draws_fewer_kernel_threshold_sizes_and_the_same_rows():
+    from normbench.checks.base import CheckContext
+    from normbench.checks.equivalence import kernel_variants
+    from normbench.inputs import THRESHOLD_FEATURES
+    from normbench.variants import VARIANT_THRESHOLD_FEATURES
+
+    spec = specs()["layernorm"]
+    prop = next(p for p in spec.properties if p.name == "forward_equivalence")
+    ln = torch_impl("torch.nn.LayerNorm")
+
+    def cases(variant: str, profile: str = "ci") -> dict[int, object]:
+        ctx = CheckContext(impl=ln, spec=spec, prop=prop, dtype=torch.float32, mode="any", variant=variant,
+                           profile=profile)
+        return {v.case.shape[-1]: v.case for v in kernel_variants(ctx)}
+
+    eager, compiled = cases("eager"), cases("compile")
+    assert set(eager) == {4, *THRESHOLD_FEATURES}
+    assert set(compiled) == {4, *VARIANT_THRESHOLD_FEATURES} and len(compiled) < len(eager)
+    assert all(compiled[c] == eager[c] for c in compiled)  # same seeds: the subset draws the same rows
+    assert set(cases("compile", profile="dev")) == set(eager)  # dev / thorough draw what eager draws
+
+
+def test_under_a_variant_one_implementation_s_items_share_an_xdist_worker():
+    from normbench.xdist_schedule import ImplementationScheduling
+
+    sched = ImplementationScheduling.__new__(ImplementationScheduling)
+    sched._scopes = {"layernorm[a-forward_equivalence-float32-compile]": "a-compile",
+                     "layernorm[a-constant_rows-bfloat16-compile]": "a-compile",
+                     "rmsnorm[b-forward_equivalence-float32-compile]": "b-compile"}
+    scope = sched._split_scope
+    assert (scope("suite/conformance.py::layernorm[a-forward_equivalence-float32-compile]")
+            == scope("suite/conformance.py::layernorm[a-constant_rows-bfloat16-compile]") == "a-compile")
+    assert scope("suite/conformance.py::rmsnorm[b-forward_equivalence-float32-compile]") == "b-compile"
+    assert scope("suite/conformance.py::problem0") == "suite/conformance.py::problem0"
+
+
 def test_several_variants_in_one_plan_keep_distinct_ids():
     plan = build_plan(specs(), _registry("torch.nn.RMSNorm"), variants=["eager", "compile", "export"])
     ids = [i.test_id for i in plan]

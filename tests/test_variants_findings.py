@@ -44,3 +44,74 @@ def test_onnx_export_drops_the_epsilon_of_rmsnorm_at_1e_12():
     assert "Add" not in ops[1e-12] and bool(zero_row.isnan().all()), (
         f"the exported RMSNorm(eps=1e-12) now has ops {sorted(ops[1e-12])} and gives {zero_row[0]} on a zero row: "
         "fixed? remove the known failures in suite/known_failures/torch.nn.RMSNorm.yaml and F.rms_norm.yaml")
+
+
+class _PrimitiveLayerNorm(nn.Module):
+    """A LayerNorm in primitive ops, as much third-party code writes it."""
+
+    def __init__(self, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(-1, keepdim=True)
+        return (x - mean) / torch.sqrt(((x - mean) ** 2).mean(-1, keepdim=True) + self.eps)
+
+
+def test_the_onnx_optimizer_treats_every_epsilon_up_to_1e_8_as_zero():
+    # the cause of the RMSNorm finding above: onnxscript's add_0_rule matches constants with abs_tol=1e-8
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    finite = {}
+    for eps, optimize in ((1e-8, True), (1e-7, True), (1e-12, False)):
+        program = torch.onnx.export(_PrimitiveLayerNorm(eps), (torch.randn(4, 8),), dynamo=True, optimize=optimize,
+                                    verbose=False)
+        session = ort.InferenceSession(program.model_proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        (out,) = session.run(None, {session.get_inputs()[0].name: torch.zeros(4, 8).numpy()})
+        finite[(eps, optimize)] = bool(torch.isfinite(torch.from_numpy(out)).all())
+    assert finite == {(1e-8, True): False, (1e-7, True): True, (1e-12, False): True}, finite
+
+
+class _GroupReshape(nn.Module):
+    """A GroupNorm-style reshape to (N, G, C·H·W / G): the group size computed from the input's shape."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        grouped = x.reshape(x.shape[0], 4, x.shape[1:].numel() // 4)
+        return (grouped - grouped.mean(-1, keepdim=True)).reshape(x.shape)
+
+
+def test_onnx_export_declares_dims_dynamic_that_torch_export_pinned():
+    # Why normbench.variants re-exports for another size (ExportedGraph.pinned): with Dim.AUTO on every dim,
+    # torch.export pins C, H, W to the example (range constraints VR[12, 12], VR[4, 4]) and bakes C·H·W = 192
+    # into the reshape, yet the ONNX graph names those dims as symbols, so ONNX Runtime runs a (4, 12, 2, 2)
+    # batch - the same 192 elements per sample group - and silently mixes samples into groups.
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from torch.export import Dim
+
+    program = torch.onnx.export(_GroupReshape().eval(), (torch.randn(3, 12, 4, 4),), dynamo=True, verbose=False,
+                                dynamic_shapes=({i: Dim.AUTO for i in range(4)},))
+    declared = [d.dim_param or d.dim_value for d in program.model_proto.graph.input[0].type.tensor_type.shape.dim]
+    pinned = [(r.lower, r.upper) for r in program.exported_program.range_constraints.values() if r.lower == r.upper]
+    session = ort.InferenceSession(program.model_proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = torch.randn(4, 12, 2, 2, generator=torch.Generator().manual_seed(0))
+    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    error = float((torch.from_numpy(out) - _GroupReshape()(x)).abs().max())
+    assert all(isinstance(d, str) for d in declared) and sorted(pinned) == [(4, 4), (4, 4), (12, 12)], (declared,
+                                                                                                        pinned)
+    assert error > 0.1, f"ONNX Runtime now computes the (4, 12, 2, 2) batch right (max error {error:.3g}): fixed?"
+
+
+def test_the_export_variant_runs_a_pinned_graph_only_at_its_sizes():
+    pytest.importorskip("onnxruntime")
+    from normbench.variants import apply_variant, last_export
+
+    module = apply_variant(_GroupReshape().eval(), "export")
+    with torch.no_grad():
+        module(torch.randn(3, 12, 4, 4))
+        first = last_export(module)
+        assert first.pinned[0] == {1: 12, 2: 4, 3: 4}
+        x = torch.randn(4, 12, 2, 2)
+        got = module(x)
+    assert last_export(module) is not first and last_export(module).pinned[0] == {1: 12, 2: 2, 3: 2}
+    assert torch.allclose(got, _GroupReshape()(x), atol=1e-6)

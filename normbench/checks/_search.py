@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from hypothesis import given
 from hypothesis import strategies as st
 
-from normbench.checks.base import CheckContext
+from normbench.checks.base import CheckContext, Skip
 
 T = TypeVar("T")
 
@@ -31,6 +31,10 @@ class SearchResult:
     failure: Trial | None
     #: the trial that used the most tolerance (reported when everything passed)
     worst: Trial | None
+
+
+class _Skipped(AssertionError):
+    """A drawn case raised Skip: hypothesis must see a failure to stop; the Skip itself is re-raised after."""
 
 
 class _Found(AssertionError):
@@ -64,17 +68,31 @@ def find_counterexample(ctx: CheckContext, evaluate: Callable[[T], Trial], expli
     if strategy is None:
         return SearchResult(True, trials, None, worst)
     failures: list[Trial] = []
+    skipped: list[Skip] = []
 
     @ctx.hypothesis_settings()
     @given(strategy)
     def search(case: T) -> None:
-        trial = run(case)
+        # A drawn case the module cannot be judged on (a deployment variant that cannot run it) ends the search
+        # as a skip, like an explicit case would; every later draw (hypothesis shrinking it) stops at once.
+        if skipped:
+            raise _Skipped(str(skipped[0]))
+        try:
+            trial = run(case)
+        except Skip as exc:
+            skipped.append(exc)
+            raise _Skipped(str(exc)) from None
         if not trial.ok:
             failures.append(trial)
             raise _Found(trial.summary)
 
     try:
         search()
-    except _Found:
-        return SearchResult(False, trials, failures[-1], worst)
+    except (_Found, _Skipped, BaseExceptionGroup):
+        # a failing draw outranks a draw that could not be judged (hypothesis may report both, as a group)
+        if failures:
+            return SearchResult(False, trials, failures[-1], worst)
+        if not skipped:
+            raise
+        raise skipped[0] from None
     return SearchResult(True, trials, None, worst)

@@ -31,7 +31,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 #: under a deployment variant (compile, export) each drawn shape class costs a compilation or an export, so the
 #: ci profile draws fewer examples there (issue 10); dev and thorough keep theirs.
-VARIANT_MAX_EXAMPLES = {"ci": 3}
+VARIANT_MAX_EXAMPLES = {"ci": 2}
 
 
 class Skip(Exception):  # noqa: N818 - reads as `raise Skip("reason")`
@@ -114,9 +114,16 @@ class CheckContext:
     def training(self) -> bool:
         return self.mode != "eval"
 
+    @property
+    def bounded_variant_plan(self) -> bool:
+        """A deployment variant under a profile that bounds its draws (VARIANT_MAX_EXAMPLES): fewer examples and
+        fewer kernel-threshold sizes (normbench.variants.VARIANT_THRESHOLD_FEATURES), since each shape class costs
+        a compilation or an export. The dev and thorough profiles draw what eager draws."""
+        return self.variant != "eager" and self.profile in VARIANT_MAX_EXAMPLES
+
     def hypothesis_settings(self, **overrides: Any) -> settings:
         base = dict(PROFILES[self.profile])
-        if self.variant != "eager" and self.profile in VARIANT_MAX_EXAMPLES:
+        if self.bounded_variant_plan:
             base["max_examples"] = min(base["max_examples"], VARIANT_MAX_EXAMPLES[self.profile])
         base.update(overrides)
         return settings(deadline=None, database=None, derandomize=True, print_blob=False,

@@ -30,7 +30,7 @@ from normbench.checks.base import (
     weight_reduction_length,
 )
 from normbench.compare import Comparison, channel_bias, compare
-from normbench.inputs import Case, case_strategy, input_shape, kernel_threshold_cases, random_like
+from normbench.inputs import THRESHOLD_FEATURES, Case, case_strategy, input_shape, kernel_threshold_cases, random_like
 
 #: eps values that expose where eps sits (gpt-neox#1337, keras#22586): tiny, usual, and 1.
 EPS_VARIANTS = (1e-12, 1e-5, 1.0)
@@ -51,15 +51,19 @@ def _variants(ctx: CheckContext) -> list[Variant]:
     """Deterministic cases: every feature count, both affine settings, the eps variants."""
     layout = ctx.spec.layout
     out = []
+    # Under a deployment variant every configuration is a compilation or an export (the bounded plan): both
+    # affine settings at the first feature count, the affine one at the others, and the many-row case at the
+    # first feature count (the batch dimension is dynamic, so it reuses that graph).
+    bounded = ctx.bounded_variant_plan
     for i, c in enumerate(ctx.spec.features):
         rank = layout.ranks[i % len(layout.ranks)]
         shape = input_shape(layout, batch=4, features=c, rank=rank, length=3)
-        for affine in ctx.affine_settings:
+        for affine in ctx.affine_settings if not (bounded and i) else ctx.affine_settings[:1]:
             out.append(Variant(Case(shape, "normal", seed=ctx.seed + i), tuple(ctx.params(affine=affine).items())))
     c = ctx.spec.features[0]
     if ctx.tolerance("forward").bias is not None:
         # Many rows, so a systematic per-channel error stands out of the rounding noise.
-        shape = input_shape(layout, batch=256, features=64, rank=layout.ranks[0], length=1)
+        shape = input_shape(layout, batch=256, features=c if bounded else 64, rank=layout.ranks[0], length=1)
         out.append(Variant(Case(shape, "normal", seed=ctx.seed + 11), tuple(ctx.params().items())))
     for eps in EPS_VARIANTS:
         if ctx.unsupported(eps=eps):  # a hard-coded eps (fixed_params): judged at that value only
@@ -76,7 +80,12 @@ def kernel_variants(ctx: CheckContext) -> list[Variant]:
     if not ctx.options.get("kernel_shapes", True):
         return []
     params = tuple(ctx.params().items())
-    return [Variant(case, params) for case in kernel_threshold_cases(ctx.spec.layout, ctx.seed + 101)]
+    features = THRESHOLD_FEATURES
+    if ctx.variant != "eager" and ctx.bounded_variant_plan:
+        from normbench.variants import VARIANT_THRESHOLD_FEATURES  # variants imports checks.base
+
+        features = VARIANT_THRESHOLD_FEATURES
+    return [Variant(case, params) for case in kernel_threshold_cases(ctx.spec.layout, ctx.seed + 101, features)]
 
 
 def _strategy(ctx: CheckContext) -> st.SearchStrategy[Variant]:
