@@ -31,7 +31,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 #: under a deployment variant (compile, export) each drawn shape class costs a compilation or an export, so the
 #: ci profile draws fewer examples there (issue 10); dev and thorough keep theirs.
-VARIANT_MAX_EXAMPLES = {"ci": 2}
+VARIANT_MAX_EXAMPLES = {"ci": 1}
 
 
 class Skip(Exception):  # noqa: N818 - reads as `raise Skip("reason")`

@@ -127,7 +127,7 @@ def no_recompile_storm(ctx: CheckContext) -> Observation:
             # state the forward branches on (MABN's warm-up counter) recompiles per step, not per shape, and
             # settles once the warm-up is over; that is not what this property counts.
             with torch.no_grad():
-                fn(copy.deepcopy(module), x)
+                variants.compiler_guarded(copy.deepcopy(module), fn, x)
             graphs.append(_unique_graphs() - start)
         per_class[label] = {"first": graphs[0], "recompiles": sum(graphs[1:])}
     recompiles = sum(v["recompiles"] for v in per_class.values())
