@@ -252,13 +252,14 @@ def _constant_cases(ctx: CheckContext) -> list[Trigger]:
     layout = ctx.spec.layout
     default_eps = ctx.params()["eps"]
     out = []
-    for i, c in enumerate(ctx.spec.features):
+    # a deployment variant's bounded plan: the first hidden size only (each configuration is a compilation or an
+    # export; the degenerate C = 1 below stays)
+    sizes = ctx.spec.features[:1] if ctx.bounded_variant_plan else ctx.spec.features
+    for i, c in enumerate(sizes):
         shape = input_shape(layout, batch=4, features=c, rank=layout.ranks[i % len(layout.ranks)], length=3)
         for eps in ctx.sweep("eps", (default_eps, 1e-12)):
             params = _eps_params(ctx, eps)
-            # a deployment variant's bounded plan: both affine settings at the first hidden size only (each
-            # configuration is a compilation or an export)
-            for affine in ctx.affine_settings[:1] if ctx.bounded_variant_plan and i else ctx.affine_settings:
+            for affine in ctx.affine_settings:
                 p = tuple({**dict(params), "affine": affine}.items())
                 out.append(Trigger(f"all-zero groups, C={c}, eps={eps:g}, affine={affine}",
                                    Case(shape, "zeros", ctx.seed + i), p))
