@@ -65,6 +65,8 @@ def test_benchmarks_record_normbench_and_pytest_benchmark_results(bench_run):
     assert board.exists() and "Performance: layernorm" in board.read_text()
     assert "normbench benchmarks" in proc.stdout and "harness copy" in proc.stdout
     assert f"table median {entry['median_s'] * 1e3:.4f} ms" in proc.stdout and "crosscheck:" in proc.stdout
+    # a bare pytest run without the wait policy says how to get timings the timers agree on
+    assert ("OMP_WAIT_POLICY is unset" in proc.stdout) == (not os.environ.get("OMP_WAIT_POLICY"))
 
 
 def test_pytest_benchmark_compare_reads_the_json(bench_run):

@@ -554,6 +554,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.write_line(f"OMP_WAIT_POLICY={bench.wait_policy}; {load} on {os.cpu_count()} CPUs"
                                 + (" (a loaded machine: figures are noisy)" if (bench.load_at_start or 0) >
                                    (os.cpu_count() or 1) / 2 else ""))
+    if bench.wait_policy == "unset" and "cpu" in bench.results:
+        # Measured: with the default policy torch's multi-op CPU cases (torch.nn.RMSNorm, a two-pass LayerNorm)
+        # read 2.2 to 5.7 ms for one 4096x1024 forward depending on the timer; with PASSIVE the timers agree.
+        terminalreporter.write_line("OMP_WAIT_POLICY is unset: on a shared CPU a 2-thread OpenMP region may wait "
+                                    "for a busy thread, so cases of several ops scatter by up to 2x (see README, "
+                                    "benchmarks); export OMP_WAIT_POLICY=PASSIVE before pytest, or use `normbench "
+                                    "run`, which sets it", yellow=True)
     for device, roof in bench.rooflines.items():
         peak = f", nominal peak {roof.peak_gbps:.0f} GB/s ({roof.peak_source})" if roof.peak_gbps else ""
         terminalreporter.write_line(
