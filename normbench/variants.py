@@ -209,8 +209,8 @@ def _raise_if_compiler_failed(module: nn.Module, cls: type[nn.Module], args: tup
     """A compiled forward raised: when the eager forward of a copy runs on the same inputs, torch.compile itself
     failed on this module (a Dynamo internal assertion, an Inductor lowering error, ...), which is the variant
     that cannot be built for it (VariantUnavailable, one explained item), not an error of the implementation.
-    When eager raises as well, the module's own error stands. Compilation fails before the graph runs, so the
-    module's state is untouched either way."""
+    When eager raises as well, the module's own error stands. The eager retry runs on a copy of the module and
+    of the inputs, so the module itself sees only the failed compiled call."""
     if isinstance(exc, Skip):
         return
     clone = copy.deepcopy(module)
@@ -238,11 +238,7 @@ def _variant_class(cls: type[nn.Module], variant: str) -> type[nn.Module]:
             fn = compiled_forward(cls)
 
             def forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
-                try:
-                    return fn(self, *args, **kwargs)
-                except Exception as exc:
-                    _raise_if_compiler_failed(self, cls, args, kwargs, exc)
-                    raise
+                return compiler_guarded(self, fn, *args, **kwargs)
         else:
             def forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
                 return run_exported(self, cls, args, kwargs)
@@ -499,8 +495,7 @@ def exported_graph(module: nn.Module, cls: type[nn.Module], args: tuple[Any, ...
     graphs = _EXPORTS.get(key, [])
     if isinstance(graphs, VariantUnavailable):
         raise VariantUnavailable(str(graphs))
-    inputs = [v for v in (*args, *(kwargs[k] for k in kwargs)) if isinstance(v, torch.Tensor)]
-    graph = next((g for g in graphs if g.accepts(inputs)), None)
+    graph = next((g for g in graphs if g.accepts(tensors)), None)
     if graph is None:
         try:
             graph = _export(module, cls, args, kwargs, names, state)

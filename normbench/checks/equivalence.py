@@ -68,9 +68,12 @@ def _variants(ctx: CheckContext, first_size_under_variant: bool = False) -> list
         # Many rows, so a systematic per-channel error stands out of the rounding noise.
         shape = input_shape(layout, batch=256, features=c if bounded else 64, rank=layout.ranks[0], length=1)
         out.append(Variant(Case(shape, "normal", seed=ctx.seed + 11), tuple(ctx.params().items())))
+    eps_variants = EPS_VARIANTS
     if bounded:
         from normbench.variants import VARIANT_EPS_VARIANTS  # variants imports checks.base
-    for eps in VARIANT_EPS_VARIANTS if bounded else EPS_VARIANTS:
+
+        eps_variants = VARIANT_EPS_VARIANTS
+    for eps in eps_variants:
         if ctx.unsupported(eps=eps):  # a hard-coded eps (fixed_params): judged at that value only
             continue
         shape = input_shape(layout, batch=3, features=c, rank=layout.ranks[-1], length=3)
@@ -86,7 +89,7 @@ def kernel_variants(ctx: CheckContext) -> list[Variant]:
         return []
     params = tuple(ctx.params().items())
     features = THRESHOLD_FEATURES
-    if ctx.variant != "eager" and ctx.bounded_variant_plan:
+    if ctx.bounded_variant_plan:
         from normbench.variants import VARIANT_THRESHOLD_FEATURES  # variants imports checks.base
 
         features = VARIANT_THRESHOLD_FEATURES
