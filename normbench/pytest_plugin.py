@@ -36,7 +36,7 @@ from normbench.results import (
     write_fallback,
 )
 from normbench.runner import PlanItem, build_plan, error_outcome
-from normbench.sandbox import Limits, SandboxPool, discover_isolated
+from normbench.sandbox import Limits, SandboxPool, discover_isolated, warm_variants
 from normbench.spec import load_specs
 from normbench.variants import DEFAULT_VARIANT, VARIANTS
 
@@ -92,6 +92,9 @@ class Plan:
         self.specs = specs.specs
         self.spec_errors = specs.errors
         self.limits = limits_from(config)
+        # An xdist controller only discovers; the processes that judge warm the variants' compilers once.
+        if getattr(config, "workerinput", None) is not None or config.getoption("dist", "no") == "no":
+            warm_variants(opt.variant or ())
         self.registry = discover_isolated(opt.impl_path, families=specs.specs,
                                           include_entry_points=not opt.no_entry_points, limits=self.limits)
         unknown = sorted(set(opt.impl) - set(self.registry.implementations))

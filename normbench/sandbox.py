@@ -207,6 +207,17 @@ def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str
 # -- the parent side --------------------------------------------------------------------------------------------
 
 _CONTEXT: multiprocessing.context.BaseContext | None = None
+_WARM_VARIANTS: tuple[str, ...] = ()
+#: Not ``export``: importing ONNX Runtime starts a native thread, and a process with threads must not fork.
+_PRELOADED_VARIANTS = ("compile",)
+
+
+def warm_variants(variants: Iterable[str]) -> None:
+    """Have the forkserver warm these deployment variants (normbench.preload) before it forks the first child.
+    Only a process that judges should ask: the warm-up costs seconds of CPU. It applies to a forkserver not
+    yet started; once started, the children still judge correctly, only without the head start."""
+    global _WARM_VARIANTS
+    _WARM_VARIANTS = tuple(v for v in dict.fromkeys(variants) if v in _PRELOADED_VARIANTS)
 
 
 def _context() -> multiprocessing.context.BaseContext:
@@ -214,7 +225,8 @@ def _context() -> multiprocessing.context.BaseContext:
     if _CONTEXT is None:
         ctx = multiprocessing.get_context("forkserver")
         # The forkserver imports these once; every child then starts with torch and every check loaded.
-        ctx.set_forkserver_preload(["normbench.sandbox", "normbench.runner", "normbench.judge_guard"])
+        ctx.set_forkserver_preload(["normbench.sandbox", "normbench.runner", "normbench.judge_guard",
+                                    *(f"normbench.preload.{v}" for v in _WARM_VARIANTS)])
         _CONTEXT = ctx
     return _CONTEXT
 

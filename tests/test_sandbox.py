@@ -99,3 +99,41 @@ def test_a_crash_costs_one_item_and_the_next_gets_a_fresh_process():
         pool.close()
     assert crashed["verdict"] == "error" and "SIGSEGV" in crashed["summary"]
     assert fine["verdict"] == "pass", fine["summary"]
+
+
+def test_only_the_compile_variant_is_warmed_in_the_forkserver():
+    from normbench import sandbox
+
+    saved = sandbox._WARM_VARIANTS
+    try:
+        sandbox.warm_variants(["eager", "export", "compile", "compile"])
+        assert sandbox._WARM_VARIANTS == ("compile",)  # ONNX Runtime's import starts a thread: never pre-fork
+        sandbox.warm_variants(["eager"])
+        assert sandbox._WARM_VARIANTS == ()
+    finally:
+        sandbox._WARM_VARIANTS = saved
+
+
+def test_the_compile_preload_leaves_no_thread_behind_and_its_forks_compile():
+    # The forkserver forks every judging child: a thread left by the warm-up (tqdm's monitor, an OpenMP pool)
+    # would be a fork hazard; and a child forked after it must still compile and run.
+    import subprocess
+    import sys
+
+    script = """
+import os, torch
+tasks = lambda: len(os.listdir('/proc/self/task'))
+before = tasks()
+import normbench.preload.compile
+assert tasks() == before, (before, tasks())
+pid = os.fork()
+if pid == 0:
+    x = torch.randn(4, 6)
+    y = torch.compile(torch.nn.LayerNorm(6), dynamic=True)(x)
+    os._exit(0 if torch.allclose(y, torch.nn.functional.layer_norm(x, (6,)), atol=1e-5) else 3)
+_, status = os.waitpid(pid, 0)
+print("child", os.waitstatus_to_exitcode(status))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "child 0" in done.stdout

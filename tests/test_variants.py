@@ -86,7 +86,7 @@ def test_the_references_are_judged_compiled_or_exported_only_in_the_full_plan():
 def test_a_variant_draws_fewer_kernel_threshold_sizes_and_the_same_rows():
     from normbench.checks.base import CheckContext
     from normbench.checks.equivalence import kernel_variants
-    from normbench.inputs import THRESHOLD_FEATURES
+    from normbench.inputs import THRESHOLD_FEATURES, WIDE_GRID_ROWS
     from normbench.variants import VARIANT_THRESHOLD_FEATURES
 
     spec = specs()["layernorm"]
@@ -100,9 +100,54 @@ def test_a_variant_draws_fewer_kernel_threshold_sizes_and_the_same_rows():
 
     eager, compiled = cases("eager"), cases("compile")
     assert set(eager) == {4, *THRESHOLD_FEATURES}
-    assert set(compiled) == {4, *VARIANT_THRESHOLD_FEATURES} and len(compiled) < len(eager)
-    assert all(compiled[c] == eager[c] for c in compiled)  # same seeds: the subset draws the same rows
+    # the many rows at the spec's first hidden size (8): that graph serves them, the row count being dynamic
+    assert set(compiled) == {spec.features[0], *VARIANT_THRESHOLD_FEATURES} and len(compiled) < len(eager)
+    assert compiled[spec.features[0]].shape[0] == eager[4].shape[0] == WIDE_GRID_ROWS
+    assert all(compiled[c] == eager[c] for c in VARIANT_THRESHOLD_FEATURES)  # same seeds, same rows
     assert set(cases("compile", profile="dev")) == set(eager)  # dev / thorough draw what eager draws
+
+
+def _ctx(family: str, implementation: str, prop_name: str, variant: str, profile: str = "ci"):
+    from normbench.checks.base import CheckContext
+
+    spec = specs()[family]
+    prop = next(p for p in spec.properties if p.name == prop_name)
+    return CheckContext(impl=shipped()[implementation], spec=spec, prop=prop, dtype=torch.float32, mode="any",
+                        variant=variant, profile=profile)
+
+
+def _configurations(ctx) -> set[tuple[int, bool, float]]:
+    from normbench.checks.equivalence import _variants
+
+    return {(v.case.shape[-1], dict(v.params)["affine"], dict(v.params)["eps"]) for v in _variants(ctx)}
+
+
+def test_a_block_is_judged_in_its_default_configuration_under_a_variant():
+    # The placement specs' variant_configurations: default: eps and affine are the block's LayerNorms', judged
+    # under the variant by the layernorm family; each other configuration is a whole block's compilation.
+    for prop_name in ("forward_equivalence", "gradient_equivalence"):
+        eager = _configurations(_ctx("placement_pre_ln", "normbench.blocks.pre_ln", prop_name, "eager"))
+        compiled = _configurations(_ctx("placement_pre_ln", "normbench.blocks.pre_ln", prop_name, "compile"))
+        assert {affine for _, affine, _ in eager} == {True, False} and {eps for *_, eps in eager} > {1e-5}
+        assert compiled and compiled < eager
+        assert {(affine, eps) for _, affine, eps in compiled} == {(True, 1e-5)}
+        dev = _configurations(_ctx("placement_pre_ln", "normbench.blocks.pre_ln", prop_name, "compile", "dev"))
+        assert dev == eager  # the dev and thorough profiles lift the bound
+    # A norm's own family keeps its configurations under the variant: both affine settings and the eps variant.
+    norm = _configurations(_ctx("layernorm", "torch.nn.LayerNorm", "forward_equivalence", "compile"))
+    assert {affine for _, affine, _ in norm} == {True, False} and 1.0 in {eps for *_, eps in norm}
+
+
+def test_a_variant_sweeps_the_smallest_and_the_default_eps_on_adversarial_inputs():
+    from normbench.checks.numerics import EPS_VALUES, _triggers
+
+    def eps_of(variant: str, implementation: str = "torch.nn.LayerNorm", family: str = "layernorm") -> set[float]:
+        return {dict(t.params)["eps"] for t in _triggers(_ctx(family, implementation, "adversarial_inputs", variant))}
+
+    assert eps_of("eager") == set(EPS_VALUES)
+    assert eps_of("compile") == eps_of("export") == {1e-12, 1e-5}
+    # the default is the implementation's: PartialRMSNorm's 1e-8
+    assert eps_of("compile", "normbench.PartialRMSNorm", "prmsnorm") == {1e-12, 1e-8}
 
 
 def test_under_a_variant_one_implementation_s_items_share_an_xdist_worker():

@@ -30,7 +30,7 @@ from normbench.checks.base import (
     weight_reduction_length,
 )
 from normbench.compare import Comparison, channel_bias, compare
-from normbench.inputs import THRESHOLD_FEATURES, Case, case_strategy, input_shape, kernel_threshold_cases, random_like
+from normbench.inputs import Case, case_strategy, input_shape, kernel_threshold_cases, random_like
 
 #: eps values that expose where eps sits (gpt-neox#1337, keras#22586): tiny, usual, and 1.
 EPS_VARIANTS = (1e-12, 1e-5, 1.0)
@@ -57,28 +57,37 @@ def _variants(ctx: CheckContext, first_size_under_variant: bool = False) -> list
     # affine settings at the first feature count, the affine one at the others, and the many-row case at the
     # first feature count (the batch dimension is dynamic, so it reuses that graph).
     bounded = ctx.bounded_variant_plan
+    default_only = _default_configuration_only(ctx)
     sizes = ctx.spec.features[:1] if bounded and first_size_under_variant else ctx.spec.features
     for i, c in enumerate(sizes):
         rank = layout.ranks[i % len(layout.ranks)]
         shape = input_shape(layout, batch=4, features=c, rank=rank, length=3)
-        for affine in ctx.affine_settings if not (bounded and i) else ctx.affine_settings[:1]:
+        for affine in ctx.affine_settings if not (bounded and i or default_only) else ctx.affine_settings[:1]:
             out.append(Variant(Case(shape, "normal", seed=ctx.seed + i), tuple(ctx.params(affine=affine).items())))
     c = ctx.spec.features[0]
     if ctx.tolerance("forward").bias is not None:
         # Many rows, so a systematic per-channel error stands out of the rounding noise.
         shape = input_shape(layout, batch=256, features=c if bounded else 64, rank=layout.ranks[0], length=1)
         out.append(Variant(Case(shape, "normal", seed=ctx.seed + 11), tuple(ctx.params().items())))
-    eps_variants = EPS_VARIANTS
+    eps_variants: tuple[float, ...] = EPS_VARIANTS
     if bounded:
         from normbench.variants import VARIANT_EPS_VARIANTS  # variants imports checks.base
 
-        eps_variants = VARIANT_EPS_VARIANTS
+        eps_variants = () if default_only else VARIANT_EPS_VARIANTS
     for eps in eps_variants:
         if ctx.unsupported(eps=eps):  # a hard-coded eps (fixed_params): judged at that value only
             continue
         shape = input_shape(layout, batch=3, features=c, rank=layout.ranks[-1], length=3)
         out.append(Variant(Case(shape, "normal", seed=ctx.seed + 7), tuple(ctx.params(eps=eps).items())))
     return out
+
+
+def _default_configuration_only(ctx: CheckContext) -> bool:
+    """options.variant_configurations: default: under a deployment variant's bounded plan the module is judged in
+    its default configuration at each size. For a module that is more than a norm (the placement blocks), eps
+    and affine are its LayerNorms' parameters, which the norm's own family judges under the same variant, while
+    each configuration costs the whole block's compilation (5 to 8 s on the 2-core CPU, against 1.5 s for a norm)."""
+    return ctx.bounded_variant_plan and ctx.options.get("variant_configurations") == "default"
 
 
 def kernel_variants(ctx: CheckContext) -> list[Variant]:
@@ -88,12 +97,15 @@ def kernel_variants(ctx: CheckContext) -> list[Variant]:
     if not ctx.options.get("kernel_shapes", True):
         return []
     params = tuple(ctx.params().items())
-    features = THRESHOLD_FEATURES
-    if ctx.bounded_variant_plan:
-        from normbench.variants import VARIANT_THRESHOLD_FEATURES  # variants imports checks.base
+    if not ctx.bounded_variant_plan:
+        return [Variant(case, params) for case in kernel_threshold_cases(ctx.spec.layout, ctx.seed + 101)]
+    from normbench.variants import VARIANT_THRESHOLD_FEATURES  # variants imports checks.base
 
-        features = VARIANT_THRESHOLD_FEATURES
-    return [Variant(case, params) for case in kernel_threshold_cases(ctx.spec.layout, ctx.seed + 101, features)]
+    # The many rows at the spec's first hidden size: the row count is a dynamic dimension of the compiled or
+    # exported graph, so the case reuses the graph of that size instead of costing one of its own.
+    cases = kernel_threshold_cases(ctx.spec.layout, ctx.seed + 101, VARIANT_THRESHOLD_FEATURES,
+                                   wide_grid_features=ctx.spec.features[0])
+    return [Variant(case, params) for case in cases]
 
 
 def _strategy(ctx: CheckContext) -> st.SearchStrategy[Variant]:
@@ -101,8 +113,9 @@ def _strategy(ctx: CheckContext) -> st.SearchStrategy[Variant]:
     # computation is ill-conditioned on decade-scaled inputs for reasons beyond the property (specs/placement_*).
     domains = tuple(ctx.options.get("domains", ("normal", "scaled")))
     cases = case_strategy(ctx.spec.layout, ctx.spec.features, domains)
+    affine_settings = ctx.affine_settings[:1] if _default_configuration_only(ctx) else ctx.affine_settings
     return st.builds(lambda case, affine: Variant(case, tuple(ctx.params(affine=affine).items())),
-                     cases, st.sampled_from(ctx.affine_settings))
+                     cases, st.sampled_from(affine_settings))
 
 
 def _worst(comparisons: dict[str, Comparison]) -> tuple[str, Comparison]:
