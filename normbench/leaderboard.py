@@ -394,10 +394,10 @@ def _rooflines(machines: list[Machine], records: list[dict[str, Any]]) -> Table:
                          capacity / 2**20 if capacity else None, lv["working_set_bytes"] / 2**20, lv["copy_gbps"],
                          lv["copy_gbps_q1"], lv["copy_gbps_q3"], roof.get("peak_gbps") if dram else None,
                          roof.get("peak_source") if dram else None, check if dram else None,
-                         r.get("omp_wait_policy"), r.get("load_average")])
+                         r.get("omp_wait_policy"), r.get("malloc"), r.get("load_average")])
     headers = ["machine", "device", "device name", "threads", "level", "holds MiB", "measured at MiB", "copy GB/s",
                "copy GB/s q1", "copy GB/s q3", "nominal peak GB/s", "peak source", "harness copy % of roofline",
-               "OMP_WAIT_POLICY", "load average"]
+               "OMP_WAIT_POLICY", "malloc", "load average"]
     return Table("rooflines", "Rooflines (latest session per machine and device)", headers, rows,
                  ["copy GB/s: median bandwidth of dst.copy_(src), bytes read + written, with the thread count shown, "
                   "measured once per session at a working set (source + destination) inside each cache level from "

@@ -67,6 +67,11 @@ def test_benchmarks_record_normbench_and_pytest_benchmark_results(bench_run):
     assert f"table median {entry['median_s'] * 1e3:.4f} ms" in proc.stdout and "crosscheck:" in proc.stdout
     # a bare pytest run without the wait policy says how to get timings the timers agree on
     assert ("OMP_WAIT_POLICY is unset" in proc.stdout) == (not os.environ.get("OMP_WAIT_POLICY"))
+    # the allocator's steady state is the default, and the record and the summary say so
+    if sys.platform.startswith("linux"):
+        from normbench.bench.allocator import STEADY
+
+        assert record["malloc"] == entry["malloc"] == STEADY and f"malloc: {STEADY}" in proc.stdout
 
 
 def test_pytest_benchmark_compare_reads_the_json(bench_run):
@@ -106,9 +111,10 @@ def test_the_cuda_path_skips_with_its_reason_where_there_is_no_gpu(tmp_path):
 
 def test_interleaved_rounds_pool_their_samples(tmp_path):
     proc = pytest_run("suite/benchmarks", "-p", "normbench.bench.pytest_plugin", "-q", "--results-dir", str(tmp_path),
-                      "--bench-rounds", "2", *TINY)
+                      "--bench-rounds", "2", "--bench-malloc", "default", *TINY)
     assert proc.returncode == 0, proc.stdout[-3000:]
     record = json.loads(next((tmp_path / "raw").glob("*/benchmark-cpu.json")).read_text())
+    assert record["malloc"] == "system default"  # --bench-malloc default leaves glibc's thresholds alone
     entry = record["results"]["layernorm[F.layer_norm-8x64-float32-forward]"]
     # two passes of at least 10 rounds each, pooled into one entry
     assert entry["passes"] == 2 and entry["rounds"] >= 20

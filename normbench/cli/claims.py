@@ -32,6 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from normbench.bench.allocator import pin_malloc
     from normbench.bench.claims import run_claims
     from normbench.bench.roofline import cpu_threads_available
     from normbench.leaderboard import write_leaderboard
@@ -41,7 +42,10 @@ def run(args: argparse.Namespace) -> int:
         print("normbench claims: --device cuda, but torch sees no CUDA device here")
         return 2
     torch.set_num_threads(args.threads or cpu_threads_available())
-    print(f"claims lab on {args.device} ({torch.get_num_threads()} threads, torch {torch.__version__}) ...")
+    # the allocator's steady state, as the benchmarks time it (normbench.bench.allocator)
+    malloc = pin_malloc()
+    print(f"claims lab on {args.device} ({torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"malloc: {malloc}) ...")
     variants = tuple(dict.fromkeys(getattr(args, "variant", None) or ["eager"]))
     results = run_claims(args.device, args.only, variants, getattr(args, "training", False))
     print(tabulate([[r.id, r.measured, r.verdict] for r in results], headers=["claim", "measured here", "verdict"],
