@@ -66,15 +66,15 @@ def input_shape(layout: Layout, batch: int, features: int, rank: int, length: in
     return (batch, features, *spatial)
 
 
-def kernel_threshold_cases(layout: Layout, seed: int, features: tuple[int, ...] = THRESHOLD_FEATURES,
-                           wide_grid_features: int = WIDE_GRID_FEATURES) -> list[Case]:
-    """Shapes where real per-row kernels switch paths or break: WIDE_GRID_ROWS rows (of `wide_grid_features`
-    values each) and the hidden sizes `features` (THRESHOLD_FEATURES). Only for per-token statistics (the kernels
-    that launch per row and tile the hidden size); empty for batch / group / instance statistics."""
+def kernel_threshold_cases(layout: Layout, seed: int,
+                           features: tuple[int, ...] = THRESHOLD_FEATURES) -> list[Case]:
+    """Shapes where real per-row kernels switch paths or break: WIDE_GRID_ROWS rows and the hidden sizes
+    `features` (THRESHOLD_FEATURES). Only for per-token statistics (the kernels that launch per row and tile the
+    hidden size); empty for batch / group / instance statistics."""
     if layout.reduce != "token":
         return []
     rank = 2 if 2 in layout.ranks else layout.ranks[0]
-    out = [Case(input_shape(layout, WIDE_GRID_ROWS, wide_grid_features, rank, length=1), "normal", seed)]
+    out = [Case(input_shape(layout, WIDE_GRID_ROWS, WIDE_GRID_FEATURES, rank, length=1), "normal", seed)]
     for i, c in enumerate(features):
         # a size's seed is its place in the full list, so a subset draws the same rows as the full plan
         index = THRESHOLD_FEATURES.index(c) if c in THRESHOLD_FEATURES else len(THRESHOLD_FEATURES) + i

@@ -92,22 +92,25 @@ class KnownFailures:
         known = set(known_names)
         return [f for f in self.files if f.implementation not in known]
 
-    def stale(self, outcomes: Mapping[str, Mapping[str, Any]], planned: Iterable[tuple[str, str, str]] = ()
-              ) -> list[KnownFailure]:
-        """Entries for a judged implementation that match no planned item (a typo, a renamed property), or
-        whose every item run passed. `planned` holds (family, implementation, test id) of every planned item;
-        each outcome's "implementation" field says whose item it is.
+    def stale(self, outcomes: Mapping[str, Mapping[str, Any]], planned: Iterable[tuple[str, str, str]] = (),
+              possible: Iterable[tuple[str, str, str]] | None = None) -> list[KnownFailure]:
+        """Entries for a judged implementation that match no possible item (a typo, a renamed property), or
+        whose every item run passed. `planned` holds (family, implementation, test id) of every planned item,
+        `possible` those of every item a complete plan would hold (default: `planned`; a deployment variant's
+        bounded plan leaves items out); each outcome's "implementation" field says whose item it is.
 
-        An entry whose items were all deselected (`-k`) or whose implementation is not judged in this run
-        (`--impl`) was not exercised, so it is not stale: otherwise every narrowed run would cry wolf.
+        An entry whose items were all deselected (`-k`), left out of a bounded plan, or whose implementation is
+        not judged in this run (`--impl`) was not exercised, so it is not stale: otherwise every narrowed run
+        would cry wolf.
         """
         planned = list(planned)
+        possible = planned if possible is None else list(possible)
         judged = {impl for _, impl, _ in planned}
         stale = []
         for entry in self.entries:
             if entry.implementation not in judged:
                 continue
-            if not any(entry.matches(tid, impl) for _, impl, tid in planned):
+            if not any(entry.matches(tid, impl) for _, impl, tid in possible):
                 stale.append(entry)
                 continue
             matched = [o for tid, o in outcomes.items() if entry.matches(tid, str(o.get("implementation", "")))]

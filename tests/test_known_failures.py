@@ -205,3 +205,19 @@ def test_stale_uses_the_implementation_of_each_item(tmp_path):
     # once every item of x that the entry matches passes, it is stale
     outcomes["layernorm[x-shift_invariance-float32]"] = {"implementation": "x", "verdict": "pass"}
     assert sorted(e.reason for e in known.stale(outcomes, planned)) == ["a typo", "now passes", "still fails"]
+
+
+def test_an_entry_for_an_item_the_bounded_variant_plan_leaves_out_is_not_stale(tmp_path):
+    write(tmp_path, "x.yaml", """\
+        implementation: x
+        known_failures:
+          - {id: 'rmsnorm[x-constant_rows-float16-export]', reason: full plan only}
+          - {id: 'rmsnorm[x-constant_rows-float61-export]', reason: a typo}
+        """)
+    known = load_known_failures([tmp_path])
+    planned = [("rmsnorm", "x", "rmsnorm[x-constant_rows-float32-export]")]
+    possible = [*planned, ("rmsnorm", "x", "rmsnorm[x-constant_rows-float16-export]")]
+    outcomes = {planned[0][2]: {"implementation": "x", "verdict": "fail"}}
+    # against the bounded plan alone both entries look like typos; the full plan knows the float16 item
+    assert sorted(e.reason for e in known.stale(outcomes, planned)) == ["a typo", "full plan only"]
+    assert [e.reason for e in known.stale(outcomes, planned, possible)] == ["a typo"]

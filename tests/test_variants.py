@@ -86,7 +86,7 @@ def test_the_references_are_judged_compiled_or_exported_only_in_the_full_plan():
 def test_a_variant_draws_fewer_kernel_threshold_sizes_and_the_same_rows():
     from normbench.checks.base import CheckContext
     from normbench.checks.equivalence import kernel_variants
-    from normbench.inputs import THRESHOLD_FEATURES, WIDE_GRID_ROWS
+    from normbench.inputs import THRESHOLD_FEATURES
     from normbench.variants import VARIANT_THRESHOLD_FEATURES
 
     spec = specs()["layernorm"]
@@ -100,10 +100,8 @@ def test_a_variant_draws_fewer_kernel_threshold_sizes_and_the_same_rows():
 
     eager, compiled = cases("eager"), cases("compile")
     assert set(eager) == {4, *THRESHOLD_FEATURES}
-    # the many rows at the spec's first hidden size (8): that graph serves them, the row count being dynamic
-    assert set(compiled) == {spec.features[0], *VARIANT_THRESHOLD_FEATURES} and len(compiled) < len(eager)
-    assert compiled[spec.features[0]].shape[0] == eager[4].shape[0] == WIDE_GRID_ROWS
-    assert all(compiled[c] == eager[c] for c in VARIANT_THRESHOLD_FEATURES)  # same seeds, same rows
+    assert set(compiled) == {4, *VARIANT_THRESHOLD_FEATURES} and len(compiled) < len(eager)
+    assert all(compiled[c] == eager[c] for c in compiled)  # same seeds: the subset draws the same rows
     assert set(cases("compile", profile="dev")) == set(eager)  # dev / thorough draw what eager draws
 
 

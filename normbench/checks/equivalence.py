@@ -30,7 +30,7 @@ from normbench.checks.base import (
     weight_reduction_length,
 )
 from normbench.compare import Comparison, channel_bias, compare
-from normbench.inputs import Case, case_strategy, input_shape, kernel_threshold_cases, random_like
+from normbench.inputs import THRESHOLD_FEATURES, Case, case_strategy, input_shape, kernel_threshold_cases, random_like
 
 #: eps values that expose where eps sits (gpt-neox#1337, keras#22586): tiny, usual, and 1.
 EPS_VARIANTS = (1e-12, 1e-5, 1.0)
@@ -97,15 +97,12 @@ def kernel_variants(ctx: CheckContext) -> list[Variant]:
     if not ctx.options.get("kernel_shapes", True):
         return []
     params = tuple(ctx.params().items())
-    if not ctx.bounded_variant_plan:
-        return [Variant(case, params) for case in kernel_threshold_cases(ctx.spec.layout, ctx.seed + 101)]
-    from normbench.variants import VARIANT_THRESHOLD_FEATURES  # variants imports checks.base
+    features = THRESHOLD_FEATURES
+    if ctx.bounded_variant_plan:
+        from normbench.variants import VARIANT_THRESHOLD_FEATURES  # variants imports checks.base
 
-    # The many rows at the spec's first hidden size: the row count is a dynamic dimension of the compiled or
-    # exported graph, so the case reuses the graph of that size instead of costing one of its own.
-    cases = kernel_threshold_cases(ctx.spec.layout, ctx.seed + 101, VARIANT_THRESHOLD_FEATURES,
-                                   wide_grid_features=ctx.spec.features[0])
-    return [Variant(case, params) for case in cases]
+        features = VARIANT_THRESHOLD_FEATURES
+    return [Variant(case, params) for case in kernel_threshold_cases(ctx.spec.layout, ctx.seed + 101, features)]
 
 
 def _strategy(ctx: CheckContext) -> st.SearchStrategy[Variant]:
