@@ -164,10 +164,14 @@ def warm_compile() -> None:
     process forked from it starts warm: about 3 s of imports, CPU-ISA probing and first-compile setup per
     process, measured on the 2-core CPU. The forkserver forks every child, so nothing here may leave a
     thread behind (tqdm's monitor thread is switched off) or an OpenMP pool (one intra-op thread)."""
-    import tqdm
     from torch._dynamo import reset
 
-    tqdm.tqdm.monitor_interval = 0
+    try:  # not a dependency: where it is installed, Inductor's progress bars would start its monitor thread
+        import tqdm
+    except ImportError:
+        pass
+    else:
+        tqdm.tqdm.monitor_interval = 0
     torch.set_num_threads(1)
     prepare("compile")
 

@@ -1,2 +1,2 @@
-"""Modules the sandbox's forkserver imports when a deployment variant is judged: importing one warms that
-variant (normbench.variants.warm) once, in the process every judging child is forked from."""
+"""Modules the sandbox's forkserver imports before it forks any judging process: importing ``compile`` pays the
+compile variant's one-time costs there (normbench.variants.warm_compile), once per process that judges."""
