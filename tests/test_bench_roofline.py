@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 
 import pytest
@@ -94,6 +95,26 @@ def test_the_crosscheck_agrees_with_a_table_that_timed_the_same_call():
     check = inter.result(table, table)
     assert check["agree"] and check["rounds"] == 14 and check["table_median_s"] == table
     assert check["torch_utils_benchmark_median_s"] == pytest.approx(0.002, rel=0.5)
+
+
+def test_the_crosscheck_pools_every_pass_as_the_table_does():
+    # A machine that drifts between passes (here the call itself: 1 ms, then 3 ms) moves the table's pooled median;
+    # a cross-check timed in the last pass only would read 3 ms against a pooled 2 ms and disagree.
+    inter = Interleaver(sleeper(0.001), iterations=1)
+    for _ in range(7):
+        inter.round()
+    inter.end_pass()
+    assert inter.fn is None and inter.timer is None  # a pass's tensors do not outlive it
+    inter.begin_pass(sleeper(0.003), warmup_rounds=1)
+    for _ in range(7):
+        inter.round()
+    assert len(inter.ours) == len(inter.theirs) == 12  # each pass's warm-up companion left out
+    for samples in (inter.ours, inter.theirs):  # both passes' rounds, each timing its own pass's call
+        assert sum(t < 0.002 for t in samples) == 6 and sum(t > 0.0025 for t in samples) == 6
+    check = inter.result(statistics.median(inter.ours), 0.003, pass_samples=inter.ours)
+    assert check["rounds"] == 12 and check["normbench_interleaved_median_s"] == statistics.median(inter.ours)
+    assert check["torch_utils_benchmark_median_s"] == statistics.median(inter.theirs)
+    assert check["table_pass_median_s"] == 0.003
 
 
 def test_the_crosscheck_flags_a_table_median_that_timed_something_else():

@@ -111,13 +111,16 @@ def test_the_cuda_path_skips_with_its_reason_where_there_is_no_gpu(tmp_path):
 
 def test_interleaved_rounds_pool_their_samples(tmp_path):
     proc = pytest_run("suite/benchmarks", "-p", "normbench.bench.pytest_plugin", "-q", "--results-dir", str(tmp_path),
-                      "--bench-rounds", "2", "--bench-malloc", "default", *TINY)
+                      "--bench-rounds", "2", "--bench-malloc", "default", "--bench-crosscheck", *TINY)
     assert proc.returncode == 0, proc.stdout[-3000:]
     record = json.loads(next((tmp_path / "raw").glob("*/benchmark-cpu.json")).read_text())
     assert record["malloc"] == "system default"  # --bench-malloc default leaves glibc's thresholds alone
     entry = record["results"]["layernorm[F.layer_norm-8x64-float32-forward]"]
     # two passes of at least 10 rounds each, pooled into one entry
     assert entry["passes"] == 2 and entry["rounds"] >= 20
+    # the cross-check pools the same passes as the table: one round of each other timer per table round
+    check = entry["crosscheck"]
+    assert check["table_median_s"] == entry["median_s"] and check["rounds"] == entry["rounds"]
 
 
 def test_normbench_run_gives_the_benchmarks_a_passive_omp_wait_policy(tmp_path, monkeypatch):

@@ -16,8 +16,9 @@ timed, and recorded as `build_s`. A variant that cannot be built is one skipped 
 `--bench-crosscheck` times each CPU case's table rounds interleaved with rounds of normbench's own loop and of
 torch.utils.benchmark's `Timer.timeit`, all on the table's schedule (the same calls per round): before each round
 pytest-benchmark times, the clock's hook runs one round of each other timer (InterleavingClock), so the three
-medians come from the same seconds of a shared machine. The table's median is printed beside both; the three must
-agree within 5% (CROSSCHECK_TOLERANCE). On a GPU the cross-check runs in blocks right after the table.
+medians come from the same seconds of a shared machine, in every pass of --bench-rounds as the table's pooled
+median does. The table's median is printed beside both; the three must agree within 5% (CROSSCHECK_TOLERANCE).
+On a GPU the cross-check runs in blocks right after the table.
 """
 
 from __future__ import annotations
@@ -162,6 +163,8 @@ class BenchSession:
         self.variants = list(dict.fromkeys(opt.bench_variant)) or ["eager"]
         #: built variants (compiled, exported) kept across the passes of --bench-rounds: built once per session
         self.prepared: dict[str, Any] = {}
+        #: --bench-crosscheck on a CPU: per case id, the other timers' samples of every pass so far
+        self.interleavers: dict[str, Interleaver] = {}
         self.wait_policy = os.environ.get("OMP_WAIT_POLICY", "") or "unset"
         self.malloc = pin_malloc() if opt.bench_malloc == "steady" else MALLOC_DEFAULT
         #: size-matched copy bounds, per device and working set, measured once per session
@@ -249,14 +252,21 @@ class BenchSession:
         bound = self.bound(case.device, prepared.traffic.total, round_index)  # before the case, never inside it
         last = round_index == self.passes - 1
         interleaver = None
-        if self.crosscheck and last and torch.device(case.device).type == "cpu":
-            interleaver = Interleaver(prepared.fn, schedule.iterations)
+        if self.crosscheck and torch.device(case.device).type == "cpu":
+            # Every pass, not only the last: the table's median pools the samples of all passes, so the
+            # cross-check's must come from the same seconds (a shared machine drifts between passes).
+            interleaver = self.interleavers.get(case.id)
+            if interleaver is None:
+                interleaver = self.interleavers[case.id] = Interleaver(prepared.fn, schedule.iterations)
+            interleaver.begin_pass(prepared.fn, schedule.warmup_rounds)
             interleaving_clock.hook = interleaver.round
         try:
             benchmark.pedantic(_discarding(prepared.fn), setup=flush, rounds=schedule.rounds,
                                iterations=schedule.iterations, warmup_rounds=schedule.warmup_rounds)
         finally:
             interleaving_clock.hook = None
+            if interleaver is not None:
+                interleaver.end_pass()
         if benchmark.stats is None:
             pytest.skip("pytest-benchmark is disabled (--benchmark-disable / --benchmark-skip): nothing was timed")
         pooled = self.samples[case.id]
@@ -264,10 +274,9 @@ class BenchSession:
         summary = Timing(tuple(pooled), schedule.iterations).summary()
         summary["passes"] = round_index + 1
         check = None
-        if interleaver is not None:
-            pass_samples = [float(t) for t in benchmark.stats.stats.data]
-            check = interleaver.result(summary["median_s"], statistics.median(pass_samples),
-                                       pass_samples=pass_samples)
+        if interleaver is not None and last:
+            pass_median = statistics.median(float(t) for t in benchmark.stats.stats.data)
+            check = interleaver.result(summary["median_s"], pass_median, pass_samples=list(pooled))
         elif self.crosscheck and last:
             # GPU: right after the table's own timing, before the profiler below runs, on the table's schedule
             check = crosscheck(prepared.fn, case.device, schedule, summary["median_s"])
@@ -350,41 +359,61 @@ interleaving_clock = InterleavingClock()
 
 
 class Interleaver:
-    """One round of normbench's loop and one of torch.utils.benchmark's `Timer.timeit(number=iterations)` per call,
-    in alternating order, each the same number of calls as a table round."""
+    """One round of normbench's loop and one of torch.utils.benchmark's `Timer.timeit(number=iterations)` per table
+    round, in alternating order, each the same number of calls as a table round. One interleaver follows a case
+    through every pass of --bench-rounds, as the table's pooled median does (`begin_pass` hands it that pass's
+    prepared call; `end_pass` lets it go, so no case's tensors outlive its pass)."""
 
     def __init__(self, fn: Any, iterations: int) -> None:
-        from torch.utils import benchmark as tub
-
-        self.fn, self.iterations = fn, iterations
-        self.timer = tub.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+        self.iterations = iterations
         self.ours: list[float] = []
         self.theirs: list[float] = []
+        self._rounds = 0
+        self._skip = 0
+        self.begin_pass(fn, warmup_rounds=1)
 
-    def _ours(self) -> None:
+    def begin_pass(self, fn: Any, warmup_rounds: int) -> None:
+        """Time `fn` from now on; the next `warmup_rounds` rounds accompany the table's warm-up rounds of this
+        pass, so they are run and left out, like the table's."""
+        from torch.utils import benchmark as tub
+
+        self.fn = fn
+        self.timer: Any = tub.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+        self._skip = warmup_rounds
+
+    def end_pass(self) -> None:
+        self.fn = self.timer = None
+
+    def _ours(self) -> float:
         fn = self.fn
         t0 = time.perf_counter()
         for _ in range(self.iterations):
             fn()
-        self.ours.append((time.perf_counter() - t0) / self.iterations)
+        return (time.perf_counter() - t0) / self.iterations
 
-    def _theirs(self) -> None:
-        self.theirs.append(self.timer.timeit(number=self.iterations).median)
+    def _theirs(self) -> float:
+        return float(self.timer.timeit(number=self.iterations).median)
 
     def round(self) -> None:
-        if len(self.ours) % 2:
-            self._theirs()
-            self._ours()
+        if self._rounds % 2:
+            theirs = self._theirs()
+            ours = self._ours()
         else:
-            self._ours()
-            self._theirs()
+            ours = self._ours()
+            theirs = self._theirs()
+        self._rounds += 1
+        if self._skip:
+            self._skip -= 1
+            return
+        self.ours.append(ours)
+        self.theirs.append(theirs)
 
     def result(self, table_median_s: float, pass_median_s: float, tolerance: float = CROSSCHECK_TOLERANCE,
                pass_samples: list[float] | None = None) -> dict[str, Any]:
-        # the first round of each is the warm-up round's companion: left out like the table's warm-up
-        ours, theirs = self.ours[1:] or self.ours, self.theirs[1:] or self.theirs
+        """`pass_samples`: the table's samples the median was taken of (every pass so far)."""
+        ours, theirs = self.ours or [float("nan")], self.theirs or [float("nan")]
         check = _agreement(table_median_s, statistics.median(ours), statistics.median(theirs), tolerance,
-                           mode="interleaved rounds", rounds=len(ours), iterations=self.iterations,
+                           mode="interleaved rounds", rounds=len(self.ours), iterations=self.iterations,
                            table_pass_median_s=pass_median_s)
         if pass_samples:
             check["within_noise"] = medians_consistent([list(pass_samples), ours, theirs])
