@@ -6,6 +6,7 @@ import statistics
 import time
 
 import pytest
+import torch
 
 from normbench.bench.pytest_plugin import (
     Interleaver,
@@ -54,6 +55,34 @@ def test_size_matched_copies_are_measured_at_the_case_working_set_and_never_belo
     assert bound.name == "DRAM" and bound.working_set_bytes == 3 * MiB and bound.copy_gbps >= roof.copy_gbps
     slow = Roofline("cpu", "x", 1e9, 1e9, 1e9, 4 * MiB, 1, levels=roof.levels)
     assert size_matched(slow, MiB, budget_s=0.01, repeats=1).copy_gbps == 1e9  # floored at the DRAM copy
+
+
+def test_a_copy_bound_is_the_faster_of_all_threads_and_one(monkeypatch):
+    # Waking the second OpenMP thread can cost more than a cached copy: a kernel that stays on one thread must
+    # not beat a bound measured on two.
+    from types import SimpleNamespace
+
+    from normbench.bench import roofline as rl
+
+    per_thread_count = {1: 1e-4, 2: 4e-4}  # seconds per copy
+    seen = []
+
+    def fake_measure(fn, device, budget_s, min_rounds):
+        t = per_thread_count[torch.get_num_threads()]
+        seen.append(torch.get_num_threads())
+        return SimpleNamespace(median=t, q1=t * 0.9, q3=t * 1.1)
+
+    monkeypatch.setattr(rl, "measure", fake_measure)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        gbps, q1, q3 = rl._copy_bandwidth(MiB, "cpu", budget_s=0.01, repeats=2)
+        assert torch.get_num_threads() == 2  # restored
+        assert seen == [2, 2, 1] and gbps == pytest.approx(2 * MiB / 1e-4 / 1e9) and q1 < gbps < q3
+        per_thread_count[1] = 1e-3  # one thread slower (a large copy): the all-threads copy stays the bound
+        assert rl._copy_bandwidth(MiB, "cpu", budget_s=0.01, repeats=1)[0] == pytest.approx(2 * MiB / 4e-4 / 1e9)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_cache_levels_come_from_sysfs_from_l2_up():
