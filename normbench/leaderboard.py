@@ -399,10 +399,12 @@ def _rooflines(machines: list[Machine], records: list[dict[str, Any]]) -> Table:
                "copy GB/s q1", "copy GB/s q3", "nominal peak GB/s", "peak source", "harness copy % of roofline",
                "OMP_WAIT_POLICY", "malloc", "load average"]
     return Table("rooflines", "Rooflines (latest session per machine and device)", headers, rows,
-                 ["copy GB/s: median bandwidth of dst.copy_(src), bytes read + written, with the thread count shown, "
-                  "measured once per session at a working set (source + destination) inside each cache level from "
-                  "L2 up (half its capacity for these threads) and far beyond the last-level cache (DRAM); q1/q3 "
-                  "bound its spread. A case is bounded by the smallest level its working set fits in. The harness "
+                 ["copy GB/s: median bandwidth of dst.copy_(src), bytes read + written, the faster of the thread "
+                  "count shown and one thread (sessions before 2026-12-03: the thread count only, which on a CPU "
+                  "bounds a cached copy by waking the other threads), measured once per session at a working set "
+                  "(source + destination) inside each cache level from L2 up (half its capacity for these threads) "
+                  "and far beyond the last-level cache (DRAM); q1/q3 bound its spread. A case is bounded by a copy "
+                  "of its own working set, named by the smallest level it fits in. The harness "
                   "column is the DRAM-sized copy timed through the benchmark harness (target ≥ 90%). The load "
                   "average at the session's start says how shared the machine was."])
 
