@@ -4,6 +4,10 @@ known-failure entry it backs (suite/known_failures/) must go."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -166,10 +170,6 @@ def test_dynamo_asserts_on_a_step_counter_norm_fed_a_masked_batch(tmp_path):
     # call, without int(), or with new_zeros(flat.shape) it compiles. A fresh Inductor cache and a fixed hash seed:
     # with hash randomization 4 of 5 runs failed, and a warm FX graph cache turns it into KeyError: 'x' in the
     # cache's guard evaluation.
-    import os
-    import subprocess
-    import sys
-
     env = {**os.environ, "PYTHONHASHSEED": "0", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-c", _STEP_COUNTER_NORM], env=env, capture_output=True, text=True,
                           timeout=300)

@@ -257,8 +257,10 @@ class BenchSession:
             # cross-check's must come from the same seconds (a shared machine drifts between passes).
             interleaver = self.interleavers.get(case.id)
             if interleaver is None:
-                interleaver = self.interleavers[case.id] = Interleaver(prepared.fn, schedule.iterations)
-            interleaver.begin_pass(prepared.fn, schedule.warmup_rounds)
+                interleaver = self.interleavers[case.id] = Interleaver(prepared.fn, schedule.iterations,
+                                                                       schedule.warmup_rounds)
+            else:
+                interleaver.begin_pass(prepared.fn, schedule.warmup_rounds)
             interleaving_clock.hook = interleaver.round
         try:
             benchmark.pedantic(_discarding(prepared.fn), setup=flush, rounds=schedule.rounds,
@@ -364,13 +366,12 @@ class Interleaver:
     through every pass of --bench-rounds, as the table's pooled median does (`begin_pass` hands it that pass's
     prepared call; `end_pass` lets it go, so no case's tensors outlive its pass)."""
 
-    def __init__(self, fn: Any, iterations: int) -> None:
+    def __init__(self, fn: Any, iterations: int, warmup_rounds: int = 1) -> None:
         self.iterations = iterations
         self.ours: list[float] = []
         self.theirs: list[float] = []
         self._rounds = 0
-        self._skip = 0
-        self.begin_pass(fn, warmup_rounds=1)
+        self.begin_pass(fn, warmup_rounds)
 
     def begin_pass(self, fn: Any, warmup_rounds: int) -> None:
         """Time `fn` from now on; the next `warmup_rounds` rounds accompany the table's warm-up rounds of this
