@@ -76,6 +76,14 @@ class Implementation:
     residual_kwarg: str | None = None
     #: False when the module has no float64 path, so gradcheck is skipped with that reason.
     supports_gradcheck: bool = True
+    #: False when the module supports first-order gradients only (a custom autograd Function marked
+    #: ``once_differentiable``): second_order_gradients then requires that double backward *raises*, and a
+    #: module declared so that computes second-order gradients after all is a wrong declaration (an error).
+    double_backward: bool = True
+    #: False when γ / β are deliberately not registered Parameters (a norm that takes them as forward
+    #: arguments, or keeps them elsewhere): module_hygiene's registration part is then an explained skip, and the
+    #: declaration on a module whose γ / β are registered is an error.
+    registered_params: bool = True
     #: where it came from (entry point or --impl-path); filled by the registry.
     source: str = ""
     #: free-form labels shown in listings (e.g. "reference", "torch").
@@ -129,8 +137,9 @@ class Implementation:
             if not isinstance(value, str) or not value.isidentifier():
                 hint = " (a module without β: declare bias=False)" if attr == "bias_attr" else ""
                 raise bad(f"{attr} must be an attribute name, got {value!r}{hint}")
-        if not isinstance(self.bias, bool):
-            raise bad(f"bias must be True or False, got {self.bias!r}")
+        for attr in ("bias", "supports_gradcheck", "double_backward", "registered_params"):
+            if not isinstance(getattr(self, attr), bool):
+                raise bad(f"{attr} must be True or False, got {getattr(self, attr)!r}")
         if self.affine not in AFFINE_MODES:
             raise bad(f"affine must be one of {list(AFFINE_MODES)}, got {self.affine!r}")
         if not isinstance(self.fixed_params, Mapping):

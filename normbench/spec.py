@@ -96,6 +96,8 @@ class Spec:
     #: throughput benchmark cases (shapes, dtypes, passes, baseline; optional `cuda` overrides), see
     #: normbench.bench; empty when the family declares none (it is then not benchmarked).
     benchmark: Mapping[str, Any] = field(default_factory=dict)
+    #: checks that do not apply to the family, with the reason (a check every family must plan or waive)
+    not_applicable: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def dtypes(self) -> tuple[str, ...]:
@@ -262,6 +264,15 @@ def load_spec(path: str | Path, known_checks: Iterable[str] | None = None) -> Sp
         for dtype, kinds in data["tolerances"].items()
     }
     properties = tuple(_property(path, name, raw, known) for name, raw in data["properties"].items())
+    not_applicable = dict(data.get("not_applicable", {}))
+    planned = {prop.check for prop in properties}
+    for check in not_applicable:
+        key = f"not_applicable.{check}"
+        if check in planned:
+            raise SpecError(path, key, f"check {check!r} is also planned under properties; a family either plans "
+                            "a check or says why it does not apply, not both")
+        if known is not None and check not in set(known):
+            raise SpecError(path, key, f"unknown check {check!r}; registered checks: {sorted(known)}")
     for prop in properties:
         for dtype in prop.dtypes or ():
             if dtype not in tolerances:
@@ -286,6 +297,7 @@ def load_spec(path: str | Path, known_checks: Iterable[str] | None = None) -> Sp
         features=tuple(data.get("features", (8, 769))),
         paper=data.get("paper", ""),
         benchmark=data.get("benchmark", {}),
+        not_applicable=not_applicable,
     )
 
 

@@ -144,8 +144,10 @@ def implementations() -> list[Implementation]:
                                  ("placement_sandwich_ln", sandwich_ln_block, placement_sandwich_ln),
                                  ("placement_deepnorm", deepnorm_block, placement_deepnorm)):
         kind = family.removeprefix("placement_")
+        # F.scaled_dot_product_attention's fused CPU kernel has no double backward ("derivative for
+        # aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented"): it raises, as declared.
         out.append(Implementation(name=f"normbench.blocks.{kind}", family=family, factory=factory,
-                                  mask_kwarg="pad_mask", tags=("builtin",)))
+                                  mask_kwarg="pad_mask", tags=("builtin",), double_backward=False))
         out.append(Implementation(name=f"reference.{family}", family=family, factory=ref.build,
                                   mask_kwarg="pad_mask", tags=("reference",)))
     return out
