@@ -109,52 +109,85 @@ def test_the_interleaving_clock_runs_its_hook_before_each_timed_round_only():
     assert len(calls) == 2
 
 
-def sleeper(seconds: float):
-    def fn() -> None:
-        time.sleep(seconds)
-    return fn
+class FakeClock:
+    """A clock that only the timed call moves (`work(seconds)` is a call that advances it by that much), so that
+    both timers of the cross-check read exactly the durations a test gives, however busy the machine is."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def work(self, seconds: float):
+        def fn() -> None:
+            self.now += seconds
+        return fn
+
+
+#: a "binary millisecond" (2**-10 s): sums of its multiples are exact in floating point
+MS = 2.0**-10
 
 
 def test_the_crosscheck_agrees_with_a_table_that_timed_the_same_call():
-    fn = sleeper(0.002)
-    inter = Interleaver(fn, iterations=1)
+    clock = FakeClock()
+    inter = Interleaver(clock.work(2 * MS), iterations=1, clock=clock)
     for _ in range(15):
         inter.round()
+    assert inter.ours == inter.theirs == [2 * MS] * 14  # both timers, on the call's own clock
     table = sorted(inter.ours)[len(inter.ours) // 2]
     check = inter.result(table, table)
     assert check["agree"] and check["rounds"] == 14 and check["table_median_s"] == table
-    assert check["torch_utils_benchmark_median_s"] == pytest.approx(0.002, rel=0.5)
+    assert check["torch_utils_benchmark_median_s"] == 2 * MS
 
 
 def test_the_crosscheck_pools_every_pass_as_the_table_does():
     # A machine that drifts between passes (here the call itself: 1 ms, then 3 ms) moves the table's pooled median;
     # a cross-check timed in the last pass only would read 3 ms against a pooled 2 ms and disagree.
-    inter = Interleaver(sleeper(0.001), iterations=1)
+    clock = FakeClock()
+    inter = Interleaver(clock.work(MS), iterations=1, clock=clock)
     for _ in range(7):
         inter.round()
     inter.end_pass()
     assert inter.fn is None and inter.timer is None  # a pass's tensors do not outlive it
-    inter.begin_pass(sleeper(0.003), warmup_rounds=1)
+    inter.begin_pass(clock.work(3 * MS), warmup_rounds=1)
     for _ in range(7):
         inter.round()
     assert len(inter.ours) == len(inter.theirs) == 12  # each pass's warm-up companion left out
     for samples in (inter.ours, inter.theirs):  # both passes' rounds, each timing its own pass's call
-        assert sum(t < 0.002 for t in samples) == 6 and sum(t > 0.0025 for t in samples) == 6
-    check = inter.result(statistics.median(inter.ours), 0.003, pass_samples=inter.ours)
-    assert check["rounds"] == 12 and check["normbench_interleaved_median_s"] == statistics.median(inter.ours)
+        assert samples == [MS] * 6 + [3 * MS] * 6
+    check = inter.result(statistics.median(inter.ours), 3 * MS, pass_samples=inter.ours)
+    assert check["rounds"] == 12 and check["normbench_interleaved_median_s"] == statistics.median(inter.ours) == 2 * MS
     assert check["torch_utils_benchmark_median_s"] == statistics.median(inter.theirs)
-    assert check["table_pass_median_s"] == 0.003
+    assert check["table_pass_median_s"] == 3 * MS
+    assert check["agree"]  # the pooled table median (2 ms) is what both timers pooled
 
 
 def test_the_crosscheck_flags_a_table_median_that_timed_something_else():
-    fn = sleeper(0.002)
-    schedule = calibrate(fn, budget_s=0.02)
-    check = crosscheck(fn, "cpu", schedule, table_median_s=0.001, blocks=2, budget_s=0.02)  # half the real time
-    assert not check["agree"] and check["spread"] > 0.5
-    inter = Interleaver(fn, iterations=1)
+    clock = FakeClock()
+    fn = clock.work(2 * MS)
+    schedule = calibrate(fn, budget_s=0.02, round_s=2 * MS, warmup_s=0, clock=clock)
+    assert schedule.iterations == 1
+    check = crosscheck(fn, "cpu", schedule, table_median_s=MS, blocks=2, budget_s=0.02, clock=clock)  # half
+    assert not check["agree"] and check["spread"] == 1.0  # the timers read 2 ms against the table's 1 ms
+    assert check["normbench_interleaved_median_s"] == check["torch_utils_benchmark_median_s"] == 2 * MS
+    assert crosscheck(fn, "cpu", schedule, table_median_s=2 * MS, blocks=2, budget_s=0.02, clock=clock)["agree"]
+    inter = Interleaver(fn, iterations=1, clock=clock)
     for _ in range(5):
         inter.round()
-    assert not inter.result(0.004, 0.004)["agree"]
+    assert not inter.result(4 * MS, 4 * MS)["agree"]
+    assert inter.result(2 * MS, 2 * MS)["agree"]
+
+
+def test_without_a_clock_the_crosscheck_timers_keep_their_defaults():
+    # normbench's loop reads time.perf_counter and torch.utils.benchmark its own default timer (which synchronizes
+    # an accelerator where one is present): the clock is a seam for tests, not a change of what is measured
+    from torch.utils.benchmark.utils import timer as tub_timer
+
+    inter = Interleaver(lambda: None, iterations=1)
+    assert inter.clock is None and inter.timer._timer.timer is tub_timer.timer
+    clock = FakeClock()
+    assert Interleaver(lambda: None, iterations=1, clock=clock).timer._timer.timer is clock
 
 
 def test_the_timed_call_drops_its_output():

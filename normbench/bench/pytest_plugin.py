@@ -29,6 +29,7 @@ import statistics
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -364,10 +365,15 @@ class Interleaver:
     """One round of normbench's loop and one of torch.utils.benchmark's `Timer.timeit(number=iterations)` per table
     round, in alternating order, each the same number of calls as a table round. One interleaver follows a case
     through every pass of --bench-rounds, as the table's pooled median does (`begin_pass` hands it that pass's
-    prepared call; `end_pass` lets it go, so no case's tensors outlive its pass)."""
+    prepared call; `end_pass` lets it go, so no case's tensors outlive its pass).
 
-    def __init__(self, fn: Any, iterations: int, warmup_rounds: int = 1) -> None:
+    `clock`: what both timers read (default: time.perf_counter for normbench's loop and torch.utils.benchmark's own
+    default timer); tests pass a fake clock that the timed call advances by a known duration."""
+
+    def __init__(self, fn: Any, iterations: int, warmup_rounds: int = 1,
+                 clock: Callable[[], float] | None = None) -> None:
         self.iterations = iterations
+        self.clock = clock
         self.ours: list[float] = []
         self.theirs: list[float] = []
         self._rounds = 0
@@ -379,18 +385,19 @@ class Interleaver:
         from torch.utils import benchmark as tub
 
         self.fn = fn
-        self.timer: Any = tub.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+        self.timer: Any = tub.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads(),
+                                    **_timer_option(self.clock))
         self._skip = warmup_rounds
 
     def end_pass(self) -> None:
         self.fn = self.timer = None
 
     def _ours(self) -> float:
-        fn = self.fn
-        t0 = time.perf_counter()
+        fn, clock = self.fn, time.perf_counter if self.clock is None else self.clock
+        t0 = clock()
         for _ in range(self.iterations):
             fn()
-        return (time.perf_counter() - t0) / self.iterations
+        return (clock() - t0) / self.iterations
 
     def _theirs(self) -> float:
         return float(self.timer.timeit(number=self.iterations).median)
@@ -421,6 +428,12 @@ class Interleaver:
         return check
 
 
+def _timer_option(clock: Callable[[], float] | None) -> dict[str, Any]:
+    """torch.utils.benchmark.Timer's `timer` argument for `clock`: none when no clock is given, so the Timer keeps its
+    default (which synchronizes an accelerator when one is present)."""
+    return {} if clock is None else {"timer": clock}
+
+
 def median_notch(samples: list[float]) -> tuple[float, float]:
     """(median, half-width of its ~95% interval): McGill, Tukey & Larsen's notch, 1.57 · IQR / sqrt(n)."""
     ordered = sorted(samples)
@@ -446,10 +459,11 @@ def _agreement(table_median_s: float, mine: float, other: float, tolerance: floa
 
 def crosscheck(fn: Any, device: str, schedule: Schedule, table_median_s: float, *,
                blocks: int = CROSSCHECK_BLOCKS, tolerance: float = CROSSCHECK_TOLERANCE,
-               budget_s: float = 0.1) -> dict[str, Any]:
+               budget_s: float = 0.1, clock: Callable[[], float] | None = None) -> dict[str, Any]:
     """Validate the table's median: the same prepared call, on the table's schedule (the same calls per round,
     so the same per-call work, warm state and call spacing), timed in `blocks` interleaved blocks by normbench's
     loop (`measure`) and by torch.utils.benchmark (`Timer.timeit(number=iterations)`, one round per timeit).
+    `clock`: what both read (default: each its own; see Interleaver).
 
     Why a schedule of its own once gave other numbers: the old cross-check re-calibrated (another number of calls
     per round, blocked_autorange its own), ran after the peak-memory profiler, and printed only its two medians;
@@ -457,7 +471,7 @@ def crosscheck(fn: Any, device: str, schedule: Schedule, table_median_s: float, 
     benchmarks: OMP_WAIT_POLICY), so it measured another thing than the table, and nothing showed it."""
     from torch.utils import benchmark as tub
 
-    timer = tub.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    timer = tub.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads(), **_timer_option(clock))
     iterations = schedule.iterations
     per_round = max(table_median_s * iterations, 1e-9)
     rounds = max(3, min(schedule.rounds, int(budget_s / blocks / per_round) or 1))
@@ -466,7 +480,7 @@ def crosscheck(fn: Any, device: str, schedule: Schedule, table_median_s: float, 
     ours: list[float] = []
     theirs: list[float] = []
     for _ in range(blocks):
-        ours += measure(fn, device, block).samples
+        ours += measure(fn, device, block, clock=clock).samples
         timer.timeit(number=iterations)  # warm-up round, as `measure` has
         theirs += [timer.timeit(number=iterations).median for _ in range(rounds)]
     return _agreement(table_median_s, statistics.median(ours), statistics.median(theirs), tolerance,

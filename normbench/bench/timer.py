@@ -131,9 +131,13 @@ class Schedule:
 
 
 def calibrate(fn: Callable[[], Any], device: str = "cpu", *, budget_s: float = 0.25, round_s: float = 0.002,
-              min_rounds: int = 10, max_rounds: int = 2000, warmup_s: float = 0.05) -> Schedule:
-    """Warm `fn` up and choose a schedule: rounds of >= `round_s` (CPU) filling `budget_s`, >= `min_rounds`."""
-    clock = clock_for(device)
+              min_rounds: int = 10, max_rounds: int = 2000, warmup_s: float = 0.05,
+              clock: Callable[[], float] | None = None) -> Schedule:
+    """Warm `fn` up and choose a schedule: rounds of >= `round_s` (CPU) filling `budget_s`, >= `min_rounds`.
+
+    `clock` times each call (default: the device's, `clock_for(device)`); the warm-up window and the host's
+    enqueue time stay on time.perf_counter. Tests pass a fake clock that `fn` advances by a known duration."""
+    clock = clock_for(device) if clock is None else clock
     cuda = torch.device(device).type == "cuda"
     cuda_event_clock.reset()
     times: list[float] = []
@@ -203,11 +207,12 @@ def summarize(stats: Stats, iterations: int) -> dict[str, float | int]:
             "rounds": int(stats.rounds), "iterations": int(iterations)}
 
 
-def measure(fn: Callable[[], Any], device: str = "cpu", schedule: Schedule | None = None,
-            **calibrate_options: Any) -> Timing:
-    """Time `fn` on `device` with `schedule` (calibrated here when not given)."""
-    schedule = schedule or calibrate(fn, device, **calibrate_options)
-    clock = clock_for(device)
+def measure(fn: Callable[[], Any], device: str = "cpu", schedule: Schedule | None = None, *,
+            clock: Callable[[], float] | None = None, **calibrate_options: Any) -> Timing:
+    """Time `fn` on `device` with `schedule` (calibrated here when not given), reading `clock` (default: the
+    device's, `clock_for(device)`) around each round."""
+    schedule = schedule or calibrate(fn, device, clock=clock, **calibrate_options)
+    clock = clock_for(device) if clock is None else clock
     cuda_event_clock.reset()
     flush = GpuRoundSetup(device, schedule.hold_s) if schedule.flush_l2 else None
     for _ in range(schedule.warmup_rounds):
