@@ -1,6 +1,43 @@
-"""The self-tests import helpers from this folder."""
+"""The self-tests import helpers from this folder. A test that needs the `deploy` extra (the export variant,
+the onnxruntime benchmark variant) is marked `@pytest.mark.deploy`: without the extra it skips with the reason."""
 
+import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).parent))
+
+#: what `pip install ".[deploy]"` adds: torch.onnx.export(dynamo=True) needs onnx and onnxscript, and the exported
+#: graph runs in ONNX Runtime
+DEPLOY_MODULES = ("onnx", "onnxscript", "onnxruntime")
+
+
+def missing_modules(names: tuple[str, ...]) -> list[str]:
+    """The top-level modules of `names` that cannot be imported here (found without importing them)."""
+    missing = []
+    for name in names:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # a finder that refuses the name, or None in sys.modules
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "deploy: needs the deploy extra (onnx, onnxscript, onnxruntime); skipped "
+                                       "with the reason when it is not installed")
+
+
+def pytest_collection_modifyitems(config, items):
+    marked = [item for item in items if item.get_closest_marker("deploy")]
+    missing = missing_modules(DEPLOY_MODULES) if marked else []
+    if not missing:
+        return
+    skip = pytest.mark.skip(reason=f"needs the deploy extra: {', '.join(missing)} not installed "
+                                   "(python -m pip install -c constraints.txt -e \".[dev,deploy]\")")
+    for item in marked:
+        item.add_marker(skip)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -36,6 +37,7 @@ def test_prenorm_block_shapes():
     assert block(torch.randn(2, 5, 16)).shape == (2, 5, 16)
 
 
+@pytest.mark.deploy
 def test_the_folded_claim_is_judged_per_variant():
     (speed,) = folded_norm_vs_layernorm(batch=2, seq=8, dim=32, heads=2, repeats=1, budget_s=0.02,
                                         variant="onnxruntime")
@@ -45,6 +47,7 @@ def test_the_folded_claim_is_judged_per_variant():
     assert speed.verdict.startswith((HOLDS, DOES_NOT_HOLD, INCONCLUSIVE))
 
 
+@pytest.mark.deploy
 def test_the_rmsnorm_claim_explains_the_cases_a_variant_cannot_build():
     result = rmsnorm_vs_layernorm(tokens=16, hidden=(32,), dtypes=("float32", "bfloat16"),
                                   passes=("inference", "forward+backward"), repeats=1, budget_s=0.01,

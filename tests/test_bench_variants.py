@@ -12,8 +12,6 @@ from normbench.builtins import torch_implementations
 from normbench.registry import Registry
 from normbench.spec import load_specs
 
-pytest.importorskip("onnxruntime")
-
 
 @pytest.fixture(scope="module")
 def specs():
@@ -37,6 +35,7 @@ def test_variants_are_planned_side_by_side_with_their_own_ids(specs):
         plan_cases(specs, registry, variants=["tvm"])
 
 
+@pytest.mark.deploy
 def test_onnxruntime_runs_the_exported_layernorm_and_names_its_ops(specs):
     ln = impl("torch.nn.LayerNorm")
     case = BenchCase("layernorm", ln.name, (16, 64), "float32", "forward", variant="onnxruntime")
@@ -66,11 +65,13 @@ class ValueDependent(nn.Module):
         return x
 
 
+@pytest.mark.deploy
 def test_a_module_that_cannot_be_exported_is_one_explained_failure():
     with pytest.raises(VariantUnavailable, match="torch.onnx.export failed"):
         build_variant("onnxruntime", ValueDependent(), torch.randn(4, 8))
 
 
+@pytest.mark.deploy
 def test_a_dtype_onnxruntime_cannot_run_is_explained():
     with pytest.raises(VariantUnavailable, match="bfloat16"):
         build_variant("onnxruntime", nn.LayerNorm(8).to(torch.bfloat16), torch.randn(4, 8, dtype=torch.bfloat16))

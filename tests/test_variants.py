@@ -241,7 +241,9 @@ def test_a_compiled_module_keeps_its_attributes_and_survives_deepcopy():
 
 
 # -- the export variant ------------------------------------------------------------------------------------------
+# (these build the graphs: @pytest.mark.deploy skips them, with the reason, without the deploy extra)
 
+@pytest.mark.deploy
 def test_an_export_that_drops_the_eval_running_statistics_is_flagged():
     outcome = run(impl("mutant.export_drops_stats", "batchnorm", export_drops_running_stats),
                   "export_train_eval_semantics", variant="export")
@@ -249,6 +251,7 @@ def test_an_export_that_drops_the_eval_running_statistics_is_flagged():
     assert "folded map of the running statistics" in outcome.summary
 
 
+@pytest.mark.deploy
 def test_torch_batchnorm_eval_export_is_the_folded_map_and_a_train_export_is_refused():
     outcome = run(torch_impl("torch.nn.BatchNorm1d"), "export_train_eval_semantics", variant="export")
     assert outcome.verdict == "pass", outcome.summary
@@ -256,6 +259,7 @@ def test_torch_batchnorm_eval_export_is_the_folded_map_and_a_train_export_is_ref
     assert "running_mean" in outcome.summary
 
 
+@pytest.mark.deploy
 def test_the_onnx_op_set_is_recorded():
     ln = run(torch_impl("torch.nn.LayerNorm"), "export_ops", variant="export")
     assert ln.verdict == "report" and ln.metrics["onnx_norm_op"] == "LayerNormalization"
@@ -263,6 +267,7 @@ def test_the_onnx_op_set_is_recorded():
     assert rms.metrics["decomposed"] is True and "ReduceMean" in rms.metrics["onnx_ops"]
 
 
+@pytest.mark.deploy
 def test_items_that_need_autograd_skip_under_export_with_the_reason():
     ln = torch_impl("torch.nn.LayerNorm")
     upfront = run(ln, "gradient_equivalence", variant="export")
@@ -272,6 +277,7 @@ def test_items_that_need_autograd_skip_under_export_with_the_reason():
     assert partial.verdict == "skip" and "inference-only" in partial.summary
 
 
+@pytest.mark.deploy
 def test_a_variant_that_cannot_be_built_is_one_explained_skip():
     bn = torch_impl("torch.nn.BatchNorm1d")
     train = run(bn, "forward_equivalence", mode="train", variant="export")
@@ -283,6 +289,7 @@ def test_a_variant_that_cannot_be_built_is_one_explained_skip():
         module(torch.randn(2, 4, 3, dtype=torch.float64))
 
 
+@pytest.mark.deploy
 def test_an_exported_module_follows_its_weights_and_its_mode():
     bn = torch.nn.BatchNorm1d(4)
     with torch.no_grad():

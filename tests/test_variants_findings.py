@@ -32,10 +32,10 @@ def test_compiled_batchnorm_running_var_loses_precision_on_a_large_mean_batch():
                                 "fixed? remove the known failure in suite/known_failures/torch.nn.BatchNorm1d.yaml")
 
 
+@pytest.mark.deploy
 def test_onnx_export_drops_the_epsilon_of_rmsnorm_at_1e_12():
     # rmsnorm[torch.nn.RMSNorm-constant_rows-float32-export] (and F.rms_norm, float16)
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
+    import onnxruntime as ort
     ops = {}
     for eps in (1e-12, 1e-5):
         program = torch.onnx.export(nn.RMSNorm(8, eps=eps).eval(), (torch.randn(4, 8),), dynamo=True, verbose=False)
@@ -62,10 +62,10 @@ class _PrimitiveLayerNorm(nn.Module):
         return (x - mean) / torch.sqrt(((x - mean) ** 2).mean(-1, keepdim=True) + self.eps)
 
 
+@pytest.mark.deploy
 def test_the_onnx_optimizer_treats_every_epsilon_up_to_1e_8_as_zero():
     # the cause of the RMSNorm finding above: onnxscript's add_0_rule matches constants with abs_tol=1e-8
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
+    import onnxruntime as ort
     finite = {}
     for eps, optimize in ((1e-8, True), (1e-7, True), (1e-12, False)):
         program = torch.onnx.export(_PrimitiveLayerNorm(eps), (torch.randn(4, 8),), dynamo=True, optimize=optimize,
@@ -84,13 +84,13 @@ class _GroupReshape(nn.Module):
         return (grouped - grouped.mean(-1, keepdim=True)).reshape(x.shape)
 
 
+@pytest.mark.deploy
 def test_onnx_export_declares_dims_dynamic_that_torch_export_pinned():
     # Why normbench.variants re-exports for another size (ExportedGraph.pinned): with Dim.AUTO on every dim,
     # torch.export pins C, H, W to the example (range constraints VR[12, 12], VR[4, 4]) and bakes C·H·W = 192
     # into the reshape, yet the ONNX graph names those dims as symbols, so ONNX Runtime runs a (4, 12, 2, 2)
     # batch - the same 192 elements per sample group - and silently mixes samples into groups.
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
+    import onnxruntime as ort
     from torch.export import Dim
 
     program = torch.onnx.export(_GroupReshape().eval(), (torch.randn(3, 12, 4, 4),), dynamo=True, verbose=False,
@@ -106,8 +106,8 @@ def test_onnx_export_declares_dims_dynamic_that_torch_export_pinned():
     assert error > 0.1, f"ONNX Runtime now computes the (4, 12, 2, 2) batch right (max error {error:.3g}): fixed?"
 
 
+@pytest.mark.deploy
 def test_the_export_variant_runs_a_pinned_graph_only_at_its_sizes():
-    pytest.importorskip("onnxruntime")
     from normbench.variants import apply_variant, last_export
 
     module = apply_variant(_GroupReshape().eval(), "export")
