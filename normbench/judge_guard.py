@@ -1,15 +1,29 @@
 """A fingerprint of the judge: torch's global state and the identity of the functions a verdict depends on.
 
-Taken in a sandbox child before any plugin is imported and compared after every item (normbench.sandbox):
-a plugin that monkeypatches ``F.layer_norm`` or ``torch.Tensor.mean``, replaces normbench's compare function
-or a reference module's code, or leaves grad mode off, cannot turn its own verdict (or torch's known
-failures) into a pass — the item is reported as tampering instead. Only names that existed in the first
-fingerprint are compared: torch and hypothesis add attributes lazily, which changes nothing that was there.
+A sandbox child (normbench.sandbox) takes it twice: just before the plugin is imported and just after. The
+difference is what the plugin's *import* changed (`import_changes`): normbench reports it once, as a finding
+about the implementation, and judges its items with the change in place, unless the change leaves no verdict
+trustworthy (then every item is an error that says why). Items are then judged against the fingerprint taken
+after the import: a plugin whose forward, backward or factory monkeypatches ``F.layer_norm`` or
+``torch.Tensor.mean``, replaces normbench's compare function, or leaves grad mode off, cannot turn its own
+verdict (or torch's known failures) into a pass — that item is reported as tampering instead.
+
+Only names that existed in the earlier fingerprint are compared: torch and hypothesis add attributes lazily,
+which changes nothing that was there. And torch replacing one of its own functions with a wrapper of it is never
+a change the plugin made: importing ``torch._dynamo`` (which nearly every modern library does, often lazily)
+rebinds ``torch.manual_seed`` to ``torch._disable_dynamo(torch.manual_seed)``, a ``functools.wraps`` wrapper in
+torch/_compile.py that calls the original. The rule (`_wrapper_chain`): a replacement whose ``__wrapped__``
+chain reaches the very object that was fingerprinted, every layer of it code from torch's own installed package
+directory, is torch's own. A plugin could forge a code object's file name; like rewriting the fingerprint
+itself, that is beyond what a same-process check can catch (process isolation still keeps it away from every
+other implementation's verdict).
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -20,6 +34,11 @@ _TORCH_MODULES = ("torch", "torch.nn.functional", "torch.autograd", "torch.linal
                   "torch.testing", "torch.autograd.gradcheck", "torch._C._VariableFunctions")
 _TORCH_CLASSES: tuple[type, ...] = (torch.Tensor, torch._C.TensorBase, torch.nn.Module, torch.nn.Parameter,
                                     torch.autograd.Function)
+#: torch's installed package directory: code whose file is under it is torch's own
+_TORCH_DIR = os.path.dirname(os.path.realpath(torch.__file__)) + os.sep
+#: how deep a ``__wrapped__`` chain is followed
+_MAX_WRAPS = 256
+_STATE = "torch state: "
 
 
 def global_state() -> dict[str, Any]:
@@ -39,16 +58,29 @@ def global_state() -> dict[str, Any]:
     }
 
 
-def _namespace(prefix: str, obj: Any) -> dict[str, int]:
+def _namespace(prefix: str, obj: Any) -> dict[str, Any]:
+    # The objects themselves, not their id(): the fingerprint keeps the originals alive, so an id can never be
+    # reused by a replacement, and a wrapper's ``__wrapped__`` can be compared with the original by identity.
     try:
         items = list(vars(obj).items())
     except TypeError:
         items = [(name, getattr(obj, name, None)) for name in dir(obj)]
-    return {f"{prefix}.{name}": id(value) for name, value in items if not name.startswith("__")}
+    return {f"{prefix}.{name}": value for name, value in items if not name.startswith("__")}
+
+
+def _class_namespace(prefix: str, cls: type) -> dict[str, Any]:
+    # Every attribute as the class resolves it (its MRO), not only its own __dict__: `torch.Tensor.mean` lives in
+    # torch._C.TensorBase, and `torch.Tensor.mean = f` adds a name to torch.Tensor that shadows it.
+    resolved: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is not object:
+            resolved.update(vars(klass))
+    return {f"{prefix}.{name}": value for name, value in resolved.items() if not name.startswith("__")}
 
 
 def fingerprint() -> dict[str, Any]:
-    state: dict[str, Any] = {f"torch state: {k}": v for k, v in global_state().items()}
+    """Name -> the object bound there (a function, a class attribute), and ``torch state: ...`` -> its value."""
+    state: dict[str, Any] = {f"{_STATE}{k}": v for k, v in global_state().items()}
     for name in _TORCH_MODULES:
         module = sys.modules.get(name)
         if module is None and name == "torch._C._VariableFunctions":
@@ -56,9 +88,9 @@ def fingerprint() -> dict[str, Any]:
         if module is not None:
             state.update(_namespace(name, module))
     for cls in _TORCH_CLASSES:
-        state.update(_namespace(f"{cls.__module__}.{cls.__qualname__}", cls))
+        state.update(_class_namespace(f"{cls.__module__}.{cls.__qualname__}", cls))
     for name, module in list(sys.modules.items()):
-        if not (name == "normbench" or name.startswith("normbench.")) or not isinstance(module, ModuleType):
+        if not is_judge(name) or not isinstance(module, ModuleType):
             continue
         state.update(_namespace(name, module))
         for value in list(vars(module).values()):
@@ -67,15 +99,175 @@ def fingerprint() -> dict[str, Any]:
     return state
 
 
-def what_changed(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    """Names present before that are gone or hold another object / value now."""
-    changed = []
+def is_judge(key: str) -> bool:
+    """Whether a fingerprint name belongs to normbench itself (the judge's own code)."""
+    return key == "normbench" or key.startswith("normbench.")
+
+
+def _same(obj: Any, original: Any) -> bool:
+    if obj is original:
+        return True
+    # A class's staticmethod / classmethod is stored as a descriptor; `cls.name` (what a wrapper wraps) is the
+    # function under it, or a bound method of it.
+    func = getattr(original, "__func__", None) if isinstance(original, staticmethod | classmethod) else None
+    return func is not None and (obj is func or getattr(obj, "__func__", None) is func)
+
+
+def _wrapper_chain(new: Any, original: Any) -> list[Any] | None:
+    """The layers of wrappers from `new` down to (not including) `original`, following ``__wrapped__`` (what
+    ``functools.wraps`` sets); None when the chain never reaches `original`."""
+    layers: list[Any] = []
+    obj = new
+    for _ in range(_MAX_WRAPS):
+        if isinstance(obj, staticmethod | classmethod):
+            obj = obj.__func__
+        if _same(obj, original):
+            return layers or None
+        layers.append(obj)
+        try:
+            obj = obj.__wrapped__
+        except Exception:  # noqa: BLE001 - no __wrapped__, or a plugin object whose __getattr__ raises
+            return None
+    return None
+
+
+def _is_torch_code(obj: Any) -> bool:
+    code = getattr(obj, "__code__", None)
+    filename = getattr(code, "co_filename", None)
+    return isinstance(filename, str) and os.path.realpath(filename).startswith(_TORCH_DIR)
+
+
+def _where(obj: Any) -> str:
+    """Where a replacement's code is: functools.wraps copies the original's name and module onto a wrapper, so
+    its code object's own name and file say whose it is."""
+    code = getattr(obj, "__code__", None)
+    filename = getattr(code, "co_filename", None)
+    if not isinstance(filename, str):
+        return f"a {type(obj).__name__} object"
+    path = os.path.realpath(filename)
+    roots = [os.path.dirname(_TORCH_DIR.rstrip(os.sep))] + [os.path.realpath(p) for p in sys.path if p]
+    for root in sorted(roots, key=len, reverse=True):
+        if path.startswith(root.rstrip(os.sep) + os.sep):
+            path = os.path.relpath(path, root)
+            break
+    name = getattr(code, "co_qualname", getattr(code, "co_name", "?"))
+    return f"{name} in {path}:{code.co_firstlineno}"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One difference between two fingerprints."""
+
+    key: str
+    #: "state" (a torch switch), "deleted", "replaced" (by an object that does not wrap the original), "wrapped"
+    #: (by a wrapper whose ``__wrapped__`` chain reaches the original), "torch's own" (such a wrapper, all torch code)
+    kind: str
+    text: str
+
+    @property
+    def judge(self) -> bool:
+        return is_judge(self.key)
+
+
+def changes(before: dict[str, Any], after: dict[str, Any]) -> list[Change]:
+    """Every name present before that is gone or holds another object / value now, classified."""
+    found = []
     for key, value in before.items():
         if key not in after:
-            changed.append(f"{key} was deleted")
-        elif after[key] != value:
-            if key.startswith("torch state: "):
-                changed.append(f"{key} is {after[key]!r}, was {value!r}")
+            found.append(Change(key, "deleted", f"{key} was deleted"))
+            continue
+        new = after[key]
+        if key.startswith(_STATE):
+            if new != value:
+                found.append(Change(key, "state", f"{key} is {new!r}, was {value!r}"))
+            continue
+        if new is value:
+            continue
+        chain = _wrapper_chain(new, value)
+        if chain is None:
+            found.append(Change(key, "replaced", f"{key} was replaced"))
+        elif all(_is_torch_code(layer) for layer in chain):
+            found.append(Change(key, "torch's own", f"{key} was wrapped by torch itself ({_where(chain[0])}, "
+                                                   "a wrapper of the original)"))
+        else:
+            found.append(Change(key, "wrapped", f"{key} was replaced by a wrapper of the original (its "
+                                               f"__wrapped__): {_where(chain[0])}"))
+    return found
+
+
+def what_changed(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """What an item's calls (forward, backward, the factory) changed: any difference is tampering, except torch
+    wrapping one of its own functions (a torch submodule imported lazily during the call, as torch.compile does)."""
+    return [c.text for c in changes(before, after) if c.kind != "torch's own" or c.judge]
+
+
+#: torch switches that, left so by a plugin's import, make judging impossible rather than different
+_BLOCKING_STATE = {f"{_STATE}grad mode": False, f"{_STATE}inference mode": True}
+
+
+@dataclass(frozen=True)
+class ImportChanges:
+    """What a plugin's import changed, split by what normbench does about it."""
+
+    #: reported once on the implementation (`metrics["import_time_changes"]`); its items are judged
+    findings: list[str]
+    #: changes that leave no verdict trustworthy: every item of the implementation is an error naming them
+    blocking: list[str]
+    #: why the blocking changes block, one sentence per kind of change
+    reasons: list[str]
+
+
+def import_changes(before: dict[str, Any], after: dict[str, Any]) -> ImportChanges:
+    """Sort what a plugin's import changed (`before`: just before it, `after`: just after) into findings and
+    blocking changes.
+
+    The items are judged in the state the import left, because that is the state the plugin's users run it in
+    (a library that sets the float32 matmul precision at import sets it for them too). What that means for the
+    verdict:
+
+    - The float64 reference (normbench.families, normbench.checks.base) computes the truth by calling torch in
+      this process: ``torch.mean``, ``torch.rsqrt``, ``F.layer_norm``, ``torch.Tensor`` methods, autograd. A
+      replacement of one of those that does not wrap the original would have the truth computed by the plugin's
+      code, so it blocks (every item is an error, as before this split). A wrapper whose ``__wrapped__`` chain
+      reaches the original (functools.wraps, as torch_geometric's ``index_select`` / ``select``, lightning's
+      ``torch.compile``) delegates to torch's function; it could still alter arguments or results on the way, and
+      where the reference calls the wrapped function the verdict is only as good as that wrapper, which is why it
+      is named in the finding rather than accepted silently. torch wrapping its own function (torch._dynamo's
+      ``torch.manual_seed``) is named too, as torch's own.
+    - normbench's own code computes the verdict in this process: any change to it blocks, wrapper or not
+      (tampering with the judge).
+    - A deleted torch or normbench name blocks: the judge or the reference may call it.
+    - torch's switches are findings: the default dtype (the harness moves the module and every input to the
+      dtype under test, and the reference to float64), deterministic flags, anomaly mode, the float32 matmul
+      precision (float32 matmuls only; the float64 truth is unaffected), CPU autocast (it never casts float64),
+      flush denormal (it touches float64 only below 2.2e-308) and the default device all change how the plugin
+      runs, not how the truth is computed, and resetting them would judge a module other than the one its users
+      get. Grad mode off and inference mode on are the exception and block: every check that differentiates,
+      and the reference's gradients, need autograd, so judging under them would make those items errors blamed
+      on the implementation (or judge half of it); resetting them instead would hide a library bug that breaks
+      its users' training.
+    """
+    findings: list[str] = []
+    blocking: list[str] = []
+    reasons: dict[str, str] = {}
+    for change in changes(before, after):
+        if change.judge:
+            blocking.append(change.text)
+            reasons["judge"] = ("normbench computes the verdict in this process, so changing its code is tampering "
+                                "with the judge.")
+        elif change.kind == "state":
+            if _BLOCKING_STATE.get(change.key, object()) == after.get(change.key):
+                blocking.append(change.text)
+                reasons["autograd"] = ("normbench's checks and its float64 reference differentiate with autograd, "
+                                       "which needs grad mode on and inference mode off.")
             else:
-                changed.append(f"{key} was replaced")
-    return changed
+                findings.append(change.text)
+        elif change.kind in ("wrapped", "torch's own"):
+            findings.append(change.text)
+        else:
+            blocking.append(change.text + (" by an object that does not wrap the original"
+                                           if change.kind == "replaced" else ""))
+            reasons["torch"] = ("The float64 reference calls torch in this process, so a torch function replaced "
+                                "by one that does not wrap the original (or deleted) would change the truth "
+                                "itself.")
+    return ImportChanges(findings, blocking, list(reasons.values()))

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+import textwrap
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,7 @@ from normbench.results import (
     write_fallback,
 )
 from normbench.runner import PlanItem, build_plan, error_outcome
-from normbench.sandbox import Limits, SandboxPool, discover_isolated, warm_variants
+from normbench.sandbox import IMPORT_CHANGES, Limits, SandboxPool, discover_isolated, warm_variants
 from normbench.spec import load_specs
 from normbench.variants import DEFAULT_VARIANT, VARIANTS
 
@@ -430,6 +432,22 @@ def implementation_summaries(config: pytest.Config, outcomes: dict[str, dict[str
     return summaries
 
 
+def import_change_lines(outcomes: Iterable[Mapping[str, Any]], width: int) -> list[str]:
+    """One block per implementation whose import changed torch (normbench.judge_guard.import_changes): what it
+    changed, wrapped to `width`."""
+    found: dict[str, dict[str, None]] = defaultdict(dict)
+    for o in outcomes:
+        metrics = o.get("metrics")
+        changes = metrics.get(IMPORT_CHANGES) if isinstance(metrics, dict) else None
+        if o.get("implementation") and isinstance(changes, list):
+            found[str(o["implementation"])].update(dict.fromkeys(map(str, changes)))
+    lines = []
+    for name in sorted(found):
+        lines += textwrap.wrap(f"{name}: its import changed torch (its items were judged with this in place): "
+                               + "; ".join(found[name]), max(60, width), subsequent_indent="    ")
+    return lines
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     if not _is_controller(config) or not config._normbench_outcomes:  # type: ignore[attr-defined]
@@ -519,6 +537,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.section("normbench summary")
     for line in summary_lines(outcomes.values(), width):
         terminalreporter.write_line(line, red="NOT conforming" in line)
+    changed = import_change_lines(outcomes.values(), width - 2)
+    if changed:
+        terminalreporter.write_line("import-time changes (a finding, not a verdict: see metrics.import_time_changes):")
+        for line in changed:
+            terminalreporter.write_line("  " + line, yellow=True)
     summaries = implementation_summaries(config, outcomes)
     counted = Counter()
     for s in summaries.values():

@@ -14,14 +14,20 @@ change global torch state. So:
 - each child runs under an address-space limit (an allocation bomb is an explained error, not the machine's
   OOM killer) and a file-size limit, and writes its stdout / stderr to a file of which only a bounded excerpt
   is kept per item;
-- before the first plugin import, the child fingerprints the judge: torch's global state (grad mode, default
-  dtype, deterministic flags, ...) and the identity of every function of torch's functional API, of
-  ``torch.Tensor`` and of normbench itself. After every item it checks the fingerprint again; an item whose
-  implementation changed any of it is an ``error`` that names what changed, and the child is replaced.
-  This catches what plugins do in the wild (monkeypatching ``F.layer_norm`` for a fused kernel, leaving grad
-  mode off). It is a check in the same process, so a deliberately adversarial plugin that rewrites the
-  fingerprint itself is out of its reach; process isolation still keeps it from touching any other
-  implementation's verdict.
+- the child fingerprints the judge just before and just after it imports the plugin: torch's global state
+  (grad mode, default dtype, deterministic flags, ...) and the identity of every function of torch's functional
+  API, of ``torch.Tensor`` and of normbench itself (normbench.judge_guard). What the import changed is one
+  finding about the implementation, carried in every outcome's ``metrics["import_time_changes"]`` and noted on
+  the first item's summary: libraries set the matmul precision, wrap ``torch.index_select`` with functools.wraps,
+  or import ``torch._dynamo``, which wraps ``torch.manual_seed`` (torch's own wrapper: named, never tampering,
+  at import or during a call). An import that leaves no verdict trustworthy (it changed normbench's code,
+  replaced a torch function with one that does not wrap it, or left grad mode off) makes every item an error
+  that says why. After every item the child checks the fingerprint taken after the import; an item whose
+  implementation changed any of it is an ``error`` that names what changed, and the child is replaced. This
+  catches what plugins do in the wild (monkeypatching ``F.layer_norm`` for a fused kernel, leaving grad mode
+  off). It is a check in the same process, so a deliberately adversarial plugin that rewrites the fingerprint
+  itself is out of its reach; process isolation still keeps it from touching any other implementation's
+  verdict.
 
 Children are forked from a ``forkserver`` that has torch and normbench imported already (a fresh process
 started by exec, so no thread of pytest / xdist is inherited), which makes a child cost milliseconds.
@@ -144,18 +150,23 @@ def _discover_child(conn: Connection, source: Source, limits: Limits, output: st
         conn.send(("error", _message(exc), traceback.format_exc()[-4000:]))
 
 
+#: the outcome metric that lists what the implementation's import changed (normbench.judge_guard.import_changes)
+IMPORT_CHANGES = "import_time_changes"
+
+
 def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str, Any], profile: str,
                  limits: Limits, output: str) -> None:
     import torch
 
-    from normbench.judge_guard import fingerprint, what_changed
+    from normbench.judge_guard import fingerprint, import_changes, what_changed
     from normbench.runner import PlanItem, error_outcome, judge
 
     _redirect_output(output)
     _limit_resources(limits)
     torch.set_num_threads(1)
-    # Taken before the plugin is imported and kept in this frame: what the item must leave as it found it.
-    before = fingerprint()
+    # What the plugin's import changes is the difference between a fingerprint taken just before it and one taken
+    # just after; the latter (kept in this frame) is what each item must leave as it found it.
+    before_import = fingerprint()
     try:
         found = [i for i in _load_source(source) if isinstance(i, Implementation) and i.name == name]
         if not found:
@@ -164,6 +175,14 @@ def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str
         load_error = None
     except BaseException as exc:  # noqa: BLE001 - plugin code
         impl, load_error = None, f"loading {source_label(source)} raised {type(exc).__name__}: {exc}"
+    before = fingerprint()
+    at_import = import_changes(before_import, before)
+    del before_import
+    findings = at_import.findings
+    if load_error is None and at_import.blocking:
+        load_error = (f"importing implementation {name!r} ({source_label(source)}) changed what the judge depends "
+                      f"on, so none of its items can be judged: {_listing(at_import.blocking)}. "
+                      + " ".join(at_import.reasons))
     prepared = {"eager"}
     while True:
         try:
@@ -175,8 +194,8 @@ def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str
         family, prop_name, mode, dtype, device, variant = request
         spec = specs[family]
         prop = next(p for p in spec.properties if p.name == prop_name)
-        if impl is None:
-            conn.send(("outcome", {"verdict": "error", "summary": load_error}, False))
+        if impl is None or at_import.blocking:
+            conn.send(("outcome", _with_findings({"verdict": "error", "summary": load_error}, findings), False))
             continue
         if variant not in prepared:
             # Dynamo / Inductor / the ONNX exporter import and register lazily on first use, which the fingerprint
@@ -197,11 +216,23 @@ def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str
         if changed:
             outcome.update(verdict="error", observed=None, metrics={}, counterexample=None,
                            summary=f"implementation {name!r} changed the judge or torch's global state, so no "
-                                   f"verdict of this process can be trusted: {'; '.join(changed[:8])}"
-                                   + (f" (and {len(changed) - 8} more)" if len(changed) > 8 else ""))
-        conn.send(("outcome", outcome, bool(changed)))
+                                   f"verdict of this process can be trusted: {_listing(changed)}")
+        conn.send(("outcome", _with_findings(outcome, findings), bool(changed)))
         if changed:
             return
+
+
+def _listing(changes: list[str], most: int = 8) -> str:
+    more = f" (and {len(changes) - most} more)" if len(changes) > most else ""
+    return "; ".join(changes[:most]) + more
+
+
+def _with_findings(outcome: dict[str, Any], findings: list[str]) -> dict[str, Any]:
+    """Every outcome of an implementation whose import changed torch carries the list (a copy: the child's own is
+    not the plugin's to edit)."""
+    if findings:
+        outcome["metrics"] = {**(outcome.get("metrics") or {}), IMPORT_CHANGES: list(findings)}
+    return outcome
 
 
 # -- the parent side --------------------------------------------------------------------------------------------
@@ -413,6 +444,8 @@ class Sandbox:
         self.spent = 0.0
         self.timeouts_in_a_row = 0
         self.gave_up: str | None = None
+        #: whether an outcome of this sandbox already says what the implementation's import changed
+        self.noted_import = False
 
     def judge(self, family: str, prop: str, mode: str, dtype: str, device: str,
               variant: str = "eager") -> dict[str, Any]:
@@ -431,6 +464,12 @@ class Sandbox:
         if status == "reply":
             _, outcome, tainted = reply
             self.timeouts_in_a_row = 0
+            found = (outcome.get("metrics") or {}).get(IMPORT_CHANGES)
+            if found and not self.noted_import:
+                # Said once, on the first item judged here; every outcome carries the list in its metrics.
+                self.noted_import = True
+                outcome["summary"] = (f"{outcome.get('summary', '')}\n  note: importing {self.impl.name!r} changed "
+                                      f"torch, and its items are judged with that in place: {_listing(found)}")
             if tainted:
                 self.child.stop()
                 self.child = None
