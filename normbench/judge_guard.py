@@ -271,3 +271,92 @@ def import_changes(before: dict[str, Any], after: dict[str, Any]) -> ImportChang
                                 "by one that does not wrap the original (or deleted) would change the truth "
                                 "itself.")
     return ImportChanges(findings, blocking, list(reasons.values()))
+
+
+# -- lazy modules that break sys.modules scans ------------------------------------------------------------------
+#
+# Libraries put lazy module objects into sys.modules (speechbrain's LazyModule, for its optional integrations)
+# whose attribute lookup imports the real module and raises ImportError when that fails, for any name, dunders
+# included. Python's attribute protocol says a missing attribute is an AttributeError, and scanners rely on it:
+# hypothesis looks for local constants in every new module with ``getattr(module, "__file__", None)``
+# (hypothesis/internal/conjecture/providers.py, `_get_local_constants`, once per generated input), and
+# ``inspect.getmodule`` does ``hasattr(module, "__file__")`` over sys.modules. The ImportError escapes from
+# hypothesis's data generation, so every property searched with hypothesis ends in a FlakyFailure blamed on the
+# implementation, in this process and for every implementation judged after it in the same process (the module
+# stays in sys.modules, and hypothesis retries it on each input). Such a module gets a subclass of its own class
+# whose lookup of a *dunder* name that fails with anything other than AttributeError raises AttributeError (the
+# original chained): introspection sees "no such attribute", while using the module (any other name) still
+# raises the library's ImportError, so a plugin that really needs the missing module still fails as itself.
+
+#: id -> every object of sys.modules probed so far (kept alive, so that an id is never reused by a new one)
+_PROBED: dict[int, Any] = {}
+
+
+def _is_dunder(name: str) -> bool:
+    return len(name) > 4 and name.startswith("__") and name.endswith("__")
+
+
+def _shielded(cls: type) -> type:
+    base_getattribute = cls.__getattribute__
+    base_getattr = getattr(cls, "__getattr__", None)
+
+    def convert(self: Any, name: str, exc: Exception) -> AttributeError:
+        error = AttributeError(f"module {object.__getattribute__(self, '__dict__').get('__name__')!r} has no attribute "
+                               f"{name!r} "
+                               f"(its lazy lookup raised {type(exc).__name__}: {exc})")
+        error.__cause__ = exc
+        return error
+
+    def __getattribute__(self: Any, name: str) -> Any:  # noqa: N807
+        try:
+            return base_getattribute(self, name)
+        except AttributeError:
+            raise
+        except Exception as exc:
+            if _is_dunder(name):
+                raise convert(self, name, exc) from exc
+            raise
+
+    namespace: dict[str, Any] = {"__getattribute__": __getattribute__, "__module__": cls.__module__,
+                                 "__qualname__": cls.__qualname__, "_normbench_shielded": True}
+    if base_getattr is not None:
+        def __getattr__(self: Any, name: str) -> Any:  # noqa: N807
+            try:
+                return base_getattr(self, name)
+            except AttributeError:
+                raise
+            except Exception as exc:
+                if _is_dunder(name):
+                    raise convert(self, name, exc) from exc
+                raise
+
+        namespace["__getattr__"] = __getattr__
+    return type(cls.__name__, (cls,), namespace)
+
+
+def shield_lazy_modules() -> list[str]:
+    """Shield every module in sys.modules, not probed before, whose ``__file__`` lookup raises something other
+    than AttributeError (see above); returns one line per module shielded (or that could not be). A module
+    probed once is not probed again: a call costs a dictionary lookup per entry of sys.modules."""
+    done = []
+    for name, module in list(sys.modules.items()):
+        if id(module) in _PROBED:
+            continue
+        _PROBED[id(module)] = module
+        try:
+            getattr(module, "__file__", None)
+            continue
+        except Exception as exc:  # noqa: BLE001 - what the module raised is the point
+            raised = f"{type(exc).__name__}: {str(exc)[:200]}"
+        if getattr(type(module), "_normbench_shielded", False):
+            continue
+        try:
+            module.__class__ = _shielded(type(module))
+        except TypeError as exc:
+            done.append(f"sys.modules[{name!r}] raises {raised} when asked for its __file__, and normbench could "
+                        f"not shield it ({exc}): hypothesis's scan of sys.modules may fail")
+            continue
+        done.append(f"sys.modules[{name!r}] raises {raised} when asked for its __file__ (a lazy module whose "
+                    "target does not import); normbench made its dunder lookups raise AttributeError, so that "
+                    "hypothesis's and inspect's scans of sys.modules do not fail")
+    return done

@@ -17,6 +17,7 @@ import torch
 from normbench import checks as _checks  # noqa: F401 - registers every check
 from normbench.checks.base import CHECKS, CheckContext, Skip
 from normbench.implementation import Implementation, ImplementationError
+from normbench.judge_guard import shield_lazy_modules
 from normbench.registry import Registry
 from normbench.spec import PropertySpec, Spec
 from normbench.variants import (
@@ -140,6 +141,8 @@ def _plugin_frames(exc: BaseException) -> str:
 
 def judge(item: PlanItem, profile: str = "ci") -> Outcome:
     """Run the item's check and compare what it observed with the spec's expectation."""
+    # A lazy module a plugin left in sys.modules must not break hypothesis's scan of it (normbench.judge_guard).
+    shield_lazy_modules()
     ctx = CheckContext(impl=item.impl, spec=item.spec, prop=item.prop, dtype=getattr(torch, item.dtype),
                        mode=item.mode, device=torch.device(item.device), profile=profile, variant=item.variant)
     reason = skip_reason(item.variant, item.prop.check, variant_specific=CHECKS[item.prop.check].variants is not None)

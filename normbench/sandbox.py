@@ -158,7 +158,7 @@ def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str
                  limits: Limits, output: str) -> None:
     import torch
 
-    from normbench.judge_guard import fingerprint, import_changes, what_changed
+    from normbench.judge_guard import fingerprint, import_changes, shield_lazy_modules, what_changed
     from normbench.runner import PlanItem, error_outcome, judge
 
     _redirect_output(output)
@@ -175,10 +175,12 @@ def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str
         load_error = None
     except BaseException as exc:  # noqa: BLE001 - plugin code
         impl, load_error = None, f"loading {source_label(source)} raised {type(exc).__name__}: {exc}"
+    # Before the fingerprint: probing a lazy module may import its target, and that import is the plugin's too.
+    shielded = shield_lazy_modules()
     before = fingerprint()
     at_import = import_changes(before_import, before)
     del before_import
-    findings = at_import.findings
+    findings = at_import.findings + shielded
     if load_error is None and at_import.blocking:
         load_error = (f"importing implementation {name!r} ({source_label(source)}) changed what the judge depends "
                       f"on, so none of its items can be judged: {_listing(at_import.blocking)}. "
