@@ -16,7 +16,24 @@ import pytest
 import torch
 from helpers import run, shipped, specs
 
-from normbench.checks import equivalence, fused, honesty, invariance, layout, modes, numerics, reduction
+from normbench.checks import (
+    containment,
+    equivalence,
+    frozen,
+    fused,
+    gradient_layout,
+    honesty,
+    hygiene,
+    invariance,
+    layout,
+    masked_backward,
+    modes,
+    numerics,
+    ranks,
+    reduction,
+    repeated,
+    updates,
+)
 from normbench.checks.base import CHECKS, CheckContext, randomize_module
 from normbench.implementation import Implementation
 from normbench.inputs import Case
@@ -27,6 +44,9 @@ CLASSES = (
     "eps placement or value", "strides and layout", "optional gamma / beta, backward formulas",
     "dgamma / dbeta reduction", "batch-variant reductions", "degenerate sizes", "running variance biased",
     "momentum convention", "eval and track_running_stats", "padding leaks", "fused add + norm residual",
+    "frozen parameters", "incoming gradient laid out unlike x", "state kept on the module",
+    "parameters cached or not registered", "second-order gradients", "masks in backward and unusual padding",
+    "ranks beyond 3", "non-finite containment",
 )
 
 
@@ -63,7 +83,22 @@ INPUTS: dict[str, Callable[[CheckContext], list[Any]]] = {
     "running_statistics": modes._scenarios,
     "fused_residual": fused._probes,
     "pad_mask_independence": invariance._pad_probes,
+    "masked_backward": masked_backward._probes,
+    "nonfinite_containment": containment._probes,
 }
+
+
+def _left_padded(row: list[bool]) -> bool:
+    return row[0] and not row[-1]
+
+
+def _gapped(row: list[bool]) -> bool:
+    """A pad between two real tokens."""
+    return any(row[i] and not row[i - 1] and not all(row[i:]) for i in range(1, len(row)))
+
+
+def _mask_rows(ctx: CheckContext) -> list[list[list[bool]]]:
+    return [p.mask.tolist() for p in masked_backward._probes(ctx)]
 
 
 def _params(item: Any) -> dict[str, Any]:
@@ -197,6 +232,56 @@ TABLE: tuple[Row, ...] = (
         _has("fused_residual", lambda p: p.same)),
     Row("fused add + norm residual", "residual distinct from x", "rmsnorm", "fused_residual",
         _has("fused_residual", lambda p: not p.same)),
+)
+
+TABLE += (
+    # calling contexts (issue 16)
+    Row("frozen parameters", "γ / β requires_grad=False (LoRA), x without grad (first layer), nothing", "layernorm",
+        "frozen_parameters",
+        lambda ctx: {frozenset({"x"}), frozenset({"x", "weight"}), frozenset({"x", "bias"}),
+                     frozenset({"weight", "bias"}), frozenset()} <= set(frozen._subsets(["x", "weight", "bias"]))),
+    Row("incoming gradient laid out unlike x", "packed x, row-padded / transposed / stride-0 (.sum()) dy",
+        "rmsnorm", "gradient_layout",
+        lambda ctx: {("packed", "row_padded"), ("packed", "transposed"), ("packed", "broadcast"),
+                     ("packed", "sum_loss")} <= set(gradient_layout.PAIRINGS)),
+    Row("incoming gradient laid out unlike x", "strided x with a packed dy", "batchnorm", "gradient_layout",
+        lambda ctx: {("row_padded", "packed"), ("transposed", "packed")} <= set(gradient_layout.PAIRINGS),
+        mode="train"),
+    Row("state kept on the module", "two forwards before one backward; two backwards accumulate", "layernorm",
+        "repeated_use", lambda ctx: set(repeated.SCENARIOS) == {"two forwards, one backward",
+                                                                  "two backward passes accumulate"}),
+    Row("parameters cached or not registered", "in-place γ step, new Parameter, load_state_dict, in no_grad and "
+        "inference_mode too", "rmsnorm", "parameter_updates",
+        lambda ctx: set(updates.UPDATE_KINDS) == {"in-place step", "new Parameter", "load_state_dict"}
+        and {"grad mode", "no_grad", "inference_mode"} == set(updates.GRAD_CONTEXTS)),
+    Row("parameters cached or not registered", "updates in train and in eval mode", "batchnorm",
+        "parameter_updates", lambda ctx: {"train", "eval"} <= set(ctx.prop.expect), mode="eval"),
+    Row("parameters cached or not registered", "state_dict round trip into a fresh module after training steps, "
+        "deepcopy, .to(dtype)", "batchnorm", "module_hygiene",
+        lambda ctx: hygiene.STEPS >= 1 and {"train", "eval"} <= set(ctx.prop.expect), mode="train"),
+    Row("second-order gradients", "create_graph in float32 against the float64 truth", "layernorm",
+        "second_order_gradients", lambda ctx: "float32" in CHECKS["second_order_gradients"].default_dtypes),
+    Row("second-order gradients", "gradgradcheck in float64", "layernorm", "second_order_gradients",
+        lambda ctx: "float64" in CHECKS["second_order_gradients"].default_dtypes, dtype="float64"),
+    Row("masks in backward and unusual padding", "NaN / ±inf pads with backward", "batchnorm_masked",
+        "masked_backward", lambda ctx: {"nan", "+inf", "-inf"} <= set(masked_backward.NONFINITE_FILLS),
+        mode="train"),
+    Row("masks in backward and unusual padding", "left-padded, gapped and all-pad sequences", "powernorm_v",
+        "masked_backward",
+        lambda ctx: any(any(_left_padded(r) for r in m) for m in _mask_rows(ctx))
+        and any(any(_gapped(r) for r in m) for m in _mask_rows(ctx))
+        and any(any(all(r) for r in m) and not all(all(r) for r in m) for m in _mask_rows(ctx)), mode="train"),
+    Row("non-finite containment", "one +inf / NaN token leaves the other tokens", "rmsnorm",
+        "nonfinite_containment",
+        lambda ctx: set(containment.POISONS) == {"+inf", "nan"}
+        and all(p.unit == "token" and p.case.shape[0] > 1 for p in containment._probes(ctx))),
+    Row("non-finite containment", "one +inf / NaN sample leaves the other samples (per-sample families)",
+        "groupnorm", "nonfinite_containment",
+        lambda ctx: all(p.unit == "sample" for p in containment._probes(ctx))),
+    Row("ranks beyond 3", "(B, T, H, D) QK-norm, rank 1 and rank 5", "rmsnorm", "leading_ranks",
+        lambda ctx: [len(ranks._shape(ctx, r, 8)) for r in ctx.options["ranks"]] == [1, 4, 5]),
+    Row("ranks beyond 3", "rank 1 and 5 for every per-token family", "scalenorm", "leading_ranks",
+        lambda ctx: {1, 4, 5} <= set(ctx.options["ranks"])),
 )
 
 #: Triggers of BUGS.md no check reaches yet, with the reason; a row above makes an entry here obsolete.

@@ -305,3 +305,21 @@ def test_a_convention_default_outside_its_choices_is_a_spec_error(tmp_path):
     with pytest.raises(SpecError, match=r"params\.eps_mode\.default.*choices"):
         load_spec(bad)
     assert specs()["rmsnorm"].params["eps_mode"].convention
+
+
+class _WrappedLayerNorm(torch.nn.Module):
+    """γ at `.norm.weight` (speechbrain style), not at the top-level `weight` the declaration names."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True) -> None:
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(num_features, eps=eps, elementwise_affine=affine)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x)
+
+
+@pytest.mark.parametrize("prop", ["scale_invariance", "forward_equivalence"])
+def test_a_weight_attr_that_is_not_found_is_an_error_not_an_unrandomized_run(prop):
+    # Unrandomized (γ = 1, β = 0), a module that ignores its weight would pass the invariance items (issue 22).
+    outcome = run(impl("wrapped", "layernorm", _WrappedLayerNorm), prop)
+    assert outcome.verdict == "error" and "no tensor attribute 'weight'" in outcome.summary

@@ -192,6 +192,9 @@ class CheckContext:
             raise Skip(reason)
         module = self.impl.build(num_features, params)
         module = module.to(device=self.device, dtype=self.dtype)
+        # A γ the harness cannot find would stay at its ones default, unrandomized: a module that ignores its weight
+        # would then pass every invariance item (issue 22). That is the declaration's error, never a silent run.
+        _affine_tensors_or_error(self.impl, module, bool(params.get("affine", False)))
         if randomize:
             randomize_module(self.impl, self.spec, module, seed if seed is not None else self.seed)
         module.train(self.training if training is None else training)
