@@ -88,7 +88,8 @@ class TermScale:
 
 
 def compare(actual: torch.Tensor, truth: torch.Tensor, dtype: torch.dtype, tol: Tolerance,
-            reduction_length: int, scale: float | None = None, terms: TermScale | None = None) -> Comparison:
+            reduction_length: int, scale: float | None = None, terms: TermScale | None = None,
+            extra: torch.Tensor | None = None) -> Comparison:
     """Compare `actual` (any dtype) with the float64 `truth` under the spec tolerance.
 
     bound_i = eps(dtype)·(rel·|t_i| + abs·S) + eps(acc)·red·sqrt(L)·S, with S = max|t| (norm-wise scale),
@@ -100,6 +101,9 @@ def compare(actual: torch.Tensor, truth: torch.Tensor, dtype: torch.dtype, tol: 
     R_i = sqrt(Σ terms²) (each term rounded once in the input dtype, the roundings independent) and
     A_i = Σ|terms| (the float32 accumulation). A scalar parameter summing C·rows terms that cancel to a small
     |t| then gets the allowance its terms need, where max|t| would not.
+
+    `extra` (broadcastable to the truth, in its units) is added to every element's bound: a per-row allowance
+    such as the conditioning of a centred row (see checks.equivalence), which one scalar cannot express.
     """
     if actual.shape != truth.shape:
         raise ValueError(f"shape {tuple(actual.shape)} differs from the truth's {tuple(truth.shape)}")
@@ -117,6 +121,8 @@ def compare(actual: torch.Tensor, truth: torch.Tensor, dtype: torch.dtype, tol: 
     else:
         bound = eps * (tol.rel * t.abs() + tol.abs * scale) + \
             accumulate_eps(dtype) * tol.red * math.sqrt(max(reduction_length, 1)) * scale
+    if extra is not None:
+        bound = bound + extra.to(t)
     # A truth of exactly zero everywhere still needs a floor, or rounding noise would fail.
     bound = bound.clamp_min(torch.finfo(dtype).tiny)
     err = (a - t).abs()
