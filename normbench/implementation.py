@@ -42,6 +42,15 @@ def name_problem(name: str) -> str | None:
     return None
 
 
+def attribute_path(obj: Any, path: str) -> Any:
+    """``obj.a.b`` for the path "a.b"; None where a step is missing."""
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
 @dataclass(frozen=True, kw_only=True)
 class Implementation:
     """A normalization layer to judge.
@@ -80,6 +89,13 @@ class Implementation:
     #: ``once_differentiable``): second_order_gradients then requires that double backward *raises*, and a
     #: module declared so that computes second-order gradients after all is a wrong declaration (an error).
     double_backward: bool = True
+    #: True for a module that compiles per shape on its first call (torch.compile inside, a JIT kernel): each
+    #: item's time limit is then VARIANT_TIMEOUT_FACTOR times --check-timeout, as under a compile variant, and
+    #: the outcome says why (Megatron's L2Norm compiles per shape on CPU: 110 s for forward_equivalence).
+    compiles: bool = False
+    #: True for a kernel without autograd (most serving kernels, vLLM's ``_C.rms_norm``): items whose check calls
+    #: backward are skipped with that reason instead of failing, and the leaderboard says "inference only".
+    inference_only: bool = False
     #: False when γ / β are deliberately not registered Parameters (a norm that takes them as forward
     #: arguments, or keeps them elsewhere): module_hygiene's registration part is then an explained skip, and the
     #: declaration on a module whose γ / β are registered is an error.
@@ -134,10 +150,12 @@ class Implementation:
         fixed_params are in `check_fixed_params`, called where the spec is known."""
         for attr in ("weight_attr", "bias_attr"):
             value = getattr(self, attr)
-            if not isinstance(value, str) or not value.isidentifier():
+            # a dotted path reaches a wrapped module's tensor (speechbrain keeps γ at ``.norm.weight``)
+            if not isinstance(value, str) or not all(part.isidentifier() for part in value.split(".")):
                 hint = " (a module without β: declare bias=False)" if attr == "bias_attr" else ""
                 raise bad(f"{attr} must be an attribute name, got {value!r}{hint}")
-        for attr in ("bias", "supports_gradcheck", "double_backward", "registered_params"):
+        for attr in ("bias", "supports_gradcheck", "double_backward", "registered_params", "compiles",
+                     "inference_only"):
             if not isinstance(getattr(self, attr), bool):
                 raise bad(f"{attr} must be True or False, got {getattr(self, attr)!r}")
         if self.affine not in AFFINE_MODES:
@@ -206,8 +224,8 @@ class Implementation:
 
     def affine_tensors(self, module: nn.Module) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The module's weight and bias tensors (None where absent; the bias is None when declared bias=False)."""
-        weight = getattr(module, self.weight_attr, None)
-        bias = getattr(module, self.bias_attr, None) if self.bias else None
+        weight = attribute_path(module, self.weight_attr)
+        bias = attribute_path(module, self.bias_attr) if self.bias else None
         return (weight if isinstance(weight, torch.Tensor) else None,
                 bias if isinstance(bias, torch.Tensor) else None)
 
@@ -215,5 +233,5 @@ class Implementation:
         """A tensor at ``bias_attr`` on a module declared bias=False: a β the declaration hides."""
         if self.bias:
             return None
-        found = getattr(module, self.bias_attr, None)
+        found = attribute_path(module, self.bias_attr)
         return found if isinstance(found, torch.Tensor) else None

@@ -154,6 +154,11 @@ def judge(item: PlanItem, profile: str = "ci") -> Outcome:
     except Skip as exc:
         return _outcome(item, "skip", None, str(exc), duration_s=time.perf_counter() - start)
     except RuntimeError as exc:
+        if item.impl.inference_only and "does not require grad" in str(exc):
+            # A kernel without autograd (declared inference_only=True): the check needed a backward pass.
+            return _outcome(item, "skip", None, f"inference only: implementation {item.impl.name!r} declares "
+                                                f"inference_only=True and {item.prop.check} differentiates through "
+                                                "the module", duration_s=time.perf_counter() - start)
         if item.variant == "export" and "does not require grad" in str(exc):
             # The exported graph's outputs carry no autograd history: the check differentiated through them.
             return _outcome(item, "skip", None, f"{INFERENCE_ONLY_REASON}: {item.prop.check} differentiates "

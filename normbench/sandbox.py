@@ -95,6 +95,16 @@ class Limits:
 VARIANT_TIMEOUT_FACTOR = 4
 
 
+def item_time_limit(limits: Limits, impl: Implementation, variant: str) -> tuple[float, str]:
+    """An item's time limit and, when it is raised, why: a compile or export variant, or a module that compiles
+    per shape on its first call (declared compiles=True), pays its compilations inside the item."""
+    if variant != "eager":
+        return limits.item_timeout * VARIANT_TIMEOUT_FACTOR, f"the {variant} variant"
+    if impl.compiles:
+        return limits.item_timeout * VARIANT_TIMEOUT_FACTOR, "declared compiles=True"
+    return limits.item_timeout, ""
+
+
 def source_label(source: Source) -> str:
     if source[0] == "entry_point":
         return f"entry point {source[1]!r} ({source[2]})"
@@ -458,7 +468,7 @@ class Sandbox:
             self.child = _Child(_judge_child, (self.source, self.impl.name, self.specs, self.profile, self.limits),
                                 self.output)
         start = time.perf_counter()
-        timeout = self.limits.item_timeout * (VARIANT_TIMEOUT_FACTOR if variant != "eager" else 1)
+        timeout, cause = item_time_limit(self.limits, self.impl, variant)
         status, reply = self.child.request((family, prop, mode, dtype, device, variant), timeout)
         elapsed = time.perf_counter() - start
         self.spent += elapsed
@@ -478,7 +488,8 @@ class Sandbox:
         elif status == "timeout":
             self.child = None
             self.timeouts_in_a_row += 1
-            outcome = {"verdict": "error", "summary": f"timed out: no verdict within {timeout:g} s; "
+            why = f" ({VARIANT_TIMEOUT_FACTOR}x --check-timeout: {cause})" if cause else ""
+            outcome = {"verdict": "error", "summary": f"timed out: no verdict within {timeout:g} s{why}; "
                                                       "the implementation's process was killed (--check-timeout)"}
             if self.timeouts_in_a_row >= self.limits.max_consecutive_timeouts:
                 self.gave_up = (f"implementation {self.impl.name!r} timed out on {self.timeouts_in_a_row} items in a "

@@ -323,3 +323,66 @@ def test_a_weight_attr_that_is_not_found_is_an_error_not_an_unrandomized_run(pro
     # Unrandomized (γ = 1, β = 0), a module that ignores its weight would pass the invariance items (issue 22).
     outcome = run(impl("wrapped", "layernorm", _WrappedLayerNorm), prop)
     assert outcome.verdict == "error" and "no tensor attribute 'weight'" in outcome.summary
+
+
+class _BiasedRMSNorm(torch.nn.Module):
+    """diffusers' RMSNorm(bias=True): γ·x/rms + β, which the rmsnorm family does not define."""
+
+    def __init__(self, num_features: int, eps: float = 1e-6, affine: bool = True) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = torch.nn.Parameter(torch.ones(num_features))
+        self.bias = torch.nn.Parameter(torch.zeros(num_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight + self.bias
+
+
+def test_a_beta_on_a_family_without_one_is_an_error_naming_it():
+    outcome = run(impl("biased-rms", "rmsnorm", _BiasedRMSNorm, affine="always"), "forward_equivalence")
+    assert outcome.verdict == "error" and "family 'rmsnorm' has no β" in outcome.summary
+
+
+def test_a_dotted_weight_attr_reaches_a_wrapped_modules_parameters():
+    wrapped = impl("wrapped-dotted", "layernorm", _WrappedLayerNorm, weight_attr="norm.weight", bias_attr="norm.bias")
+    assert_passes(wrapped, "forward_equivalence")
+    assert_passes(wrapped, "scale_invariance")
+
+
+class _NoAutogradLayerNorm(torch.nn.Module):
+    """A serving kernel: computes under no_grad, so its output never carries a graph."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True) -> None:
+        super().__init__()
+        self.inner = torch.nn.LayerNorm(num_features, eps=eps, elementwise_affine=affine)
+        self.weight, self.bias = self.inner.weight, self.inner.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.inner(x)
+
+
+@pytest.mark.parametrize("prop", ["gradient_equivalence", "frozen_parameters", "noncontiguous_input", "empty_batch",
+                                  "gradient_layout", "second_order_gradients"])
+def test_inference_only_skips_what_calls_backward_with_the_reason(prop):
+    declared = impl("serving", "layernorm", _NoAutogradLayerNorm, inference_only=True)
+    outcome = run(declared, prop)
+    assert outcome.verdict == "skip" and "inference only" in outcome.summary
+    assert run(impl("serving-undeclared", "layernorm", _NoAutogradLayerNorm), prop).verdict in ("fail", "error")
+
+
+def test_inference_only_still_judges_the_forward():
+    declared = impl("serving", "layernorm", _NoAutogradLayerNorm, inference_only=True)
+    assert_passes(declared, "forward_equivalence")
+    assert_passes(declared, "shift_invariance")
+
+
+def test_a_module_that_compiles_gets_the_compile_variants_time_limit():
+    from normbench.sandbox import VARIANT_TIMEOUT_FACTOR, Limits, item_time_limit
+
+    limits = Limits(item_timeout=60.0)
+    plain = impl("plain", "layernorm", torch.nn.LayerNorm)
+    compiling = impl("compiling", "layernorm", torch.nn.LayerNorm, compiles=True)
+    assert item_time_limit(limits, plain, "eager") == (60.0, "")
+    assert item_time_limit(limits, compiling, "eager") == (60.0 * VARIANT_TIMEOUT_FACTOR, "declared compiles=True")
+    assert item_time_limit(limits, plain, "compile")[0] == 60.0 * VARIANT_TIMEOUT_FACTOR

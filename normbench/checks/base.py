@@ -195,6 +195,10 @@ class CheckContext:
         # A γ the harness cannot find would stay at its ones default, unrandomized: a module that ignores its weight
         # would then pass every invariance item (issue 22). That is the declaration's error, never a silent run.
         _affine_tensors_or_error(self.impl, module, bool(params.get("affine", False)))
+        if self.impl.inference_only:
+            # A kernel without autograd: no parameter asks for a gradient, so a check that does is recognisable.
+            for param in module.parameters():
+                param.requires_grad_(False)
         if randomize:
             randomize_module(self.impl, self.spec, module, seed if seed is not None else self.seed)
         module.train(self.training if training is None else training)
@@ -221,8 +225,15 @@ class CheckContext:
         return compare(actual, truth, self.dtype, self.tolerance(kind), reduction_length)
 
 
+#: the reason of every item skipped because it differentiates through a module declared inference_only=True
+INFERENCE_ONLY = "inference only: the implementation declares inference_only=True (a kernel without autograd)"
+
+
 def call_module(impl: Implementation, module: nn.Module, x: torch.Tensor,
                 pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+    if impl.inference_only and torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in module.parameters())):
+        raise Skip(f"{INFERENCE_ONLY}, and this check differentiates through the module")
     kwargs: dict[str, Any] = {}
     if pad_mask is not None and impl.mask_kwarg is not None:
         mask = pad_mask.to(x.device)
@@ -294,6 +305,12 @@ def reference_like(impl: Implementation, spec: Spec, module: nn.Module, num_feat
                    params: dict[str, Any]) -> nn.Module:
     ref = load_reference(spec)(num_features, **params)
     weight, bias = _affine_tensors_or_error(impl, module, bool(params.get("affine", False)))
+    if bias is not None and not hasattr(ref, "bias"):
+        # The family's math has no β (RMSNorm, ScaleNorm): randomized, the module's β would make every item fail
+        # against a truth that ignores it, without saying why (diffusers' RMSNorm(bias=True), issue 22).
+        raise ImplementationError(f"implementation {impl.name!r}: family {spec.family!r} has no β, but the module has "
+                                  f"a tensor {impl.bias_attr!r}; a norm that adds a bias is not this family as its "
+                                  "spec defines it (a module whose bias is never added declares bias=False)")
     with torch.no_grad():
         if getattr(ref, "weight", None) is not None and weight is not None:
             ref.weight.copy_(weight.detach().to(torch.float64).cpu() + impl.weight_offset)

@@ -17,6 +17,7 @@ from normbench.checks._search import Trial, find_counterexample
 from normbench.checks.base import (
     CheckContext,
     Observation,
+    Skip,
     reduction_length,
     register_check,
     stable_seed,
@@ -84,6 +85,8 @@ def _layout_trial(ctx: CheckContext, probe: ContextProbe) -> Trial:
         control = _call(ctx, probe, values.clone(), dy.detach().clone().contiguous())
         try:
             got = _call(ctx, probe, x, dy)
+        except Skip:
+            raise
         except Exception as exc:  # raising on a valid strided gradient violates the property
             trials.append(Trial(False, f"{where}: raised {type(exc).__name__}: {exc}",
                                 {"tol_ratio": float("inf"), "context": where}, example))

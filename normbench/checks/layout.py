@@ -20,6 +20,7 @@ from normbench.checks._search import Trial, find_counterexample
 from normbench.checks.base import (
     CheckContext,
     Observation,
+    Skip,
     reduction_length,
     register_check,
     stable_seed,
@@ -180,6 +181,8 @@ def _layout_trial(ctx: CheckContext, vc: ViewCase) -> Trial:
         got = _forward_backward(ctx, ctx.build(c, params), x, dy)
     except ImplementationError:
         raise
+    except Skip:
+        raise
     except Exception as exc:  # raising on a valid strided tensor violates the property
         return Trial(ok=False, summary=f"raised {type(exc).__name__} on a {vc.view} input: {exc}",
                      metrics={"tol_ratio": math.inf, "view": vc.view}, counterexample=example)
@@ -261,6 +264,8 @@ def _empty_trial(ctx: CheckContext, shape: tuple[int, ...]) -> Trial:
         y = ctx.forward(module, x)
     except ImplementationError as exc:  # ctx.forward checks the output: a wrong shape, or not a tensor
         return fail(f"forward returned a wrong output: {exc}")
+    except Skip:
+        raise
     except Exception as exc:
         return fail(f"forward raised {type(exc).__name__}: {exc}")
     if y.dtype != x.dtype:

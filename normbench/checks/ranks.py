@@ -78,6 +78,8 @@ def _rank_trial(ctx: CheckContext, c: int, params: dict[str, Any]) -> Trial:
                    "rank": rank}
         try:
             got = _call(ctx, ContextProbe(case, tuple(params.items())), x, dy)
+        except Skip:
+            raise
         except Exception as exc:  # a rank the family takes, refused
             trials.append(Trial(False, f"{where}: raised {type(exc).__name__}: {exc}",
                                 {"tol_ratio": float("inf"), "context": where}, example))

@@ -302,8 +302,14 @@ def randomize(module, dtype):
             bias.copy_((0.5 * torch.randn(bias.shape, generator=gen, dtype=torch.float64)).to(bias.dtype))
 
 
+def _path(obj, path):
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+    return obj
+
+
 def affine_tensors(module):
-    weight, bias = getattr(module, WEIGHT_ATTR, None), getattr(module, BIAS_ATTR, None)
+    weight, bias = _path(module, WEIGHT_ATTR), _path(module, BIAS_ATTR)
     return (weight if isinstance(weight, torch.Tensor) else None, bias if isinstance(bias, torch.Tensor) else None)
 '''
 
