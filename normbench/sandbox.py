@@ -52,7 +52,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from normbench.implementation import Implementation
+from normbench import wire
+from normbench.implementation import Implementation, ImplementationError
 from normbench.registry import ENTRY_POINT_GROUP, PluginError, PluginUnavailable, Registry
 
 #: a plugin source: ("entry_point", name, value) or ("path", "module:attr")
@@ -152,12 +153,12 @@ def _discover_child(conn: Connection, source: Source, limits: Limits, output: st
     _redirect_output(output)
     _limit_resources(limits)
     try:
-        conn.send(("ok", [("unavailable", i.name, i.reason) if isinstance(i, PluginUnavailable) else _describe(i)
-                          for i in _load_source(source)]))
+        wire.send(conn, ("ok", [("unavailable", i.name, i.reason) if isinstance(i, PluginUnavailable)
+                                else _describe(i) for i in _load_source(source)]))
     except BaseException as exc:  # noqa: BLE001 - plugin code: SystemExit and KeyboardInterrupt included
         from normbench.registry import _message
 
-        conn.send(("error", _message(exc), traceback.format_exc()[-4000:]))
+        wire.send(conn, ("error", _message(exc), traceback.format_exc()[-4000:]))
 
 
 #: the outcome metric that lists what the implementation's import changed (normbench.judge_guard.import_changes)
@@ -198,8 +199,8 @@ def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str
     prepared = {"eager"}
     while True:
         try:
-            request = conn.recv()
-        except EOFError:
+            request = wire.receive(conn)
+        except (EOFError, wire.ProtocolError):
             return
         if request is None:
             return
@@ -207,7 +208,7 @@ def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str
         spec = specs[family]
         prop = next(p for p in spec.properties if p.name == prop_name)
         if impl is None or at_import.blocking:
-            conn.send(("outcome", _with_findings({"verdict": "error", "summary": load_error}, findings), False))
+            wire.send(conn, ("outcome", _with_findings({"verdict": "error", "summary": load_error}, findings), False))
             continue
         if variant not in prepared:
             # Dynamo / Inductor / the ONNX exporter import and register lazily on first use, which the fingerprint
@@ -229,7 +230,7 @@ def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str
             outcome.update(verdict="error", observed=None, metrics={}, counterexample=None,
                            summary=f"implementation {name!r} changed the judge or torch's global state, so no "
                                    f"verdict of this process can be trusted: {_listing(changed)}")
-        conn.send(("outcome", _with_findings(outcome, findings), bool(changed)))
+        wire.send(conn, ("outcome", _with_findings(outcome, findings), bool(changed)))
         if changed:
             return
 
@@ -331,14 +332,18 @@ class _Child:
         child_conn.close()
 
     def request(self, message: Any, timeout: float) -> tuple[str, Any]:
-        """("reply", data) / ("timeout", None) / ("died", why)."""
+        """("reply", plain data) / ("timeout", None) / ("died", why) / ("protocol", what was wrong). A reply is
+        decoded as data only (normbench.wire): nothing the child sends is unpickled here."""
         try:
             if message is not ...:
-                self.conn.send(message)
+                wire.send(self.conn, message)
             if not self.conn.poll(timeout):
                 self.kill()
                 return "timeout", None
-            return "reply", self.conn.recv()
+            return "reply", wire.receive(self.conn)
+        except wire.ProtocolError as exc:
+            self.kill()
+            return "protocol", str(exc)
         except (EOFError, OSError, BrokenPipeError):
             return "died", _death(self.process)
 
@@ -350,7 +355,7 @@ class _Child:
 
     def stop(self) -> None:
         try:
-            self.conn.send(None)
+            wire.send(self.conn, None)
         except OSError:
             pass
         self.process.join(2)
@@ -392,14 +397,26 @@ def discover_isolated(paths: Iterable[str] = (), families: Mapping[str, Any] | N
         if status == "died":
             registry.errors.append(PluginError(label, f"importing it ended the process: {reply}{tail}"))
             continue
-        if reply[0] == "error":
-            registry.errors.append(PluginError(label, reply[1], reply[2]))
+        try:
+            if status == "protocol":
+                raise wire.ProtocolError(reply)
+            kind, entries = wire.discovery(reply)
+        except wire.ProtocolError as exc:
+            registry.errors.append(PluginError(label, f"its discovery reply broke normbench's protocol: {exc}{tail}"))
             continue
-        for fields in reply[1]:
+        if kind == "error":
+            registry.errors.append(PluginError(label, entries[0], entries[1]))
+            continue
+        for fields in entries:
             if isinstance(fields, tuple):
                 registry.unavailable.append(PluginError(fields[1], fields[2]))
                 continue
-            impl = Implementation(**fields, factory=SandboxedFactory(source, fields["name"]))
+            try:
+                checked = wire.implementation_fields(fields, dataclasses.fields(Implementation))
+                impl = Implementation(**checked, factory=SandboxedFactory(source, str(checked.get("name"))))
+            except (wire.ProtocolError, ImplementationError, TypeError) as exc:
+                registry.errors.append(PluginError(label, f"an implementation it declares cannot be used: {exc}"))
+                continue
             if families is not None and impl.family not in families:
                 registry.errors.append(PluginError(label, f"implementation {impl.name!r} names family "
                                                    f"{impl.family!r}, which has no spec; known families: "
@@ -474,7 +491,12 @@ class Sandbox:
         self.spent += elapsed
         printed = _excerpt(self.output, self.limits.output_excerpt)
         if status == "reply":
-            _, outcome, tainted = reply
+            try:
+                outcome, tainted = wire.outcome(reply)
+            except wire.ProtocolError as exc:
+                status, reply = "protocol", str(exc)
+                self.child.kill()
+        if status == "reply":
             self.timeouts_in_a_row = 0
             found = (outcome.get("metrics") or {}).get(IMPORT_CHANGES)
             if found and not self.noted_import:
@@ -494,6 +516,12 @@ class Sandbox:
             if self.timeouts_in_a_row >= self.limits.max_consecutive_timeouts:
                 self.gave_up = (f"implementation {self.impl.name!r} timed out on {self.timeouts_in_a_row} items in a "
                                 "row, so its remaining items were not run")
+        elif status == "protocol":
+            # Replaced, like a crashed child: what it sent is refused, and nothing it sent is believed.
+            self.child = None
+            self.timeouts_in_a_row = 0
+            outcome = {"verdict": "error", "summary": f"the implementation's process broke normbench's protocol "
+                                                      f"({reply}) while judging this item, so no verdict"}
         else:
             self.child = None
             self.timeouts_in_a_row = 0

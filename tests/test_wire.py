@@ -1,0 +1,96 @@
+"""The data-only boundary (issue 21, item 1): nothing a plugin's process sends is unpickled in normbench's, and a
+message that breaks the protocol costs that item alone, as an error that says what was wrong."""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+
+import pytest
+
+from normbench import wire
+from normbench.implementation import Implementation
+from normbench.sandbox import Limits, SandboxPool, discover_isolated
+from normbench.spec import load_specs
+
+
+def _pipe():
+    return multiprocessing.get_context("spawn").Pipe()
+
+
+def test_a_message_round_trips_as_plain_data_with_non_finite_numbers():
+    a, b = _pipe()
+    wire.send(a, ("outcome", {"verdict": "pass", "summary": "ok", "metrics": {"tol_ratio": float("inf"),
+                                                                              "shape": (3, 4)}}, False))
+    fields, tainted = wire.outcome(wire.receive(b))
+    assert fields["metrics"] == {"tol_ratio": float("inf"), "shape": [3, 4]} and tainted is False
+
+
+@pytest.mark.parametrize(("message", "problem"), [
+    (["outcome", {"verdict": "conforms"}, False], "verdict 'conforms'"),
+    (["outcome", {"verdict": "pass", "summary": 3}, False], "the summary is a int"),
+    (["outcome", {"verdict": "pass", "metrics": [1]}, False], "the metrics is a list"),
+    (["outcome", {"verdict": "pass"}, "yes"], "taint flag"),
+    (["something else"], "not an outcome"),
+])
+def test_an_outcome_that_breaks_the_protocol_is_refused_saying_why(message, problem):
+    with pytest.raises(wire.ProtocolError, match=problem):
+        wire.outcome(message)
+
+
+def test_garbage_and_oversized_messages_are_protocol_errors():
+    a, b = _pipe()
+    a.send_bytes(b"\x80\x04garbage")
+    with pytest.raises(wire.ProtocolError, match="not UTF-8 JSON"):
+        wire.receive(b)
+    a.send_bytes(b"[" + b"1," * 1000 + b"1]")
+    with pytest.raises(wire.ProtocolError, match="over the"):
+        wire.receive(b, limit=100)
+
+
+def test_implementation_fields_are_typed_and_capped():
+    known = dataclasses.fields(Implementation)
+    fields = wire.implementation_fields({"name": "a", "family": "layernorm", "dtypes": ["float32"],
+                                         "description": "d" * 5000, "weight_offset": 1}, known)
+    assert fields["dtypes"] == ("float32",) and len(fields["description"]) < 2100
+    assert fields["weight_offset"] == 1.0
+    with pytest.raises(wire.ProtocolError, match="unknown fields"):
+        wire.implementation_fields({"name": "a", "evil": 1}, known)
+    with pytest.raises(wire.ProtocolError, match="'bias' is not a boolean"):
+        wire.implementation_fields({"name": "a", "bias": "yes"}, known)
+
+
+def test_a_value_whose_unpickling_runs_code_never_runs_it_in_the_parent(tmp_path, monkeypatch):
+    marker = tmp_path / "marker"
+    monkeypatch.setenv("NORMBENCH_TEST_BOUNDARY_MARKER", str(marker))
+    specs = load_specs().specs
+    registry = discover_isolated(["plugins.boundary:trojan"], families=specs, include_entry_points=False)
+    assert not marker.exists(), marker.read_text()
+    impl = registry.implementations["boundary.trojan"]
+    assert impl.description == "x" and type(impl.description) is str
+    pool = SandboxPool(specs, "ci", Limits())
+    try:
+        outcome = pool.judge(impl, "layernorm", "shift_invariance", "any", "float32", "cpu")
+    finally:
+        pool.close()
+    assert outcome["verdict"] == "pass", outcome["summary"]
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(("name", "problem"), [("boundary.garbage", "not UTF-8 JSON"),
+                                               ("boundary.huge", "over the 4 MiB limit"),
+                                               ("boundary.wrong_verdict", "verdict 'conforms'")])
+def test_a_forged_message_costs_its_item_and_the_next_item_is_judged(name, problem):
+    specs = load_specs().specs
+    registry = discover_isolated([f"plugins.boundary:{name.split('.')[1]}", "plugins.hostile:control"],
+                                 families=specs, include_entry_points=False)
+    pool = SandboxPool(specs, "ci", Limits())
+    try:
+        forged = pool.judge(registry.implementations[name], "layernorm", "shift_invariance", "any", "float32", "cpu")
+        control = pool.judge(registry.implementations["hostile.control"], "layernorm", "shift_invariance", "any",
+                             "float32", "cpu")
+    finally:
+        pool.close()
+    assert forged["verdict"] == "error" and "broke normbench's protocol" in forged["summary"]
+    assert problem in forged["summary"]
+    assert control["verdict"] == "pass", control["summary"]
