@@ -89,6 +89,10 @@ class Implementation:
     #: ``once_differentiable``): second_order_gradients then requires that double backward *raises*, and a
     #: module declared so that computes second-order gradients after all is a wrong declaration (an error).
     double_backward: bool = True
+    #: the dtype the module keeps its parameters in whatever the input dtype (open_clip's LayerNormFp32 keeps
+    #: float32 γ / β under half inputs): the harness casts the module to the input dtype and then its parameters
+    #: to this one, so it is judged in the mixed precision it is written for; None: parameters follow the input
+    param_dtype: str | None = None
     #: True for a module that compiles per shape on its first call (torch.compile inside, a JIT kernel): each
     #: item's time limit is then VARIANT_TIMEOUT_FACTOR times --check-timeout, as under a compile variant, and
     #: the outcome says why (Megatron's L2Norm compiles per shape on CPU: 110 s for forward_equivalence).
@@ -139,6 +143,8 @@ class Implementation:
         unknown = [d for d in self.devices if d not in ALL_DEVICES]
         if unknown:
             raise bad(f"unknown devices {unknown}; choose from {list(ALL_DEVICES)}")
+        if self.param_dtype is not None and self.param_dtype not in ALL_DTYPES:
+            raise bad(f"param_dtype must be one of {list(ALL_DTYPES)} or None, got {self.param_dtype!r}")
         if self.token_layout not in ("BTC", "TBC"):
             raise bad(f"token_layout must be 'BTC' or 'TBC', got {self.token_layout!r}")
         if self.mask_true_means not in ("pad", "valid"):

@@ -386,3 +386,31 @@ def test_a_module_that_compiles_gets_the_compile_variants_time_limit():
     assert item_time_limit(limits, plain, "eager") == (60.0, "")
     assert item_time_limit(limits, compiling, "eager") == (60.0 * VARIANT_TIMEOUT_FACTOR, "declared compiles=True")
     assert item_time_limit(limits, plain, "compile")[0] == 60.0 * VARIANT_TIMEOUT_FACTOR
+
+
+class _LayerNormFp32(torch.nn.LayerNorm):
+    """open_clip's LayerNormFp32: float32 statistics and parameters under half inputs, the result cast back."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.layer_norm(x.to(torch.float32), self.normalized_shape, self.weight, self.bias, self.eps)
+        return y.to(x.dtype)
+
+
+def _fp32_factory(c, eps, affine):
+    return _LayerNormFp32(c, eps=eps, elementwise_affine=affine)
+
+
+@pytest.mark.parametrize("prop", ["forward_equivalence", "gradient_equivalence", "dtype_preservation"])
+def test_param_dtype_judges_a_module_that_keeps_float32_parameters_under_half_inputs(prop):
+    declared = impl("fp32-params", "layernorm", _fp32_factory, param_dtype="float32")
+    outcome = assert_passes(declared, prop, dtype="bfloat16")
+    if prop == "dtype_preservation":
+        assert "float32 parameters (declared param_dtype)" in outcome.summary
+    # undeclared, the harness casts γ to bfloat16 and the float32 layer_norm refuses it
+    assert run(impl("fp32-undeclared", "layernorm", _fp32_factory), prop, dtype="bfloat16").verdict in (
+        "fail", "error")
+
+
+def test_param_dtype_must_be_a_dtype():
+    with pytest.raises(ImplementationError, match="param_dtype"):
+        impl("bad", "layernorm", torch.nn.LayerNorm, param_dtype="fp32")

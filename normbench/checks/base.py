@@ -192,6 +192,11 @@ class CheckContext:
             raise Skip(reason)
         module = self.impl.build(num_features, params)
         module = module.to(device=self.device, dtype=self.dtype)
+        if self.impl.param_dtype is not None:
+            # declared mixed precision: parameters stay in their dtype under any input dtype (buffers follow x)
+            keep = getattr(torch, self.impl.param_dtype)
+            for param in module.parameters():
+                param.data = param.data.to(keep)
         # A γ the harness cannot find would stay at its ones default, unrandomized: a module that ignores its weight
         # would then pass every invariance item (issue 22). That is the declaration's error, never a silent run.
         _affine_tensors_or_error(self.impl, module, bool(params.get("affine", False)))

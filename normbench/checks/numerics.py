@@ -381,11 +381,13 @@ def dtype_preservation(ctx: CheckContext) -> Observation:
     wrong: list[str] = []
     module = ctx.build(c)
     got = _output_dtype(ctx, module, x)
-    label = f"{ctx.dtype_name} parameters"
+    label = f"{ctx.impl.param_dtype or ctx.dtype_name} parameters"
+    if ctx.impl.param_dtype is not None:
+        label += " (declared param_dtype)"
     observed[label] = str(got).removeprefix("torch.")
     if got != x.dtype:
         wrong.append(f"{label}: {observed[label]} output for a {ctx.dtype_name} input")
-    if ctx.dtype in HALF_DTYPES:
+    if ctx.dtype in HALF_DTYPES and ctx.impl.param_dtype is None:
         label = "float32 parameters"
         mixed = ctx.build(c).to(torch.float32)
         try:
