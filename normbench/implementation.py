@@ -89,6 +89,12 @@ class Implementation:
     #: ``once_differentiable``): second_order_gradients then requires that double backward *raises*, and a
     #: module declared so that computes second-order gradients after all is a wrong declaration (an error).
     double_backward: bool = True
+    #: the input ranks the module takes (a graph norm: (2,)); None: every rank the family's checks feed. A case of
+    #: another rank is skipped and counted, and the item says how many of its cases were judged.
+    ranks: tuple[int, ...] | None = None
+    #: the module takes hidden sizes that are multiples of this only (vLLM's CPU rms_norm: 8); other cases are
+    #: skipped and counted, as for ranks
+    hidden_multiple: int | None = None
     #: the dtype the module keeps its parameters in whatever the input dtype (open_clip's LayerNormFp32 keeps
     #: float32 γ / β under half inputs): the harness casts the module to the input dtype and then its parameters
     #: to this one, so it is judged in the mixed precision it is written for; None: parameters follow the input
@@ -143,6 +149,15 @@ class Implementation:
         unknown = [d for d in self.devices if d not in ALL_DEVICES]
         if unknown:
             raise bad(f"unknown devices {unknown}; choose from {list(ALL_DEVICES)}")
+        if self.ranks is not None:
+            object.__setattr__(self, "ranks", tuple(self.ranks))
+            if not self.ranks or not all(isinstance(r, int) and not isinstance(r, bool) and 1 <= r <= 8
+                                         for r in self.ranks):
+                raise bad(f"ranks must be a non-empty tuple of ranks 1..8, got {self.ranks!r}")
+        if self.hidden_multiple is not None and not (isinstance(self.hidden_multiple, int)
+                                                     and not isinstance(self.hidden_multiple, bool)
+                                                     and self.hidden_multiple >= 1):
+            raise bad(f"hidden_multiple must be a positive integer, got {self.hidden_multiple!r}")
         if self.param_dtype is not None and self.param_dtype not in ALL_DTYPES:
             raise bad(f"param_dtype must be one of {list(ALL_DTYPES)} or None, got {self.param_dtype!r}")
         if self.token_layout not in ("BTC", "TBC"):

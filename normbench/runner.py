@@ -16,6 +16,7 @@ import torch
 
 from normbench import checks as _checks  # noqa: F401 - registers every check
 from normbench.checks.base import CHECKS, CheckContext, Skip
+from normbench.compare import ULP_DEFINITION
 from normbench.implementation import Implementation, ImplementationError
 from normbench.judge_guard import shield_lazy_modules
 from normbench.registry import Registry
@@ -81,6 +82,8 @@ class Outcome:
     metrics: dict[str, Any] = field(default_factory=dict)
     counterexample: dict[str, Any] | None = None
     duration_s: float = 0.0
+    #: how the metrics' max_ulp were measured (normbench.compare.ULP_DEFINITION: at the output's scale)
+    ulp: str = ULP_DEFINITION
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -139,6 +142,15 @@ def _plugin_frames(exc: BaseException) -> str:
     return "".join(traceback.format_list(frames)).rstrip()
 
 
+def failure_summary(expect: str, measured: str) -> str:
+    """A failed item's summary leads with what was measured (the deviation and its numbers, which a short summary
+    must not cut off); the expectation it missed is a short suffix, or, for a property the family must not have,
+    the one word that matters first. The outcome's `expect` and `observed` fields keep both, structured."""
+    if expect == "violated":
+        return f"holds, but the family must NOT have it: {measured}"
+    return f"{measured} (must hold)"
+
+
 def judge(item: PlanItem, profile: str = "ci") -> Outcome:
     """Run the item's check and compare what it observed with the spec's expectation."""
     # A lazy module a plugin left in sys.modules must not break hypothesis's scan of it (normbench.judge_guard).
@@ -173,6 +185,11 @@ def judge(item: PlanItem, profile: str = "ci") -> Outcome:
                    f"{_plugin_frames(exc)}")
         return _outcome(item, "error", None, summary, duration_s=time.perf_counter() - start)
     duration = time.perf_counter() - start
+    if ctx.not_declared:
+        # Cases outside the implementation's declared ranks / hidden sizes: the verdict covers the others only.
+        obs.metrics["cases_not_declared"] = len(ctx.not_declared)
+        obs.summary += (f" [{len(ctx.not_declared)} case(s) not judged, outside what the implementation declares: "
+                        f"{ctx.not_declared[0]}]")
     observed = "holds" if obs.holds else "violated"
     if item.expect == "report":
         verdict = "report"
@@ -180,6 +197,6 @@ def judge(item: PlanItem, profile: str = "ci") -> Outcome:
         verdict = "pass" if observed == item.expect else "fail"
     summary = obs.summary
     if verdict == "fail":
-        summary = f"expected the property to be {item.expect}, observed {observed}: {obs.summary}"
+        summary = failure_summary(item.expect, obs.summary)
     return _outcome(item, verdict, observed, summary, metrics=obs.metrics, counterexample=obs.counterexample,
                     duration_s=duration)

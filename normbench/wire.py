@@ -117,6 +117,13 @@ def implementation_fields(value: Any, known: tuple[dataclasses.Field[Any], ...])
         default = field.default if field.default is not dataclasses.MISSING else (
             field.default_factory() if field.default_factory is not dataclasses.MISSING else "")  # type: ignore[misc]
         where = f"field {name!r}"
+        if name in ("ranks", "hidden_multiple") and item is not None:  # declared shapes: integers
+            values = item if name == "ranks" else [item]
+            if not isinstance(values, list) or len(values) > 16 or not all(
+                    isinstance(v, int) and not isinstance(v, bool) for v in values):
+                raise ProtocolError(f"{where} is not {'a list of integers' if name == 'ranks' else 'an integer'}")
+            out[name] = tuple(values) if name == "ranks" else item
+            continue
         if isinstance(default, bool):
             if not isinstance(item, bool):
                 raise ProtocolError(f"{where} is not a boolean")

@@ -414,3 +414,42 @@ def test_param_dtype_judges_a_module_that_keeps_float32_parameters_under_half_in
 def test_param_dtype_must_be_a_dtype():
     with pytest.raises(ImplementationError, match="param_dtype"):
         impl("bad", "layernorm", torch.nn.LayerNorm, param_dtype="fp32")
+
+
+def test_ranks_declaration_skips_the_other_ranks_and_says_how_much_was_judged():
+    graph = impl("graph-norm", "layernorm", lambda c, eps, affine: torch.nn.LayerNorm(c, eps=eps,
+                                                                                     elementwise_affine=affine),
+                 ranks=(2,))
+    outcome = assert_passes(graph, "forward_equivalence")
+    assert outcome.metrics["cases_not_declared"] >= 1 and "declares ranks [2]" in outcome.summary
+    skipped = run(graph, "leading_ranks")  # ranks 1, 4, 5: none of them declared
+    assert skipped.verdict == "skip" and "outside what the implementation declares" in skipped.summary
+
+
+def test_hidden_multiple_declaration_skips_the_other_hidden_sizes():
+    kernel = impl("cpu-kernel", "rmsnorm", lambda c, eps: torch.nn.RMSNorm(c, eps=eps), affine="always",
+                  hidden_multiple=8)
+    outcome = assert_passes(kernel, "gradient_layout")
+    assert outcome.metrics["cases_not_declared"] == 1 and "hidden size 769" in outcome.summary
+
+
+@pytest.mark.parametrize(("field", "value"), [("ranks", ()), ("ranks", (0,)), ("hidden_multiple", 0),
+                                              ("hidden_multiple", "8")])
+def test_declared_shapes_are_validated(field, value):
+    with pytest.raises(ImplementationError, match=field):
+        impl("bad", "layernorm", torch.nn.LayerNorm, **{field: value})
+
+
+def test_a_rank_outside_the_declaration_fails_without_it():
+    class Rank2Only(torch.nn.LayerNorm):
+        def forward(self, x):
+            if x.dim() != 2:
+                raise ValueError("expected (N, C)")
+            return super().forward(x)
+
+    undeclared = impl("rank2", "layernorm", lambda c, eps, affine: Rank2Only(c, eps=eps, elementwise_affine=affine))
+    assert run(undeclared, "forward_equivalence").verdict == "error"
+    declared = impl("rank2-declared", "layernorm", lambda c, eps, affine: Rank2Only(c, eps=eps,
+                                                                                   elementwise_affine=affine),
+                    ranks=(2,))
+    assert_passes(declared, "forward_equivalence")

@@ -54,6 +54,10 @@ def test_implementation_fields_are_typed_and_capped():
                                          "description": "d" * 5000, "weight_offset": 1}, known)
     assert fields["dtypes"] == ("float32",) and len(fields["description"]) < 2100
     assert fields["weight_offset"] == 1.0
+    shapes = wire.implementation_fields({"name": "a", "ranks": [2], "hidden_multiple": 8}, known)
+    assert shapes["ranks"] == (2,) and shapes["hidden_multiple"] == 8
+    with pytest.raises(wire.ProtocolError, match="'ranks' is not a list of integers"):
+        wire.implementation_fields({"name": "a", "ranks": ["2"]}, known)
     with pytest.raises(wire.ProtocolError, match="unknown fields"):
         wire.implementation_fields({"name": "a", "evil": 1}, known)
     with pytest.raises(wire.ProtocolError, match="'bias' is not a boolean"):

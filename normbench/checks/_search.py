@@ -6,10 +6,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from hypothesis import given
+from hypothesis import given, reject
 from hypothesis import strategies as st
+from hypothesis.errors import Unsatisfiable
 
-from normbench.checks.base import CheckContext, Skip
+from normbench.checks.base import CheckContext, Skip, Undeclared
 
 T = TypeVar("T")
 
@@ -62,11 +63,15 @@ def find_counterexample(ctx: CheckContext, evaluate: Callable[[T], Trial], expli
         return trial
 
     for case in explicit:
-        trial = run(case)
+        try:
+            trial = run(case)
+        except Undeclared as exc:  # a case outside what the implementation declares it takes: the next one
+            ctx.not_declared.append(str(exc))
+            continue
         if not trial.ok:
             return SearchResult(False, trials, trial, worst)
     if strategy is None:
-        return SearchResult(True, trials, None, worst)
+        return _result_or_undeclared(ctx, trials, worst)
     failures: list[Trial] = []
     skipped: list[Skip] = []
 
@@ -79,6 +84,9 @@ def find_counterexample(ctx: CheckContext, evaluate: Callable[[T], Trial], expli
             raise _Skipped(str(skipped[0]))
         try:
             trial = run(case)
+        except Undeclared as exc:
+            ctx.not_declared.append(str(exc))
+            reject()
         except Skip as exc:
             skipped.append(exc)
             raise _Skipped(str(exc)) from None
@@ -88,6 +96,8 @@ def find_counterexample(ctx: CheckContext, evaluate: Callable[[T], Trial], expli
 
     try:
         search()
+    except Unsatisfiable:
+        pass  # every draw was outside what the implementation declares (rejected): the explicit cases judged it
     except (_Found, _Skipped, BaseExceptionGroup):
         # a failing draw outranks a draw that could not be judged (hypothesis may report both, as a group)
         if failures:
@@ -95,4 +105,13 @@ def find_counterexample(ctx: CheckContext, evaluate: Callable[[T], Trial], expli
         if not skipped:
             raise
         raise skipped[0] from None
+    return _result_or_undeclared(ctx, trials, worst)
+
+
+def _result_or_undeclared(ctx: CheckContext, trials: int, worst: Trial | None) -> SearchResult:
+    """A passing result; when no case at all could run (each outside what the implementation declares), the
+    item is skipped with the reason instead."""
+    if worst is None and ctx.not_declared:
+        raise Undeclared(f"every case of this item is outside what the implementation declares: "
+                         f"{ctx.not_declared[0]}")
     return SearchResult(True, trials, None, worst)

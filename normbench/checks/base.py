@@ -38,6 +38,11 @@ class Skip(Exception):  # noqa: N818 - reads as `raise Skip("reason")`
     """Raised by a check when it does not apply (e.g. no float64 path); becomes a pytest skip."""
 
 
+class Undeclared(Skip):
+    """A case outside the shapes the implementation declares it takes (Implementation.ranks /
+    hidden_multiple): that case is skipped and counted, the item's other cases are still judged."""
+
+
 @dataclass
 class Observation:
     """What a check measured. `holds` is whether the property was observed to hold."""
@@ -97,6 +102,8 @@ class CheckContext:
     profile: str = "ci"
     #: the deployment variant (normbench.variants): eager, compile or export; build() applies it
     variant: str = "eager"
+    #: why cases were skipped as outside what the implementation declares (Undeclared), one entry per case
+    not_declared: list[str] = field(default_factory=list)
 
     @property
     def dtype_name(self) -> str:
@@ -224,7 +231,7 @@ class CheckContext:
 
     def forward(self, module: nn.Module, x: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Call the module, passing the mask (True = pad here) in the implementation's convention."""
-        return call_module(self.impl, module, x, pad_mask)
+        return call_module(self.impl, module, x, pad_mask, self.spec.layout.features_axis)
 
     def compare(self, actual: torch.Tensor, truth: torch.Tensor, kind: str, reduction_length: int) -> Comparison:
         return compare(actual, truth, self.dtype, self.tolerance(kind), reduction_length)
@@ -234,8 +241,20 @@ class CheckContext:
 INFERENCE_ONLY = "inference only: the implementation declares inference_only=True (a kernel without autograd)"
 
 
+def declared_shape_problem(impl: Implementation, shape: tuple[int, ...], features_axis: int) -> str | None:
+    """Why an input of `shape` is outside what the implementation declares it takes, or None."""
+    if impl.ranks is not None and len(shape) not in impl.ranks:
+        return f"rank {len(shape)} (declares ranks {list(impl.ranks)})"
+    if impl.hidden_multiple is not None and len(shape) and shape[features_axis] % impl.hidden_multiple:
+        return f"hidden size {shape[features_axis]} (declares hidden_multiple={impl.hidden_multiple})"
+    return None
+
+
 def call_module(impl: Implementation, module: nn.Module, x: torch.Tensor,
-                pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+                pad_mask: torch.Tensor | None = None, features_axis: int = -1) -> torch.Tensor:
+    problem = declared_shape_problem(impl, tuple(x.shape), features_axis)
+    if problem is not None:
+        raise Undeclared(f"not judged on {problem}")
     if impl.inference_only and torch.is_grad_enabled() and (
             x.requires_grad or any(p.requires_grad for p in module.parameters())):
         raise Skip(f"{INFERENCE_ONLY}, and this check differentiates through the module")
