@@ -75,6 +75,10 @@ class Implementation:
     #: token layout the module's forward expects for rank-3 token inputs: "BTC" (batch first, the harness
     #: default) or "TBC" (fairseq / PowerNorm); the harness transposes at the boundary.
     token_layout: Literal["BTC", "TBC"] = "BTC"
+    #: where the module takes its channels: "spec" (where the family's layout puts them), "channels_first"
+    #: ((N, C, ...): timm's LayerNorm2d, diffusers' video norms) or "channels_last" ((N, ..., C): speechbrain's
+    #: BatchNorm); the harness moves the axis at the boundary for inputs of rank 3 and more.
+    layout: Literal["spec", "channels_first", "channels_last"] = "spec"
     #: attribute names of the affine weight and bias on the module.
     weight_attr: str = "weight"
     bias_attr: str = "bias"
@@ -162,6 +166,8 @@ class Implementation:
             raise bad(f"param_dtype must be one of {list(ALL_DTYPES)} or None, got {self.param_dtype!r}")
         if self.token_layout not in ("BTC", "TBC"):
             raise bad(f"token_layout must be 'BTC' or 'TBC', got {self.token_layout!r}")
+        if self.layout not in ("spec", "channels_first", "channels_last"):
+            raise bad(f"layout must be 'spec', 'channels_first' or 'channels_last', got {self.layout!r}")
         if self.mask_true_means not in ("pad", "valid"):
             raise bad(f"mask_true_means must be 'pad' or 'valid', got {self.mask_true_means!r}")
         self._validate_contract_fields(bad)

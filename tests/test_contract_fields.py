@@ -453,3 +453,31 @@ def test_a_rank_outside_the_declaration_fails_without_it():
                                                                                    elementwise_affine=affine),
                     ranks=(2,))
     assert_passes(declared, "forward_equivalence")
+
+
+class _LayerNorm2d(torch.nn.LayerNorm):
+    """timm's LayerNorm2d: a per-token LayerNorm over C of an (N, C, H, W) input."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.movedim(1, -1)).movedim(-1, 1)
+
+
+class _ChannelsLastBatchNorm(torch.nn.BatchNorm1d):
+    """speechbrain's BatchNorm1d: (N, L, C) in, statistics per C."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.movedim(-1, 1)).movedim(1, -1)
+
+
+@pytest.mark.parametrize("prop", ["forward_equivalence", "gradient_equivalence", "shift_invariance"])
+def test_a_channels_first_layernorm_is_judged_through_the_layout_declaration(prop):
+    factory = lambda c, eps, affine: _LayerNorm2d(c, eps=eps, elementwise_affine=affine)  # noqa: E731
+    assert_passes(impl("timm-ln2d", "layernorm", factory, layout="channels_first"), prop)
+    assert run(impl("timm-ln2d-undeclared", "layernorm", factory), prop).verdict in ("fail", "error")
+
+
+def test_a_channels_last_batchnorm_is_judged_through_the_layout_declaration():
+    factory = lambda c, eps, affine, momentum, track_running_stats: _ChannelsLastBatchNorm(  # noqa: E731
+        c, eps=eps, affine=affine, momentum=momentum, track_running_stats=track_running_stats)
+    assert_passes(impl("sb-bn", "batchnorm", factory, layout="channels_last"), "forward_equivalence", mode="train")
+    assert_passes(impl("sb-bn", "batchnorm", factory, layout="channels_last"), "running_statistics")

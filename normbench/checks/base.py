@@ -250,6 +250,15 @@ def declared_shape_problem(impl: Implementation, shape: tuple[int, ...], feature
     return None
 
 
+def _channel_move(impl: Implementation, rank: int, features_axis: int) -> tuple[int, int] | None:
+    """(from, to) for torch.movedim when the implementation's channel axis differs from the family's, else None."""
+    if impl.layout == "spec" or rank < 3:
+        return None
+    have = features_axis % rank
+    want = 1 if impl.layout == "channels_first" else rank - 1
+    return None if have == want else (have, want)
+
+
 def call_module(impl: Implementation, module: nn.Module, x: torch.Tensor,
                 pad_mask: torch.Tensor | None = None, features_axis: int = -1) -> torch.Tensor:
     problem = declared_shape_problem(impl, tuple(x.shape), features_axis)
@@ -263,6 +272,11 @@ def call_module(impl: Implementation, module: nn.Module, x: torch.Tensor,
         mask = pad_mask.to(x.device)
         kwargs[impl.mask_kwarg] = mask if impl.mask_true_means == "pad" else ~mask
     time_major = impl.token_layout == "TBC" and x.dim() == 3
+    # A module whose channel axis is not the family's (timm's LayerNorm2d takes (N, C, H, W); speechbrain's
+    # BatchNorm (N, L, C)): the harness moves the axis at the boundary, both ways, as it transposes for TBC.
+    moved = _channel_move(impl, x.dim(), features_axis)
+    if moved is not None:
+        x = x.movedim(*moved)
     out = module(x.transpose(0, 1) if time_major else x, **kwargs)
     if isinstance(out, tuple | list):
         # Fused norm+residual plugins return (normed, residual); any other arity is ambiguous (which element
@@ -275,6 +289,10 @@ def call_module(impl: Implementation, module: nn.Module, x: torch.Tensor,
         out = out[0]
     if time_major and isinstance(out, torch.Tensor):
         out = out.transpose(0, 1)
+    if moved is not None:
+        x = x.movedim(moved[1], moved[0])
+        if isinstance(out, torch.Tensor):
+            out = out.movedim(moved[1], moved[0])
     if not isinstance(out, torch.Tensor):
         raise ImplementationError(f"implementation {impl.name!r}: forward returned {type(out).__name__}, "
                                   "not a Tensor")
