@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from normbench import safe_yaml
 
 #: the characters that may follow an entry id inside a test id: the next segment, the end of the
 #: parameters, or the end of the id. Anything else means the id stopped inside a segment.
@@ -136,14 +136,11 @@ def _id_problem(entry_id: str, implementation: str) -> str | None:
 
 
 def _load_file(path: Path) -> KnownFailuresFile:
+    # a regular UTF-8 file of at most 1 MiB, nested at most 32 deep, no alias of a collection (normbench.safe_yaml)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise KnownFailuresError(path, f"cannot read: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise KnownFailuresError(path, f"malformed YAML: {exc}") from None
+        data = safe_yaml.load_file(path)
+    except safe_yaml.YamlFileError as exc:
+        raise KnownFailuresError(path, exc.message, key=exc.where) from None
     if not isinstance(data, dict):
         raise KnownFailuresError(path, "expected a mapping with keys 'implementation' and 'known_failures', got "
                                  f"{type(data).__name__}")
@@ -204,6 +201,9 @@ def load_known_failures(sources: Iterable[Path], *, builtin: Path | None = None)
             loaded = _load_file(path)
         except KnownFailuresError as exc:
             result.errors.append(exc)
+            continue
+        except Exception as exc:  # a loader bug must not stop the other files: say which file, and what
+            result.errors.append(KnownFailuresError(path, f"loading raised {type(exc).__name__}: {exc}"))
             continue
         result.files.append(loaded)
         result.entries.extend(loaded.entries)

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import jsonschema
-import yaml
+
+from normbench import safe_yaml
 
 Expectation = Literal["holds", "violated", "report"]
 #: "any" is the single mode of a property whose expectation does not depend on train/eval.
@@ -130,22 +131,12 @@ def _key_of(path: Iterable[Any]) -> str:
 
 
 def _parse_yaml(path: Path) -> Any:
+    """The file's data: a regular UTF-8 file of at most 1 MiB, nested at most 32 deep, no alias of a collection
+    (normbench.safe_yaml); anything else is a SpecError naming the file."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError(path, "", f"cannot read: {exc.strerror}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.constructor.ConstructorError as exc:
-        mark = exc.problem_mark
-        where = f"line {mark.line + 1}" if mark else "<unknown line>"
-        raise SpecError(path, where, f"{exc.problem} (specs are plain data, loaded with yaml.safe_load; "
-                        "tags such as !!python/object are refused)") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<unknown line>"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(path, where, f"malformed YAML: {problem}") from None
+        return safe_yaml.load_file(path)
+    except safe_yaml.YamlFileError as exc:
+        raise SpecError(path, exc.where, exc.message) from None
 
 
 def _non_finite(data: Any, key: tuple[Any, ...] = ()) -> tuple[tuple[Any, ...], float] | None:
@@ -316,17 +307,25 @@ class SpecSet:
 
 
 def load_specs(extra_dirs: Iterable[str | Path] = (), known_checks: Iterable[str] | None = None) -> SpecSet:
-    """Load the built-in specs and any *.yaml under extra_dirs; a bad file is recorded, not raised."""
+    """Load the built-in specs and any *.yaml under extra_dirs (--spec-dir); a bad file, or an extra dir that is not a
+    directory, is recorded, not raised, and the other specs still load."""
     known = list(known_checks) if known_checks is not None else None
     paths = builtin_spec_paths()
-    for directory in extra_dirs:
-        paths.extend(sorted(Path(directory).glob("*.yaml")))
     result = SpecSet()
+    for directory in map(Path, extra_dirs):
+        if not directory.is_dir():
+            what = "not a directory" if directory.exists() else "no such directory"
+            result.errors.append(SpecError(directory, "", f"--spec-dir: {what}"))
+            continue
+        paths.extend(sorted(directory.glob("*.yaml")))
     for path in paths:
         try:
             spec = load_spec(path, known)
         except SpecError as exc:
             result.errors.append(exc)
+            continue
+        except Exception as exc:  # a loader bug must not stop the other specs: say which file, and what
+            result.errors.append(SpecError(path, "", f"loading raised {type(exc).__name__}: {exc}"))
             continue
         if spec.family in result.specs:
             result.errors.append(SpecError(path, "family", f"{spec.family!r} is already defined by "
