@@ -52,14 +52,44 @@ class Registry:
     errors: list[PluginError] = field(default_factory=list)
     #: plugins (or parts of one) whose library is not available here: skipped with the reason
     unavailable: list[PluginError] = field(default_factory=list)
+    #: name -> the source of every declaration of it, judged or not (a name declared twice is refused in each)
+    declared: dict[str, list[str]] = field(default_factory=dict)
 
-    def add(self, impl: Implementation) -> None:
-        existing = self.implementations.get(impl.name)
-        if existing is not None:
-            self.errors.append(PluginError(impl.source, f"implementation name {impl.name!r} is already "
-                                           f"registered by {existing.source}; names must be unique"))
+    def add(self, impl: Implementation, judged: bool = True) -> None:
+        """Register `impl`, whose `source` the caller has set (`with_source`). A name declared more than once is
+        refused in every declaration, the first included, each error naming every source: keeping the first would
+        let whichever plugin sorts first pass itself off as another (results and known failures are keyed by name).
+        `judged=False` only takes the name: an installed implementation not judged in this run (--no-entry-points),
+        whose name an --impl-path implementation still may not reuse."""
+        sources = self.declared.setdefault(impl.name, [])
+        sources.append(impl.source)
+        if len(sources) == 1:
+            if judged:
+                self.implementations[impl.name] = impl
             return
-        self.implementations[impl.name] = impl
+        message = (f"implementation name {impl.name!r} is declared by {_and(sources)}; names must be unique "
+                   "(results and known failures are keyed by name), so no declaration of it is judged")
+        first = self.implementations.pop(impl.name, None)
+        refused = ([first.source] if first is not None else []) + ([impl.source] if judged else [])
+        for source in dict.fromkeys(refused):
+            self.errors.append(PluginError(source, message))
+
+
+def _and(sources: list[str]) -> str:
+    unique = list(dict.fromkeys(sources))
+    if len(unique) == 1:
+        return f"{unique[0]} {len(sources)} times"
+    return ", ".join(unique[:-1]) + f" and {unique[-1]}"
+
+
+def with_source(impl: Implementation, source: str) -> Implementation:
+    """`impl` with `source` set to where it was found (an entry point, an --impl-path): the registry's to say, never
+    the plugin's, or a plugin could record its results as a built-in's. Raises ImplementationError when the plugin
+    set another source itself."""
+    if impl.source not in ("", source):
+        raise ImplementationError(f"implementation {impl.name!r} sets source={impl.source!r}; the source is set by "
+                                  f"normbench to where the implementation was found ({source}), never by the plugin")
+    return impl if impl.source == source else replace(impl, source=source)
 
 
 def _short_traceback(exc: BaseException) -> str:
@@ -170,7 +200,8 @@ def discover(paths: Iterable[str] = (), families: Mapping[str, Any] | None = Non
              include_entry_points: bool = True) -> Registry:
     """Every implementation from the entry-point group and from `paths`, with per-plugin errors.
 
-    When `families` is given, an implementation whose family has no spec is reported, not judged.
+    When `families` is given, an implementation whose family has no spec is reported, not judged. The source is
+    where it was found (`with_source`); a name declared twice is refused in both declarations (`Registry.add`).
     """
     registry = Registry()
     sources: list[tuple[str, Any]] = []
@@ -181,7 +212,7 @@ def discover(paths: Iterable[str] = (), families: Mapping[str, Any] | None = Non
                 sources.append((source, _resolve(ep.load(), source)))
             except Exception as exc:  # import errors, bad objects: report this plugin only
                 registry.errors.append(PluginError(source, _message(exc), traceback.format_exc()))
-    for path in paths:
+    for path in dict.fromkeys(paths):  # the same --impl-path twice is one source
         try:
             sources.append((f"--impl-path {path}", load_path(path)))
         except Exception as exc:
@@ -195,6 +226,11 @@ def discover(paths: Iterable[str] = (), families: Mapping[str, Any] | None = Non
                 registry.errors.append(PluginError(source, f"implementation {impl.name!r} names family "
                                                    f"{impl.family!r}, which has no spec; known families: "
                                                    f"{sorted(families)}"))
+                continue
+            try:
+                impl = with_source(impl, source)
+            except ImplementationError as exc:
+                registry.errors.append(PluginError(source, str(exc)))
                 continue
             registry.add(impl)
     return registry

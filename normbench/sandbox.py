@@ -54,7 +54,7 @@ from typing import Any
 
 from normbench import wire
 from normbench.implementation import Implementation, ImplementationError
-from normbench.registry import ENTRY_POINT_GROUP, PluginError, PluginUnavailable, Registry
+from normbench.registry import ENTRY_POINT_GROUP, PluginError, PluginUnavailable, Registry, with_source
 
 #: a plugin source: ("entry_point", name, value) or ("path", "module:attr")
 Source = tuple[str, ...]
@@ -371,17 +371,17 @@ def discover_isolated(paths: Iterable[str] = (), families: Mapping[str, Any] | N
     """Like `normbench.registry.discover`, but every source is imported in a child process of its own.
 
     Installed entry points are always imported (in isolation) so that an ``--impl-path`` implementation named
-    like an installed one from another source is refused with both sources named, even with
-    ``include_entry_points=False`` (then they are not judged). The implementations returned carry a factory
-    that refuses to run here: they are built only inside their sandbox.
+    like an installed one is refused with both sources named, even with ``include_entry_points=False`` (then they
+    are not judged); a name declared twice is refused in both declarations (`Registry.add`). The source is this
+    process's label of where it was found, never what the child reports (`with_source`). The implementations
+    returned carry a factory that refuses to run here: they are built only inside their sandbox.
     """
     limits = limits or Limits()
     scratch = _scratch_dir()
     registry = Registry()
-    installed: dict[str, Implementation] = {}
     sources: list[Source] = [("entry_point", ep.name, ep.value)
                              for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)]
-    sources += [("path", path) for path in paths]
+    sources += [("path", path) for path in dict.fromkeys(paths)]  # the same --impl-path twice is one source
     for source in sources:
         label = source_label(source)
         output = scratch / "discover.out"
@@ -422,21 +422,12 @@ def discover_isolated(paths: Iterable[str] = (), families: Mapping[str, Any] | N
                                                    f"{impl.family!r}, which has no spec; known families: "
                                                    f"{sorted(families)}"))
                 continue
-            if source[0] == "entry_point":
-                if impl.name in installed:
-                    registry.errors.append(PluginError(label, f"implementation name {impl.name!r} is already "
-                                                       f"registered by {installed[impl.name].source}; names must "
-                                                       "be unique"))
-                    continue
-                installed[impl.name] = impl
-                if not include_entry_points:
-                    continue
-            elif impl.name in installed and installed[impl.name].source != impl.source:
-                registry.errors.append(PluginError(label, f"implementation name {impl.name!r} collides with the "
-                                                   f"installed one from {installed[impl.name].source}; rename it "
-                                                   "(results are keyed by name)"))
+            try:
+                impl = with_source(impl, label)
+            except ImplementationError as exc:
+                registry.errors.append(PluginError(label, str(exc)))
                 continue
-            registry.add(impl)
+            registry.add(impl, judged=include_entry_points or source[0] != "entry_point")
     for leftover in scratch.iterdir():
         leftover.unlink()
     scratch.rmdir()

@@ -71,9 +71,12 @@ def test_a_broken_plugin_does_not_hide_the_others():
     assert any("'no_such_family', which has no spec" in m for m in messages)
 
 
-def test_duplicate_names_are_reported():
+def test_duplicate_names_are_refused_in_both_declarations():
     registry = discover(["normbench.builtins:torch_implementations"], families=specs())
-    assert any("already registered" in str(e) for e in registry.errors)
+    assert "torch.nn.LayerNorm" not in registry.implementations
+    messages = [str(e) for e in registry.errors if "'torch.nn.LayerNorm'" in str(e)]
+    assert len(messages) == 2 and all("entry point 'torch-builtins'" in m and
+                                      "--impl-path normbench.builtins:torch_implementations" in m for m in messages)
 
 
 def test_factory_errors_name_the_implementation():
