@@ -7,9 +7,9 @@ One conformance badge per implementation ("normbench | conforms" green, "normben
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,11 +26,20 @@ FAILING = ("fail", "error", "xfail")
 JUDGED = ("pass", "fail", "error", "xfail", "report", "skip")
 
 
+#: a name used as its own file name: safe characters, short, and never of the form another name's file takes
+#: (``<clean>-<12 hex>``, ``<name>-roofline``), so two names never share a file
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
+_HASHED = re.compile(r"-[0-9a-f]{12}$")
+
+
 def slug(name: str) -> str:
-    """A file name for an implementation: its name where it is safe, else a cleaned name plus a short hash
-    (two names that clean to the same text still get different files)."""
-    clean = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "impl"
-    return clean if clean == name else f"{clean}-{zlib.crc32(name.encode()):08x}"
+    """A file name for an implementation (badges, site pages): its name where it is safe, else a cleaned name of at
+    most 64 characters plus 12 hex digits of its SHA-256, so a 5000-character name still fits a file name (255 bytes)
+    and names that clean alike ("a/b", "a:b", or one spelled like the other's hashed slug) get different files."""
+    if _SAFE_NAME.fullmatch(name) and not _HASHED.search(name) and not name.endswith(("-roofline", ".")):
+        return name
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:64].strip("._-") or "impl"
+    return f"{clean}-{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ matplotlib is imported only when there is something to plot, so a conformance-on
 
 from __future__ import annotations
 
+import hashlib
 import math
 import textwrap
 from pathlib import Path
@@ -16,6 +17,18 @@ from normbench.publish._format import PLOTS_DIR
 
 LINESTYLES = {"float32": "-", "bfloat16": "--", "float16": ":", "float64": "-."}
 MARKERS = {"eager": "o", "compile": "s", "onnxruntime": "^"}
+#: longest implementation label drawn in a legend (a 5000-character name would run far past the figure)
+MAX_LABEL = 80
+
+
+def plain(label: str) -> str:
+    """`label` as matplotlib draws it literally: '$' starts mathtext (a name "a$\\frac$" raised in savefig and stopped
+    the publisher), a label starting with '_' is silently left out of the legend, and a long one is cut (its hash
+    kept, so two long names stay apart)."""
+    if len(label) > MAX_LABEL:
+        label = f"{label[:MAX_LABEL - 14]}…{hashlib.sha256(label.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
+    label = label.replace("$", r"\$")
+    return " " + label if label.startswith("_") else label
 
 
 class PlotPublisher:
@@ -41,7 +54,7 @@ class PlotPublisher:
             for name, points in curves.items():
                 if points:
                     xs, ys = zip(*points)
-                    ax.plot(xs, ys, marker="o" if len(points) <= 30 else None, markersize=3, label=name)
+                    ax.plot(xs, ys, marker="o" if len(points) <= 30 else None, markersize=3, label=plain(name))
             if spec.log_y:
                 ax.set_yscale("log")
             ax.set_title(panel, fontsize=9)
@@ -68,7 +81,7 @@ class PlotPublisher:
             for s in series:
                 xs, ys = zip(*s.points)
                 ax.plot(xs, ys, marker=MARKERS.get(s.variant, "o"), color=colors[s.implementation],
-                        linestyle=LINESTYLES.get(s.dtype, "-"), label=s.label)
+                        linestyle=LINESTYLES.get(s.dtype, "-"), label=plain(s.label))
             if spec.roofline_gbps:
                 ax.axhline(spec.roofline_gbps, color="black", linewidth=1.2,
                            label=f"copy roofline {spec.roofline_gbps:.0f} GB/s")
