@@ -79,6 +79,9 @@ class Implementation:
     #: ((N, C, ...): timm's LayerNorm2d, diffusers' video norms) or "channels_last" ((N, ..., C): speechbrain's
     #: BatchNorm); the harness moves the axis at the boundary for inputs of rank 3 and more.
     layout: Literal["spec", "channels_first", "channels_last"] = "spec"
+    #: the dotted path of the submodule that holds the family's state buffers, for nested running statistics
+    #: (torch_geometric's BatchNorm keeps them at ``.module.running_mean``); "" when they are the module's own
+    state_attr: str = ""
     #: attribute names of the affine weight and bias on the module.
     weight_attr: str = "weight"
     bias_attr: str = "bias"
@@ -175,6 +178,8 @@ class Implementation:
     def _validate_contract_fields(self, bad: Callable[[str], ImplementationError]) -> None:
         """The fields that describe code in the wild (bias, affine, fixed_params); spec-dependent checks of
         fixed_params are in `check_fixed_params`, called where the spec is known."""
+        if self.state_attr and not all(part.isidentifier() for part in str(self.state_attr).split(".")):
+            raise bad(f"state_attr must be a dotted attribute path, got {self.state_attr!r}")
         for attr in ("weight_attr", "bias_attr"):
             value = getattr(self, attr)
             # a dotted path reaches a wrapped module's tensor (speechbrain keeps γ at ``.norm.weight``)
@@ -255,6 +260,10 @@ class Implementation:
         bias = attribute_path(module, self.bias_attr) if self.bias else None
         return (weight if isinstance(weight, torch.Tensor) else None,
                 bias if isinstance(bias, torch.Tensor) else None)
+
+    def state_tensor(self, module: nn.Module, name: str) -> Any:
+        """The module's state buffer `name` of its family's spec (``state_attr.name`` for nested statistics)."""
+        return attribute_path(module, f"{self.state_attr}.{name}" if self.state_attr else name)
 
     def undeclared_bias(self, module: nn.Module) -> torch.Tensor | None:
         """A tensor at ``bias_attr`` on a module declared bias=False: a β the declaration hides."""

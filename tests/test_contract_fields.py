@@ -481,3 +481,27 @@ def test_a_channels_last_batchnorm_is_judged_through_the_layout_declaration():
         c, eps=eps, affine=affine, momentum=momentum, track_running_stats=track_running_stats)
     assert_passes(impl("sb-bn", "batchnorm", factory, layout="channels_last"), "forward_equivalence", mode="train")
     assert_passes(impl("sb-bn", "batchnorm", factory, layout="channels_last"), "running_statistics")
+
+
+class _NestedBatchNorm(torch.nn.Module):
+    """torch_geometric's BatchNorm: a wrapper whose running statistics live at `.module.running_mean`."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True, momentum: float | None = 0.1,
+                 track_running_stats: bool = True) -> None:
+        super().__init__()
+        self.module = torch.nn.BatchNorm1d(num_features, eps=eps, affine=affine, momentum=momentum,
+                                           track_running_stats=track_running_stats)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+
+@pytest.mark.parametrize("prop", ["running_statistics", "forward_equivalence", "module_hygiene"])
+def test_state_attr_reaches_nested_running_statistics(prop):
+    nested = impl("pyg-bn", "batchnorm", _NestedBatchNorm, state_attr="module", weight_attr="module.weight",
+                  bias_attr="module.bias")
+    assert_passes(nested, prop, mode=None if prop == "running_statistics" else "train")
+    # undeclared, the running statistics are not found, so the eval-mode map is judged against random ones
+    undeclared = impl("pyg-bn-undeclared", "batchnorm", _NestedBatchNorm, weight_attr="module.weight",
+                      bias_attr="module.bias")
+    assert run(undeclared, "forward_equivalence", mode="eval").verdict in ("fail", "error")

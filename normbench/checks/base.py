@@ -327,7 +327,7 @@ def randomize_module(impl: Implementation, spec: Spec, module: nn.Module, seed: 
         if bias is not None:
             bias.copy_((0.5 * torch.randn(bias.shape, generator=gen, dtype=torch.float64)).to(bias.dtype))
         for name in spec.state:
-            buf = getattr(module, name, None)
+            buf = impl.state_tensor(module, name)
             if not isinstance(buf, torch.Tensor) or not buf.is_floating_point():
                 continue
             if "var" in name or "psi" in name or "phi" in name:
@@ -363,7 +363,7 @@ def reference_like(impl: Implementation, spec: Spec, module: nn.Module, num_feat
             ref.bias.zero_()
             ref.bias.requires_grad_(False)
         for name in spec.state:
-            src = getattr(module, name, None)
+            src = impl.state_tensor(module, name)
             dst = getattr(ref, name, None)
             if isinstance(src, torch.Tensor) and isinstance(dst, torch.Tensor):
                 dst.copy_(src.detach().cpu().to(dst.dtype))

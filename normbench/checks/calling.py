@@ -74,7 +74,7 @@ def affine_of(ctx: CheckContext, module: nn.Module) -> dict[str, torch.Tensor]:
 
 def state_of(ctx: CheckContext, module: nn.Module) -> dict[str, torch.Tensor]:
     return {name: buf.detach().clone() for name in ctx.spec.state
-            if isinstance(buf := getattr(module, name, None), torch.Tensor)}
+            if isinstance(buf := ctx.impl.state_tensor(module, name), torch.Tensor)}
 
 
 def parameter_grads(ctx: CheckContext, module: nn.Module, run: Run, prefix: str = "") -> None:

@@ -136,7 +136,7 @@ def _trial(ctx: CheckContext, variant: Variant, comparisons: dict[str, Compariso
 def _compare_state(ctx: CheckContext, module: torch.nn.Module, ref: torch.nn.Module, n: int,
                    out: dict[str, Comparison]) -> None:
     for name in ctx.spec.state:
-        got, want = getattr(module, name, None), getattr(ref, name, None)
+        got, want = ctx.impl.state_tensor(module, name), getattr(ref, name, None)
         if isinstance(want, torch.Tensor):
             if not isinstance(got, torch.Tensor):
                 raise AssertionError(f"buffer {name!r} is missing after the step")

@@ -63,7 +63,7 @@ def _registration_problems(ctx: CheckContext, module: nn.Module) -> list[str]:
     persistent = module.state_dict(keep_vars=True)
     stored = {id(t) for t in persistent.values()}
     for name in ctx.spec.state:
-        buf = getattr(module, name, None)
+        buf = ctx.impl.state_tensor(module, name)
         if isinstance(buf, torch.Tensor) and id(buf) not in stored:
             problems.append(f"state {name!r} is not in the state_dict (a non-persistent buffer or a plain "
                             "attribute): checkpoints lose it")

@@ -294,7 +294,7 @@ def _state_comparisons(ctx: CheckContext, got: nn.Module, want: nn.Module, n: in
     """Compare the spec's state buffers of two modules (integers exactly)."""
     out: dict[str, Comparison] = {}
     for name in ctx.spec.state:
-        a, b = getattr(got, name, None), getattr(want, name, None)
+        a, b = ctx.impl.state_tensor(got, name), ctx.impl.state_tensor(want, name)
         if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
             continue
         if b.is_floating_point():

@@ -159,7 +159,7 @@ def _forward_backward(ctx: CheckContext, module: nn.Module, x: torch.Tensor, dy:
         if param is not None:
             grads[label] = param.grad if param.grad is not None else torch.zeros_like(param)
     state = {name: buf.detach().clone() for name in ctx.spec.state
-             if isinstance(buf := getattr(module, name, None), torch.Tensor)}
+             if isinstance(buf := ctx.impl.state_tensor(module, name), torch.Tensor)}
     return _Run(y.detach(), x.grad, grads, state)
 
 

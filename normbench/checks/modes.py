@@ -142,10 +142,10 @@ def _real(ctx: CheckContext, y: torch.Tensor, truth: torch.Tensor,
     return tokens_view(ctx, y)[~mask], tokens_view(ctx, truth)[~mask]
 
 
-def _buffers(module: nn.Module, names: tuple[str, ...]) -> dict[str, torch.Tensor | None]:
+def _buffers(ctx: CheckContext, module: nn.Module) -> dict[str, torch.Tensor | None]:
     out: dict[str, torch.Tensor | None] = {}
-    for name in names:
-        value = getattr(module, name, None)
+    for name in ctx.spec.state:
+        value = ctx.impl.state_tensor(module, name)
         out[name] = value.detach().clone() if isinstance(value, torch.Tensor) else None
     return out
 
@@ -171,7 +171,7 @@ def _compare_buffer(ctx: CheckContext, got: torch.Tensor, want: torch.Tensor, n:
 def _state_vs_reference(ctx: CheckContext, module: nn.Module, ref: nn.Module, x: torch.Tensor, n: int,
                         label: str, out: dict[str, Comparison]) -> None:
     for name in ctx.spec.state:
-        got, want = getattr(module, name, None), getattr(ref, name, None)
+        got, want = ctx.impl.state_tensor(module, name), getattr(ref, name, None)
         if not isinstance(want, torch.Tensor):
             continue  # a buffer the reference does not keep (untracked): checked for immutability instead
         if not isinstance(got, torch.Tensor):
@@ -206,7 +206,7 @@ def _running_trial(ctx: CheckContext, scenario: Scenario) -> Trial:
     n = reduction_length(ctx.spec, scenario.shape, num_groups_of(params))
     tracked = bool(params.get("track_running_stats", True))
     comparisons: dict[str, Comparison] = {}
-    initial = _buffers(module, ctx.spec.state)
+    initial = _buffers(ctx, module)
     metrics: dict[str, Any] = {}
     steps = 1 if scenario.trigger else TRAIN_STEPS
     for step in range(steps):
@@ -217,22 +217,22 @@ def _running_trial(ctx: CheckContext, scenario: Scenario) -> Trial:
         truth = reference_forward(ref, x, mask)
         comparisons[f"train step {step + 1} output"] = ctx.compare(*_real(ctx, y, truth, mask), "forward", n)
         _state_vs_reference(ctx, module, ref, x, n, f"train step {step + 1}", comparisons)
-    if scenario.trigger and isinstance(getattr(module, "running_var", None), torch.Tensor):
-        metrics["trigger.running_var"] = float(module.running_var.double().mean().item())
+    if scenario.trigger and isinstance(ctx.impl.state_tensor(module, "running_var"), torch.Tensor):
+        metrics["trigger.running_var"] = float(ctx.impl.state_tensor(module, "running_var").double().mean().item())
         metrics["trigger.reference_running_var"] = float(ref.running_var.double().mean().item())
     if not tracked:
         # track_running_stats=False: no step may touch a buffer the module happens to keep.
-        _unchanged(initial, _buffers(module, ctx.spec.state), "after train steps (untracked)", ctx, comparisons)
+        _unchanged(initial, _buffers(ctx, module), "after train steps (untracked)", ctx, comparisons)
     # Eval: tracked -> running statistics, buffers frozen; untracked -> batch statistics (pytorch#16793).
     module.eval()
     ref.eval()
-    before = _buffers(module, ctx.spec.state)
+    before = _buffers(ctx, module)
     x = _step_input(ctx, scenario, steps)
     mask = _step_mask(ctx, scenario, steps)
     with torch.no_grad():
         y = ctx.forward(module, x, pad_mask=mask)
     comparisons["eval output"] = ctx.compare(*_real(ctx, y, reference_forward(ref, x, mask), mask), "forward", n)
-    _unchanged(before, _buffers(module, ctx.spec.state), "eval step", ctx, comparisons)
+    _unchanged(before, _buffers(ctx, module), "eval step", ctx, comparisons)
     momentum = params.get("momentum")
     cex = {**scenario.as_dict(), "dtype": ctx.dtype_name, "mode": ctx.mode, "train_steps": steps}
     return comparisons_trial(ctx, comparisons, cex, {"momentum": momentum, **metrics})

@@ -164,7 +164,7 @@ def _state_comparisons(ctx: CheckContext, module: nn.Module, ref: nn.Module, n: 
     buffer whose true value its dtype cannot hold (a variance of 1e6 in float16) is not compared."""
     out: dict[str, Comparison] = {}
     for name in ctx.spec.state:
-        got, want = getattr(module, name, None), getattr(ref, name, None)
+        got, want = ctx.impl.state_tensor(module, name), getattr(ref, name, None)
         if isinstance(got, torch.Tensor) and isinstance(want, torch.Tensor) and want.is_floating_point():
             if got.is_floating_point() and want.numel() and \
                     float(want.detach().abs().max()) > torch.finfo(got.dtype).max:

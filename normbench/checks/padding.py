@@ -118,7 +118,7 @@ def _strategy(ctx: CheckContext) -> st.SearchStrategy[PackProbe]:
 def _state(ctx: CheckContext, got: nn.Module, want: nn.Module, n: int, tol: Tolerance,
            out: dict[str, Comparison]) -> None:
     for name in ctx.spec.state:
-        a, b = getattr(got, name, None), getattr(want, name, None)
+        a, b = ctx.impl.state_tensor(got, name), ctx.impl.state_tensor(want, name)
         if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
             continue
         if b.is_floating_point():

@@ -162,7 +162,7 @@ def _buffer_comparison(ctx: CheckContext, name: str, got: torch.Tensor, want: to
 def _state(ctx: CheckContext, module: nn.Module, ref: nn.Module, label: str, tol: Tolerance, n: int,
            x_peak: float, g_peak: float, out: dict[str, Comparison]) -> None:
     for name in ctx.spec.state:
-        got, want = getattr(module, name, None), getattr(ref, name, None)
+        got, want = ctx.impl.state_tensor(module, name), getattr(ref, name, None)
         if not isinstance(want, torch.Tensor):
             continue
         if not isinstance(got, torch.Tensor):
