@@ -45,6 +45,9 @@ from filelock import FileLock, Timeout
 import normbench
 
 API_VERSION = 1
+#: where runs write by default, relative to the current folder (issue 20): a clone's committed results/ is the
+#: published leaderboard, refreshed only by an explicit publish step (README, *Publishing the leaderboard*)
+DEFAULT_RESULTS_DIR = "normbench-results"
 CONFORMANCE_FILE = "conformance.json"
 #: the kinds of record and the key under which each keeps its entries (dicts keyed by a stable id)
 ENTRIES: dict[str, str] = {"conformance": "outcomes", "benchmark": "results", "claims": "claims"}
@@ -83,14 +86,19 @@ def cpu_model() -> str:
 
 
 def normbench_commit() -> str:
+    """The commit of the clone normbench runs from; "unknown" for an installed copy (the record's version says which),
+    including one in a virtualenv inside someone else's repository, whose commit is not normbench's."""
     root = Path(__file__).resolve().parent.parent
     try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                             text=True, timeout=10, check=True)
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel", "--short=12", "HEAD"],
+                             capture_output=True, text=True, timeout=10, check=True)
+        toplevel, commit = out.stdout.split()
+        if Path(toplevel).resolve() != root:
+            return "unknown"
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError, ValueError):
         return "unknown"
 
 
@@ -647,12 +655,4 @@ def scan_records(results_dir: Path) -> tuple[list[dict[str, Any]], list[ResultsE
         except ResultsError as exc:
             errors.append(exc)
     return records, errors
-
-
-def load_records(results_dir: Path, kind: str | None = None) -> list[dict[str, Any]]:
-    """The readable records (of `kind`), refusing the run on a record this normbench cannot read."""
-    records, errors = scan_records(results_dir)
-    if errors:
-        raise ResultsError("; ".join(map(str, errors)))
-    return [r for r in records if kind is None or r["kind"] == kind]
 

@@ -22,8 +22,6 @@ import jsonschema
 from normbench import safe_yaml
 
 Expectation = Literal["holds", "violated", "report"]
-#: "any" is the single mode of a property whose expectation does not depend on train/eval.
-Mode = Literal["train", "eval", "any"]
 
 
 class SpecError(ValueError):

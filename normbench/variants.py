@@ -296,12 +296,6 @@ def apply_variant(module: nn.Module, variant: str) -> nn.Module:
     return module
 
 
-def as_eager(module: nn.Module) -> nn.Module:
-    """Undo apply_variant (the same module object)."""
-    module.__class__ = base_class(module)
-    return module
-
-
 # -- export ------------------------------------------------------------------------------------------------------
 
 @dataclass
@@ -554,9 +548,3 @@ def run_exported(module: nn.Module, cls: type[nn.Module], args: tuple[Any, ...],
 def last_export(module: nn.Module) -> ExportedGraph | None:
     """The exported graph the module last ran through (None before its first call under ``export``)."""
     return _LAST_EXPORT.get(module)
-
-
-def export_train_graph(module: nn.Module, x: torch.Tensor) -> ExportedGraph:
-    """Export `module` as it is (train mode included), for export_train_eval_semantics."""
-    graph, _ = exported_graph(module, base_class(module), (x,), {})
-    return graph
