@@ -127,6 +127,20 @@ def _limit_resources(limits: Limits) -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
 
 
+def _own_process_group() -> None:
+    """The child leads a session (and process group) of its own, so the parent can kill it with everything it
+    started (a detached ``sleep 300``, a SIGTERM-ignoring helper), and it dies with the forkserver that forked it,
+    which ends with the run (Linux PR_SET_PDEATHSIG; elsewhere the process group kill alone)."""
+    os.setsid()
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            pass
+
+
 def _redirect_output(path: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     os.dup2(fd, 1)
@@ -150,6 +164,7 @@ def _describe(impl: Implementation) -> dict[str, Any]:
 
 
 def _discover_child(conn: Connection, source: Source, limits: Limits, output: str) -> None:
+    _own_process_group()
     _redirect_output(output)
     _limit_resources(limits)
     try:
@@ -172,6 +187,7 @@ def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str
     from normbench.judge_guard import fingerprint, import_changes, shield_lazy_modules, what_changed
     from normbench.runner import PlanItem, error_outcome, judge
 
+    _own_process_group()
     _redirect_output(output)
     _limit_resources(limits)
     torch.set_num_threads(1)
@@ -348,6 +364,13 @@ class _Child:
             return "died", _death(self.process)
 
     def kill(self) -> None:
+        # The whole process group: what the plugin started goes too (the child leads its group, _own_process_group).
+        pid = self.process.pid
+        if pid is not None:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         if self.process.is_alive():
             self.process.kill()
         self.process.join(5)

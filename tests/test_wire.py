@@ -98,3 +98,39 @@ def test_a_forged_message_costs_its_item_and_the_next_item_is_judged(name, probl
     assert forged["verdict"] == "error" and "broke normbench's protocol" in forged["summary"]
     assert problem in forged["summary"]
     assert control["verdict"] == "pass", control["summary"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc")
+def test_what_a_plugin_started_dies_with_its_process(tmp_path):
+    import time
+
+    pids = tmp_path / "pids"
+    # The judging process forks from a forkserver started before this test, so it does not see this test's
+    # environment: the plugin file sets the marker in its own process.
+    plugin = tmp_path / "sleeper_case.py"
+    plugin.write_text(f"import os\nos.environ['NORMBENCH_TEST_BOUNDARY_MARKER'] = {str(pids)!r}\n"
+                      "from plugins.boundary import sleeper  # noqa: E402,F401\n")
+    specs = load_specs().specs
+    registry = discover_isolated([f"{plugin}:sleeper"], families=specs, include_entry_points=False)
+    pool = SandboxPool(specs, "ci", Limits())
+    try:
+        outcome = pool.judge(registry.implementations["boundary.sleeper"], "layernorm", "shift_invariance", "any",
+                             "float32", "cpu")
+    finally:
+        pool.close()
+    assert outcome["verdict"] == "pass", outcome["summary"]
+    started = [int(line) for line in pids.read_text().split()]
+    assert started
+    # Killed with the child's process group when the child ended; waited for (not timed): init reaps them.
+    deadline = time.monotonic() + 60
+    while any(_alive(pid) for pid in started) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in started if _alive(pid)]

@@ -78,3 +78,20 @@ trojan = Implementation(name="boundary.trojan", family="layernorm", factory=_Lay
 garbage = Implementation(name="boundary.garbage", family="layernorm", factory=GarbageWriterLayerNorm)
 huge = Implementation(name="boundary.huge", family="layernorm", factory=HugeWriterLayerNorm)
 wrong_verdict = Implementation(name="boundary.wrong_verdict", family="layernorm", factory=WrongVerdictLayerNorm)
+
+
+class SpawnsSleeperLayerNorm(_LayerNorm):
+    """Starts a `sleep 300` on every forward and writes its pid where the test looks; computes correctly."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import subprocess
+
+        proc = subprocess.Popen(["sleep", "300"])
+        path = os.environ.get(MARKER_ENV)
+        if path:
+            with open(path, "a") as fh:
+                fh.write(f"{proc.pid}\n")
+        return super().forward(x)
+
+
+sleeper = Implementation(name="boundary.sleeper", family="layernorm", factory=SpawnsSleeperLayerNorm)
