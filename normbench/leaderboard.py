@@ -19,12 +19,15 @@ from typing import Any
 from tabulate import tabulate
 
 # The store knows nothing of publishing, so this import goes one way only (no circle through results.py).
+from normbench.compare import ULP_DEFINITION
 from normbench.results import scan_records
+from normbench.verdicts import NOT_CONFORMING, status_of
 
 LEGEND = ("✓ expectation met (H: property holds, V: property violated, as the spec requires) · "
           "✗ expectation NOT met · E error (crash, timeout, tampering: no verdict) · R reported only · "
           "xf known failure · - skipped · ∅ planned but not judged in that run")
 #: tiers of the per-family ranking: a lower tier always ranks first (references are the truth, outside the tiers).
+#: "conforms" includes an implementation whose only failures are declared known failures (marked in its status).
 TIERS = {0: "conforms", 1: "conforms, not benchmarked", 2: "not judged", 3: "does not conform"}
 #: checks whose tol_ratio is an error against the float64 truth (the accuracy table and the ranking's worst error)
 ACCURACY_CHECKS = ("forward_equivalence", "gradient_equivalence", "weight_gradient_reduction", "fused_residual")
@@ -58,15 +61,6 @@ def _cell(outcomes: list[dict[str, Any]]) -> str:
     return " ".join(f"{mode[:2]}:{_worst(s)}" for mode, s in sorted(by_mode.items(), key=lambda kv: kv[0] != "train"))
 
 
-def _failing(outcomes: Iterable[dict[str, Any]]) -> int:
-    return sum(o.get("verdict") in ("fail", "error", "xfail") for o in outcomes)
-
-
-def _unjudged(outcomes: Iterable[dict[str, Any]]) -> int:
-    """Planned items without a verdict: an implementation with any never conforms (issue 7: fail closed)."""
-    return sum(o.get("verdict") not in ("pass", "fail", "error", "xfail", "report", "skip") for o in outcomes)
-
-
 def conformance_rows(outcomes: Iterable[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     grouped: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     properties: list[str] = []
@@ -80,13 +74,7 @@ def conformance_rows(outcomes: Iterable[dict[str, Any]]) -> tuple[list[str], lis
     headers = ["family", "implementation", "verdict", *properties]
     rows = []
     for (family, impl), props in sorted(grouped.items()):
-        flat = [o for os_ in props.values() for o in os_]
-        failed = sum(o.get("verdict") in ("fail", "error") for o in flat)
-        known = sum(o.get("verdict") == "xfail" for o in flat)
-        unjudged = _unjudged(flat)
-        verdict = "conforms" if not failed and not known and not unjudged else \
-            ", ".join(t for t in (f"{failed} failing" if failed else "", f"{known} known failures" if known else "",
-                                  f"{unjudged} not judged" if unjudged else "") if t)
+        verdict = status_of(o for os_ in props.values() for o in os_).short
         rows.append([family, impl, verdict, *(_cell(props[p]) if p in props else "" for p in properties)])
     return headers, rows
 
@@ -274,17 +262,15 @@ def _conformance_summary(machines: list[Machine], outcomes: dict[str, list[dict[
             if not got:
                 cells.append("")
                 continue
-            bad = _failing(got)
-            missing = _unjudged(got)
-            judged = sum(o.get("verdict") != "skip" for o in got) - missing
-            if bad:
-                cells.append(f"{bad} of {judged} items failing" + (f", {missing} not judged" if missing else ""))
-            else:
-                cells.append(f"not judged: {missing} of {len(got)} items" if missing else f"conforms ({judged} items)")
+            status = status_of(got)
+            cells.append(f"{status.text} · {status.counts.describe()}")
         rows.append([family, impl, *cells])
     return Table("conformance", "Conformance", headers, rows,
                  ["An implementation conforms when every property meets its spec's expectation (holds, or is "
-                  "violated where the family must not have it). Known failures count as failing here."])
+                  "violated where the family must not have it). A declared known failure (suite/known_failures/, "
+                  "with its reason) is said as one: \"conforms with N known failures\"; a failure or an error "
+                  "(no verdict) is \"does not conform\"; an item planned but not judged, or nothing judged, is "
+                  "\"not judged\". Items: judged (a verdict), skipped (with the reason), errors, not judged."])
 
 
 def _accuracy(machines: list[Machine], outcomes: dict[str, list[dict[str, Any]]]) -> Table:
@@ -296,6 +282,8 @@ def _accuracy(machines: list[Machine], outcomes: dict[str, list[dict[str, Any]]]
             metrics = o.get("metrics") or {}
             slot = cells[(o["family"], o["implementation"], o["dtype"], o.get("device", "cpu"))].setdefault(mid, {})
             pairs = (("fwd", "output.max_ulp"), ("bwd", "grad_input.max_ulp"), ("tol", "tol_ratio"))
+            if o.get("ulp") != ULP_DEFINITION:  # an older record's element-wise ulp: not shown, never misread
+                pairs = pairs[2:]
             for name, key in pairs:
                 value = metrics.get(key)
                 if isinstance(value, int | float) and math.isfinite(value):
@@ -314,7 +302,9 @@ def _accuracy(machines: list[Machine], outcomes: dict[str, list[dict[str, Any]]]
         rows.append(row)
     return Table("accuracy", "Accuracy against the float64 truth", headers, rows,
                  ["Worst error over every case of forward_equivalence (output) and gradient_equivalence (grad of "
-                  "the input), in units in the last place of the dtype; `worst error / tolerance` is the largest "
+                  "the input), in units in the last place of the dtype at the output's scale (max|truth|, the "
+                  "scale the tolerance uses, so outputs near zero do not inflate it; blank for older records, "
+                  "which measured each element's own ulp); `worst error / tolerance` is the largest "
                   "ratio of measured error to the spec's bound over every compared tensor of those checks and of "
                   "weight_gradient_reduction (dγ, dβ over 8192 rows) and fused_residual (≤ 1 passes)."])
 
@@ -442,18 +432,15 @@ def _ranking(machines: list[Machine], outcomes: dict[str, list[dict[str, Any]]],
     ranked: list[tuple[tuple[Any, ...], list[Any]]] = []
     for family, impl in keys:
         os_ = verdicts.get((family, impl), [])
-        judged = [o for o in os_ if o.get("verdict") != "skip"]
-        bad = _failing(os_)
         benchmarked = any(perf.get((family, impl, m.machine_id)) for m in machines)
-        reference = is_reference(impl, os_)
-        if reference:
+        verdict = status_of(os_)
+        if is_reference(impl, os_):
             tier, status = -1, "reference (the float64 truth, not ranked)"
-        elif bad:
-            tier, status = 3, f"{TIERS[3]} ({bad} failing)"
-        elif not judged or _unjudged(os_):
-            tier, status = 2, TIERS[2] + (f" ({_unjudged(os_)} items)" if _unjudged(os_) else "")
+        elif verdict.conforming:
+            # known failures alone rank with the conforming (declared, documented, shown in the status)
+            tier, status = (0, verdict.text) if benchmarked else (1, f"{verdict.text}, not benchmarked")
         else:
-            tier, status = (0, TIERS[0]) if benchmarked else (1, TIERS[1])
+            tier, status = (3 if verdict.key == NOT_CONFORMING else 2), verdict.text
         accuracy = max((float(o["metrics"]["tol_ratio"]) for o in os_ if o.get("check") in ACCURACY_CHECKS
                         and isinstance((o.get("metrics") or {}).get("tol_ratio"), int | float)), default=None)
         cols: list[Any] = []
@@ -484,8 +471,12 @@ def _ranking(machines: list[Machine], outcomes: dict[str, list[dict[str, Any]]],
                   "float64 reference is listed first as the truth the others are judged against, not ranked. "
                   "Tiers first: conforms and benchmarked, then conforms but not benchmarked, then not judged, then "
                   "does not conform, so a non-conforming or unbenchmarked implementation never ranks above a "
-                  "conforming, benchmarked one; within a tier by the geometric mean of % roofline over every "
-                  "benchmarked case (over the machines' geometric means where there are several). × baseline is the "
+                  "conforming, benchmarked one. An implementation whose only failures are declared known failures "
+                  "(each with its reason, e.g. torch's CPU LayerNorm dγ / dβ in half precision) ranks with the "
+                  "conforming ones, marked \"conforms with N known failures\": the failure is documented and "
+                  "shown, not hidden, and an error is never excused. Within a tier by the geometric mean of % "
+                  "roofline over every benchmarked case (over the machines' geometric means where there are "
+                  "several). × baseline is the "
                   "geometric mean speed-up over the family's torch eager implementation."])
 
 

@@ -41,14 +41,23 @@ def test_conformance_and_roofline_badges():
 
 def test_unjudged_items_and_known_failures_count():
     planned = outcome("a", "forward_equivalence", "pass")
-    assert implementation_status([planned]).message == "conforms"
-    assert implementation_status([planned, outcome("a", "shift_invariance", "unjudged")]).message == "not judged"
-    assert implementation_status([planned, outcome("a", "x", "xfail"), outcome("a", "y", "error")]).message == \
-        "2 failing"
-    assert implementation_status([outcome("a", "x", "skip")]).status == "unjudged"  # nothing judged at all
+    assert implementation_status([planned]).short == "conforms"
+    assert implementation_status([planned, outcome("a", "shift_invariance", "unjudged")]).short == "not judged"
+    # an error is failing; the known failure beside it is said as known, never counted as failing
+    status = implementation_status([planned, outcome("a", "x", "xfail"), outcome("a", "y", "error")])
+    assert status.short == "1 failing" and status.text == "does not conform (1 failing, 1 known failure)"
+    assert implementation_status([outcome("a", "x", "skip")]).key == "unjudged"  # nothing judged at all
     board = Leaderboard([], [], [], outcomes={"m": [planned, outcome("a", "shift_invariance", "unjudged")]})
     ((file_name, svg),) = badge_files(board)["a"]
     assert file_name == "a.svg" and texts_and_colour(svg) == (["normbench"] * 2 + ["not judged"] * 2, "#9f9f9f")
+
+
+def test_known_failures_only_is_its_own_badge():
+    known = [outcome("a", "forward_equivalence", "pass"), outcome("a", "x", "xfail"), outcome("a", "y", "xfail")]
+    board = Leaderboard([], [], [], outcomes={"m": known})
+    ((_, svg),) = badge_files(board)["a"]
+    texts, colour = texts_and_colour(svg)
+    assert "conforms, 2 known failures" in texts and colour == COLOURS["known"] != COLOURS["failing"]
 
 
 def test_text_is_escaped_and_width_grows():

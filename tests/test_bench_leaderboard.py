@@ -67,3 +67,23 @@ def test_claim_plots_are_drawn_and_linked(tmp_path):
     assert tmp_path / "plots" / f"{plot.name}.png" in written
     assert f"plots/{plot.name}.png" in (tmp_path / "LEADERBOARD.md").read_text()
     assert "rmsnorm_vs_layernorm[compile]" not in [p.name for p in board.claim_plots]  # no figure recorded
+
+
+def test_the_session_summary_shows_every_implementations_time_gbps_and_speedup():
+    # issue 20: the summary named only the case closest to the roofline, never the user's own implementation's time
+    from normbench.publish.terminal import bench_summary_lines
+
+    mine = "mykernels.AVeryLongFusedLayerNormNameThatGoesOnAndOnForTheWholeWidth"
+    entries = [entry("torch.nn.LayerNorm", "eager", 2e-3), entry(mine, "eager", 1e-3), entry(mine, "compile", 4e-3),
+               {**entry("roofline", "eager", 1e-3), "family": "roofline"}]
+    lines = bench_summary_lines(entries, 120)
+    assert max(map(len, lines)) <= 120
+    text = "\n".join(lines)
+    assert "median ms" in text and "GB/s" in text and "× baseline" in text
+    assert not any(line.startswith("roofline") for line in lines)  # the harness copy is not an implementation
+    rows = {line.split()[0][:20]: line.split() for line in lines[2:5]}
+    assert rows["torch.nn.LayerNorm"][-1] == "1.00x" and rows["torch.nn.LayerNorm"][-4] == "2"
+    eager, compiled = (line.split() for line in lines[2:5] if line.startswith("mykernels"))  # eager first
+    assert eager[1] == "eager" and eager[-1] == "2.00x" and eager[-3] == "8.0"  # 8 GB/s at 1 ms
+    # compiled against the compiled baseline only, which this session did not time
+    assert compiled[1] == "compile" and compiled[-1] == "-" and "was not timed in this session" in text

@@ -250,7 +250,9 @@ def test_an_ill_conditioned_row_among_many_is_not_a_false_alarm_on_torch():
 
     wrapper = dataclasses.replace(shipped()["F.layer_norm"], name="mutant.AllFiniteOrZeroLayerNorm")
     outcome = assert_passes(wrapper, "forward_equivalence")
-    assert outcome.metrics["output.max_ulp"] > 1e5  # the row is there, and judged: relative to a tiny output
+    # the row is there, and judged: its error is large relative to a tiny output element (max_rel), yet a few ulp
+    # of the output's scale (max_ulp is norm-wise, issue 20: no longer 1e5 "ulp" for a correct kernel)
+    assert outcome.metrics["output.max_rel"] > 1e-3 and outcome.metrics["output.max_ulp"] < 100
 
 
 def test_the_conditioning_allowance_is_per_row():

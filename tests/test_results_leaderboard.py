@@ -20,7 +20,7 @@ def outcome(impl: str, prop: str, verdict: str, dtype: str = "float32", **metric
     return {"test_id": f"layernorm[{impl}-{prop}-{dtype}]", "family": "layernorm", "implementation": impl,
             "property": prop, "check": prop, "mode": "any", "dtype": dtype, "device": "cpu", "expect": "holds",
             "verdict": verdict, "observed": "holds" if verdict == "pass" else "violated", "summary": "",
-            "metrics": metrics}
+            "metrics": metrics, "ulp": "output-scale"}
 
 
 def case(impl: str, median: float, roofline_pct: float, shape=(4, 8), pass_name="forward"):

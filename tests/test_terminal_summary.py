@@ -29,10 +29,20 @@ def test_no_line_is_wider_than_the_terminal():
 def test_one_block_per_family_with_verdicts_and_failing_properties():
     text = "\n".join(summary_lines(OUTCOMES, 120))
     assert text.splitlines()[0] == "layernorm" and "\nrmsnorm\n" in text
-    assert "2 known failures" not in text and "1 known failures" in text
-    assert "NOT conforming: 30 failing" in text and "property_number_29" in text and "property_number_00 (E)" in text
-    assert "NOT conforming: 1 not judged" in text and "gradcheck (∅)" in text
-    assert "conforms" not in text.split("rmsnorm")[1].split("NOT")[0]
+    # one known failure, said as one: a conforming verdict, marked, in the singular
+    assert "conforms with 1 known failure " in text and "known failures" not in text.split("\nitems:")[0]
+    assert "does not conform (30 failing)" in text and "property_number_29" in text and "property_number_00 (E)" in text
+    assert "30 items: 20 judged, 10 errors (no verdict)" in text
+    assert "not judged (1 of 2 items)" in text and "gradcheck (∅)" in text and "2 items: 1 judged, 1 not judged" in text
+    assert "conforms" not in text.split("rmsnorm")[1].split("items:")[0]
+    assert "1 item: 1 judged" in text and "1 items" not in text
+
+
+def test_a_line_breaks_between_properties_never_inside_one():
+    for width in (60, 80, 120):
+        lines = summary_lines(OUTCOMES, width)
+        assert not any(line.strip() == "(xf)" or line.strip() == "(E)" for line in lines), width
+        assert not any(line.rstrip().endswith("(") for line in lines)
 
 
 def test_the_full_matrix_goes_to_a_file(tmp_path):

@@ -1,8 +1,9 @@
 """site/badges/<implementation>.svg: shields.io-style badges for a plugin author's README.
 
-One conformance badge per implementation ("normbench | conforms" green, "normbench | 2 failing" red,
-"normbench | not judged" grey) and, for a benchmarked implementation, "normbench | 91 % roofline" beside it
-(<implementation>-roofline.svg). Flat style, no external font or image: the SVG renders anywhere.
+One conformance badge per implementation, in the words of normbench.verdicts ("normbench | conforms" green,
+"normbench | conforms, 2 known failures" yellow-green, "normbench | 2 failing" red, "normbench | not judged" grey)
+and, for a benchmarked implementation, "normbench | 91 % roofline" beside it (<implementation>-roofline.svg). Flat
+style, no external font or image: the SVG renders anywhere.
 """
 
 from __future__ import annotations
@@ -10,20 +11,19 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
 from normbench.leaderboard import Leaderboard, geomean
+from normbench.verdicts import CONFORMS, KNOWN_ONLY, NOT_CONFORMING, NOT_JUDGED, Status, status_of
 
 SITE_DIR = "site"
 BADGES_DIR = "badges"
 LABEL = "normbench"
-COLOURS = {"conforms": "#4c1", "failing": "#e05d44", "unjudged": "#9f9f9f", "roofline": "#007ec6"}
-#: verdicts that make an item failing (a known failure is still a failure of the implementation)
-FAILING = ("fail", "error", "xfail")
-JUDGED = ("pass", "fail", "error", "xfail", "report", "skip")
+#: per status key (normbench.verdicts), shields.io's brightgreen, yellowgreen, red, grey; and blue for the roofline
+COLOURS = {CONFORMS: "#4c1", KNOWN_ONLY: "#a4a61d", NOT_CONFORMING: "#e05d44", NOT_JUDGED: "#9f9f9f",
+           "roofline": "#007ec6"}
 
 
 #: a name used as its own file name: safe characters, short, and never of the form another name's file takes
@@ -42,32 +42,9 @@ def slug(name: str) -> str:
     return f"{clean}-{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
 
 
-@dataclass(frozen=True)
-class Status:
-    """An implementation's conformance over every machine's records, as a badge says it."""
-
-    status: str  # conforms / failing / unjudged
-    failing: int
-    unjudged: int
-    judged: int
-
-    @property
-    def message(self) -> str:
-        if self.status == "failing":
-            return f"{self.failing} failing"
-        return "conforms" if self.status == "conforms" else "not judged"
-
-
 def implementation_status(outcomes: list[dict[str, Any]]) -> Status:
-    """conforms only when something was judged, nothing failed and nothing planned went unjudged (fail closed)."""
-    failing = sum(o.get("verdict") in FAILING for o in outcomes)
-    unjudged = sum(o.get("verdict") not in JUDGED for o in outcomes)
-    judged = sum(o.get("verdict") in JUDGED and o.get("verdict") != "skip" for o in outcomes)
-    if failing:
-        return Status("failing", failing, unjudged, judged)
-    if unjudged or not judged:
-        return Status("unjudged", failing, unjudged, judged)
-    return Status("conforms", failing, unjudged, judged)
+    """An implementation's conformance over every machine's records (normbench.verdicts.status_of: fail closed)."""
+    return status_of(outcomes)
 
 
 def outcomes_by_implementation(board: Leaderboard) -> dict[str, list[dict[str, Any]]]:
@@ -137,7 +114,7 @@ def badge_files(board: Leaderboard) -> dict[str, list[tuple[str, str]]]:
     files: dict[str, list[tuple[str, str]]] = {}
     for name in names:
         status = implementation_status(outcomes.get(name, []))
-        entries = [(f"{slug(name)}.svg", badge_svg(LABEL, status.message, COLOURS[status.status]))]
+        entries = [(f"{slug(name)}.svg", badge_svg(LABEL, status.short, COLOURS[status.key]))]
         pct = roofline.get(name)
         if pct is not None and math.isfinite(pct):
             entries.append((f"{slug(name)}-roofline.svg", badge_svg(LABEL, f"{pct:.0f} % roofline",

@@ -20,6 +20,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from normbench.compare import ULP_DEFINITION
 from normbench.leaderboard import LEGEND, Leaderboard, Table, conformance_rows
 from normbench.publish._format import PLOTS_DIR, cell
 from normbench.publish.badges import (
@@ -29,6 +30,16 @@ from normbench.publish.badges import (
     implementation_status,
     outcomes_by_implementation,
     slug,
+)
+from normbench.verdicts import (
+    CONFORMS,
+    FAILING,
+    ITEM_WORDS,
+    KNOWN,
+    KNOWN_ONLY,
+    NOT_CONFORMING,
+    NOT_JUDGED,
+    group,
 )
 
 STATIC_FILES = ("site.js", "site.css")
@@ -124,7 +135,8 @@ def _items_table(outcomes: list[tuple[str, dict[str, Any]]], links: dict[str, st
 
     for machine, o in sorted(outcomes, key=order):
         metrics = o.get("metrics") or {}
-        ulp = metrics.get("max_ulp", metrics.get("output.max_ulp"))
+        # only ulp figures measured at the output's scale (an older record's element-wise ulp misleads near zero)
+        ulp = metrics.get("max_ulp", metrics.get("output.max_ulp")) if o.get("ulp") == ULP_DEFINITION else None
         verdict = str(o.get("verdict"))
         cells = [SiteCell(str(o.get("implementation")), None, "text", links.get(str(o.get("implementation"))))]
         cells += [SiteCell(str(o.get(k, "")), None, "text") for k in ("property", "mode", "dtype", "device")]
@@ -138,8 +150,9 @@ def _items_table(outcomes: list[tuple[str, dict[str, Any]]], links: dict[str, st
         filters = {"dtype": str(o.get("dtype")), "device": str(o.get("device", "cpu")), "variant": str(o.get("mode"))}
         rows.append(SiteRow(cells, filters))
     notes = ["Every stored outcome; error / tolerance ≤ 1 is within the spec's bound (checks against the float64 "
-             "truth). Verdicts: pass, fail, error (no verdict: crash, timeout, tampering), xfail (a known failure), "
-             "report (measured only), skip, unjudged (planned, not judged in that run)."]
+             "truth); max ulp is the largest error in units in the last place of the output's scale (max|truth|). "
+             "Verdicts: pass, fail, error (no verdict: crash, timeout, tampering), xfail (a declared known "
+             "failure), report (measured only), skip, unjudged (planned, not judged in that run)."]
     text_columns = {i for i, h in enumerate(headers) if h not in ("error / tolerance", "max ulp")}
     return SiteTable(table_id, "Every item", headers, rows, notes, [], text_columns)
 
@@ -213,12 +226,12 @@ class SitePublisher:
             impls = []
             for impl in sorted(families[family]):
                 status = implementation_status(by_impl.get(impl, []))
-                impls.append({"name": impl, "href": links[impl], "status": status.status,
-                              "verdict": status.message})
+                impls.append({"name": impl, "href": links[impl], "status": status.key, "verdict": status.text})
             cards.append({"name": family, "href": family_page(family), "implementations": impls,
-                          "conforming": sum(i["status"] == "conforms" for i in impls),
-                          "failing": sum(i["status"] == "failing" for i in impls),
-                          "unjudged": sum(i["status"] == "unjudged" for i in impls),
+                          "conforming": sum(i["status"] == CONFORMS for i in impls),
+                          "known": sum(i["status"] == KNOWN_ONLY for i in impls),
+                          "failing": sum(i["status"] == NOT_CONFORMING for i in impls),
+                          "unjudged": sum(i["status"] == NOT_JUDGED for i in impls),
                           "benchmarked": len(families[family] & benchmarked)})
             pages[family_page(family)] = self._family_page(board, family, by_impl, performance.get(family), links,
                                                            labels, out_dir, machines)
@@ -275,21 +288,24 @@ class SitePublisher:
                              badges: list[str]) -> str:
         status = implementation_status(outcomes)
         machine_of = {id(o): labels[mid] for mid, os_ in board.outcomes.items() for o in os_}
-        failing, unjudged = [], []
+        failing, known, unjudged = [], [], []
         for o in sorted(outcomes, key=lambda o: (o.get("property", ""), DTYPE_ORDER.get(o.get("dtype", ""), 9),
                                                  o.get("mode", ""))):
             verdict = o.get("verdict")
             entry = {"test_id": o.get("test_id", ""), "anchor": "item-" + slug(str(o.get("test_id", ""))),
-                     "verdict": verdict, "machine": machine_of.get(id(o), ""), "property": o.get("property"),
+                     "verdict": verdict, "verdict_word": ITEM_WORDS.get(str(verdict), str(verdict)),
+                     "machine": machine_of.get(id(o), ""), "property": o.get("property"),
                      "expect": o.get("expect", ""), "summary": o.get("summary", ""),
                      "known_failure": o.get("known_failure"),
                      "tol_ratio": cell((o.get("metrics") or {}).get("tol_ratio")),
                      "counterexample": json.dumps(o["counterexample"], sort_keys=True)
                      if o.get("counterexample") else "",
                      "repro": repro_command(str(o.get("test_id", "")))}
-            if verdict in ("fail", "error", "xfail"):
+            if verdict in FAILING:
                 failing.append(entry)
-            elif verdict not in ("pass", "report", "skip"):
+            elif verdict in KNOWN:
+                known.append(entry)
+            elif group(verdict) == "unjudged":
                 unjudged.append(entry)
         accuracy = None
         if any(t.name == "accuracy" for t in board.tables):
@@ -306,5 +322,6 @@ class SitePublisher:
         tables = [t for t in (accuracy, *performance, items) if t is not None]
         return self.env.get_template("implementation.html.j2").render(
             title=impl, family=family, family_href=family_page(family), source=board.sources.get(impl),
-            status=status.status, verdict=status.message, badges=badges, failing=failing, unjudged=unjudged,
+            status=status.key, verdict=status.text, counts=status.counts.describe(), badges=badges, failing=failing,
+            known=known, unjudged=unjudged,
             accuracy=accuracy, performance=performance, items=items, filter_options=_filter_options(tables))

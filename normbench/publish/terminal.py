@@ -2,38 +2,62 @@
 
 The full conformance matrix is one column per implementation and several hundred characters wide; it goes to a
 file (and to the screen with ``-v`` / ``--matrix``). On screen there is one block per family, implementations as
-rows, with the verdict, the number of failing items and the failing properties by name (issue 9), wrapped so that
-no line is wider than the terminal.
+rows, with the verdict and the item counts in the words of normbench.verdicts (the same as the leaderboard, the site
+and the badges) and the failing properties by name (issue 9), wrapped so that no line is wider than the terminal.
 """
 
 from __future__ import annotations
 
 import textwrap
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from normbench.leaderboard import conformance_matrix_text
+from normbench.verdicts import NOT_JUDGED, Counts, Status, group, plural, status_of
 
 #: how a failing item's verdict is marked after its property's name
 _MARKS = {"fail": "", "error": " (E)", "xfail": " (xf)", "unjudged": " (∅)"}
 _BAD = ("fail", "error", "xfail", "unjudged")
 
 
-def _verdict(counts: Counter[str]) -> str:
-    failing = counts["fail"] + counts["error"]
-    if failing or counts["unjudged"]:
-        parts = [f"{failing} failing" if failing else "", f"{counts['unjudged']} not judged" if counts["unjudged"]
-                 else "", f"{counts['xfail']} known" if counts["xfail"] else ""]
-        return "NOT conforming: " + ", ".join(p for p in parts if p)
-    if counts["xfail"]:
-        return f"{counts['xfail']} known failures"
-    return f"conforms ({sum(counts.values())} items)"
+def _details(items: list[Mapping[str, Any]], status: Status) -> list[str]:
+    """What the row says after its verdict, as the pieces a line may break between: the item counts, then the
+    failing properties by name (or, where nothing was judged and items were skipped, why)."""
+    failing: dict[str, str] = {}
+    for o in items:
+        verdict = str(o.get("verdict"))
+        if verdict in _BAD:
+            failing.setdefault(str(o.get("property")), _MARKS[verdict])
+    pieces = [status.counts.describe()]
+    if failing:
+        props = [f"{prop}{mark}" for prop, mark in sorted(failing.items())]
+        pieces += [f"· {props[0]}", *props[1:]]
+    elif status.key == NOT_JUDGED and status.counts.skipped:
+        reasons = dict.fromkeys(str(o.get("summary", "")) for o in items if group(o.get("verdict")) == "skipped")
+        pieces += ["· " + "; ".join(r for r in reasons if r)]
+    return pieces
+
+
+def _pack(pieces: list[str], width: int) -> list[str]:
+    """Pieces joined by ", " (after the counts by " "), a line broken only between pieces; a piece longer than the
+    width (a skip reason) is wrapped on its own."""
+    lines: list[str] = []
+    for n, piece in enumerate(pieces):
+        sep = ", " if n > 1 else " "
+        if lines and len(lines[-1]) + len(sep) + len(piece) <= width:
+            lines[-1] += sep + piece
+        else:
+            if lines and sep == ", ":
+                lines[-1] += ","
+            lines += textwrap.wrap(piece, width, break_on_hyphens=False) or [""]
+    return lines
 
 
 def summary_lines(outcomes: Iterable[Mapping[str, Any]], width: int) -> list[str]:
-    """One block per family; no line longer than `width` (at least 60)."""
+    """One block per family, one row per implementation: its verdict (normbench.verdicts), its item counts and its
+    failing properties; no line longer than `width` (at least 60)."""
     width = max(60, width)
     by_family: dict[str, dict[str, list[Mapping[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for o in outcomes:
@@ -47,34 +71,31 @@ def summary_lines(outcomes: Iterable[Mapping[str, Any]], width: int) -> list[str
     for family in sorted(by_family):
         rows.append((family, "", [], ""))
         for impl, items in sorted(by_family[family].items()):
-            counts = Counter(str(o.get("verdict")) for o in items)
-            failing: dict[str, str] = {}
-            for o in items:
-                verdict = str(o.get("verdict"))
-                if verdict in _BAD:
-                    failing.setdefault(str(o.get("property")), _MARKS[verdict])
+            status = status_of(items)
             label = impl if len(impl) <= name_w else impl[: name_w - 1] + "…"
-            rows.append((family, label, [f"{prop}{mark}" for prop, mark in sorted(failing.items())], _verdict(counts)))
+            rows.append((family, label, _details(items, status), status.text))
     verdict_w = max(len(r[3]) for r in rows) + 2
     rest_w = width - name_w - verdict_w - 4
-    indent = " " * (name_w + verdict_w + 4)
-    if rest_w < 30:  # too narrow for three columns: the failing properties go under the row, indented
-        rest_w, indent = width - 6, " " * 6
+    # too narrow for three columns: the verdict follows the name, the counts and properties go under the row
+    stacked = rest_w < 30
+    indent = " " * (6 if stacked else name_w + verdict_w + 4)
+    if stacked:
+        rest_w = width - 6
     lines: list[str] = []
-    for family, label, failing_props, verdict in rows:
+    for family, label, details, verdict in rows:
         if not label:
             lines.append(family)
             continue
-        wrapped = textwrap.wrap(", ".join(failing_props), rest_w) or [""]
-        head = f"  {label:<{name_w}}  {verdict:<{verdict_w}}"
-        if indent == " " * 6:
-            lines.append(head.rstrip())
+        wrapped = _pack(details, rest_w - 1)
+        if stacked:
+            lines += textwrap.wrap(f"{label}  {verdict}", width - 2, initial_indent="  ", subsequent_indent=indent)
             lines += [indent + w for w in wrapped if w]
         else:
-            lines.append(f"{head}{wrapped[0]}".rstrip())
+            lines.append(f"  {label:<{name_w}}  {verdict:<{verdict_w}}{wrapped[0]}".rstrip())
             lines += [indent + more for more in wrapped[1:]]
-    lines += textwrap.wrap("failing properties: (E) error: crash, timeout or tampering, no verdict · (xf) known "
-                           "failure · (∅) planned but not judged in this run", width)
+    lines += textwrap.wrap("items: judged (a verdict), skipped (with the reason), errors (crash, timeout or "
+                           "tampering: no verdict), not judged (planned, not run) · failing properties: (E) error · "
+                           "(xf) declared known failure · (∅) planned but not judged in this run", width)
     return lines
 
 
@@ -84,3 +105,59 @@ def write_matrix(outcomes: Iterable[Mapping[str, Any]], path: Path) -> Path:
     path.write_text(conformance_matrix_text(list(outcomes)) + "\n", encoding="utf-8")
     return path
 
+
+
+def totals_line(outcomes: Iterable[Mapping[str, Any]]) -> str:
+    """The run's total, with the same item groups as every row: "2 implementations, 92 items: 86 judged, 6 skipped"."""
+    per: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for o in outcomes:
+        if o.get("implementation"):
+            per[str(o["implementation"])].append(o)
+    total = sum((Counts.of(items) for items in per.values()), Counts())
+    return f"{plural(len(per), 'implementation')}, {total.describe()}"
+
+
+def bench_summary_lines(entries: Iterable[Mapping[str, Any]], width: int = 120) -> list[str]:
+    """The benchmark session's table, one row per timed implementation (and variant, and device where several):
+    its median time, GB/s, % roofline and × baseline, as geometric means over its cases when it has several, and
+    the baseline's own row; × baseline only where the baseline was timed in the same session and case."""
+    from tabulate import tabulate
+
+    from normbench.leaderboard import VARIANT_ORDER, geomean
+
+    norms = [e for e in entries if e.get("family") != "roofline" and e.get("median_s")]
+    if not norms:
+        return []
+    index = {(e["implementation"], tuple(e["shape"]), e["dtype"], e["pass"], e["device"], e.get("variant", "eager")):
+             e for e in norms}
+    groups: dict[tuple[str, str, str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    for e in norms:
+        groups[(e["family"], e["implementation"], e.get("variant", "eager"), e["device"])].append(e)
+    devices = {k[3] for k in groups}
+    rows, missing = [], set()
+    name_w = max(16, width - 78)
+    for (_family, impl, variant, device), cases in sorted(groups.items(), key=lambda kv: (
+            kv[0][0], kv[0][1], VARIANT_ORDER.get(kv[0][2], 9), kv[0][3])):
+        speedups = []
+        for e in cases:
+            base = index.get((e.get("baseline"), tuple(e["shape"]), e["dtype"], e["pass"], e["device"],
+                              e.get("variant", "eager")))
+            if base is not None:
+                speedups.append(base["median_s"] / e["median_s"])
+            elif e.get("baseline"):
+                missing.add(str(e["baseline"]))
+        speed = geomean(speedups)
+        label = impl if len(impl) <= name_w else impl[: name_w - 1] + "…"
+        rows.append([label, variant, *([device] if len(devices) > 1 else []), len(cases),
+                     f"{geomean(e['median_s'] for e in cases) * 1e3:.4g}", f"{geomean(e['gbps'] for e in cases):.1f}",
+                     f"{geomean(e['roofline_pct'] for e in cases):.0f}%", f"{speed:.2f}x" if speed else "-"])
+    headers = ["implementation", "variant", *(["device"] if len(devices) > 1 else []), "cases", "median ms",
+               "GB/s", "% roofline", "× baseline"]
+    lines = tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True,
+                     colalign=("left", "left", *(["left"] if len(devices) > 1 else []), "right", "right", "right",
+                               "right", "right")).splitlines()
+    note = ("geometric means over each implementation's cases (shapes, dtypes, passes); × baseline > 1: faster than "
+            "the family's baseline in the same case")
+    if missing:
+        note += f"; '-': the baseline ({', '.join(sorted(missing))}) was not timed in this session (add --impl)"
+    return lines + textwrap.wrap(note, width)

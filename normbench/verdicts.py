@@ -1,0 +1,179 @@
+"""One verdict vocabulary, said the same way by the terminal, LEADERBOARD.md / .html / CSV, the site, the badges and
+the ranking (issue 20): every publisher asks this module, none compares verdict strings on its own.
+
+An item's outcome (normbench.runner.VERDICTS) falls in exactly one group, and every count is of these groups:
+
+- judged: ``pass``, ``fail``, ``xfail``, ``report`` (the property was measured against the spec);
+- skipped: ``skip`` (not applicable here, with the reason: no float64 path, no CUDA device, ...);
+- errors: ``error`` (no verdict: a crash, a timeout, tampering, an unusable result);
+- not judged: ``unjudged`` and anything else (planned, but no verdict in that run: fail closed).
+
+``planned = judged + skipped + errors + not judged``; *failing* = ``fail`` + ``error``; *known* = ``xfail``
+(a failure declared in a known-failures file, with its reason; never an error).
+
+An implementation's status, the first that applies:
+
+=============  =====================================  ======================================================
+key            said as                                when
+=============  =====================================  ======================================================
+``failing``    does not conform (N failing)           any item failed or errored
+``unjudged``   not judged                             an item planned but not judged, or nothing judged
+``known``      conforms with N known failure(s)       every failure is a declared known failure
+``conforms``   conforms                               every judged item met the spec
+=============  =====================================  ======================================================
+
+Known failures rank among the conforming implementations (see normbench.leaderboard's ranking), always marked.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+#: item verdicts in each group
+JUDGED = ("pass", "fail", "xfail", "report")
+SKIPPED = ("skip",)
+ERRORS = ("error",)
+#: verdicts that make an implementation not conform (an error is never excused by a known failure)
+FAILING = ("fail", "error")
+KNOWN = ("xfail",)
+#: one item's verdict in words, where a page or a line names it
+ITEM_WORDS = {"pass": "pass", "fail": "fail", "error": "error (no verdict)", "xfail": "known failure",
+              "report": "reported", "skip": "skipped", "unjudged": "not judged"}
+
+CONFORMS, KNOWN_ONLY, NOT_JUDGED, NOT_CONFORMING = "conforms", "known", "unjudged", "failing"
+#: the words of each status, as every publisher prints them
+WORDS = {CONFORMS: "conforms", KNOWN_ONLY: "conforms with known failures", NOT_JUDGED: "not judged",
+         NOT_CONFORMING: "does not conform"}
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``plural(1, "item")`` -> "1 item", ``plural(2, "item")`` -> "2 items"; `many` for irregular words."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+def group(verdict: Any) -> str:
+    """The group of one item's verdict: judged, skipped, errors or unjudged."""
+    if verdict in JUDGED:
+        return "judged"
+    if verdict in SKIPPED:
+        return "skipped"
+    if verdict in ERRORS:
+        return "errors"
+    return "unjudged"
+
+
+@dataclass(frozen=True)
+class Counts:
+    """How many of an implementation's (or a run's) planned items fell in each group."""
+
+    planned: int = 0
+    judged: int = 0
+    skipped: int = 0
+    errors: int = 0
+    unjudged: int = 0
+    #: of the judged: `fail` items, and declared known failures (`xfail`)
+    failed: int = 0
+    known: int = 0
+
+    @classmethod
+    def of(cls, outcomes: Iterable[Mapping[str, Any]]) -> Counts:
+        verdicts = [o.get("verdict") for o in outcomes]
+        groups = [group(v) for v in verdicts]
+        return cls(planned=len(verdicts), judged=groups.count("judged"), skipped=groups.count("skipped"),
+                   errors=groups.count("errors"), unjudged=groups.count("unjudged"),
+                   failed=verdicts.count("fail"), known=sum(v in KNOWN for v in verdicts))
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(*(a + b for a, b in zip(self.as_tuple(), other.as_tuple(), strict=True)))
+
+    def as_tuple(self) -> tuple[int, ...]:
+        return (self.planned, self.judged, self.skipped, self.errors, self.unjudged, self.failed, self.known)
+
+    @property
+    def failing(self) -> int:
+        return self.failed + self.errors
+
+    def describe(self) -> str:
+        """The one definition of an item count, e.g. "46 items: 43 judged, 3 skipped" (zero groups left out,
+        judged always said)."""
+        parts = [f"{self.judged} judged"]
+        parts += [f"{self.skipped} skipped"] if self.skipped else []
+        parts += [plural(self.errors, "error") + " (no verdict)"] if self.errors else []
+        parts += [f"{self.unjudged} not judged"] if self.unjudged else []
+        return f"{plural(self.planned, 'item')}: " + ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Status:
+    """An implementation's conformance, said one way everywhere."""
+
+    key: str  # CONFORMS, KNOWN_ONLY, NOT_JUDGED or NOT_CONFORMING
+    counts: Counts
+
+    @property
+    def conforming(self) -> bool:
+        """Conforms, possibly with known failures: what the ranking's conforming tiers hold."""
+        return self.key in (CONFORMS, KNOWN_ONLY)
+
+    @property
+    def text(self) -> str:
+        """The full verdict: "conforms", "conforms with 2 known failures", "does not conform (3 failing,
+        1 known failure, 4 not judged)", "not judged (4 of 46 items)"."""
+        c = self.counts
+        if self.key == CONFORMS:
+            return "conforms"
+        if self.key == KNOWN_ONLY:
+            return f"conforms with {plural(c.known, 'known failure')}"
+        if self.key == NOT_CONFORMING:
+            extra = [plural(c.known, "known failure")] if c.known else []
+            extra += [f"{c.unjudged} not judged"] if c.unjudged else []
+            return f"does not conform ({', '.join([f'{c.failing} failing', *extra])})"
+        if c.unjudged:
+            return f"not judged ({c.unjudged} of {plural(c.planned, 'item')})"
+        if c.skipped and c.skipped == c.planned:
+            return f"not judged ({'the item' if c.planned == 1 else f'all {c.planned} items'} skipped)"
+        return "not judged"
+
+    @property
+    def short(self) -> str:
+        """The same verdict in a badge's or a matrix column's width: "conforms", "conforms, 2 known failures",
+        "3 failing", "not judged"."""
+        c = self.counts
+        if self.key == KNOWN_ONLY:
+            return f"conforms, {plural(c.known, 'known failure')}"
+        if self.key == NOT_CONFORMING:
+            return f"{c.failing} failing"
+        return WORDS[self.key]
+
+
+def status_of(outcomes: Iterable[Mapping[str, Any]]) -> Status:
+    """Fail closed: conforms only when something was judged, nothing failed or errored and nothing planned went
+    unjudged; known failures alone give "conforms with N known failures"."""
+    c = Counts.of(list(outcomes))
+    if c.failing:
+        return Status(NOT_CONFORMING, c)
+    if c.unjudged or not c.judged:
+        return Status(NOT_JUDGED, c)
+    if c.known:
+        return Status(KNOWN_ONLY, c)
+    return Status(CONFORMS, c)
+
+
+def did_you_mean(name: str, known: Iterable[str], n: int = 3) -> str:
+    """" (did you mean 'torch.nn.LayerNorm'?)" for the closest known names, or "" when none is close. Matched
+    case-insensitively (a wrong capital still finds its name); a clear best match is named alone; with no close
+    match, the names that contain the one given (``LayerNorm`` -> ``torch.nn.LayerNorm``, ...) if there are few."""
+    lowered = {k.lower(): k for k in sorted(set(known))}
+    query = name.lower()
+    ratio = {k: difflib.SequenceMatcher(None, query, k).ratio() for k in difflib.get_close_matches(
+        query, list(lowered), n=n, cutoff=0.6)}
+    close = [k for k in ratio if ratio[k] >= max(ratio.values()) - 0.08]
+    if not close:
+        close = [k for k in lowered if query in k]
+        close = close if 0 < len(close) <= n else []
+    if not close:
+        return ""
+    return f" (did you mean {' or '.join(repr(lowered[c]) for c in close)}?)"
