@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import tempfile
 import textwrap
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import torch
 
 from normbench.checks.base import CHECKS, PROFILES
 from normbench.known_failures import KnownFailures, KnownFailuresError, load_known_failures
-from normbench.publish.terminal import summary_lines, write_matrix
+from normbench.publish.terminal import summary_lines, totals_line, write_matrix
 from normbench.results import (
     ResultsError,
     conformance_record,
@@ -41,6 +41,7 @@ from normbench.runner import PlanItem, build_plan, error_outcome
 from normbench.sandbox import IMPORT_CHANGES, Limits, SandboxPool, discover_isolated, warm_variants
 from normbench.spec import load_specs
 from normbench.variants import DEFAULT_VARIANT, VARIANTS
+from normbench.verdicts import NOT_CONFORMING, WORDS, Counts, did_you_mean, plural
 
 #: the report attribute that carries an item's outcome to the controller (xdist serializes report attributes)
 STASH_KEY = "normbench_outcome"
@@ -103,6 +104,9 @@ class Plan:
         self.unknown_impls = unknown
         devices = opt.device or ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
         self.devices = devices
+        #: selected implementations that declare no device of this run: one explained skip each, never silence
+        self.no_device = [impl for impl in sorted(self.registry.implementations.values(), key=lambda i: i.name)
+                          if (not opt.impl or impl.name in opt.impl) and not set(impl.devices) & set(devices)]
         self.items = build_plan(specs.specs, self.registry, opt.impl, devices, opt.variant or [DEFAULT_VARIANT],
                                 full_variant_plan=opt.variant_plan == "full")
         self.by_id = {item.test_id: item for item in self.items}
@@ -166,6 +170,16 @@ def _collects_conformance(config: pytest.Config) -> bool:
     return any(Path(str(a)).resolve().name == "suite" or "conformance.py" in str(a) for a in config.args)
 
 
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """The normbench version in the run header (pytest's own --version is pytest's; `normbench --version` too)."""
+    if not _collects_conformance(config):
+        return []
+    import normbench
+    from normbench.results import normbench_commit
+
+    return [f"normbench {normbench.__version__} (commit {normbench_commit()}), torch {torch.__version__}"]
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     pool = getattr(config, "_normbench_pool", None)
     if pool is not None:
@@ -196,6 +210,36 @@ class UnavailableItem(ConfigurationItem):
     def runtest(self) -> None:
         setattr(self, STASH_KEY, {"test_id": self.name, "verdict": "skip", "summary": self.message})
         pytest.skip(self.message)
+
+
+class NoDeviceItem(pytest.Item):
+    """An implementation whose declared devices this run has none of (a CUDA-only plugin on a CPU machine): one
+    skipped item of that implementation, saying so, so the run is neither silent nor "no tests ran"."""
+
+    def __init__(self, *, outcome: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.outcome = outcome
+
+    def runtest(self) -> None:
+        setattr(self, STASH_KEY, self.outcome)
+        pytest.skip(self.outcome["summary"])
+
+    def reportinfo(self) -> tuple[str, int, str]:
+        return str(self.path), 0, self.name
+
+
+def no_device_outcome(impl: Any, devices: list[str]) -> dict[str, Any]:
+    """The skipped outcome of an implementation none of whose devices this run judges."""
+    declared = ", ".join(impl.devices)
+    if "cuda" in impl.devices and not torch.cuda.is_available():
+        why = "this machine has no CUDA device"
+    else:
+        why = f"this run judges {', '.join(devices)} only (--device)"
+    return {"test_id": f"{impl.family}[{impl.name}-devices]", "family": impl.family, "implementation": impl.name,
+            "property": "devices", "check": "devices", "mode": "any", "dtype": "any", "device": declared,
+            "variant": DEFAULT_VARIANT, "expect": "holds", "verdict": "skip", "observed": None, "source": impl.source,
+            "summary": f"devices: declares {declared} only; {why}", "metrics": {}, "counterexample": None,
+            "duration_s": 0.0}
 
 
 class ConformanceFailure(AssertionError):
@@ -273,10 +317,14 @@ class ConformanceFile(pytest.File):
             items.append(ConfigurationItem.from_parent(self, name=f"known_failures_error[{Path(kerr.path).name}]",
                                                        message=f"bad known-failures file: {kerr}"))
         for name in plan.unknown_impls:
+            known = plan.registry.implementations
             items.append(ConfigurationItem.from_parent(
                 self, name=f"unknown_impl[{name}]",
-                message=f"--impl {name!r} matches no implementation; known: "
-                        f"{sorted(plan.registry.implementations)}"))
+                message=f"--impl {name!r} matches no implementation{did_you_mean(name, known)}; `normbench list` "
+                        f"prints all {plural(len(known), 'implementation')}"))
+        for impl in plan.no_device:
+            outcome = no_device_outcome(impl, plan.devices)
+            items.append(NoDeviceItem.from_parent(self, name=outcome["test_id"], outcome=outcome))
         for plan_item in plan.items:
             item = ConformanceItem.from_parent(self, name=plan_item.test_id, plan_item=plan_item)
             item.add_marker(pytest.mark.normbench)
@@ -415,19 +463,21 @@ def complete_outcomes(config: pytest.Config, interrupted: bool) -> dict[str, dic
 
 
 def implementation_summaries(config: pytest.Config, outcomes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per implementation: how many items were planned, judged (a verdict or an explained skip), errors, unjudged."""
+    """Per implementation, in the item groups of normbench.verdicts: planned = judged (a verdict) + skipped (with
+    the reason) + errors (no verdict) + unjudged; failed and known (declared known failures) are of the judged."""
     plan = _plan(config)
-    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    per: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for o in outcomes.values():
         if o.get("implementation"):
-            counts[o["implementation"]][o.get("verdict", "error")] += 1
+            per[o["implementation"]].append(o)
     summaries = {}
-    for name, c in counts.items():
+    for name, items in per.items():
         impl = plan.registry.implementations.get(name)
+        c = Counts.of(items)
         summaries[name] = {
             "family": impl.family if impl else None, "source": impl.source if impl else None,
-            "planned": sum(c.values()), "judged": sum(c[v] for v in ("pass", "fail", "report", "xfail", "skip")),
-            "errors": c["error"], "unjudged": c["unjudged"], "failed": c["fail"],
+            "planned": c.planned, "judged": c.judged, "skipped": c.skipped, "errors": c.errors,
+            "unjudged": c.unjudged, "failed": c.failed, "known": c.known,
         }
     return summaries
 
@@ -536,19 +586,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_line(conformance_matrix_text(list(outcomes.values())))
     terminalreporter.section("normbench summary")
     for line in summary_lines(outcomes.values(), width):
-        terminalreporter.write_line(line, red="NOT conforming" in line)
+        terminalreporter.write_line(line, red=WORDS[NOT_CONFORMING] in line)
     changed = import_change_lines(outcomes.values(), width - 2)
     if changed:
         terminalreporter.write_line("import-time changes (a finding, not a verdict: see metrics.import_time_changes):")
         for line in changed:
             terminalreporter.write_line("  " + line, yellow=True)
-    summaries = implementation_summaries(config, outcomes)
-    counted = Counter()
-    for s in summaries.values():
-        counted.update(planned=s["planned"], judged=s["judged"], errors=s["errors"], unjudged=s["unjudged"])
-    terminalreporter.write_line(f"{len(summaries)} implementations: {counted['planned']} items planned, "
-                                f"{counted['judged']} judged, {counted['errors']} errors (no verdict), "
-                                f"{counted['unjudged']} not judged in this run")
+    terminalreporter.write_line(totals_line(outcomes.values()))
     matrix_dir = _results_dir(config) if not config.option.no_record else Path(tempfile.gettempdir())
     try:
         matrix = write_matrix(outcomes.values(), matrix_dir / "conformance-matrix.txt")

@@ -89,7 +89,8 @@ def test_the_control_conforms_with_every_item_judged(hostile_run):
     _, record = hostile_run
     summary = record["implementations"]["hostile.control"]
     assert summary["errors"] == summary["unjudged"] == summary["failed"] == 0, summary
-    assert summary["judged"] == summary["planned"] >= 40
+    # judged = a verdict; its fused_residual items are explained skips (normbench.verdicts: one count definition)
+    assert summary["judged"] + summary["skipped"] == summary["planned"] >= 40
     assert {o["verdict"] for o in _outcomes(record, "hostile.control")} <= {"pass", "report", "skip"}
 
 

@@ -68,8 +68,10 @@ from normbench.bench.timer import (
 )
 from normbench.bench.variants_bench import VARIANTS, VariantUnavailable
 from normbench.implementation import ALL_DTYPES, ImplementationError
+from normbench.publish.terminal import bench_summary_lines
 from normbench.registry import Registry, discover
 from normbench.spec import Spec, load_specs
+from normbench.verdicts import did_you_mean
 
 XDIST_REFUSAL = ("normbench benchmarks never run under pytest-xdist (-n / --dist): parallel workers share the cores "
                  "and the memory bandwidth being measured, so every number would be wrong. Run them without -n.")
@@ -192,7 +194,8 @@ class BenchSession:
             self.problems += [f"broken plugin: {e}" for e in self.registry.errors]
             impls = _option(self.config, "impl", [])
             unknown = sorted(set(impls) - set(self.registry.implementations))
-            self.problems += [f"--impl {name!r} matches no implementation" for name in unknown]
+            self.problems += [f"--impl {name!r} matches no implementation"
+                              f"{did_you_mean(name, self.registry.implementations)}" for name in unknown]
             sizes = {d: self.roofline_bytes or self._default_copy_bytes(d) for d in self.devices}
             self._plan = plan_cases(self.specs, self.registry, implementations=impls, families=opt.bench_family,
                                     dtypes=opt.bench_dtype, passes=opt.bench_pass, shapes=opt.bench_shape,
@@ -649,6 +652,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             best = max(norms, key=lambda e: e["roofline_pct"])
             terminalreporter.write_line(f"  {len(norms)} {device} cases; closest to the roofline: {best['id']} at "
                                         f"{best['roofline_pct']:.0f}% of the {best['roofline_level']} roofline")
+            for line in bench_summary_lines(norms, min(120, terminalreporter._tw.fullwidth) - 2):
+                terminalreporter.write_line(f"  {line}")
         for e in above_roofline(entries.values()):
             terminalreporter.write_line(
                 f"  ABOVE THE ROOFLINE beyond the noise: {e['id']} {e['gbps_q1']:.1f} GB/s at its slow quartile > "

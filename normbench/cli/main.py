@@ -20,9 +20,29 @@ def _verbs() -> dict[str, object]:
     return verbs
 
 
+def _version() -> str:
+    """"normbench 0.1.0 (commit 1a2b3c4d5e6f, torch 2.13.0+cpu)": what a bug report needs."""
+    import torch
+
+    import normbench
+    from normbench.results import normbench_commit
+
+    return f"normbench {normbench.__version__} (commit {normbench_commit()}, torch {torch.__version__})"
+
+
+class _Version(argparse.Action):
+    """--version, computed only when asked (the commit takes a git call)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        print(_version())
+        parser.exit()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="normbench", description="Conformance and benchmark suite for "
                                      "normalization layers.")
+    parser.add_argument("--version", action=_Version, nargs=0, help="print the normbench version and exit")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     verbs = _verbs()
     for module in verbs.values():

@@ -1,0 +1,38 @@
+"""A plugin none of whose declared devices this run has (a CUDA-only plugin on a CPU machine) is one explained skip
+of that implementation and exit 0, not "no tests ran" (exit 5) with no reason (issue 20, item 6); a mistyped
+--impl suggests the closest name."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from test_suite_runner import run_suite
+
+
+def test_a_cuda_only_plugin_on_a_machine_without_cuda_is_one_explained_skip(tmp_path):
+    # on a CUDA machine, --device cpu makes the same situation (and says so)
+    extra = ["--device", "cpu"] if torch.cuda.is_available() else []
+    proc = run_suite("--results-dir", str(tmp_path), "--impl-path", "plugins.cuda_only:cuda_rmsnorm",
+                     "--impl", "cuda_only.RMSNorm", *extra)
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:]
+    why = "this run judges cpu only (--device)" if extra else "this machine has no CUDA device"
+    assert f": devices: declares cuda only; {why}" in out.split("short test summary info")[-1]
+    assert "1 skipped" in out and "no tests ran" not in out
+    summary_block = out.split("normbench summary")[1].split("short test summary info")[0]
+    assert "cuda_only.RMSNorm  not judged (the item skipped)" in summary_block
+    assert "1 item: 0 judged, 1 skipped" in summary_block and "1 implementation, 1 item" in summary_block
+    record = json.loads(next((tmp_path / "raw").glob("*/conformance.json")).read_text())
+    summary = record["implementations"]["cuda_only.RMSNorm"]
+    assert (summary["planned"], summary["judged"], summary["skipped"]) == (1, 0, 1)
+    outcome = record["outcomes"]["rmsnorm[cuda_only.RMSNorm-devices]"]
+    assert outcome["verdict"] == "skip" and "declares cuda only" in outcome["summary"]
+    assert "cuda_only.RMSNorm" in (tmp_path / "LEADERBOARD.md").read_text()  # listed, as not judged
+
+
+def test_a_mistyped_impl_suggests_the_closest_name():
+    proc = run_suite("--no-record", "--impl", "torch.nn.LayerNrom", "-k", "unknown_impl")
+    line = next(line for line in proc.stdout.splitlines() if "matches no implementation" in line)
+    assert "did you mean 'torch.nn.LayerNorm'?" in line and "`normbench list` prints all" in line
+    assert "'torch.nn.BatchNorm1d'" not in line  # no longer every name
