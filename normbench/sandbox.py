@@ -285,7 +285,10 @@ def _context() -> multiprocessing.context.BaseContext:
     if _CONTEXT is None:
         ctx = multiprocessing.get_context("forkserver")
         # The forkserver imports these once; every child then starts with torch and every check loaded.
+        # torch.fx's symbolic shapes (and sympy with them) are imported by autograd's first backward (_make_grads):
+        # 0.5 s that every judging process paid again; imported once here, the forks share it (issue 17).
         ctx.set_forkserver_preload(["normbench.sandbox", "normbench.runner", "normbench.judge_guard",
+                                    "torch.fx.experimental.symbolic_shapes",
                                     *(f"normbench.preload.{v}" for v in _WARM_VARIANTS)])
         _CONTEXT = ctx
     return _CONTEXT

@@ -67,3 +67,11 @@ def test_ulp_of_a_reduction_is_at_the_size_of_what_it_sums():
     actual = truth + torch.tensor([8 * EPS32, 0.0], dtype=torch.float64)
     c = compare(actual, truth, torch.float32, Tolerance(rel=2, abs=1, red=1), 1, terms=terms)
     assert c.ulp_scale == 8.0 and math.isclose(c.max_ulp, 1.0)  # spacing at 8 is 8 eps
+
+
+def test_unravel_matches_torch():
+    from normbench.compare import unravel
+
+    for shape in [(3,), (2, 3), (4, 1, 5), (2, 3, 4, 5)]:
+        for flat in range(torch.Size(shape).numel()):
+            assert unravel(flat, shape) == tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), shape))
