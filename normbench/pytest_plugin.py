@@ -1,8 +1,10 @@
 """pytest integration: `pytest suite` turns the plan into test items, records outcomes, prints the matrix.
 
-Loaded by the repository's root conftest.py. Items are collected from suite/conformance.py by a hook
-(that file is not a test module: its name does not match test_*.py), one item per plan entry, named with
-the stable test id, e.g. ``layernorm[torch.nn.LayerNorm-shift_invariance-float32]``.
+Registered through the `pytest11` entry point, so its options exist wherever normbench is installed. Items are
+collected from the packaged suite, normbench/suite/conformance.py (`pytest --pyargs normbench.suite`,
+`normbench test`), or a clone's suite/conformance.py (`pytest suite`), by a hook (that file is not a test module: its
+name does not match test_*.py), one item per plan entry, named with the stable test id, e.g.
+``layernorm[torch.nn.LayerNorm-shift_invariance-float32]``.
 
 Fail closed (issue 7): every item is judged in a sandbox process (normbench.sandbox), so a crash, exit,
 hang or state change of one implementation is an ``error`` of that implementation's item and nothing else;
@@ -14,6 +16,7 @@ implementation is said to conform only when its whole plan was judged and met th
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import textwrap
 from collections import defaultdict
@@ -24,10 +27,12 @@ from typing import Any
 import pytest
 import torch
 
+import normbench.suite
 from normbench.checks.base import CHECKS, PROFILES
 from normbench.known_failures import KnownFailures, KnownFailuresError, load_known_failures
 from normbench.publish.terminal import summary_lines, totals_line, write_matrix
 from normbench.results import (
+    DEFAULT_RESULTS_DIR,
     ResultsError,
     conformance_record,
     load_record,
@@ -46,6 +51,9 @@ from normbench.verdicts import NOT_CONFORMING, WORDS, Counts, did_you_mean, plur
 #: the report attribute that carries an item's outcome to the controller (xdist serializes report attributes)
 STASH_KEY = "normbench_outcome"
 CONFIGURATION_PREFIXES = ("spec_error", "plugin_error", "unknown_impl", "known_failures_error", "plugin_unavailable")
+#: the packaged suite: what `pytest --pyargs normbench.suite` collects, and the built-in known failures
+SUITE_PACKAGE = normbench.suite.__name__
+SUITE_DIR = Path(normbench.suite.__file__).resolve().parent
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -61,7 +69,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--profile", choices=sorted(PROFILES), default=os.environ.get("NORMBENCH_PROFILE", "ci"),
                     help="hypothesis profile (env NORMBENCH_PROFILE); default ci")
     group.addoption("--results-dir", default=None, metavar="DIR",
-                    help="where results are written (default: results/ under the rootdir)")
+                    help=f"where results are written (default: ./{DEFAULT_RESULTS_DIR}, in the current folder)")
     group.addoption("--no-record", action="store_true", help="do not write results or the leaderboard")
     group.addoption("--known-failures", action="append", default=[], metavar="PATH",
                     help="extra known-failures YAML file or directory (repeatable)")
@@ -120,7 +128,7 @@ def _known_failures(config: pytest.Config) -> KnownFailures:
     if known is None:
         try:
             known = load_known_failures(map(Path, config.option.known_failures),
-                                        builtin=Path(str(config.rootpath)) / "suite" / "known_failures")
+                                        builtin=SUITE_DIR / "known_failures")
         except KnownFailuresError as exc:
             raise pytest.UsageError(f"--known-failures: {exc}") from None
         config._normbench_known = known  # type: ignore[attr-defined]
@@ -152,8 +160,11 @@ def _pool(config: pytest.Config) -> SandboxPool:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "normbench: a conformance item")
-    # One thread per process: deterministic, and xdist workers do not fight over the two cores.
-    torch.set_num_threads(1)
+    if _collects_conformance(config):
+        # One thread per process: deterministic, and xdist workers do not fight over the two cores. Only in a
+        # conformance run: the entry point loads this plugin into every pytest session of the environment.
+        torch.set_num_threads(1)
+        _keep_hypothesis_storage_out_of_the_folder(config)
     config._normbench_outcomes = {}  # type: ignore[attr-defined]
     config._normbench_expected = set()  # type: ignore[attr-defined]
     _known_failures(config)
@@ -166,8 +177,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _collects_conformance(config: pytest.Config) -> bool:
-    """Whether this run collects suite/ (not only the project's own tests): only then is a record written."""
-    return any(Path(str(a)).resolve().name == "suite" or "conformance.py" in str(a) for a in config.args)
+    """Whether this run collects the suite (`suite`, `--pyargs normbench.suite`, a conformance.py node id), not only
+    other tests: only then is the results folder validated before the run."""
+    for arg in map(str, config.args):
+        target = arg.split("::")[0]
+        if config.option.pyargs and target in (SUITE_PACKAGE, f"{SUITE_PACKAGE}.conformance"):
+            return True
+        if Path(target).resolve().name == "suite" or "conformance.py" in target:
+            return True
+    return False
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -180,10 +198,40 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [f"normbench {normbench.__version__} (commit {normbench_commit()}), torch {torch.__version__}"]
 
 
+def _keep_hypothesis_storage_out_of_the_folder(config: pytest.Config) -> None:
+    """Hypothesis caches the constants of every module outside site-packages in ./.hypothesis/constants of the
+    current folder, database or not: a run from a plugin's repository would write there. The judging processes (the
+    forkserver and its children inherit the environment) keep it in normbench's cache folder instead, or under
+    --no-record, which writes nothing, in a temporary folder removed at the end. A HYPOTHESIS_STORAGE_DIRECTORY the
+    user set is left as it is."""
+    if os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
+        return
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    from normbench.ecosystem.hf import cache_dir
+
+    if config.option.no_record:
+        folder = Path(tempfile.mkdtemp(prefix="normbench-hypothesis-"))
+        config._normbench_scratch = folder  # type: ignore[attr-defined]
+    else:
+        folder = cache_dir() / "hypothesis"
+    os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = str(folder)
+    set_hypothesis_home_dir(folder)
+    config._normbench_set_storage = True  # type: ignore[attr-defined]
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     pool = getattr(config, "_normbench_pool", None)
     if pool is not None:
         pool.close()
+    if getattr(config, "_normbench_set_storage", False):
+        from hypothesis.configuration import set_hypothesis_home_dir
+
+        os.environ.pop("HYPOTHESIS_STORAGE_DIRECTORY", None)
+        set_hypothesis_home_dir(None)
+    scratch = getattr(config, "_normbench_scratch", None)
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 class ConfigurationItem(pytest.Item):
@@ -355,8 +403,17 @@ def _known_reason(known: KnownFailures, item: PlanItem) -> str | None:
     return None
 
 
+def _is_suite_file(file_path: Path) -> bool:
+    """The packaged suite's conformance.py, or a clone's suite/conformance.py (a clone holds normbench/suite/ beside
+    suite/). Nothing else: this plugin is loaded into every pytest session where normbench is installed."""
+    if file_path.name != "conformance.py" or file_path.parent.name != "suite":
+        return False
+    folder = file_path.resolve().parent
+    return folder == SUITE_DIR or (folder.parent / "normbench" / "suite" / "conformance.py").is_file()
+
+
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    if file_path.name == "conformance.py" and file_path.parent.name == "suite":
+    if _is_suite_file(file_path):
         return ConformanceFile.from_parent(parent, path=file_path)
     return None
 
@@ -546,7 +603,9 @@ def _other_variants(results_dir: Path, outcomes: dict[str, dict[str, Any]], vari
 
 
 def _results_dir(config: pytest.Config) -> Path:
-    return Path(config.option.results_dir or Path(str(config.rootpath)) / "results")
+    """--results-dir, else ./normbench-results in the folder pytest was started from: never the committed results/
+    of a clone (that is refreshed only by publishing, see README)."""
+    return Path(config.option.results_dir or config.invocation_params.dir / DEFAULT_RESULTS_DIR)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -593,12 +652,12 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         for line in changed:
             terminalreporter.write_line("  " + line, yellow=True)
     terminalreporter.write_line(totals_line(outcomes.values()))
-    matrix_dir = _results_dir(config) if not config.option.no_record else Path(tempfile.gettempdir())
-    try:
-        matrix = write_matrix(outcomes.values(), matrix_dir / "conformance-matrix.txt")
-        terminalreporter.write_line(f"full matrix: {matrix} (or run with --matrix / -v)")
-    except OSError as exc:
-        terminalreporter.write_line(f"could not write the full matrix: {exc}", yellow=True)
+    if not config.option.no_record:  # --no-record writes nothing at all, not even the matrix
+        try:
+            matrix = write_matrix(outcomes.values(), _results_dir(config) / "conformance-matrix.txt")
+            terminalreporter.write_line(f"full matrix: {matrix} (or run with --matrix / -v)")
+        except OSError as exc:
+            terminalreporter.write_line(f"could not write the full matrix: {exc}", yellow=True)
     error = getattr(config, "_normbench_write_error", None)
     written = getattr(config, "_normbench_written", None)
     if error:

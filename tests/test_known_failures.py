@@ -15,7 +15,7 @@ from normbench.known_failures import KnownFailuresError, load_known_failures
 from normbench.registry import Registry
 from normbench.runner import build_plan
 
-BUILTIN = Path(__file__).resolve().parents[1] / "suite" / "known_failures"
+BUILTIN = Path(__file__).resolve().parents[1] / "normbench" / "suite" / "known_failures"
 TORCH_LN = "torch.nn.LayerNorm"
 TORCH_FP16 = "layernorm[torch.nn.LayerNorm-weight_gradient_reduction-float16]"
 FORGED = "torch.nn.LayerNorm-weight_gradient_reduction-float16-evil"

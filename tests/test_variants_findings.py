@@ -1,6 +1,6 @@
 """Minimal standalone reproductions of what the deployment variants found in torch's own modules (issue 10, part
 5). Each asserts the deviation as measured with torch 2.13 CPU; when torch fixes it the test fails, and the
-known-failure entry it backs (suite/known_failures/) must go."""
+known-failure entry it backs (normbench/suite/known_failures/) must go."""
 
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ def test_compiled_batchnorm_running_var_loses_precision_on_a_large_mean_batch():
     eager_ulp = _ulp_error(eager.running_var, truth)
     compiled_ulp = _ulp_error(compiled.running_var, truth)
     assert eager_ulp < 1.0, f"eager running_var {eager_ulp:.3g} ulp off"
-    assert compiled_ulp > 8.0, (f"compiled running_var now {compiled_ulp:.3g} ulp off (eager {eager_ulp:.3g}): "
-                                "fixed? remove the known failure in suite/known_failures/torch.nn.BatchNorm1d.yaml")
+    assert compiled_ulp > 8.0, (f"compiled running_var now {compiled_ulp:.3g} ulp off (eager {eager_ulp:.3g}): fixed? "
+                                "remove the known failure in normbench/suite/known_failures/torch.nn.BatchNorm1d.yaml")
 
 
 @pytest.mark.deploy
@@ -47,7 +47,7 @@ def test_onnx_export_drops_the_epsilon_of_rmsnorm_at_1e_12():
     assert "Add" in ops[1e-5]
     assert "Add" not in ops[1e-12] and bool(zero_row.isnan().all()), (
         f"the exported RMSNorm(eps=1e-12) now has ops {sorted(ops[1e-12])} and gives {zero_row[0]} on a zero row: "
-        "fixed? remove the known failures in suite/known_failures/torch.nn.RMSNorm.yaml and F.rms_norm.yaml")
+        "fixed? remove the known failures in normbench/suite/known_failures/torch.nn.RMSNorm.yaml and F.rms_norm.yaml")
 
 
 class _PrimitiveLayerNorm(nn.Module):

@@ -1,7 +1,7 @@
 """examples/ci/normbench.yml: its `run:` steps, run here with the same commands (GitHub's expressions and
-variables substituted, a tmp dir as the workspace, normbench as the checkout beside it) on torch.nn.RMSNorm's
-forward equivalence: the summary is written, the gate passes against a baseline of the same code and fails when
-an item of the baseline disappeared."""
+variables substituted, a tmp dir as the workspace: the plugin's repository, with no normbench checkout; normbench is
+the installed package) on torch.nn.RMSNorm's forward equivalence: the summary is written, the gate passes against a
+baseline of the same code and fails when an item of the baseline disappeared."""
 
 from __future__ import annotations
 
@@ -70,9 +70,16 @@ def test_workflow_shape():
     names = [s.get("name") for s in steps()]
     assert names.index("Conformance suite") < names.index("Summary") < names.index("Gate")
     install = next(s for s in steps() if s.get("id") == "install")["run"]
-    # the CPU wheel, pinned by normbench's constraints file
-    assert "download.pytorch.org/whl/cpu" in install and "-c normbench/constraints.txt" in install
-    assert "-e ./normbench" in install and "-e ." in install
+    # torch's CPU wheel, then normbench by package (no checkout of normbench's repository), then the plugin
+    assert "download.pytorch.org/whl/cpu" in install and '"$NORMBENCH_REQUIREMENT" -e .' in install
+    assert not any("repository" in s.get("with", {}) for s in steps())
+    # normbench is pinned: a release (==) or a git URL at a tag or commit, never a branch
+    requirement = workflow["env"]["NORMBENCH_REQUIREMENT"]
+    pinned = re.fullmatch(r"normbench==\S+|normbench @ git\+https://\S+/normbench@(\S+)", requirement)
+    assert pinned and pinned.group(1) not in ("main", "master"), requirement
+    # the suite runs from the plugin's repository
+    suite = next(s for s in steps() if s.get("id") == "suite")["run"]
+    assert "normbench test " in suite and "cd " not in suite
     # the summary and the gate run even when the suite failed
     for name in ("Summary", "Gate"):
         assert next(s for s in steps() if s.get("name") == name)["if"] == "always()"
@@ -81,7 +88,6 @@ def test_workflow_shape():
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     ws = tmp_path_factory.mktemp("workspace")
-    (ws / "normbench").symlink_to(ROOT)  # the second checkout (path: normbench)
     runner = Runner(ws, {"NORMBENCH_ARGS": ARGS})
     procs = {}
     for step in steps():

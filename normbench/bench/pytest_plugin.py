@@ -5,7 +5,8 @@ Opt-in on purpose: a plain `pytest suite` never loads this plugin, so it never c
 (normbench.bench.harness) becomes one pytest-benchmark test, timed with `benchmark.pedantic` on the schedule
 normbench calibrates (CPU: perf_counter; CUDA: CUDA events, L2 flushed before each round), so pytest-benchmark's
 JSON (`--benchmark-json`) is written as usual and `pytest-benchmark compare` works on it; normbench's own record
-goes to results/raw/<machine-id>/benchmark-<device>.json and the leaderboard is re-rendered.
+goes to <results-dir>/raw/<machine-id>/benchmark-<device>.json (./normbench-results unless --results-dir) and the
+leaderboard is re-rendered.
 
 Benchmarks refuse to run under pytest-xdist: workers would share the cores and memory bandwidth being measured.
 
@@ -598,9 +599,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not bench.results or _option(config, "no_record", False):
         return
     from normbench.leaderboard import write_leaderboard
-    from normbench.results import benchmark_record, store_record
+    from normbench.results import DEFAULT_RESULTS_DIR, benchmark_record, store_record
 
-    results_dir = Path(_option(config, "results_dir", None) or Path(str(config.rootpath)) / "results")
+    results_dir = Path(_option(config, "results_dir", None) or config.invocation_params.dir / DEFAULT_RESULTS_DIR)
     written = []
     for device, entries in sorted(bench.results.items()):
         rooflines = [r for d, r in bench.rooflines.items() if torch.device(d).type == device]

@@ -14,6 +14,7 @@ VERB = "claims"
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from normbench.bench.claims import CLAIMS, TRAINING_CLAIMS
     from normbench.bench.variants_bench import VARIANTS
+    from normbench.results import DEFAULT_RESULTS_DIR
 
     parser = sub.add_parser(VERB, help="the claims lab: RMSNorm vs LayerNorm, folded offline norm vs LayerNorm, per "
                                        "deployment variant; training dynamics (PowerNorm, Pre/Post-LN, DeepNorm)")
@@ -27,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"],
                         help="device to measure on (default: cuda where available, else cpu)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: every core)")
-    parser.add_argument("--results-dir", default="results", help="results folder (default: results)")
+    parser.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR,
+                        help=f"results folder (default: {DEFAULT_RESULTS_DIR})")
     parser.add_argument("--no-record", action="store_true", help="print only; write no record")
 
 

@@ -11,9 +11,11 @@ VERB = "leaderboard"
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from normbench.publish import PUBLISHERS
+    from normbench.results import DEFAULT_RESULTS_DIR
 
     parser = sub.add_parser(VERB, help="render the leaderboard from the stored records")
-    parser.add_argument("--results-dir", default="results", help="results folder (default: results)")
+    parser.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR,
+                        help=f"results folder (default: {DEFAULT_RESULTS_DIR})")
     parser.add_argument("--format", action="append", choices=list(PUBLISHERS), dest="formats",
                         help="only this output format (repeatable; default: all)")
     parser.add_argument("--show", action="store_true", help="also print the combined ranking")

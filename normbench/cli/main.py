@@ -47,8 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     verbs = _verbs()
     for module in verbs.values():
         module.add_parser(sub)  # type: ignore[attr-defined]
-    args = parser.parse_args(argv)
-    return int(verbs[args.verb].run(args) or 0)  # type: ignore[attr-defined]
+    args, rest = parser.parse_known_args(argv)
+    verb = verbs[args.verb]
+    # A verb that wraps another tool (`normbench test` runs pytest) takes the arguments it does not know as that
+    # tool's; for every other verb they are an error, as with parse_args.
+    if getattr(verb, "PASSES_UNKNOWN_ARGS", False):
+        args.passthrough = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return int(verb.run(args) or 0)  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

@@ -18,10 +18,12 @@ VERB = "merge"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from normbench.results import DEFAULT_RESULTS_DIR
     parser = sub.add_parser(VERB, help="merge result records from other machines into a results folder")
     parser.add_argument("sources", nargs="+", metavar="SOURCE",
                         help="a results folder (with raw/), a raw/<machine-id> folder, or a record .json file")
-    parser.add_argument("--into", default="results", help="results folder to merge into (default: results)")
+    parser.add_argument("--into", default=DEFAULT_RESULTS_DIR,
+                        help=f"results folder to merge into (default: {DEFAULT_RESULTS_DIR})")
     parser.add_argument("--no-render", action="store_true", help="do not re-render the leaderboard")
 
 

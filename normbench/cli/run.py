@@ -1,4 +1,4 @@
-"""`normbench run`: the conformance suite, then the throughput benchmarks, then the claims lab; writes results/.
+"""`normbench run`: the conformance suite, then the throughput benchmarks, then the claims lab (results: --results-dir).
 
 Each stage is the same pytest run a user can start by hand (printed before it starts), so nothing here is a
 second way of judging or timing: conformance is `pytest suite` (parallel with xdist), the benchmarks are
@@ -25,8 +25,9 @@ VERB = "run"
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from normbench.bench.harness import PASSES
     from normbench.implementation import ALL_DTYPES
+    from normbench.results import DEFAULT_RESULTS_DIR
 
-    parser = sub.add_parser(VERB, help="conformance, then benchmarks, then the claims lab; writes results/ and "
+    parser = sub.add_parser(VERB, help="conformance, then benchmarks, then the claims lab; writes the results and "
                                        "the leaderboard")
     parser.add_argument("--impl", action="append", default=[], metavar="NAME", help="only this implementation")
     parser.add_argument("--impl-path", action="append", default=[], metavar="MODULE:ATTR",
@@ -58,7 +59,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", "-n", default="2", metavar="N",
                         help="pytest-xdist workers for conformance (default 2; 0 = serial); benchmarks are serial")
     parser.add_argument("--profile", default=None, help="hypothesis profile for conformance (ci, dev, thorough)")
-    parser.add_argument("--results-dir", default="results", help="results folder (default: results)")
+    parser.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR,
+                        help=f"results folder (default: {DEFAULT_RESULTS_DIR})")
     parser.add_argument("--suite", default=None, help="the suite folder (default: ./suite, else the one beside the "
                                                       "normbench sources)")
     for stage in ("conformance", "benchmarks", "claims"):

@@ -6,7 +6,7 @@ run it with normbench's benchmark plugin, serially (never with -n):
     pytest -p normbench.bench.pytest_plugin suite/benchmarks --benchmark-json=bench.json
 
 or simply `normbench run`. Each case is timed by pytest-benchmark on the schedule normbench calibrates, and
-recorded under results/raw/<machine-id>/benchmark-<device>.json (see normbench.bench.pytest_plugin).
+recorded under <results-dir>/raw/<machine-id>/benchmark-<device>.json (see normbench.bench.pytest_plugin).
 """
 
 from normbench.bench.pytest_plugin import run_bench_case

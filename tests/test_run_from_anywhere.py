@@ -1,0 +1,96 @@
+"""normbench runs from any folder where it is installed (issue 20): `pytest --pyargs normbench.suite` and
+`normbench test`, from a folder outside the clone, with the plugin given as a file or as a module on PYTHONPATH;
+the record lands under --results-dir, or ./normbench-results of that folder by default, and nothing is written into
+the clone; --no-record writes nothing at all."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+#: one property in one dtype keeps each run short
+SELECT = ["-k", "forward_equivalence and float32", "-q", "-p", "no:cacheprovider"]
+PLUGIN = textwrap.dedent("""
+    from torch import nn
+    from normbench import Implementation
+
+    def _rmsnorm(num_features, eps, affine):
+        return nn.RMSNorm(num_features, eps=eps, elementwise_affine=affine)
+
+    implementations = [Implementation(name="{name}", family="rmsnorm", factory=_rmsnorm)]
+""")
+FILE_IMPL, MODULE_IMPL = "anywhere.FileRMSNorm", "anywhere.ModuleRMSNorm"
+
+
+def _clone_state() -> dict[str, int]:
+    """Every file under the clone's results folders, with its modification time."""
+    return {str(p): p.stat().st_mtime_ns for folder in ("results", "normbench-results")
+            for p in (ROOT / folder).rglob("*") if p.is_file()}
+
+
+@pytest.fixture()
+def outside(tmp_path):
+    """A plugin's folder outside the clone: plugin.py (a file) and src/anywhere_plugin (a module)."""
+    assert ROOT not in tmp_path.parents
+    (tmp_path / "plugin.py").write_text(PLUGIN.format(name=FILE_IMPL))
+    (tmp_path / "src" / "anywhere_plugin").mkdir(parents=True)
+    (tmp_path / "src" / "anywhere_plugin" / "__init__.py").write_text(PLUGIN.format(name=MODULE_IMPL))
+    (tmp_path / "tmp").mkdir()
+    before, had_default = _clone_state(), (ROOT / "normbench-results").exists()
+    yield tmp_path
+    assert _clone_state() == before, "a run outside the clone wrote into the clone's results"
+    assert (ROOT / "normbench-results").exists() == had_default
+
+
+def _run(folder: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "PYTHONPATH"))}
+    # the module form needs its folder on sys.path; TMPDIR shows whether anything lands in the temp folder
+    env.update(PYTHONPATH=str(folder / "src"), TMPDIR=str(folder / "tmp"))
+    proc = subprocess.run([sys.executable, *argv], cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _verdicts(results: Path) -> dict[str, str]:
+    [record] = (results / "raw").glob("*/conformance.json")
+    return {o["test_id"]: o["verdict"] for o in json.loads(record.read_text())["outcomes"].values()
+            if o["verdict"] != "unjudged"}
+
+
+def test_pytest_pyargs_judges_a_file_and_a_module_plugin_from_outside_the_clone(outside):
+    _run(outside, "-m", "pytest", "--pyargs", "normbench.suite", "--impl", FILE_IMPL, "--impl", MODULE_IMPL,
+         "--impl-path", "plugin.py:implementations", "--impl-path", "anywhere_plugin:implementations",
+         "--results-dir", str(outside / "out"), *SELECT)
+    assert _verdicts(outside / "out") == {f"rmsnorm[{FILE_IMPL}-forward_equivalence-float32]": "pass",
+                                          f"rmsnorm[{MODULE_IMPL}-forward_equivalence-float32]": "pass"}
+    assert (outside / "out" / "LEADERBOARD.md").is_file()
+    assert not (outside / "normbench-results").exists()
+
+
+def _listing(folder: Path) -> list[Path]:
+    """Everything in the folder (dot files too), less Python's bytecode caches and the temp folder."""
+    return sorted(p.relative_to(folder) for p in folder.rglob("*")
+                  if "__pycache__" not in p.parts and p.relative_to(folder).parts[0] != "tmp")
+
+
+def test_normbench_test_writes_nothing_with_no_record_and_to_normbench_results_by_default(outside):
+    before = _listing(outside)
+    proc = _run(outside, "-m", "normbench", "test", "--impl", FILE_IMPL, "--impl-path", "plugin.py:implementations",
+                "--no-record", *SELECT)
+    assert "1 passed" in proc.stdout and "full matrix" not in proc.stdout
+    # no record, no matrix (it once went to the temp folder), no .hypothesis or .benchmarks: nothing at all
+    assert _listing(outside) == before
+    assert not list((outside / "tmp").rglob("conformance-matrix.txt"))
+
+    proc = _run(outside, "-m", "normbench", "test", "--impl", MODULE_IMPL, "--impl-path",
+                "anywhere_plugin:implementations", *SELECT)
+    assert proc.stdout.startswith("$ pytest --pyargs normbench.suite -p no:benchmark --impl")
+    assert _verdicts(outside / "normbench-results") == {f"rmsnorm[{MODULE_IMPL}-forward_equivalence-float32]": "pass"}
+    assert (outside / "normbench-results" / "conformance-matrix.txt").is_file()
