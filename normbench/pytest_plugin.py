@@ -168,6 +168,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config._normbench_outcomes = {}  # type: ignore[attr-defined]
     config._normbench_expected = set()  # type: ignore[attr-defined]
     _known_failures(config)
+    if _is_controller(config) and _collects_conformance(config):
+        # Before any plugin is imported (discovery runs at collection): what the verdicts are computed from.
+        from normbench.integrity import digest, judged_paths
+
+        roots = judged_paths([*config.option.spec_dir, *config.option.known_failures])
+        config._normbench_judged_files = (roots, digest(roots))  # type: ignore[attr-defined]
     if _is_controller(config) and not config.option.no_record and _collects_conformance(config):
         # A results folder that cannot take the record must stop the run before anything is judged.
         try:
@@ -562,6 +568,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     interrupted = exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldstop or session.shouldfail)
     outcomes = complete_outcomes(config, interrupted)
     config._normbench_final = outcomes  # type: ignore[attr-defined]
+    judged_files = getattr(config, "_normbench_judged_files", None)
+    if judged_files is not None:
+        from normbench.integrity import changes, digest
+
+        roots, before = judged_files
+        changed = changes(before, digest(roots))
+        if changed:
+            # The references, specs or known failures moved under the run: no verdict of it can be trusted.
+            config._normbench_tampered = changed  # type: ignore[attr-defined]
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            return
     if config.option.no_record:
         return
     results_dir = _results_dir(config)
@@ -652,12 +669,18 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         for line in changed:
             terminalreporter.write_line("  " + line, yellow=True)
     terminalreporter.write_line(totals_line(outcomes.values()))
-    if not config.option.no_record:  # --no-record writes nothing at all, not even the matrix
+    # --no-record writes nothing at all, not even the matrix; nor does a run whose judged files changed
+    if not config.option.no_record and not getattr(config, "_normbench_tampered", None):
         try:
             matrix = write_matrix(outcomes.values(), _results_dir(config) / "conformance-matrix.txt")
             terminalreporter.write_line(f"full matrix: {matrix} (or run with --matrix / -v)")
         except OSError as exc:
             terminalreporter.write_line(f"could not write the full matrix: {exc}", yellow=True)
+    tampered = getattr(config, "_normbench_tampered", None)
+    if tampered:
+        shown = "; ".join(tampered[:5]) + (f" (and {len(tampered) - 5} more)" if len(tampered) > 5 else "")
+        terminalreporter.write_line(f"refused to write this run's records: files normbench reads changed during the "
+                                    f"run, so no verdict of it can be trusted: {shown}", red=True)
     error = getattr(config, "_normbench_write_error", None)
     written = getattr(config, "_normbench_written", None)
     if error:
