@@ -6,9 +6,15 @@ installed; the classifier, the missing-library path and the report are tested on
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 import textwrap
+import tomllib
+import types
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +22,11 @@ from torch import nn
 
 from normbench import Implementation
 from normbench.ecosystem import _catalogue, hf
+from normbench.ecosystem import diffusers as df_adapter
+from normbench.ecosystem import litgpt as lg_adapter
+from normbench.ecosystem import timm as timm_adapter
 from normbench.ecosystem import torchscale as ts_adapter
+from normbench.ecosystem import torchtune as tt_adapter
 from normbench.ecosystem import x_transformers as xt_adapter
 from normbench.ecosystem._catalogue import ClassFactory, Entry
 from normbench.ecosystem.findings import explain, mixed_precision_dtype, zero_row_nan
@@ -24,6 +34,7 @@ from normbench.ecosystem.report import build_report
 from normbench.results import conformance_record, store_record
 
 FAKES = "plugins.norm_fakes"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def fake(name: str) -> dict:
@@ -121,12 +132,120 @@ def test_scan_finds_norm_classes_and_hashes_copies_alike(tmp_path):
     (xt_adapter, "x_transformers", "x_transformers"),
     (ts_adapter, "torchscale.component.rms_norm", "torchscale"),
     (hf, "transformers", "transformers"),
+    (tt_adapter, "torchtune.modules.rms_norm", "torchtune"),
+    (lg_adapter, "litgpt.model", "litgpt"),
+    (df_adapter, "diffusers.models.normalization", "diffusers"),
+    (timm_adapter, "timm.layers.norm", "timm"),
 ])
 def test_a_missing_library_is_one_unavailable_entry(monkeypatch, adapter, blocked, library):
     monkeypatch.setitem(sys.modules, blocked, None)  # what Python does for a module that cannot be imported
     [entry] = adapter.entries()
     assert entry.status == "unavailable" and entry.library == library and entry.implementation is None
     assert entry.reason.startswith(f"cannot import {library}: ") and "Error" in entry.reason
+
+
+@pytest.mark.parametrize("adapter, blocked, hint", [
+    (lg_adapter, "litgpt.model", "pip install --no-deps 'litgpt"),
+    (ts_adapter, "torchscale.component.rms_norm", "pip install --no-deps 'torchscale"),
+    (timm_adapter, "timm.layers.norm", "torchvision"),
+])
+def test_a_library_installed_apart_says_how_to_install_it(monkeypatch, adapter, blocked, hint):
+    monkeypatch.setitem(sys.modules, blocked, None)
+    [entry] = adapter.entries()
+    assert hint in entry.reason
+
+
+def test_every_library_has_an_entry_point_and_an_install_route():
+    """Each catalogue library is in the `normbench.ecosystem` entry-point group and either in the `ecosystem` extra
+    or installed apart with the hint its unavailable entry gives (litgpt, torchscale: --no-deps; timm: a torchvision
+    that loads)."""
+    from normbench.ecosystem import _libraries
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    group = project["entry-points"]["normbench.ecosystem"]
+    assert set(group) == set(_libraries())
+    assert all(value == f"normbench.ecosystem:{name}_implementations" for name, value in group.items())
+    extra = {r.split("[")[0].split(">")[0].split("<")[0].split("=")[0].replace("-", "_")
+             for r in project["optional-dependencies"]["ecosystem"]}
+    apart = {"litgpt", "torchscale", "timm"}
+    assert set(_libraries()) - apart <= extra and not apart & extra
+    # nothing in the extra pulls PyPI's torchvision (a CUDA build that breaks every transformers import beside the
+    # CPU torch): torchscale (timm==0.6.13) and timm are installed apart
+    assert "torchvision" not in extra and "timm" not in extra
+
+
+BROKEN_IMPORT = """
+import importlib.abc, os, sys
+
+class _Broken(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == os.environ["NB_BROKEN_MODULE"]:
+            raise RuntimeError("operator torchvision::nms does not exist")  # what a CUDA torchvision raises
+        return None
+
+sys.meta_path.insert(0, _Broken())
+"""
+
+
+def _with_broken_import(tmp_path: Path, module: str) -> dict[str, str]:
+    """The environment of a subprocess (and of every process it starts) in which importing `module` raises, as
+    transformers' imports do beside a torchvision built for another torch."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BROKEN_IMPORT)
+    env = {**os.environ, "NB_BROKEN_MODULE": module,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(site), str(ROOT / "tests"),
+                                                       os.environ.get("PYTHONPATH")]))}
+    env.pop("PYTEST_XDIST_WORKER", None)
+    return env
+
+
+def test_a_library_that_fails_to_import_is_listed_as_unavailable_by_normbench_list(tmp_path):
+    env = _with_broken_import(tmp_path, "x_transformers")
+    proc = subprocess.run([sys.executable, "-m", "normbench", "list", "--impl-path",
+                           "normbench.ecosystem:x_transformers_implementations"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    unavailable = proc.stdout.split("\nUnavailable", 1)[1].split("\nFamilies", 1)[0]
+    assert "x_transformers (library)" in unavailable
+    assert "cannot import x_transformers: RuntimeError: operator torchvision::nms does not exist" in unavailable
+    assert "x_transformers.RMSNorm" not in proc.stdout  # nothing judged, nothing stubbed
+
+
+def test_a_library_that_fails_to_import_is_one_skipped_item_in_the_suite(tmp_path):
+    env = _with_broken_import(tmp_path, "x_transformers")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "suite", "-p", "no:cacheprovider", "-q", "-rA",
+                           "--no-entry-points", "--impl-path", "normbench.ecosystem:x_transformers_implementations",
+                           "--results-dir", str(tmp_path / "results")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert len(lines) == 1, proc.stdout[-3000:]
+    assert "cannot import x_transformers: RuntimeError: operator torchvision::nms does not exist" in lines[0]
+    assert "1 skipped" in proc.stdout and "passed" not in proc.stdout
+    record = json.loads(next((tmp_path / "results" / "raw").glob("*/conformance.json")).read_text())
+    assert list(record["unavailable"]) == ["plugin_unavailable[x_transformers (library)]"]
+
+
+def test_a_class_the_adapter_does_not_know_is_listed_not_dropped():
+    module = types.ModuleType("fakelib_norms")
+    for name in ("KnownNorm", "NewNorm"):
+        setattr(module, name, type(name, (nn.Module,), {"__module__": module.__name__}))
+    module.Imported = nn.LayerNorm  # defined elsewhere: not this module's class
+    sys.modules.setdefault("fakelib", types.ModuleType("fakelib"))
+    [entry] = _catalogue.undeclared("fakelib", module, {"KnownNorm"})
+    assert entry.name == "fakelib.NewNorm" and entry.status == "not judged"
+    assert "no declaration for this class yet" in entry.reason
+
+
+@pytest.mark.parametrize("name", sorted(timm_adapter.DECLARED))
+def test_timm_declarations_are_well_formed(name):
+    """timm cannot import beside the CPU torch (no torchvision loads): its declarations are checked as values."""
+    family, note, fields = timm_adapter.DECLARED[name]
+    impl = Implementation(name=f"timm.{name}", family=family, factory=ClassFactory("timm.layers.norm", name),
+                          **fields)
+    assert note and (impl.layout == "channels_first") == ("2d" in name)
+    assert impl.ranks == ((4,) if "2d" in name else None)
 
 
 # -- the report -------------------------------------------------------------------------------------------------
@@ -223,3 +342,57 @@ def test_transformers_discovery_accounts_for_every_class(tmp_path, monkeypatch):
     assert by_name["transformers.NemotronLayerNorm1P"].declaration["weight_offset"] == 1.0
     assert mixed_precision_dtype(llama.implementation) == "float32 parameters, float16 input -> float32 output"
     assert sum(e.status == "judged" for e in entries) >= 25
+
+
+def _judged_of(adapter) -> dict[str, Implementation]:
+    entries = adapter.entries()
+    if entries and entries[0].status == "unavailable":
+        pytest.skip(f"needs the ecosystem extra: {entries[0].reason}")
+    assert all(e.reason for e in entries if e.status != "judged")
+    return {e.name: e.implementation for e in entries if e.implementation is not None}
+
+
+def test_torchtune_discovery_and_declarations():
+    judged = _judged_of(tt_adapter)
+    assert set(judged) == {"torchtune.RMSNorm", "torchtune.Fp32LayerNorm", "torchtune.GemmaRMSNorm"}
+    gemma = judged["torchtune.GemmaRMSNorm"]
+    assert gemma.weight_attr == "scale" and gemma.weight_offset == 1.0
+    from normbench.ecosystem.findings import offset_rounding
+
+    assert offset_rounding(gemma) is None  # 1 + scale is added in float32
+    assert mixed_precision_dtype(judged["torchtune.RMSNorm"]) is None  # cast back after the multiply
+
+
+def test_litgpt_unit_offset_rounds_one_plus_w_in_half_precision():
+    judged = _judged_of(lg_adapter)
+    assert set(judged) == {"litgpt.RMSNorm", "litgpt.RMSNorm+add_unit_offset"}
+    from normbench.ecosystem.findings import offset_rounding
+
+    evidence = offset_rounding(judged["litgpt.RMSNorm+add_unit_offset"]) or ""
+    assert "1 + w rounded to bfloat16" in evidence
+    module = judged["litgpt.RMSNorm+add_unit_offset"].build(8, {"eps": 1e-6, "affine": True})
+    assert module.add_unit_offset is True
+
+
+def test_diffusers_discovery_and_the_float32_output_finding():
+    judged = _judged_of(df_adapter)
+    assert set(judged) == {"diffusers.RMSNorm", "diffusers.MochiRMSNorm", "diffusers.FP32LayerNorm"}
+    by_name = {e.name: e for e in df_adapter.entries()}
+    assert "conditioned norm" in by_name["diffusers.AdaLayerNormZero"].reason
+    assert "no β" in by_name["diffusers.RMSNorm+bias"].reason
+    assert "torch.nn.LayerNorm itself" in by_name["diffusers.LayerNorm"].reason
+    assert mixed_precision_dtype(judged["diffusers.RMSNorm"]) == "float32 parameters, float16 input -> float32 output"
+    assert mixed_precision_dtype(judged["diffusers.MochiRMSNorm"]) is None
+    rms = judged["diffusers.RMSNorm"].build(8, {"eps": 1e-6, "affine": True})
+    assert rms.bias is None  # built with its default bias=False, as declared
+
+
+def test_timm_is_judged_where_it_imports_and_one_unavailable_entry_elsewhere():
+    entries = timm_adapter.entries()
+    if entries[0].status == "unavailable":
+        [entry] = entries
+        assert entry.reason.startswith("cannot import timm: ")
+        return
+    judged = {e.name for e in entries if e.status == "judged"}
+    assert {"timm.LayerNorm", "timm.LayerNorm2d", "timm.RmsNorm", "timm.RmsNorm2d", "timm.GroupNorm",
+            "timm.GroupNorm1"} <= judged

@@ -28,6 +28,12 @@ def run(args: argparse.Namespace) -> int:
     rows = [[i.name, i.family, ", ".join(i.dtypes), i.source] for i in
             sorted(registry.implementations.values(), key=lambda i: (i.family, i.name))]
     print(tabulate(rows, headers=["name", "family", "dtypes", "source"]))
+    if registry.unavailable:
+        # a library that is missing or fails to import is listed with its error, never dropped in silence (the
+        # suite shows it as one skipped item)
+        print("\nUnavailable (a library missing or failing to import here; not judged)")
+        rows = [[note.source, note.message] for note in sorted(registry.unavailable, key=lambda n: n.source)]
+        print(tabulate(rows, headers=["name", "reason"], maxcolwidths=[None, 100]))
     print("\nFamilies")
     rows = [[s.family, len(s.properties), s.summary] for s in sorted(specs.specs.values(), key=lambda s: s.family)]
     print(tabulate(rows, headers=["family", "properties", "summary"], maxcolwidths=[None, None, 80]))

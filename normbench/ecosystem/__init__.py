@@ -9,8 +9,8 @@ the built-ins only. Judge the catalogue with
 Each library is imported lazily, inside its own adapter module: a library that is missing or broken becomes
 one catalogue entry with the import error (nothing is stubbed into sys.modules), and the others are judged.
 Names are `<distribution>.<Class>` (`transformers.LlamaRMSNorm`, `x_transformers.ScaleNorm`,
-`torchscale.RMSNorm`). `catalogue()` accounts for every class, judged or not; `implementations()` is what the
-suite judges.
+`torchscale.RMSNorm`, `torchtune.RMSNorm`, `litgpt.RMSNorm`, `diffusers.RMSNorm`, `timm.LayerNorm2d`).
+`catalogue()` accounts for every class, judged or not; `implementations()` is what the suite judges.
 """
 
 from __future__ import annotations
@@ -23,9 +23,11 @@ from normbench.registry import PluginUnavailable
 
 
 def _libraries() -> dict[str, Callable[[], list[Entry]]]:
-    from normbench.ecosystem import hf, torchscale, x_transformers
+    from normbench.ecosystem import diffusers, hf, litgpt, timm, torchscale, torchtune, x_transformers
 
-    return {"transformers": hf.entries, "x_transformers": x_transformers.entries, "torchscale": torchscale.entries}
+    return {"transformers": hf.entries, "x_transformers": x_transformers.entries, "torchscale": torchscale.entries,
+            "torchtune": torchtune.entries, "litgpt": litgpt.entries, "diffusers": diffusers.entries,
+            "timm": timm.entries}
 
 
 def catalogue(libraries: tuple[str, ...] | None = None) -> list[Entry]:
@@ -65,3 +67,19 @@ def x_transformers_implementations() -> list[Implementation | PluginUnavailable]
 
 def torchscale_implementations() -> list[Implementation | PluginUnavailable]:
     return _judged(("torchscale",))
+
+
+def torchtune_implementations() -> list[Implementation | PluginUnavailable]:
+    return _judged(("torchtune",))
+
+
+def litgpt_implementations() -> list[Implementation | PluginUnavailable]:
+    return _judged(("litgpt",))
+
+
+def diffusers_implementations() -> list[Implementation | PluginUnavailable]:
+    return _judged(("diffusers",))
+
+
+def timm_implementations() -> list[Implementation | PluginUnavailable]:
+    return _judged(("timm",))

@@ -85,11 +85,52 @@ def declaration_of(impl: Implementation, **extra: Any) -> dict[str, Any]:
         decl["dtypes"] = list(impl.dtypes)
     if not impl.supports_gradcheck:
         decl["supports_gradcheck"] = False
+    if impl.layout != "spec":
+        decl["layout"] = impl.layout
+    if impl.ranks is not None:
+        decl["ranks"] = list(impl.ranks)
+    if impl.param_dtype is not None:
+        decl["param_dtype"] = impl.param_dtype
     decl.update(extra)
     return decl
 
 
-def unavailable(library: str, exc: BaseException) -> Entry:
-    """The one entry a library that cannot be imported becomes (nothing is stubbed in its place)."""
+def unavailable(library: str, exc: BaseException, hint: str = "") -> Entry:
+    """The one entry a library that cannot be imported becomes (nothing is stubbed in its place); `hint` says how
+    to install it where its own metadata cannot be installed beside the others (litgpt, torchscale, timm)."""
+    reason = f"cannot import {library}: {type(exc).__name__}: {exc}".splitlines()[0][:300]
     return Entry(name=f"{library} (library)", library=library, status="unavailable",
-                 reason=f"cannot import {library}: {type(exc).__name__}: {exc}".splitlines()[0][:300])
+                 reason=reason + (f" ({hint})" if hint else ""))
+
+
+def missing(exc: BaseException, *roots: str) -> bool:
+    """Whether `exc` says that one of the distributions `roots` is not installed (the case an install hint fits)."""
+    return isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in roots
+
+
+def judged(library: str, name: str, family: str, factory: Any, note: str, origin: str, **fields: Any) -> Entry:
+    """The entry of a class judged under the declaration `fields` (named `<library>.<name>`)."""
+    impl = Implementation(name=f"{library}.{name}", family=family, factory=factory, tags=("ecosystem", library),
+                          description=f"{library} {name} ({origin}): {note}", **fields)
+    return Entry(name=impl.name, library=library, status="judged", family=family,
+                 declaration=declaration_of(impl, note=note), origin=origin, implementation=impl)
+
+
+def not_judged(library: str, name: str, reason: str, origin: str, family: str | None = None) -> Entry:
+    return Entry(name=f"{library}.{name}", library=library, status="not judged", family=family, reason=reason,
+                 origin=origin)
+
+
+def module_classes(module: Any) -> list[str]:
+    """The names of the nn.Module classes `module` defines (not the ones it imports), sorted."""
+    return sorted(name for name, obj in vars(module).items()
+                  if isinstance(obj, type) and issubclass(obj, nn.Module) and obj.__module__ == module.__name__)
+
+
+def undeclared(library: str, module: Any, known: set[str]) -> list[Entry]:
+    """A not-judged entry for every class of `module` that the adapter neither declares nor explains: a class a
+    newer release adds is listed, never dropped."""
+    version = getattr(importlib.import_module(library.split(".")[0]), "__version__", "?")
+    return [not_judged(library, name, f"no declaration for this class yet ({library} {version}: new in this "
+                                      "release?); add one to its adapter in normbench/ecosystem", module.__name__)
+            for name in module_classes(module) if name not in known]

@@ -59,6 +59,9 @@ def _verdict(outcomes: list[dict[str, Any]], harness: int) -> str:
         return "not run"
     failing = sum(o.get("verdict") in FAILING for o in outcomes)
     judged = sum(o.get("verdict") != "skip" for o in outcomes)
+    if not judged:  # every item skipped (e.g. no case in the ranks it declares): no verdict, not "conforms"
+        why = next((o.get("summary") or "" for o in outcomes if o.get("summary")), "").splitlines()
+        return f"not judged: all {len(outcomes)} items skipped" + (f" ({why[0][:200]})" if why else "")
     if not failing:
         return f"conforms ({judged} items)"
     text = f"{failing} of {judged} items failing"

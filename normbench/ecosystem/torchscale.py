@@ -2,26 +2,30 @@
 
 `torchscale.component.rms_norm` imports only torch. The DeepNorm blocks live in `torchscale.architecture`,
 which imports fairscale and timm (and timm imports torchvision): where those do not import, the blocks are one
-entry with the import error, and nothing is stubbed in their place.
+entry with the import error, and nothing is stubbed in their place. The distribution is installed with
+`pip install --no-deps` (README): its metadata pins timm==0.6.13, and timm pulls PyPI's torchvision, a CUDA build
+that breaks every transformers import beside the CPU torch.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from normbench.ecosystem._catalogue import ClassFactory, Entry, declaration_of, unavailable
+from normbench.ecosystem._catalogue import ClassFactory, Entry, declaration_of, missing, unavailable
 from normbench.implementation import Implementation
 
 LIBRARY = "torchscale"
 RMS_MODULE = "torchscale.component.rms_norm"
 BLOCKS = ("torchscale.architecture.encoder", "torchscale.architecture.decoder")
+INSTALL = ("pip install --no-deps 'torchscale>=0.3,<0.4': its metadata pins timm==0.6.13, which pulls a torchvision "
+           "that no CPU torch can load; its RMSNorm imports only torch")
 
 
 def entries() -> list[Entry]:
     try:
         importlib.import_module(RMS_MODULE)
     except Exception as exc:
-        return [unavailable(LIBRARY, exc)]
+        return [unavailable(LIBRARY, exc, INSTALL if missing(exc, "torchscale") else "")]
     note = "x.float() then rsqrt(mean(x²) + eps), cast back, times weight: computes in float32 (no float64 path)"
     impl = Implementation(name=f"{LIBRARY}.RMSNorm", family="rmsnorm",
                           factory=ClassFactory(RMS_MODULE, "RMSNorm", renames=(("affine", "elementwise_affine"),)),
