@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
+import zlib
 from pathlib import Path
 
 import pytest
@@ -52,13 +55,22 @@ def outside(tmp_path):
     (tmp_path / "tmp").mkdir()
     before = _clone_state()
     yield tmp_path
+    shutil.rmtree(_temp_of(tmp_path), ignore_errors=True)
     assert not _written_into_the_clone(before), "a run outside the clone wrote into the clone's results"
+
+
+def _temp_of(folder: Path) -> Path:
+    """The run's temp folder: short, since the forkserver's socket lives there and an AF_UNIX path has at most
+    107 bytes (pytest's tmp_path under xdist, plus multiprocessing's pymp-*/listener-*, is longer)."""
+    path = Path(tempfile.gettempdir()) / f"nbt-{zlib.crc32(str(folder).encode()):08x}"
+    path.mkdir(exist_ok=True)
+    return path
 
 
 def _run(folder: Path, *argv: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "PYTHONPATH"))}
     # the module form needs its folder on sys.path; TMPDIR shows whether anything lands in the temp folder
-    env.update(PYTHONPATH=str(folder / "src"), TMPDIR=str(folder / "tmp"))
+    env.update(PYTHONPATH=str(folder / "src"), TMPDIR=str(_temp_of(folder)))
     proc = subprocess.run([sys.executable, *argv], cwd=folder, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     return proc
@@ -93,7 +105,7 @@ def test_normbench_test_writes_nothing_with_no_record_and_to_normbench_results_b
     assert "1 passed" in proc.stdout and "full matrix" not in proc.stdout
     # no record, no matrix (it once went to the temp folder), no .hypothesis or .benchmarks: nothing at all
     assert _listing(outside) == before
-    assert not list((outside / "tmp").rglob("conformance-matrix.txt"))
+    assert not list(_temp_of(outside).rglob("conformance-matrix.txt"))
 
     proc = _run(outside, "-m", "normbench", "test", "--impl", MODULE_IMPL, "--impl-path",
                 "anywhere_plugin:implementations", *SELECT)
