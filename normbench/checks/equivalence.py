@@ -140,6 +140,11 @@ def _compare_state(ctx: CheckContext, module: torch.nn.Module, ref: torch.nn.Mod
         if isinstance(want, torch.Tensor):
             if not isinstance(got, torch.Tensor):
                 raise AssertionError(f"buffer {name!r} is missing after the step")
+            if want.is_floating_point() and got.is_floating_point() and want.numel() and \
+                    float(want.detach().abs().max()) > torch.finfo(got.dtype).max:
+                # The true statistic does not fit the buffer's dtype (a float16 running_var of inputs at scale
+                # 1000 is 2.2e5 > 65504): a correct module stores inf there, so the buffer is not comparable.
+                continue
             out[name] = ctx.compare(got, want, "forward", n) if want.is_floating_point() else \
                 ctx.compare(got.to(torch.float64), want.to(torch.float64), "forward", 1)
 
