@@ -12,15 +12,15 @@ equivalence checks, not again by every context.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from normbench.checks._search import Trial
-from normbench.checks.base import CheckContext
+from normbench.checks._search import SearchResult, Trial
+from normbench.checks.base import CheckContext, Observation
 from normbench.checks.invariance import comparisons_trial, doubled
 from normbench.compare import Comparison, compare
 from normbench.inputs import Case, input_shape
@@ -163,6 +163,19 @@ def runs_trial(ctx: CheckContext, comparisons: dict[str, Comparison], problems: 
     trial = comparisons_trial(ctx, comparisons, {**example, "context": where}, {"context": where})
     trial.summary = f"{where}: {trial.summary}"
     return trial
+
+
+def context_observation(result: SearchResult, passed: Callable[[Trial], str], failed: str, failed_suffix: str = "",
+                        **extra: Any) -> Observation:
+    """The Observation of a calling-context check: `passed(trial)` + the worst trial's summary when every case
+    held, else `failed`: the failing trial's summary + `failed_suffix`; metrics: the trial's, the case count,
+    `extra`."""
+    trial = result.failure or result.worst
+    assert trial is not None  # at least one explicit case always runs
+    metrics = {**trial.metrics, "cases": result.trials, **extra}
+    if result.ok:
+        return Observation(True, f"{passed(trial)}{trial.summary}", metrics)
+    return Observation(False, f"{failed}: {trial.summary}{failed_suffix}", metrics, trial.counterexample)
 
 
 def worst_trial(trials: list[Trial]) -> Trial:

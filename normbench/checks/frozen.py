@@ -21,7 +21,16 @@ from normbench.checks.base import (
     stable_seed,
     weight_reduction_length,
 )
-from normbench.checks.calling import ContextProbe, Run, affine_of, compare_runs, context_probes, runs_trial, worst_trial
+from normbench.checks.calling import (
+    ContextProbe,
+    Run,
+    affine_of,
+    compare_runs,
+    context_observation,
+    context_probes,
+    runs_trial,
+    worst_trial,
+)
 from normbench.inputs import random_like
 
 
@@ -88,11 +97,7 @@ def frozen_parameters(ctx: CheckContext) -> Observation:
     """With every subset of {x, γ, β} requiring grad, the gradients asked for equal the module's own with all
     requiring grad (within twice the tolerance), and frozen tensors receive no gradient."""
     result = find_counterexample(ctx, lambda p: _frozen_trial(ctx, p), context_probes(ctx))
-    trial = result.failure or result.worst
-    assert trial is not None
-    metrics = {**trial.metrics, "cases": result.trials}
-    if result.ok:
-        return Observation(True, f"frozen-parameter gradients match the unfrozen call over {result.trials} cases "
-                           f"({trial.metrics.get('subsets', 0)} subsets each); worst: {trial.summary}", metrics)
-    return Observation(False, f"frozen parameters change the gradients: {trial.summary}", metrics,
-                       trial.counterexample)
+    return context_observation(
+        result, lambda t: f"frozen-parameter gradients match the unfrozen call over {result.trials} cases "
+                          f"({t.metrics.get('subsets', 0)} subsets each); worst: ",
+        "frozen parameters change the gradients")

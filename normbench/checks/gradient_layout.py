@@ -28,6 +28,7 @@ from normbench.checks.calling import (
     Run,
     affine_of,
     compare_runs,
+    context_observation,
     context_probes,
     gradient_scale,
     runs_trial,
@@ -103,11 +104,8 @@ def gradient_layout(ctx: CheckContext) -> Observation:
     """A packed x with a row-padded, transposed, broadcast (stride 0) or .sum()-loss dy, and a strided x with a
     packed dy, give the gradients the same module gives on packed copies (within twice the tolerance)."""
     result = find_counterexample(ctx, lambda p: _layout_trial(ctx, p), context_probes(ctx))
-    trial = result.failure or result.worst
-    assert trial is not None
-    metrics = {**trial.metrics, "cases": result.trials}
-    if result.ok:
-        return Observation(True, f"every upstream-gradient layout matches the packed one over {result.trials} "
-                           f"cases of {len(PAIRINGS)} pairings; worst: {trial.summary}", metrics)
-    return Observation(False, f"the gradient depends on how dy is laid out: {trial.summary} (the same values "
-                       "packed give another result: the layout is the cause)", metrics, trial.counterexample)
+    return context_observation(
+        result, lambda t: f"every upstream-gradient layout matches the packed one over {result.trials} cases of "
+                          f"{len(PAIRINGS)} pairings; worst: ",
+        "the gradient depends on how dy is laid out",
+        " (the same values packed give another result: the layout is the cause)")

@@ -23,7 +23,15 @@ from normbench.checks.base import (
     stable_seed,
     weight_reduction_length,
 )
-from normbench.checks.calling import ContextProbe, Run, affine_of, compare_runs, runs_trial, worst_trial
+from normbench.checks.calling import (
+    ContextProbe,
+    Run,
+    affine_of,
+    compare_runs,
+    context_observation,
+    runs_trial,
+    worst_trial,
+)
 from normbench.inputs import Case, random_like
 
 #: the leading sizes per rank: small, unequal, so a swapped pair of dims shows
@@ -99,11 +107,7 @@ def leading_ranks(ctx: CheckContext) -> Observation:
     backward, what the same module gives on the same values flattened to the layout's plain rank."""
     params = ctx.params(**({"affine": True} if True in ctx.affine_settings else {}))
     result = find_counterexample(ctx, lambda c: _rank_trial(ctx, c, params), list(ctx.spec.features))
-    trial = result.failure or result.worst
-    assert trial is not None
-    metrics = {**trial.metrics, "cases": result.trials, "ranks": list(ctx.options.get("ranks", ()))}
-    if result.ok:
-        return Observation(True, f"ranks {metrics['ranks']} match the flattened input over {result.trials} "
-                           f"feature counts; worst: {trial.summary}", metrics)
-    return Observation(False, f"a rank the family takes is mishandled: {trial.summary}", metrics,
-                       trial.counterexample)
+    ranks = list(ctx.options.get("ranks", ()))
+    return context_observation(
+        result, lambda t: f"ranks {ranks} match the flattened input over {result.trials} feature counts; worst: ",
+        "a rank the family takes is mishandled", ranks=ranks)

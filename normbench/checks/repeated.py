@@ -30,6 +30,7 @@ from normbench.checks.calling import (
     ContextProbe,
     Run,
     compare_runs,
+    context_observation,
     context_probes,
     parameter_grads,
     runs_trial,
@@ -105,11 +106,6 @@ def repeated_use(ctx: CheckContext) -> Observation:
     """Two calls before one backward give each input its own gradient and dγ / dβ the sum; two backward passes
     without zeroing accumulate: both against the float64 truth called in the same sequence."""
     result = find_counterexample(ctx, lambda p: _repeat_trial(ctx, p), context_probes(ctx))
-    trial = result.failure or result.worst
-    assert trial is not None
-    metrics = {**trial.metrics, "cases": result.trials}
-    if result.ok:
-        return Observation(True, f"{' and '.join(SCENARIOS)} match the float64 truth over {result.trials} cases; "
-                           f"worst: {trial.summary}", metrics)
-    return Observation(False, f"repeated use of one module goes wrong: {trial.summary}", metrics,
-                       trial.counterexample)
+    return context_observation(
+        result, lambda t: f"{' and '.join(SCENARIOS)} match the float64 truth over {result.trials} cases; worst: ",
+        "repeated use of one module goes wrong")

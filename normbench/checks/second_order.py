@@ -28,7 +28,15 @@ from normbench.checks.base import (
     stable_seed,
     weight_reduction_length,
 )
-from normbench.checks.calling import ContextProbe, Run, affine_of, compare_runs, context_probes, runs_trial
+from normbench.checks.calling import (
+    ContextProbe,
+    Run,
+    affine_of,
+    compare_runs,
+    context_observation,
+    context_probes,
+    runs_trial,
+)
 from normbench.implementation import ImplementationError
 from normbench.inputs import Case, input_shape, random_like
 
@@ -146,9 +154,5 @@ def second_order_gradients(ctx: CheckContext) -> Observation:
             raise Skip("no float64 path (reported by forward_equivalence); the float32 item judges second order")
         return _gradgradcheck(ctx)
     result = find_counterexample(ctx, lambda p: _trial(ctx, p), context_probes(ctx))
-    trial = result.failure or result.worst
-    assert trial is not None
-    metrics = {**trial.metrics, "cases": result.trials}
-    if result.ok:
-        return Observation(True, f"second-order gradients over {result.trials} cases: {trial.summary}", metrics)
-    return Observation(False, f"second-order gradients are wrong: {trial.summary}", metrics, trial.counterexample)
+    return context_observation(result, lambda t: f"second-order gradients over {result.trials} cases: ",
+                               "second-order gradients are wrong")

@@ -20,7 +20,16 @@ from torch import nn
 
 from normbench.checks._search import Trial, find_counterexample
 from normbench.checks.base import CheckContext, Observation, Skip, reduction_length, reference_forward, register_check
-from normbench.checks.calling import ContextProbe, Run, affine_of, compare_runs, context_probes, runs_trial, worst_trial
+from normbench.checks.calling import (
+    ContextProbe,
+    Run,
+    affine_of,
+    compare_runs,
+    context_observation,
+    context_probes,
+    runs_trial,
+    worst_trial,
+)
 from normbench.implementation import ImplementationError
 
 UPDATE_KINDS = ("in-place step", "new Parameter", "load_state_dict")
@@ -138,11 +147,7 @@ def parameter_updates(ctx: CheckContext) -> Observation:
     # The spec's first feature count: a cache or a stale reference is a matter of logic, not of size, and each
     # probe costs nine call sequences.
     result = find_counterexample(ctx, lambda p: _update_trial(ctx, p), context_probes(ctx)[:1])
-    trial = result.failure or result.worst
-    assert trial is not None
-    metrics = {**trial.metrics, "cases": result.trials}
-    if result.ok:
-        return Observation(True, f"{len(UPDATE_KINDS)} update kinds under {len(GRAD_CONTEXTS)} grad contexts reach "
-                           f"the next output over {result.trials} cases; worst: {trial.summary}", metrics)
-    return Observation(False, f"an update of γ / β between calls is not seen: {trial.summary}", metrics,
-                       trial.counterexample)
+    return context_observation(
+        result, lambda t: f"{len(UPDATE_KINDS)} update kinds under {len(GRAD_CONTEXTS)} grad contexts reach the "
+                          f"next output over {result.trials} cases; worst: ",
+        "an update of γ / β between calls is not seen")
