@@ -307,22 +307,12 @@ def _shielded(cls: type) -> type:
         error.__cause__ = exc
         return error
 
-    def __getattribute__(self: Any, name: str) -> Any:  # noqa: N807
-        try:
-            return base_getattribute(self, name)
-        except AttributeError:
-            raise
-        except Exception as exc:
-            if _is_dunder(name):
-                raise convert(self, name, exc) from exc
-            raise
-
-    namespace: dict[str, Any] = {"__getattribute__": __getattribute__, "__module__": cls.__module__,
-                                 "__qualname__": cls.__qualname__, "_normbench_shielded": True}
-    if base_getattr is not None:
-        def __getattr__(self: Any, name: str) -> Any:  # noqa: N807
+    def shielded(lookup: Any) -> Any:
+        """`lookup` (the class's __getattribute__ or __getattr__) with a dunder lookup's non-AttributeError turned
+        into an AttributeError; every other lookup raises as the library made it."""
+        def method(self: Any, name: str) -> Any:
             try:
-                return base_getattr(self, name)
+                return lookup(self, name)
             except AttributeError:
                 raise
             except Exception as exc:
@@ -330,7 +320,12 @@ def _shielded(cls: type) -> type:
                     raise convert(self, name, exc) from exc
                 raise
 
-        namespace["__getattr__"] = __getattr__
+        return method
+
+    namespace: dict[str, Any] = {"__getattribute__": shielded(base_getattribute), "__module__": cls.__module__,
+                                 "__qualname__": cls.__qualname__, "_normbench_shielded": True}
+    if base_getattr is not None:
+        namespace["__getattr__"] = shielded(base_getattr)
     return type(cls.__name__, (cls,), namespace)
 
 
