@@ -7,6 +7,12 @@ An entry is scoped by structure, never by text: it applies only to items whose i
 file's `implementation:` (compared by name, not read back out of the test id), and its id must end at a
 whole id segment. Otherwise a plugin named ``torch.nn.LayerNorm-weight_gradient_reduction-float16-evil``
 would inherit torch's known failures, and ``id: ""`` would silence every failure of every implementation.
+
+Inherited failures (issue 22) are the one exception, and they are scoped by the op, not the name: an entry of a torch
+op (``F.layer_norm``) may name the aten ops it is about (``aten_ops: [aten.native_layer_norm]``). Another
+implementation's failing item of the same property, mode and dtype is that entry's *inherited* failure only when its
+judging process shows the deviation is the op's: it dispatches the op, and the item passes with the op computed in
+float64 (normbench.float64_ops). The parent applies it (normbench.pytest_plugin); this module says which entries may.
 """
 
 from __future__ import annotations
@@ -45,6 +51,9 @@ class KnownFailure:
     implementation: str = ""
     #: the file's full path
     path: str = ""
+    #: the aten ops (normbench.float64_ops.SUBSTITUTES) the failure is about: it may be inherited by any
+    #: implementation that dispatches them (eager items only)
+    aten_ops: tuple[str, ...] = ()
 
     def matches(self, test_id: str, implementation: str) -> bool:
         """True when `test_id` is an item of exactly this entry's implementation and the entry's id is a
@@ -53,6 +62,30 @@ class KnownFailure:
             return False
         rest = test_id[len(self.prefix):]
         return not rest or rest.startswith(_SEGMENT_ENDS)
+
+    def inheritable_by(self, test_id: str, implementation: str, variant: str) -> bool:
+        """True when `test_id`, an eager item of another implementation, is the same property, mode and dtype as
+        this entry's items (the id after the implementation's name starts with the entry's, at a whole segment),
+        and this entry names the aten ops it is about. Whether the implementation calls them is for its judging
+        process to show; the family may differ (the op's precision is the same wherever it is called)."""
+        if not self.aten_ops or implementation == self.implementation or variant != "eager":
+            return False
+        own = self.prefix.find(f"[{self.implementation}")
+        tail = self.prefix[own + len(self.implementation) + 1:]
+        start = test_id.find("[")
+        if own < 0 or start < 0 or not test_id[start + 1:].startswith(implementation):
+            return False
+        rest = test_id[start + 1 + len(implementation):]
+        if not rest.startswith(tail):
+            return False
+        after = rest[len(tail):]
+        return not after or after.startswith(_SEGMENT_ENDS)
+
+    @property
+    def inherited_label(self) -> str:
+        """How an inheriting item names its source: "torch F.layer_norm (aten.native_layer_norm)"."""
+        who = self.implementation if self.implementation.startswith("torch") else f"torch {self.implementation}"
+        return f"{who} ({', '.join(self.aten_ops)})"
 
     def __str__(self) -> str:
         return f"{self.prefix!r} ({self.source}): {self.reason}"
@@ -85,6 +118,10 @@ class KnownFailures:
         parsed out of the id), is a known failure, or None."""
         entry = self.match(test_id, implementation)
         return None if entry is None else f"{entry.reason} [{entry.source}]"
+
+    def inheritable(self, test_id: str, implementation: str, variant: str) -> list[KnownFailure]:
+        """The entries of torch ops whose failure `test_id` (an item of `implementation`) may inherit."""
+        return [e for e in self.entries if e.inheritable_by(test_id, implementation, variant)]
 
     def unknown_implementations(self, known_names: Iterable[str]) -> list[KnownFailuresFile]:
         """Files whose `implementation:` is none of `known_names` (the discovered implementations): a typo
@@ -135,6 +172,27 @@ def _id_problem(entry_id: str, implementation: str) -> str | None:
     return None
 
 
+def _aten_ops(path: Path, key: str, entry_id: str, value: Any) -> tuple[str, ...]:
+    """An entry's `aten_ops`: ops normbench can compute in float64 (else nothing could show a deviation is theirs),
+    and only on an eager entry (a compiled or exported graph runs other kernels)."""
+    from normbench.float64_ops import SUBSTITUTES
+    from normbench.variants import DEFAULT_VARIANT, VARIANTS
+
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise KnownFailuresError(path, f"'aten_ops' must be a non-empty list of op names, got {value!r}", key=key)
+    unknown = sorted(set(value) - set(SUBSTITUTES))
+    if unknown:
+        raise KnownFailuresError(path, f"'aten_ops' names {unknown}, which normbench cannot compute in float64 to "
+                                 f"show a deviation is the op's; known: {sorted(SUBSTITUTES)}", key=key)
+    named = [v for v in VARIANTS if v != DEFAULT_VARIANT and (f"-{v}]" in entry_id or entry_id.endswith(f"-{v}"))]
+    if named:
+        raise KnownFailuresError(path, f"'aten_ops' on a {named[0]} entry: a failure is inherited from an op in "
+                                 "eager mode only", key=key)
+    return tuple(dict.fromkeys(value))
+
+
 def _load_file(path: Path) -> KnownFailuresFile:
     # a regular UTF-8 file of at most 1 MiB, nested at most 32 deep, no alias of a collection (normbench.safe_yaml)
     try:
@@ -160,8 +218,9 @@ def _load_file(path: Path) -> KnownFailuresFile:
     entries = []
     for i, raw in enumerate(raw_entries):
         key = f"known_failures[{i}]"
-        if not isinstance(raw, dict) or set(raw) != {"id", "reason"}:
-            raise KnownFailuresError(path, "each entry needs exactly 'id' and 'reason'", key=key)
+        if not isinstance(raw, dict) or not {"id", "reason"} <= set(raw) <= {"id", "reason", "aten_ops"}:
+            raise KnownFailuresError(path, "each entry needs exactly 'id' and 'reason' (and may name 'aten_ops')",
+                                     key=key)
         if not isinstance(raw["id"], str):
             raise KnownFailuresError(path, f"'id' must be a string, got {raw['id']!r}", key=key)
         if not isinstance(raw["reason"], str) or not raw["reason"].strip():
@@ -169,7 +228,8 @@ def _load_file(path: Path) -> KnownFailuresFile:
         problem = _id_problem(raw["id"], implementation)
         if problem is not None:
             raise KnownFailuresError(path, problem, key=key)
-        entries.append(KnownFailure(raw["id"], raw["reason"], path.name, implementation, str(path)))
+        aten_ops = _aten_ops(path, key, raw["id"], raw.get("aten_ops"))
+        entries.append(KnownFailure(raw["id"], raw["reason"], path.name, implementation, str(path), aten_ops))
     return KnownFailuresFile(str(path), implementation, tuple(entries))
 
 
@@ -208,3 +268,27 @@ def load_known_failures(sources: Iterable[Path], *, builtin: Path | None = None)
         result.files.append(loaded)
         result.entries.extend(loaded.entries)
     return result
+
+
+def inherited_failure(candidates: Iterable[KnownFailure], metrics: Mapping[str, Any]) -> KnownFailure | None:
+    """The entry among `candidates` (KnownFailures.inheritable for a failing item) whose failure that item
+    inherits, read from what its judging process measured (normbench.float64_ops): the item dispatched one of the
+    entry's ops, and judged again with those ops computed in float64 it passed, so the op's precision is the whole
+    deviation. A class that adds a bug of its own still fails then, and one that never dispatches the op replaced
+    nothing: neither is excused."""
+    from normbench.float64_ops import DISPATCHED, REJUDGED
+
+    if metrics.get(REJUDGED) != "pass":
+        return None
+    dispatched = metrics.get(DISPATCHED)
+    dispatched = set(dispatched) if isinstance(dispatched, list) else set()
+    for entry in candidates:
+        if dispatched & set(entry.aten_ops):
+            return entry
+    return None
+
+
+def inherited_reason(entry: KnownFailure) -> str:
+    """The known-failure reason of an item that inherits `entry`: "inherited from torch F.layer_norm
+    (aten.native_layer_norm): <reason> [F.layer_norm.yaml]"."""
+    return f"inherited from {entry.inherited_label}: {entry.reason} [{entry.source}]"

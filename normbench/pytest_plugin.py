@@ -29,7 +29,13 @@ import torch
 
 import normbench.suite
 from normbench.checks.base import CHECKS, PROFILES
-from normbench.known_failures import KnownFailures, KnownFailuresError, load_known_failures
+from normbench.known_failures import (
+    KnownFailures,
+    KnownFailuresError,
+    inherited_failure,
+    inherited_reason,
+    load_known_failures,
+)
 from normbench.publish.terminal import summary_lines, totals_line, write_matrix
 from normbench.results import (
     DEFAULT_RESULTS_DIR,
@@ -46,7 +52,7 @@ from normbench.runner import PlanItem, build_plan, error_outcome
 from normbench.sandbox import IMPORT_CHANGES, Limits, SandboxPool, discover_isolated, warm_variants
 from normbench.spec import load_specs
 from normbench.variants import DEFAULT_VARIANT, VARIANTS
-from normbench.verdicts import NOT_CONFORMING, WORDS, Counts, did_you_mean, plural
+from normbench.verdicts import INHERITED, NOT_CONFORMING, WORDS, Counts, did_you_mean, plural
 
 #: the report attribute that carries an item's outcome to the controller (xdist serializes report attributes)
 STASH_KEY = "normbench_outcome"
@@ -315,12 +321,20 @@ class ConformanceItem(pytest.Item):
 
     def runtest(self) -> None:
         item = self.plan_item
+        # A torch op's known failure this item may inherit; its own known failure, if it has one, comes first.
+        candidates = [] if self.get_closest_marker("xfail") else _plan(self.config).known.inheritable(
+            item.test_id, item.impl.name, item.variant)
+        ops = tuple(dict.fromkeys(op for entry in candidates for op in entry.aten_ops))
         measured = _pool(self.config).judge(item.impl, item.spec.family, item.prop.name, item.mode, item.dtype,
-                                            item.device, item.variant)
+                                            item.device, item.variant, ops)
         # Identity fields come from the plan, never from the child: a plugin cannot re-label its outcome.
         outcome = {**measured, **{k: v for k, v in _base_outcome(item).items() if k not in measured
                                   or k in ("test_id", "family", "implementation", "property", "check", "mode",
                                            "dtype", "device", "variant", "expect", "source")}}
+        inherited = inherited_failure(candidates, outcome.get("metrics") or {}) if outcome["verdict"] == "fail" \
+            else None
+        if inherited is not None:
+            outcome[INHERITED] = inherited.inherited_label
         setattr(self, STASH_KEY, outcome)
         # --junitxml writes user properties: the verdict and the measured error of every item (issue 9).
         metrics = outcome.get("metrics") or {}
@@ -331,6 +345,8 @@ class ConformanceItem(pytest.Item):
         if outcome["verdict"] == "skip":
             pytest.skip(outcome["summary"])
         message = f"[{outcome['verdict']}] {outcome['summary']}" + _counterexample(outcome)
+        if inherited is not None:
+            pytest.xfail(inherited_reason(inherited))
         if outcome["verdict"] == "fail":
             raise ConformanceFailure(message)
         if outcome["verdict"] == "error":

@@ -220,7 +220,8 @@ def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str
             return
         if request is None:
             return
-        family, prop_name, mode, dtype, device, variant = request
+        # a 7th field: the torch ops whose known failure this item may inherit (normbench.float64_ops)
+        family, prop_name, mode, dtype, device, variant, *substitute = request
         spec = specs[family]
         prop = next(p for p in spec.properties if p.name == prop_name)
         if impl is None or at_import.blocking:
@@ -241,6 +242,10 @@ def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str
         except BaseException as exc:  # noqa: BLE001 - SystemExit / KeyboardInterrupt raised by plugin code
             outcome = error_outcome(item, f"implementation {name!r} raised {type(exc).__name__}: {exc} "
                                           "(a BaseException: it would have ended the run)").as_dict()
+        if outcome["verdict"] == "fail" and substitute and substitute[0]:
+            from normbench.float64_ops import judge_with_float64_ops
+
+            outcome["metrics"] = {**outcome["metrics"], **judge_with_float64_ops(item, substitute[0], profile)}
         changed = what_changed(before, fingerprint())
         if changed:
             outcome.update(verdict="error", observed=None, metrics={}, counterexample=None,
@@ -494,8 +499,9 @@ class Sandbox:
         self.noted_import = False
 
     def judge(self, family: str, prop: str, mode: str, dtype: str, device: str,
-              variant: str = "eager") -> dict[str, Any]:
-        """The outcome fields the child measured, or an error saying why there is no verdict."""
+              variant: str = "eager", substitute_ops: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The outcome fields the child measured, or an error saying why there is no verdict. A failing item is
+        judged again with `substitute_ops` in float64 (the ops whose known failure it may inherit)."""
         if self.gave_up:
             return {"verdict": "error", "summary": f"not judged: {self.gave_up}", "duration_s": 0.0}
         if self.child is None:
@@ -503,7 +509,8 @@ class Sandbox:
                                 self.output)
         start = time.perf_counter()
         timeout, cause = item_time_limit(self.limits, self.impl, variant)
-        status, reply = self.child.request((family, prop, mode, dtype, device, variant), timeout)
+        status, reply = self.child.request((family, prop, mode, dtype, device, variant, list(substitute_ops)),
+                                           timeout)
         elapsed = time.perf_counter() - start
         self.spent += elapsed
         printed = _excerpt(self.output, self.limits.output_excerpt)
@@ -578,7 +585,7 @@ class SandboxPool:
         self.current: str | None = None
 
     def judge(self, impl: Implementation, family: str, prop: str, mode: str, dtype: str,
-              device: str, variant: str = "eager") -> dict[str, Any]:
+              device: str, variant: str = "eager", substitute_ops: tuple[str, ...] = ()) -> dict[str, Any]:
         if self.current is not None and self.current != impl.name:
             # Items arrive grouped by implementation: one live child at a time keeps memory at one budget.
             self.sandboxes[self.current].close()
@@ -586,7 +593,7 @@ class SandboxPool:
         sandbox = self.sandboxes.get(impl.name)
         if sandbox is None:
             sandbox = self.sandboxes[impl.name] = Sandbox(impl, self.specs, self.profile, self.limits, self.scratch)
-        return sandbox.judge(family, prop, mode, dtype, device, variant)
+        return sandbox.judge(family, prop, mode, dtype, device, variant, substitute_ops)
 
     def close(self) -> None:
         for sandbox in self.sandboxes.values():

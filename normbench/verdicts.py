@@ -9,7 +9,9 @@ An item's outcome (normbench.runner.VERDICTS) falls in exactly one group, and ev
 - not judged: ``unjudged`` and anything else (planned, but no verdict in that run: fail closed).
 
 ``planned = judged + skipped + errors + not judged``; *failing* = ``fail`` + ``error``; *known* = ``xfail``
-(a failure declared in a known-failures file, with its reason; never an error).
+(a failure declared in a known-failures file, with its reason; never an error). An *inherited* known failure is a
+known failure of a torch op the implementation calls (its outcome names the op in ``inherited_from``; see
+normbench.known_failures): counted among the known, and said as inherited wherever they are counted.
 
 An implementation's status, the first that applies:
 
@@ -39,6 +41,8 @@ ERRORS = ("error",)
 #: verdicts that make an implementation not conform (an error is never excused by a known failure)
 FAILING = ("fail", "error")
 KNOWN = ("xfail",)
+#: the outcome field naming the torch op whose known failure an ``xfail`` item inherits
+INHERITED = "inherited_from"
 #: one item's verdict in words, where a page or a line names it
 ITEM_WORDS = {"pass": "pass", "fail": "fail", "error": "error (no verdict)", "xfail": "known failure",
               "report": "reported", "skip": "skipped", "unjudged": "not judged"}
@@ -77,20 +81,31 @@ class Counts:
     #: of the judged: `fail` items, and declared known failures (`xfail`)
     failed: int = 0
     known: int = 0
+    #: of the known: those inherited from a torch op the implementation calls
+    inherited: int = 0
 
     @classmethod
     def of(cls, outcomes: Iterable[Mapping[str, Any]]) -> Counts:
+        outcomes = list(outcomes)
         verdicts = [o.get("verdict") for o in outcomes]
         groups = [group(v) for v in verdicts]
         return cls(planned=len(verdicts), judged=groups.count("judged"), skipped=groups.count("skipped"),
                    errors=groups.count("errors"), unjudged=groups.count("unjudged"),
-                   failed=verdicts.count("fail"), known=sum(v in KNOWN for v in verdicts))
+                   failed=verdicts.count("fail"), known=sum(v in KNOWN for v in verdicts),
+                   inherited=sum(bool(inherited_from(o)) for o in outcomes))
 
     def __add__(self, other: Counts) -> Counts:
         return Counts(*(a + b for a, b in zip(self.as_tuple(), other.as_tuple(), strict=True)))
 
     def as_tuple(self) -> tuple[int, ...]:
-        return (self.planned, self.judged, self.skipped, self.errors, self.unjudged, self.failed, self.known)
+        return (self.planned, self.judged, self.skipped, self.errors, self.unjudged, self.failed, self.known,
+                self.inherited)
+
+    @property
+    def known_text(self) -> str:
+        """"2 known failures", or "2 known failures, 1 inherited" where some are a torch op's."""
+        inherited = f", {self.inherited} inherited" if self.inherited else ""
+        return plural(self.known, "known failure") + inherited
 
     @property
     def failing(self) -> int:
@@ -126,9 +141,9 @@ class Status:
         if self.key == CONFORMS:
             return "conforms"
         if self.key == KNOWN_ONLY:
-            return f"conforms with {plural(c.known, 'known failure')}"
+            return f"conforms with {c.known_text}"
         if self.key == NOT_CONFORMING:
-            extra = [plural(c.known, "known failure")] if c.known else []
+            extra = [c.known_text] if c.known else []
             extra += [f"{c.unjudged} not judged"] if c.unjudged else []
             return f"does not conform ({', '.join([f'{c.failing} failing', *extra])})"
         if c.unjudged:
@@ -147,6 +162,22 @@ class Status:
         if self.key == NOT_CONFORMING:
             return f"{c.failing} failing"
         return WORDS[self.key]
+
+
+def inherited_from(outcome: Mapping[str, Any]) -> str | None:
+    """The torch op whose known failure this item inherits ("torch F.layer_norm (aten.native_layer_norm)"), or
+    None: only a known failure (``xfail``) inherits."""
+    source = outcome.get(INHERITED)
+    return str(source) if source and outcome.get("verdict") in KNOWN else None
+
+
+def item_words(outcome: Mapping[str, Any]) -> str:
+    """One item's verdict in words: "pass", "known failure", "known failure, inherited from torch F.layer_norm
+    (aten.native_layer_norm)", ..."""
+    verdict = outcome.get("verdict")
+    words = ITEM_WORDS.get(str(verdict), str(verdict))
+    source = inherited_from(outcome)
+    return f"{words}, inherited from {source}" if source else words
 
 
 def status_of(outcomes: Iterable[Mapping[str, Any]]) -> Status:

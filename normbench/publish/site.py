@@ -34,12 +34,12 @@ from normbench.publish.badges import (
 from normbench.verdicts import (
     CONFORMS,
     FAILING,
-    ITEM_WORDS,
     KNOWN,
     KNOWN_ONLY,
     NOT_CONFORMING,
     NOT_JUDGED,
     group,
+    item_words,
 )
 
 STATIC_FILES = ("site.js", "site.css")
@@ -293,7 +293,7 @@ class SitePublisher:
                                                  o.get("mode", ""))):
             verdict = o.get("verdict")
             entry = {"test_id": o.get("test_id", ""), "anchor": "item-" + slug(str(o.get("test_id", ""))),
-                     "verdict": verdict, "verdict_word": ITEM_WORDS.get(str(verdict), str(verdict)),
+                     "verdict": verdict, "verdict_word": item_words(o),
                      "machine": machine_of.get(id(o), ""), "property": o.get("property"),
                      "expect": o.get("expect", ""), "summary": o.get("summary", ""),
                      "known_failure": o.get("known_failure"),

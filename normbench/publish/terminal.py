@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from normbench.leaderboard import conformance_matrix_text
-from normbench.verdicts import NOT_JUDGED, Counts, Status, group, plural, status_of
+from normbench.verdicts import NOT_JUDGED, Counts, Status, group, inherited_from, plural, status_of
 
 #: how a failing item's verdict is marked after its property's name
 _MARKS = {"fail": "", "error": " (E)", "xfail": " (xf)", "unjudged": " (∅)"}
@@ -29,7 +29,8 @@ def _details(items: list[Mapping[str, Any]], status: Status) -> list[str]:
     for o in items:
         verdict = str(o.get("verdict"))
         if verdict in _BAD:
-            failing.setdefault(str(o.get("property")), _MARKS[verdict])
+            mark = " (xf inherited)" if inherited_from(o) else _MARKS[verdict]
+            failing.setdefault(str(o.get("property")), mark)
     pieces = [status.counts.describe()]
     if failing:
         props = [f"{prop}{mark}" for prop, mark in sorted(failing.items())]
@@ -95,7 +96,8 @@ def summary_lines(outcomes: Iterable[Mapping[str, Any]], width: int) -> list[str
             lines += [indent + more for more in wrapped[1:]]
     lines += textwrap.wrap("items: judged (a verdict), skipped (with the reason), errors (crash, timeout or "
                            "tampering: no verdict), not judged (planned, not run) · failing properties: (E) error · "
-                           "(xf) declared known failure · (∅) planned but not judged in this run", width)
+                           "(xf) declared known failure · (xf inherited) a torch op's known failure, inherited · "
+                           "(∅) planned but not judged in this run", width)
     return lines
 
 
