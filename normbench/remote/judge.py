@@ -1,0 +1,81 @@
+"""Which items the trusted process judges itself, and how (issue 19, item 1).
+
+An item of a check in `TRUSTED_CHECKS`, under the eager variant, runs its check here, in the process that never
+imports plugin code (pytest's, or an xdist worker), on a `RemoteModule` whose module lives in the implementation's
+judging child. The truth, the tolerances, the comparison and the verdict are computed here from tensors received as
+data; the child is asked only to build, set, call and differentiate. So a forged outcome written into the pipe, a
+tensor subclass that compares equal to anything, swapped judge code or an edited check registry in the plugin's
+process cannot change these verdicts.
+
+The other checks still run beside the plugin (their outcome says ``judged_in: plugin process``): they need what the
+protocol does not carry yet (a deepcopy or state_dict of the real module, second-order graphs, aliasing of the
+output with the input, deployment variants, folding).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from normbench import wire
+
+if TYPE_CHECKING:
+    from normbench.sandbox import Sandbox
+
+#: checks whose every step is a build, a parameter write, a forward or a backward: run here on the remote module
+TRUSTED_CHECKS = frozenset({
+    "forward_equivalence", "gradient_equivalence", "weight_gradient_reduction", "shift_invariance",
+    "scale_invariance", "permutation_equivariance", "batch_independence", "pad_mask_independence",
+    "noncontiguous_input", "empty_batch", "train_eval_consistency", "running_statistics", "adversarial_inputs",
+    "constant_rows", "dtype_preservation", "pack_pad_equivalence", "init_scaling", "leading_ranks",
+    "normalization_statistics", "stateful_trajectory", "batch_invariance", "determinism", "frozen_parameters",
+    "gradient_layout", "repeated_use", "masked_backward", "residual_identity", "fused_residual",
+})
+#: where an outcome's verdict was computed, in its metrics
+JUDGED_IN = "judged_in"
+
+
+def trusted(check: str, variant: str) -> bool:
+    return variant == "eager" and check in TRUSTED_CHECKS
+
+
+def judge_trusted(sandbox: Sandbox, family: str, prop_name: str, mode: str, dtype: str, device: str,
+                  timeout: float) -> tuple[str, Any]:
+    """("outcome", fields) computed here, or the sandbox's own statuses: ("timeout", None), ("died", why),
+    ("protocol", what), and ("fallback", why) for an item the protocol cannot carry."""
+    from normbench.remote.proxy import ChildLost, Session, Unmirrored, remote_implementation
+    from normbench.runner import PlanItem, judge
+    from normbench.sandbox import _death, _with_findings
+
+    child = sandbox.child
+    assert child is not None
+    session = Session(child.conn, child.process.is_alive, time.monotonic() + timeout)
+    spec = sandbox.specs[family]
+    prop = next(p for p in spec.properties if p.name == prop_name)
+    view, factory = remote_implementation(sandbox.impl, session, tuple(spec.state))
+    try:
+        hello, _ = session.request({"op": "hello"})
+        findings = [wire.text(f, "an import finding", 2000) for f in hello.get("findings") or []][:64]
+        load_error = hello.get("load_error")
+        if load_error is not None:
+            return "outcome", _with_findings({"verdict": "error", "summary": wire.text(load_error, "the load error"),
+                                              "metrics": {}}, findings)
+        outcome = judge(PlanItem(spec, view, prop, mode, dtype, device, "eager"), sandbox.profile).as_dict()
+        for module in factory.built:
+            module.drop()
+    except ChildLost as lost:
+        if lost.status == "timeout":
+            child.kill()
+            return "timeout", None
+        if lost.status == "died":
+            return "died", _death(child.process)
+        child.kill()
+        return "protocol", lost.detail
+    except Unmirrored as exc:
+        for module in factory.built:
+            module.drop()
+        return "fallback", str(exc)
+    fields = {k: outcome[k] for k in ("verdict", "observed", "summary", "metrics", "counterexample", "duration_s")
+              if k in outcome}
+    fields["metrics"] = {**(fields.get("metrics") or {}), JUDGED_IN: "trusted process"}
+    return "outcome", _with_findings(fields, findings)

@@ -1,0 +1,401 @@
+"""The trusted process's side of the request protocol: a module that lives in the plugin's process, used here.
+
+`RemoteModule` is an ``nn.Module`` whose parameters and buffers are the trusted process's own copies of the
+remote module's. Its forward sends the input tensors (with their strides), the parameters and buffers a check
+changed since the last call and the requires-grad flags to the plugin's process (normbench.remote.server), and
+returns what came back as fresh tensors it allocated; a backward through it sends the output gradients and
+returns the input and parameter gradients the same way (one custom autograd Function per call). So a check runs
+here unchanged: it builds, randomizes, calls, differentiates and compares as it would beside the plugin, and every
+tensor it compares is data it received and copied.
+
+What the proxy cannot mirror is refused loudly (`Unmirrored`), never approximated: a γ that is not a registered
+parameter or buffer, a conversion other than ``.to(dtype / device)``, a second-order gradient.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+from collections.abc import Iterator, Mapping
+from multiprocessing.connection import Connection
+from typing import Any
+
+import torch
+from torch import nn
+
+from normbench import wire
+from normbench.implementation import Implementation
+from normbench.remote import tensors as wire_tensors
+from normbench.remote.server import PARAMS_BIAS, PARAMS_WEIGHT, raise_remote
+
+
+class ChildLost(BaseException):  # noqa: N818 - not an Exception: no check's `except Exception` may swallow it
+    """The plugin's process died, hung past the item's deadline or broke the protocol: no verdict."""
+
+    def __init__(self, status: str, detail: str) -> None:
+        super().__init__(f"{status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class Unmirrored(BaseException):  # noqa: N818 - not an Exception: the item falls back, never errs on it
+    """The item needs something of the module the request protocol does not carry: it is judged beside the
+    plugin instead (as every item was before the trusted judge), and its outcome says so."""
+
+
+class Session:
+    """One connection to a plugin's process, with the deadline of the item being judged."""
+
+    def __init__(self, conn: Connection, process_alive: Any, deadline: float) -> None:
+        self.conn = conn
+        self.alive = process_alive
+        self.deadline = deadline
+        self.calls = itertools.count()
+        self.requests = 0
+
+    def request(self, message: dict[str, Any], tensors: list[torch.Tensor | None] = (),  # type: ignore[assignment]
+                keep_strides: bool = False) -> tuple[dict[str, Any], list[torch.Tensor | None]]:
+        self.requests += 1
+        where = f"its reply to {message.get('op')!r}"
+        try:
+            wire_tensors.send(self.conn, message, tensors, keep_strides)
+            if not self.conn.poll(max(0.0, self.deadline - time.monotonic())):
+                raise ChildLost("timeout", "no reply within the item's time limit")
+            reply, received = wire_tensors.receive(self.conn, where)
+        except wire.ProtocolError as exc:
+            raise ChildLost("protocol", str(exc)) from None
+        except (EOFError, OSError) as exc:
+            raise ChildLost("died", f"{type(exc).__name__}") from None
+        if not isinstance(reply, dict) or len(reply) != 1:
+            raise ChildLost("protocol", f"{where}: neither ok nor error")
+        if "error" in reply:
+            error = reply["error"]
+            if not (isinstance(error, list) and len(error) == 3 and all(isinstance(e, str) for e in error)):
+                raise ChildLost("protocol", f"{where}: a malformed error")
+            raise_remote(wire.text(error[0], "the error's type", 100), wire.text(error[1], "the error"),
+                         wire.text(error[2], "the traceback"))
+        body = reply.get("ok")
+        if not isinstance(body, dict):
+            raise ChildLost("protocol", f"{where}: a reply without a body")
+        return body, received
+
+
+def _name(remote: str) -> str:
+    """A remote parameter's dotted name as one attribute name of the proxy ('.' cannot be one)."""
+    return remote.replace(".", "::")
+
+
+class _Path:
+    """A step of a declared dotted path (``norm.weight``, ``bn.running_mean``) below the proxy."""
+
+    def __init__(self, module: RemoteModule, prefix: str) -> None:
+        self._module = module
+        self._prefix = prefix
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._module._step(f"{self._prefix}.{name}")
+
+
+class RemoteModule(nn.Module):
+    """A module built and run in the plugin's process, with its parameters and buffers mirrored here."""
+
+    def __init__(self, session: Session, impl_name: str, request: dict[str, Any]) -> None:
+        super().__init__()
+        object.__setattr__(self, "_session", session)
+        object.__setattr__(self, "_impl_name", impl_name)
+        body, values = session.request(request)
+        object.__setattr__(self, "_handle", int(body["handle"]))
+        self._adopt(body, values)
+        self.training = bool(body.get("training", True))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> RemoteModule:
+        """The plugin's module deep-copied over there (with what a check wrote here sent first), mirrored anew."""
+        self._sync_only()
+        copied = RemoteModule(self._session, self._impl_name, {"op": "copy", "handle": self._handle})
+        memo[id(self)] = copied
+        return copied
+
+    def __repr__(self) -> str:
+        return f"RemoteModule({self._impl_name!r}, handle={self._handle})"
+
+    # -- the mirror ---------------------------------------------------------------------------------------
+
+    def _adopt(self, listing: Mapping[str, Any], values: list[torch.Tensor | None]) -> None:
+        """Take the remote module's full state: every tensor replaced, aliases and versions recorded."""
+        if listing.get("unmirrored"):
+            raise Unmirrored(f"implementation {self._impl_name!r}: its {', '.join(listing['unmirrored'])} is not a "
+                             "registered parameter or buffer, which the trusted process cannot mirror")
+        self._parameters.clear()
+        self._buffers.clear()
+        remote: dict[str, str] = {}
+        for (name, kind, requires_grad), value in zip(listing["state"], values, strict=True):
+            assert value is not None
+            local = _name(str(name))
+            remote[local] = str(name)
+            if kind == "param":
+                self._parameters[local] = nn.Parameter(value, requires_grad=bool(requires_grad))
+            else:
+                self._buffers[local] = value
+        object.__setattr__(self, "_remote", remote)
+        paths = listing.get("paths") or {}
+        if not (isinstance(paths, dict) and all(v is None or (isinstance(v, str) and _name(v) in remote)
+                                                for v in paths.values())):
+            raise ChildLost("protocol", "a listing whose declared paths name tensors it does not list")
+        object.__setattr__(self, "_paths", {str(k): v for k, v in paths.items()})
+        self._mark_synced()
+
+    def _take_changes(self, body: Mapping[str, Any], values: list[torch.Tensor | None]) -> None:
+        """State the remote module moved in a forward or a backward, written into the mirror."""
+        if body.get("listing") is not None:
+            self._adopt(body["listing"], values)
+            return
+        changed = body.get("changed") or []
+        if len(changed) != len(values):
+            raise ChildLost("protocol", "a reply whose changed state does not match its tensors")
+        with torch.no_grad():
+            for name, value in zip(changed, values, strict=True):
+                if value is None or _name(str(name)) not in self._remote:
+                    raise ChildLost("protocol", f"a reply that changes an unknown tensor {str(name)[:80]!r}")
+                local = self._tensor(str(name))
+                if local.dtype == value.dtype and local.shape == value.shape:
+                    local.copy_(value)
+                else:
+                    local.data = value
+        self._mark_synced()
+
+    def _tensor(self, remote_name: str) -> torch.Tensor:
+        local = _name(remote_name)
+        return self._parameters.get(local) if local in self._parameters else self._buffers[local]  # type: ignore
+
+    def _step(self, path: str) -> Any:
+        paths = self.__dict__.get("_paths", {})
+        if path in paths:
+            if paths[path] is None:
+                raise AttributeError(path)
+            return self._tensor(paths[path])
+        if any(p.startswith(path + ".") for p in paths):
+            return _Path(self, path)
+        raise AttributeError(path)
+
+    def __getattr__(self, name: str) -> Any:
+        # the declared paths first: the plugin's own names for γ, β and the statistics, resolved on the mirror
+        if not name.startswith("_"):
+            try:
+                return self._step(name)
+            except AttributeError:
+                pass
+        return super().__getattr__(name)
+
+    def _local_tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
+        yield from self._parameters.items()  # type: ignore[misc]
+        yield from self._buffers.items()  # type: ignore[misc]
+
+    def _mark_synced(self) -> None:
+        object.__setattr__(self, "_synced", {n: _identity(t) for n, t in self._local_tensors()})
+
+    def _dirty(self) -> list[str]:
+        synced = self._synced
+        return [n for n, t in self._local_tensors() if synced.get(n) != _identity(t)]
+
+    # -- what a check does to a module --------------------------------------------------------------------
+
+    def to(self, *args: Any, **kwargs: Any) -> RemoteModule:  # type: ignore[override]
+        device, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
+        self._sync_only()
+        body, values = self._session.request({"op": "to", "handle": self._handle,
+                                              "dtype": None if dtype is None else wire_tensors.dtype_name(dtype),
+                                              "device": None if device is None else str(device)})
+        self._adopt(body, values)
+        return self
+
+    def _apply(self, fn: Any, recurse: bool = True) -> RemoteModule:  # type: ignore[override]
+        raise Unmirrored(f"implementation {self._impl_name!r}: a conversion other than .to(dtype / device) is not "
+                         "carried to the plugin's process")
+
+    def train(self, mode: bool = True) -> RemoteModule:
+        self._session.request({"op": "train", "handle": self._handle, "mode": bool(mode)})
+        self.training = bool(mode)
+        return self
+
+    def _sync_only(self) -> None:
+        """Send what a check wrote into the mirror (nothing else moves): with the next call, or before `.to`."""
+        if self._dirty():
+            params = list(self._parameters.items())
+            _Call(self, [], {}, [], [n for n, _ in params], False, sync_only=True).run(
+                [], [p for _, p in params], needs=None)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call(list(args), dict(kwargs))
+
+    def _call(self, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        inputs: list[torch.Tensor] = []
+
+        def spec(value: Any) -> dict[str, Any]:
+            if isinstance(value, torch.Tensor):
+                inputs.append(value)
+                return {"t": len(inputs) - 1}
+            return {"v": value}
+
+        arg_specs = [spec(a) for a in args]
+        kwarg_specs = {k: spec(v) for k, v in kwargs.items()}
+        params = list(self._parameters.items())
+        grad = torch.is_grad_enabled()
+        differentiable = grad and (any(t.requires_grad for t in inputs) or any(p.requires_grad for _, p in params))
+        call = _Call(self, arg_specs, kwarg_specs, inputs, [n for n, _ in params], grad)
+        if not differentiable:
+            result = call.run(inputs, [p for _, p in params], needs=None)
+        else:
+            outputs = _RemoteFunction.apply(call, *inputs, *(p for _, p in params))
+            result = tuple(outputs) if call.is_tuple else outputs[0]
+        with torch.no_grad():
+            for i, value in call.written:
+                inputs[i].copy_(value)  # what the module wrote into its input, written into the caller's
+        return result
+
+    def drop(self) -> None:
+        try:
+            self._session.request({"op": "drop", "handle": self._handle})
+        except (ChildLost, RuntimeError):
+            pass
+
+
+def _identity(t: torch.Tensor) -> tuple[int, int, Any, tuple[int, ...]]:
+    try:
+        version = t._version
+    except RuntimeError:
+        version = -1
+    return id(t), version, t.dtype, tuple(t.shape)
+
+
+class _Call:
+    """One forward request, and the backward of the same call."""
+
+    def __init__(self, module: RemoteModule, args: list[Any], kwargs: dict[str, Any], inputs: list[torch.Tensor],
+                 param_names: list[str], grad: bool, sync_only: bool = False) -> None:
+        self.module = module
+        self.args = args
+        self.kwargs = kwargs
+        self.n_inputs = len(inputs)
+        self.param_names = param_names
+        self.grad = grad
+        self.sync_only = sync_only
+        self.id = next(module._session.calls)
+        self.is_tuple = False
+        self.written: list[tuple[int, torch.Tensor | None]] = []
+
+    def run(self, inputs: list[torch.Tensor], params: list[torch.Tensor], needs: list[bool] | None) -> list[Any]:
+        module = self.module
+        dirty = module._dirty()
+        tensors = dict(module._local_tensors())
+        message = {"op": "call", "handle": module._handle, "call": self.id, "set": [module._remote[n] for n in dirty],
+                   "requires_grad": {module._remote[n]: bool(p.requires_grad) for n, p in zip(
+                       self.param_names, params, strict=True)},
+                   "input_requires_grad": [bool(needs[i]) if needs is not None else False
+                                           for i in range(self.n_inputs)],
+                   "differentiable_params": [module._remote[n] for n in self.param_names],
+                   "args": self.args, "kwargs": self.kwargs, "grad": self.grad,
+                   "inference": torch.is_inference_mode_enabled()}
+        if self.sync_only:
+            message["op"] = "sync"
+        sent = [tensors[n].detach() for n in dirty] + [t.detach() for t in inputs]
+        body, received = module._session.request(message, sent, keep_strides=True)
+        module._mark_synced()
+        if self.sync_only:
+            return []
+        outputs = received[:len(body["differentiable"])]
+        self.is_tuple = bool(body["tuple"])
+        self.differentiable = [bool(d) for d in body["differentiable"]]
+        written = [int(i) for i in body.get("inputs_written") or []]
+        cut = len(received) - len(written)
+        if cut < len(outputs) or any(not 0 <= i < self.n_inputs for i in written):
+            raise ChildLost("protocol", "a reply whose written inputs do not match its tensors")
+        module._take_changes(body, received[len(outputs):cut])
+        self.written = list(zip(written, received[cut:], strict=True))
+        if needs is None and not self.is_tuple:
+            return outputs[0]  # type: ignore[return-value]
+        return tuple(outputs) if needs is None else outputs  # type: ignore[return-value]
+
+    def backward(self, grads: tuple[torch.Tensor, ...], needs: list[bool]) -> list[torch.Tensor | None]:
+        module = self.module
+        params = dict(module._parameters)
+        held = [(module._remote[n], params[n].grad) for n in self.param_names if n in params]
+        body, received = module._session.request(
+            {"op": "backward", "call": self.id, "needs": needs, "grad_names": [n for n, _ in held]},
+            [*grads, *(None if g is None else g.detach() for _, g in held)], keep_strides=True)
+        written = [str(n) for n in body.get("grads_written") or []]
+        if len(received) < len(needs) + len(written):
+            raise ChildLost("protocol", "a backward reply with the wrong number of gradients")
+        cut = len(received) - len(written)
+        module._take_changes(body, received[len(needs):cut])
+        for name, grad in zip(written, received[cut:], strict=True):
+            # what the plugin's backward wrote into `.grad`, written here (before autograd accumulates)
+            local = _name(name)
+            if local not in params:
+                raise ChildLost("protocol", f"a backward that writes the gradient of an unknown {name[:80]!r}")
+            params[local].grad = grad
+        return received[:len(needs)]
+
+
+class _RemoteFunction(torch.autograd.Function):
+    """The call as one node of the trusted process's graph: its backward is the plugin's, run over there."""
+
+    @staticmethod
+    def forward(ctx: Any, call: _Call, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore
+        needs = list(ctx.needs_input_grad[1:])
+        inputs, params = list(tensors[:call.n_inputs]), list(tensors[call.n_inputs:])
+        outputs = call.run(inputs, params, needs=needs)
+        ctx.call = call
+        ctx.needs = needs
+        ctx.shapes = [tuple(t.shape) for t in tensors]
+        ctx.mark_non_differentiable(*(o for o, d in zip(outputs, call.differentiable, strict=True) if not d))
+        return tuple(outputs)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[Any, ...]:
+        if not any(ctx.call.differentiable):
+            raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
+        received = ctx.call.backward(grads, ctx.needs)
+        out: list[Any] = [None]
+        for need, shape, g in zip(ctx.needs, ctx.shapes, received, strict=True):
+            if need and g is not None and tuple(g.shape) != shape:
+                raise ChildLost("protocol", f"a gradient of shape {tuple(g.shape)} for an input of shape {shape}")
+            out.append(g if need else None)
+        return tuple(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteFactory:
+    """The factory of the trusted process's view of an implementation: each module it builds is remote."""
+
+    session: Session
+    name: str
+    state_names: tuple[str, ...]
+    built: list[RemoteModule] = dataclasses.field(default_factory=list, hash=False, compare=False)
+
+    def __call__(self, num_features: int, **params: Any) -> RemoteModule:
+        module = RemoteModule(self.session, self.name, {"op": "build", "num_features": num_features,
+                                                        "params": dict(params), "state_names": list(self.state_names)})
+        self.built.append(module)
+        return module
+
+
+def remote_implementation(impl: Implementation, session: Session, state_names: tuple[str, ...]
+                          ) -> tuple[Implementation, RemoteFactory]:
+    """`impl` as the trusted process sees it: built remotely, γ / β / statistics at their declared paths."""
+    factory = RemoteFactory(session, impl.name, state_names)
+    # `params=` is resolved over there, and checked there; here it returns the mirror's copies of what it found
+    view = dataclasses.replace(impl, factory=factory, params=None if impl.params is None else mirrored_params)
+    return view, factory
+
+
+def mirrored_params(module: nn.Module) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """A ``params=`` declaration as the trusted side sees it: the mirror's γ and β the plugin's declaration named."""
+    if not isinstance(module, RemoteModule):
+        raise TypeError(f"a remote implementation's module is a RemoteModule, not {type(module).__name__}")
+    found = [module.__dict__["_paths"].get(key) for key in (PARAMS_WEIGHT, PARAMS_BIAS)]
+    weight, bias = (None if name is None else module._tensor(name) for name in found)
+    return weight, bias

@@ -1,0 +1,319 @@
+"""The plugin's side of the request protocol: it only does what the trusted process asks.
+
+Build the module, move it to a dtype, set its mode, write the parameters and buffers it is sent, call forward on
+the tensors it is sent, differentiate a kept call by the gradients it is sent, and send back the tensors that came
+out and the state that changed. It computes no truth, compares nothing and decides nothing: every tolerance and
+verdict is the trusted process's (normbench.remote.proxy). It runs in the judging child, beside the plugin, and so
+is the plugin's to tamper with; tampering can only change what it sends, which the trusted process checks as data.
+"""
+
+from __future__ import annotations
+
+import builtins
+import traceback
+from collections import OrderedDict
+from collections.abc import Mapping
+from multiprocessing.connection import Connection
+from typing import Any
+
+import torch
+from torch import nn
+
+from normbench.implementation import Implementation, ImplementationError
+from normbench.remote import tensors as wire_tensors
+
+#: the declared paths under which a ``params=`` declaration's γ and β are mirrored (no attribute reaches them)
+PARAMS_WEIGHT, PARAMS_BIAS = "params()[0]", "params()[1]"
+#: forward calls whose graphs the child keeps for a later backward (a check differentiates the latest few)
+KEPT_CALLS = 32
+
+
+def _named_state(module: nn.Module) -> dict[str, tuple[str, torch.Tensor]]:
+    out: dict[str, tuple[str, torch.Tensor]] = {n: ("param", p) for n, p in module.named_parameters()}
+    out.update({n: ("buffer", b) for n, b in module.named_buffers()})
+    return out
+
+
+def _snapshot(t: torch.Tensor) -> tuple[int, torch.Tensor]:
+    """What the trusted process holds of `t`: its identity and a bitwise copy. Versions are not enough: a native
+    kernel writes BatchNorm's running statistics in place without bumping the version counter."""
+    with torch.no_grad():
+        return id(t), t.detach().clone()
+
+
+def _same(t: torch.Tensor, held: tuple[int, torch.Tensor]) -> bool:
+    ident, value = held
+    if id(t) != ident or t.dtype != value.dtype or t.shape != value.shape:
+        return False
+    a, b = t.detach(), value
+    if a.dtype.is_floating_point or a.dtype.is_complex:  # bitwise: NaN equals NaN, -0.0 differs from 0.0
+        a, b = a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8)
+    return bool(torch.equal(a, b))
+
+
+def _same_grad(grad: torch.Tensor | None, held: tuple[int, torch.Tensor | None]) -> bool:
+    if grad is None or held[1] is None:
+        return grad is None and held[1] is None
+    return _same(grad, (held[0], held[1]))
+
+
+def _set_tensor(module: nn.Module, name: str, value: torch.Tensor) -> None:
+    owner_path, _, attr = name.rpartition(".")
+    owner = module.get_submodule(owner_path) if owner_path else module
+    current = getattr(owner, attr)
+    with torch.no_grad():
+        if current.dtype == value.dtype and current.shape == value.shape and not current.is_inference():
+            current.copy_(value.to(current.device))
+        elif isinstance(current, nn.Parameter):
+            current.data = value.to(current.device)
+        else:
+            setattr(owner, attr, value.to(current.device))
+
+
+def _exactly_tensors(out: Any) -> tuple[list[torch.Tensor] | None, str]:
+    """The output's tensors, or None and what it is instead."""
+    items = list(out) if isinstance(out, tuple | list) else [out]
+    if isinstance(out, tuple | list) and len(items) > 8:
+        return None, f"a {type(out).__name__} of {len(items)} elements"
+    for t in items:
+        if type(t) is not torch.Tensor:
+            if isinstance(t, torch.Tensor):
+                return None, (f"a torch.Tensor subclass {type(t).__qualname__} (normbench accepts exactly "
+                              "torch.Tensor: a subclass can change how it is compared)")
+            return None, type(out).__name__ if not isinstance(out, tuple | list) else (
+                f"a {type(out).__name__} holding a {type(t).__name__}")
+    return items, ""
+
+
+class Server:
+    """Modules built for the trusted process, by handle, and the forward calls kept for their backward."""
+
+    def __init__(self, impl: Implementation | None, load_error: str | None, findings: list[str]) -> None:
+        self.impl = impl
+        self.load_error = load_error
+        self.findings = findings
+        self.modules: dict[int, nn.Module] = {}
+        self.calls: OrderedDict[int, tuple[int, list[torch.Tensor], list[torch.Tensor]]] = OrderedDict()
+        #: per module, the state as the trusted process last received or sent it
+        self.held: dict[int, dict[str, tuple[int, torch.Tensor]]] = {}
+        self.next_handle = 0
+
+    # -- replies ------------------------------------------------------------------------------------------
+
+    def handle(self, conn: Connection, envelope: Any) -> None:
+        message, received = wire_tensors.frames(conn, envelope, "the trusted process's request")
+        op = message.get("op") if isinstance(message, Mapping) else None
+        try:
+            if op == "hello":
+                reply, out = {"findings": self.findings, "load_error": self.load_error}, []
+            elif self.impl is None:
+                raise ImplementationError(self.load_error or "the implementation did not load")
+            else:
+                reply, out = getattr(self, f"_op_{op}")(message, received)
+        except ImplementationError as exc:
+            wire_tensors.send(conn, {"error": ["ImplementationError", str(exc), ""]})
+            return
+        except BaseException as exc:  # noqa: BLE001 - plugin code: SystemExit, KeyboardInterrupt included
+            frames = "".join(traceback.format_list(traceback.extract_tb(exc.__traceback__)[-3:])).rstrip()
+            wire_tensors.send(conn, {"error": [type(exc).__name__, str(exc)[:20_000], frames[-4000:]]})
+            return
+        wire_tensors.send(conn, {"ok": reply}, out)
+
+    def _listing(self, module: nn.Module, state_names: list[str]) -> tuple[dict[str, Any], list[torch.Tensor]]:
+        """Every parameter and buffer (name, kind, requires_grad) with its value, and which of them the declaration
+        names as γ, β and the family's running statistics."""
+        assert self.impl is not None
+        named = _named_state(module)
+        by_id = {id(t): n for n, (_, t) in named.items()}
+
+        def find(t: Any) -> str | None:
+            return by_id.get(id(t)) if isinstance(t, torch.Tensor) else None
+
+        # γ, β and the statistics under the paths the declaration gives them (a `params=` declaration's γ under
+        # weight_attr), so the trusted side resolves them, and names them in its messages, as the plugin declared
+        impl = self.impl
+        weight, bias = impl.affine_tensors(module)  # a wrong params= declaration raises here, naming itself
+        if not impl.bias:  # β by its path whatever `bias` declares: the trusted side's undeclared_bias reads it there
+            bias = impl.undeclared_bias(module)
+        if impl.params is not None:
+            declared = impl.declared_params(module)
+            targets: dict[str, Any] = {PARAMS_WEIGHT: declared[0], PARAMS_BIAS: declared[1]}
+        else:
+            targets = {impl.weight_attr: weight, impl.bias_attr: bias}
+        for s in state_names:
+            targets[f"{impl.state_attr}.{s}" if impl.state_attr else s] = impl.state_tensor(module, s)
+        paths = {path: find(t) for path, t in targets.items()}
+        unmirrored = [path for path, t in targets.items() if isinstance(t, torch.Tensor) and paths[path] is None]
+        entries = [[n, kind, bool(t.requires_grad)] for n, (kind, t) in named.items()]
+        self.held[id(module)] = {n: _snapshot(t) for n, (_, t) in named.items()}
+        return {"state": entries, "paths": paths, "unmirrored": unmirrored}, [t for _, t in named.values()]
+
+    # -- operations ---------------------------------------------------------------------------------------
+
+    def _op_build(self, message: Mapping[str, Any], _: list[torch.Tensor | None]) -> tuple[dict[str, Any], list]:
+        assert self.impl is not None
+        module = self.impl.factory(int(message["num_features"]), **dict(message["params"]))
+        if not isinstance(module, nn.Module):
+            raise ImplementationError(f"implementation {self.impl.name!r}: factory returned "
+                                      f"{type(module).__name__}, not an nn.Module")
+        handle = self.next_handle
+        self.next_handle += 1
+        self.modules[handle] = module
+        module._normbench_state_names = list(message.get("state_names", []))  # type: ignore[attr-defined]
+        listing, values = self._listing(module, module._normbench_state_names)  # type: ignore[attr-defined]
+        return {"handle": handle, **listing, "training": module.training}, values
+
+    def _op_copy(self, message: Mapping[str, Any], _: list[torch.Tensor | None]) -> tuple[dict[str, Any], list]:
+        """copy.deepcopy of the remote module, as a check deep-copies the module it was given."""
+        import copy
+
+        module = copy.deepcopy(self._module(message))
+        handle = self.next_handle
+        self.next_handle += 1
+        self.modules[handle] = module
+        listing, values = self._listing(module, module._normbench_state_names)  # type: ignore[attr-defined]
+        return {"handle": handle, **listing, "training": module.training}, values
+
+    def _module(self, message: Mapping[str, Any]) -> nn.Module:
+        return self.modules[int(message["handle"])]
+
+    def _op_to(self, message: Mapping[str, Any], _: list[torch.Tensor | None]) -> tuple[dict[str, Any], list]:
+        module = self._module(message)
+        dtype = wire_tensors.DTYPES[message["dtype"]] if message.get("dtype") else None
+        module.to(device=message.get("device"), dtype=dtype)
+        return self._listing(module, module._normbench_state_names)  # type: ignore[attr-defined]
+
+    def _op_train(self, message: Mapping[str, Any], _: list[torch.Tensor | None]) -> tuple[dict[str, Any], list]:
+        self._module(message).train(bool(message["mode"]))
+        return {}, []
+
+    def _op_drop(self, message: Mapping[str, Any], _: list[torch.Tensor | None]) -> tuple[dict[str, Any], list]:
+        module = self.modules.pop(int(message["handle"]), None)
+        if module is not None:
+            self.held.pop(id(module), None)
+        for call in [c for c, (h, _, _) in self.calls.items() if h == int(message["handle"])]:
+            del self.calls[call]
+        return {}, []
+
+    def _op_sync(self, message: Mapping[str, Any], received: list[torch.Tensor | None]
+                 ) -> tuple[dict[str, Any], list]:
+        self._write(self._module(message), message, received)
+        return {}, []
+
+    def _write(self, module: nn.Module, message: Mapping[str, Any], received: list[torch.Tensor | None]) -> int:
+        """Write what the trusted process changed, and the requires-grad flags; the count of tensors used."""
+        sync = list(message["set"])
+        for name, value in zip(sync, received[:len(sync)], strict=True):
+            assert value is not None
+            _set_tensor(module, name, value)
+        named = _named_state(module)
+        held = self.held[id(module)]
+        for name in sync:
+            held[name] = _snapshot(named[name][1])
+        for name, flag in dict(message["requires_grad"]).items():
+            kind, t = named[name]
+            if kind == "param" and t.requires_grad != bool(flag):
+                t.requires_grad_(bool(flag))
+        return len(sync)
+
+    def _op_call(self, message: Mapping[str, Any], received: list[torch.Tensor | None]
+                 ) -> tuple[dict[str, Any], list]:
+        module = self._module(message)
+        inputs = received[self._write(module, message, received):]
+        wants_grad = list(message["input_requires_grad"])
+        leaves: list[torch.Tensor] = []
+        for i, t in enumerate(inputs):
+            assert t is not None
+            if wants_grad[i]:
+                t.requires_grad_(True)
+            leaves.append(t)
+
+        def value(spec: Any) -> Any:
+            return leaves[spec["t"]] if "t" in spec else spec["v"]
+
+        args = [value(a) for a in message["args"]]
+        kwargs = {k: value(v) for k, v in dict(message["kwargs"]).items()}
+        # a module that writes into an input (a fused add + norm updating the residual in place) does it to the
+        # trusted side's tensor too: each input is compared with what was received
+        received_inputs = [(id(t), t.detach().clone()) for t in leaves]
+        with torch.inference_mode(bool(message["inference"])), torch.set_grad_enabled(bool(message["grad"])):
+            out = module(*args, **kwargs)
+        outputs, what = _exactly_tensors(out)
+        if outputs is None:
+            raise ImplementationError(f"implementation {self.impl.name!r}: forward returned {what}, "  # type: ignore
+                                      "not a Tensor")
+        differentiable = [bool(o.requires_grad) for o in outputs]
+        if any(differentiable):
+            after = _named_state(module)
+            params = [after[n][1] for n in message["differentiable_params"] if n in after]
+            self.calls[int(message["call"])] = (int(message["handle"]), leaves + params, outputs)
+            while len(self.calls) > KEPT_CALLS:
+                self.calls.popitem(last=False)
+        changes, values = self._changes(module)
+        written = [i for i, t in enumerate(leaves) if not _same(t, received_inputs[i])]
+        return {"tuple": isinstance(out, tuple | list), "differentiable": differentiable, "inputs_written": written,
+                **changes}, [*outputs, *values, *(leaves[i] for i in written)]
+
+    def _changes(self, module: nn.Module) -> tuple[dict[str, Any], list[torch.Tensor]]:
+        """The state that differs from what the trusted process holds: a full listing when the names changed
+        (a buffer registered in forward), else the changed tensors by name."""
+        named = _named_state(module)
+        held = self.held[id(module)]
+        if list(named) != list(held):
+            listing, values = self._listing(module, module._normbench_state_names)  # type: ignore[attr-defined]
+            return {"listing": listing, "changed": []}, values
+        changed = [n for n, (_, t) in named.items() if not _same(t, held[n])]
+        for n in changed:
+            held[n] = _snapshot(named[n][1])
+        return {"listing": None, "changed": changed}, [named[n][1] for n in changed]
+
+    def _op_backward(self, message: Mapping[str, Any], received: list[torch.Tensor | None]
+                     ) -> tuple[dict[str, Any], list]:
+        call = int(message["call"])
+        if call not in self.calls:
+            raise RuntimeError("the forward call of this backward was released (normbench keeps the graphs of the "
+                               f"last {KEPT_CALLS} calls)")
+        handle, inputs, outputs = self.calls[call]
+        needs = list(message["needs"])
+        # `.grad` as the trusted side holds it: a backward that writes into it (BUGS.md: a gradient assigned
+        # instead of accumulated, one written into a frozen γ) acts on the same value it would beside the check
+        module = self.modules.get(handle)
+        named = dict(module.named_parameters()) if module is not None else {}
+        grad_names = [n for n in message.get("grad_names", []) if n in named]
+        present = received[len(outputs):]
+        for name, held in zip(grad_names, present, strict=True):
+            named[name].grad = held
+        before = {n: (id(named[n].grad), None if named[n].grad is None else named[n].grad.clone())
+                  for n in grad_names}
+        pairs = [(o, g) for o, g in zip(outputs, received[:len(outputs)], strict=True) if o.requires_grad]
+        chosen = [t for t, need in zip(inputs, needs, strict=True) if need]
+        grads = torch.autograd.grad([o for o, _ in pairs], chosen, [g for _, g in pairs], allow_unused=True,
+                                    retain_graph=True) if chosen else ()
+        written = [n for n in grad_names if not _same_grad(named[n].grad, before[n])]
+        it = iter(grads)
+        # a backward may move state too (PowerNorm's gradient EMA): sent back like a forward's
+        changes, values = self._changes(self.modules[handle]) if handle in self.modules else (
+            {"listing": None, "changed": []}, [])
+        return {**changes, "grads_written": written}, [*(next(it) if need else None for need in needs), *values,
+                                                       *(named[n].grad for n in written)]
+
+
+def raise_remote(kind: str, message: str, frames: str) -> None:
+    """Re-raise an exception of the plugin's process in the trusted one: the same class name (a built-in's
+    subclass where it names a built-in exception), the message and where it happened, so a summary reads as it
+    did when the check ran beside the plugin."""
+    if kind == "ImplementationError":
+        raise ImplementationError(message)
+    base = getattr(builtins, kind, None)
+    if not (isinstance(base, type) and issubclass(base, Exception)):
+        base = RuntimeError
+    cls = type(kind if kind.isidentifier() else "PluginError", (RemoteError, base), {})
+    raise cls(message, frames)
+
+
+class RemoteError(Exception):
+    """An exception raised by plugin code in the plugin's process; `frames` says where."""
+
+    def __init__(self, message: str, frames: str = "") -> None:
+        super().__init__(message)
+        self.frames = frames
