@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from functools import cache
 
@@ -9,8 +10,13 @@ from torch import nn
 
 from normbench import Implementation
 from normbench.checks import CHECKS
+from normbench.remote.judge import trusted
+from normbench.remote.loopback import remote_view
 from normbench.runner import Outcome, PlanItem, judge
 from normbench.spec import Spec, load_specs
+
+#: NORMBENCH_SELFTEST_REMOTE=1 judges the trusted checks of every self-test through the request protocol
+REMOTE_ENV = "NORMBENCH_SELFTEST_REMOTE"
 
 
 @cache
@@ -35,6 +41,10 @@ def run(implementation: Implementation, prop: str, dtype: str = "float32", mode:
     assert p.check in CHECKS, f"check {p.check!r} is not registered"
     chosen = mode or next(iter(p.expect))
     assert chosen in p.expect, f"{prop} has no expectation for mode {chosen!r}: {dict(p.expect)}"
+    if os.environ.get(REMOTE_ENV) == "1" and trusted(p.check, variant):
+        # Every mutant through the trusted judge's request protocol: the verdict must be the one reached beside it.
+        with remote_view(implementation, spec) as view:
+            return judge(PlanItem(spec, view, p, chosen, dtype, variant=variant), profile)
     return judge(PlanItem(spec, implementation, p, chosen, dtype, variant=variant), profile)
 
 
