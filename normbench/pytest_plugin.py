@@ -348,7 +348,7 @@ class ConformanceItem(pytest.Item):
         if inherited is not None:
             pytest.xfail(inherited_reason(inherited))
         if outcome["verdict"] == "fail":
-            raise ConformanceFailure(message)
+            raise ConformanceFailure(message + _repro_line(self.config, item.test_id))
         if outcome["verdict"] == "error":
             raise ConformanceError(message)
 
@@ -359,6 +359,17 @@ class ConformanceItem(pytest.Item):
 
     def reportinfo(self) -> tuple[str, int, str]:
         return str(self.path), 0, self.name
+
+
+def _repro_line(config: pytest.Config, test_id: str) -> str:
+    """The failure text's last line: the command that writes this item's reproduction script (it reads the record
+    this run writes when it ends)."""
+    from normbench.cli.repro import repro_command
+
+    if config.option.no_record:
+        return (f"\n  reproduce: this run records nothing (--no-record); run again without it, then "
+                f"{repro_command(test_id)}")
+    return f"\n  reproduce: {repro_command(test_id, config.option.results_dir)} -o repro.py && python repro.py"
 
 
 def _counterexample(outcome: dict[str, Any]) -> str:
@@ -557,8 +568,25 @@ def implementation_summaries(config: pytest.Config, outcomes: dict[str, dict[str
             "family": impl.family if impl else None, "source": impl.source if impl else None,
             "planned": c.planned, "judged": c.judged, "skipped": c.skipped, "errors": c.errors,
             "unjudged": c.unjudged, "failed": c.failed, "known": c.known,
+            **(_rejudge_fields(config, impl) if impl else {}),
         }
     return summaries
+
+
+def _rejudge_fields(config: pytest.Config, impl: Any) -> dict[str, Any]:
+    """What `normbench repro` needs to judge an item of `impl` again, beyond its outcome: how to import its plugin
+    (a relative --impl-path made absolute), the hypothesis profile, and the spec file of a --spec-dir family."""
+    from normbench.rejudge import plugin_entry
+    from normbench.sandbox import SandboxedFactory
+    from normbench.spec import builtin_spec_paths
+
+    fields: dict[str, Any] = {"profile": config.option.profile}
+    if isinstance(impl.factory, SandboxedFactory):
+        fields["plugin"] = plugin_entry(impl.factory.source, config.invocation_params.dir)
+    spec = _plan(config).specs.get(impl.family)
+    if spec is not None and Path(spec.path).resolve() not in {p.resolve() for p in builtin_spec_paths()}:
+        fields["spec_file"] = str(Path(spec.path).resolve())
+    return fields
 
 
 def import_change_lines(outcomes: Iterable[Mapping[str, Any]], width: int) -> list[str]:

@@ -1,6 +1,7 @@
-"""`normbench repro ITEM_ID`: the script it writes reproduces the recorded error with plain python, without
+"""`normbench repro ITEM_ID`: the torch-only script it writes reproduces the recorded error with plain python, without
 normbench, on the committed torch LayerNorm bf16 dγ/dβ known failure and on plugins broken on purpose; a correct
-implementation run on the same counterexample is not flagged; unsupported or unknown items are refused."""
+implementation run on the same counterexample is not flagged; an item outside the torch-only set gets the script that
+re-judges it with normbench (tests/test_repro_rejudge.py); unknown or passing items are refused."""
 
 from __future__ import annotations
 
@@ -30,13 +31,15 @@ def write_script(tmp_path: Path, item: str, results: Path) -> Path:
     return script
 
 
-def run_script(script: Path, pythonpath: str = "") -> subprocess.CompletedProcess[str]:
-    """A fresh interpreter in the script's folder; normbench must not be imported along the way."""
-    guard = ("import runpy, sys\n"
+def run_script(script: Path, pythonpath: str = "", torch_only: bool = True) -> subprocess.CompletedProcess[str]:
+    """A fresh interpreter in the script's folder; with `torch_only`, normbench must not be imported along the way
+    (a plugin imports it for its Implementation declarations). The guard exits 3, never 1 ('reproduced')."""
+    guard = ("import os, runpy, sys\n"
              "try:\n"
              f"    runpy.run_path({str(script)!r}, run_name='__main__')\n"
              "finally:\n"
-             "    assert not [m for m in sys.modules if m.split('.')[0] == 'normbench'], 'normbench imported'\n")
+             f"    if {torch_only!r} and [m for m in sys.modules if m.split('.')[0] == 'normbench']:\n"
+             "        print('normbench imported'); sys.stdout.flush(); os._exit(3)\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
@@ -94,8 +97,8 @@ def mutant_results(tmp_path_factory):
 @pytest.mark.parametrize("item", MUTANT_ITEMS)
 def test_plugin_items_reproduce_through_their_import(mutant_results, tmp_path, item):
     script = write_script(tmp_path, item, mutant_results)
-    assert "importlib.import_module('plugins.repro_mutants')" in script.read_text()
-    proc = run_script(script, pythonpath=str(ROOT / "tests"))
+    assert "module_name, attr = 'plugins.repro_mutants', 'implementations'" in script.read_text()
+    proc = run_script(script, pythonpath=str(ROOT / "tests"), torch_only=False)
     assert_reproduces(proc, recorded(mutant_results, item))
     expected = {"forward_equivalence": {"output"}, "gradient_equivalence": {"grad_input", "grad_weight"}}
     check = item.split("-")[-2]
@@ -116,12 +119,25 @@ def test_a_correct_implementation_on_the_same_counterexample_is_not_flagged(muta
     assert not any(bad for bad, _, _ in measured(proc.stdout).values())
 
 
-def test_refusals_name_what_is_supported(capsys):
+def test_outside_the_torch_only_set_the_script_rejudges_with_normbench(tmp_path):
+    """A check and family the torch-only script does not cover: the script re-judges it with normbench, through the
+    entry point the record names, and reproduces the committed known failure."""
+    item = "batchnorm[torch.nn.BatchNorm1d-constant_rows-train-float16]"
+    script = write_script(tmp_path, item, ROOT / "results")
+    text = script.read_text()
+    assert "from normbench.rejudge import main" in text and "entry_points(group=group, name=name)" in text
+    proc = run_script(script, torch_only=False)
+    assert proc.returncode == 1 and "REPRODUCED" in proc.stdout, proc.stdout + proc.stderr
+    assert "output.tol_ratio = error / bound: inf (recorded inf)" in proc.stdout
+
+
+def test_with_normbench_forces_the_rejudging_script(tmp_path, capsys):
+    assert main(["repro", ITEM, "--results-dir", str(ROOT / "results"), "--with-normbench"]) == 0
+    assert "from normbench.rejudge import main" in capsys.readouterr().out
+
+
+def test_refusals_say_why(capsys):
     results = str(ROOT / "results")
-    assert main(["repro", "batchnorm[torch.nn.BatchNorm1d-constant_rows-train-float16]", "--results-dir",
-                 results]) == 2
-    err = capsys.readouterr().err
-    assert "not reproducible as a script yet" in err and "layernorm, rmsnorm" in err and "forward_equivalence" in err
     assert main(["repro", "layernorm[torch.nn.LayerNorm-weight_gradient_reduction-bfloat17]", "--results-dir",
                  results]) == 2
     assert f"did you mean {ITEM!r}" in capsys.readouterr().err

@@ -1,32 +1,44 @@
-"""`normbench repro ITEM_ID`: a standalone Python script that reproduces a failing item from its stored record.
+"""`normbench repro ITEM_ID`: a Python script that reproduces a failing item from its stored record.
 
-The script needs torch and the implementation's own import, not normbench: it rebuilds the input exactly as
-normbench.inputs.make_input does (shape, value domain, seed), the affine parameters as
-normbench.checks.base.randomize_module does, runs the module, computes the float64 truth inline (the formulas of
-NORMS.md, differentiated by autograd in float64) and prints the measured error against the spec's tolerance,
-copied into the script, beside the error the record holds. It exits 1 when the item still fails, so it reads as a
-bug report's reproduction.
+Every failing item (verdict fail, or a declared known failure) of every check and family gets one. Two kinds:
+
+- standalone, torch only (families layernorm and rmsnorm, checks forward_equivalence, gradient_equivalence and
+  weight_gradient_reduction): it rebuilds the recorded counterexample's input exactly as
+  normbench.inputs.make_input does (shape, value domain, seed), the affine parameters as
+  normbench.checks.base.randomize_module does, runs the module, computes the float64 truth inline (the formulas of
+  NORMS.md, differentiated by autograd in float64) and prints the measured error against the spec's tolerance,
+  copied into the script, beside the error the record holds;
+- re-judging, with normbench installed (every other item, or any item with --with-normbench): it imports the plugin
+  the way the run was given it (a module, a file by path, an entry point by group and name), rebuilds the plan
+  item and judges it with normbench's own code (normbench.rejudge).
+
+Both exit 1 only when the item fails again ("REPRODUCED"), 0 when it passes here, and 2 ("CANNOT RUN", with the
+reason) when it could not run: a plugin that does not import never reads as reproduced.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import math
 import pprint
-import re
+import shlex
 import sys
 import textwrap
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
 from string import Template
 from typing import Any
 
 VERB = "repro"
 SUPPORTED_FAMILIES = ("layernorm", "rmsnorm")
-#: check -> (tolerance kind, the compared tensors in the record's metrics)
+#: check -> (tolerance kind, the compared tensors in the record's metrics): the items the standalone script judges
 SUPPORTED_CHECKS = {"forward_equivalence": ("forward", ("output",)),
                     "gradient_equivalence": ("backward", ("grad_input", "grad_weight", "grad_bias")),
                     "weight_gradient_reduction": ("reduction", ("grad_weight", "grad_bias"))}
+#: the verdicts with a measured deviation to reproduce: a failure, declared known or not (an error has none)
+REPRODUCIBLE_VERDICTS = ("fail", "xfail")
 #: torch built-ins (entry point torch-builtins) built directly in the script, without normbench
 TORCH_BUILTINS = {
     "torch.nn.LayerNorm": "torch.nn.LayerNorm(num_features, eps=eps, elementwise_affine=affine)",
@@ -36,31 +48,53 @@ TORCH_BUILTINS = {
 }
 BUILTIN_SOURCE = "normbench.builtins:torch_implementations"
 STAT_KEYS = ("max_abs", "max_rel", "max_ulp", "tol_ratio", "channel_bias_eps")
+#: the outcome fields a re-judging script carries (captured output and timings are not needed to judge again)
+ITEM_FIELDS = ("test_id", "family", "implementation", "property", "check", "mode", "dtype", "device", "variant",
+               "expect", "verdict", "observed", "summary", "metrics", "counterexample", "known_failure",
+               "recorded_utc")
 
 
 class ReproError(Exception):
     """An item that cannot be reproduced, with the reason a user can act on."""
 
 
+def offers_repro(outcome: Mapping[str, Any]) -> bool:
+    """Whether `normbench repro` writes a script for this outcome: every item with a measured failure, of any
+    check and family (the site and the terminal offer the command exactly there)."""
+    return outcome.get("verdict") in REPRODUCIBLE_VERDICTS and bool(outcome.get("implementation"))
+
+
+def repro_command(test_id: str, results_dir: str | Path | None = None) -> str:
+    """The shell command that writes `test_id`'s script; `--results-dir` only where it is not the default."""
+    from normbench.results import DEFAULT_RESULTS_DIR
+
+    extra = "" if results_dir in (None, DEFAULT_RESULTS_DIR) else f" --results-dir {shlex.quote(str(results_dir))}"
+    return f"normbench repro {shlex.quote(test_id)}{extra}"
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from normbench.results import DEFAULT_RESULTS_DIR
-    parser = sub.add_parser(VERB, help="write a standalone Python script reproducing a failing item")
+    parser = sub.add_parser(VERB, help="write a Python script reproducing a failing item")
     parser.add_argument("item", metavar="ITEM_ID", help="the item's test id, e.g. "
                         "'layernorm[torch.nn.LayerNorm-weight_gradient_reduction-bfloat16]'")
     parser.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR,
                         help=f"results folder (default: {DEFAULT_RESULTS_DIR})")
     parser.add_argument("-o", "--output", help="write the script here (default: print it)")
+    parser.add_argument("--with-normbench", action="store_true",
+                        help="write the script that re-judges the item with normbench even where a torch-only "
+                             "script exists")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        script = repro_script(args.item, Path(args.results_dir))
+        script = repro_script(args.item, Path(args.results_dir), with_normbench=args.with_normbench)
     except ReproError as exc:
         print(f"normbench repro: {exc}", file=sys.stderr)
         return 2
     if args.output:
         Path(args.output).write_text(script, encoding="utf-8")
-        print(f"wrote {args.output}: run it with `python {args.output}`")
+        print(f"wrote {args.output}: run it with `python {args.output}` (exit 1: reproduced, 0: passes now, "
+              "2: could not run)")
     else:
         sys.stdout.write(script)
     return 0
@@ -81,17 +115,23 @@ def find_outcome(item: str, results_dir: Path) -> tuple[dict[str, Any], dict[str
         close = difflib.get_close_matches(item, known, n=3, cutoff=0.6)
         hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
         raise ReproError(f"no item {item!r} in the conformance records under {results_dir / 'raw'}{hint}")
-    failing = [(o, r) for o, r in found if o.get("verdict") in ("fail", "xfail")]
+    failing = [(o, r) for o, r in found if offers_repro(o)]
     if not failing:
         verdicts = sorted({str(o.get("verdict")) for o, _ in found})
-        raise ReproError(f"item {item!r} did not fail in the records (verdict {', '.join(verdicts)}): "
-                         "there is no counterexample to reproduce")
+        why = ("an error has no measured deviation to reproduce; its summary says what raised" if "error" in verdicts
+               else "there is no counterexample to reproduce")
+        raise ReproError(f"item {item!r} did not fail in the records (verdict {', '.join(verdicts)}): {why}")
     return max(failing, key=lambda pair: str(pair[1].get("created_utc", "")))
+
+
+def _entry(outcome: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    entry = (record.get("implementations") or {}).get(outcome["implementation"])
+    return entry if isinstance(entry, dict) else {}
 
 
 def _source(outcome: dict[str, Any], record: dict[str, Any]) -> str:
     name = outcome["implementation"]
-    source = outcome.get("source") or ((record.get("implementations") or {}).get(name) or {}).get("source")
+    source = outcome.get("source") or _entry(outcome, record).get("source")
     if source:
         return str(source)
     if name in TORCH_BUILTINS:  # records older than the `source` field: the torch built-ins have one home
@@ -100,12 +140,21 @@ def _source(outcome: dict[str, Any], record: dict[str, Any]) -> str:
                      "re-run `pytest suite` with this normbench to record it")
 
 
-def _import_target(source: str) -> str:
-    """'pkg.mod:attr' from "entry point 'x' (pkg.mod:attr)" or '--impl-path pkg.mod:attr'."""
-    match = re.fullmatch(r"entry point '[^']*' \((?P<t>[^()\s]+:[^()\s]+)\)|--impl-path (?P<p>\S+:\S+)", source)
-    if not match:
+def plugin_of(outcome: dict[str, Any], record: dict[str, Any]) -> dict[str, str]:
+    """How to import the implementation's plugin: the record's `plugin` entry, or, in a record older than it, what
+    its source label says (a relative file path is then taken from the current folder)."""
+    from normbench.rejudge import plugin_from_label
+
+    plugin = _entry(outcome, record).get("plugin")
+    if isinstance(plugin, dict) and plugin.get("kind") in ("entry_point", "file", "module"):
+        return {str(k): str(v) for k, v in plugin.items()}
+    source = _source(outcome, record)
+    plugin = plugin_from_label(source)
+    if plugin is None:
         raise ReproError(f"cannot tell how to import the implementation from its source {source!r}")
-    return match.group("t") or match.group("p")
+    if plugin["kind"] == "file":
+        plugin["path"] = str(Path(plugin["path"]).resolve())
+    return plugin
 
 
 def stable_seed(*parts: object) -> int:
@@ -115,19 +164,93 @@ def stable_seed(*parts: object) -> int:
 
 # -- the script ----------------------------------------------------------------------------------------------
 
-def repro_script(item: str, results_dir: Path) -> str:
-    from normbench.spec import builtin_spec_paths, load_spec
-
+def repro_script(item: str, results_dir: Path, with_normbench: bool = False) -> str:
+    """The script for `item`: the torch-only one where it exists (unless `with_normbench`), else the re-judging
+    one."""
     outcome, record = find_outcome(item, results_dir)
+    if not with_normbench and standalone_reason(outcome) is None:
+        return standalone_script(item, outcome, record)
+    return rejudge_script(item, outcome, record)
+
+
+def standalone_reason(outcome: dict[str, Any]) -> str | None:
+    """Why the torch-only script cannot reproduce this outcome (then the re-judging one does), or None."""
     family, check = outcome.get("family"), outcome.get("check")
-    supported = (f"supported: families {', '.join(SUPPORTED_FAMILIES)} with checks "
-                 f"{', '.join(SUPPORTED_CHECKS)}")
     if family not in SUPPORTED_FAMILIES or check not in SUPPORTED_CHECKS:
-        raise ReproError(f"item {item!r} is family {family!r}, check {check!r}: not reproducible as a script yet "
-                         f"({supported})")
+        return f"family {family!r}, check {check!r}"
+    if outcome.get("variant", "eager") != "eager":
+        return f"variant {outcome.get('variant')!r}"
     example = outcome.get("counterexample")
     if not isinstance(example, dict) or not isinstance(example.get("input"), dict):
-        raise ReproError(f"item {item!r} recorded no counterexample input to rebuild")
+        return "no counterexample input recorded"
+    if str(example["input"].get("domain")) not in DOMAIN_CODE:
+        return f"input domain {example['input'].get('domain')!r}"
+    return None
+
+
+class _Literal(float):
+    """A non-finite float that prints as Python source (pprint writes inf and nan as bare names)."""
+
+    def __repr__(self) -> str:
+        return f"float({str(float(self))!r})"
+
+
+def _literal(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return _Literal(value)
+    if isinstance(value, dict):
+        return {str(k): _literal(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_literal(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def _docstring_safe(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+
+
+def plugin_loader(plugin: Mapping[str, str]) -> str:
+    """The script's load_plugin(): the plugin imported the way the run was given it, and the object it names."""
+    if plugin["kind"] == "entry_point":
+        return ENTRY_POINT_LOADER.substitute(group=repr(plugin["group"]), name=repr(plugin["name"]),
+                                             value=repr(plugin["value"]))
+    attr = repr(plugin["attr"])
+    if plugin["kind"] == "file":
+        from normbench.rejudge import file_module_name
+
+        return FILE_LOADER.substitute(path=repr(plugin["path"]), module=repr(file_module_name(plugin["path"])),
+                                      attr=attr)
+    return MODULE_LOADER.substitute(module=repr(plugin["module"]), attr=attr)
+
+
+def rejudge_script(item: str, outcome: dict[str, Any], record: dict[str, Any]) -> str:
+    """The script that imports the plugin and judges the item again with normbench (normbench.rejudge)."""
+    import normbench
+    from normbench.rejudge import describe_plugin
+
+    entry = _entry(outcome, record)
+    plugin = plugin_of(outcome, record)
+    data = {k: outcome[k] for k in ITEM_FIELDS if k in outcome}
+    data.update(source=_source(outcome, record), plugin=plugin,
+                profile=entry.get("profile") or record.get("profile") or "ci",
+                machine=record.get("machine_id"), torch_version=(record.get("machine") or {}).get("torch"))
+    if entry.get("spec_file"):
+        data["spec_file"] = entry["spec_file"]
+    summary = textwrap.fill(_docstring_safe(str(outcome.get("summary", ""))), width=110, initial_indent="    ",
+                            subsequent_indent="    ")
+    return REJUDGE_SCRIPT.substitute(
+        item=_docstring_safe(item), plugin=_docstring_safe(describe_plugin(plugin)), summary=summary,
+        version=normbench.__version__, data=pprint.pformat(_literal(data), width=110, sort_dicts=False),
+        loader=plugin_loader(plugin))
+
+
+def standalone_script(item: str, outcome: dict[str, Any], record: dict[str, Any]) -> str:
+    from normbench.spec import builtin_spec_paths, load_spec
+
+    family, check = str(outcome["family"]), str(outcome["check"])
+    example = outcome["counterexample"]
     specs = [s for s in map(load_spec, builtin_spec_paths()) if s.family == family]
     if not specs:
         raise ReproError(f"no spec for family {family!r}")
@@ -140,9 +263,6 @@ def repro_script(item: str, results_dir: Path) -> str:
     impl_name = outcome["implementation"]
     mode = str(example.get("mode") or outcome.get("mode") or "any")
     prop = outcome.get("property") or check
-    if str(case.get("domain")) not in DOMAIN_CODE:
-        raise ReproError(f"item {item!r}: input domain {case.get('domain')!r} is not reproducible as a script "
-                         f"(known: {', '.join(DOMAIN_CODE)})")
     grad_seed = {"gradient_equivalence": stable_seed("grad_output", case["seed"]),
                  "weight_gradient_reduction": int(case["seed"]) + 1}.get(check)
     metrics = outcome.get("metrics") or {}
@@ -160,11 +280,11 @@ def repro_script(item: str, results_dir: Path) -> str:
         "seed": int(case["seed"]), "params": dict(example.get("params") or {}),
         "module_seed": stable_seed(impl_name, prop, dtype, mode), "grad_seed": grad_seed,
         "kind": kind, "tol": {"rel": tol.rel, "abs": tol.abs, "red": tol.red}, "bias_tol": forward_bias,
-        "tensors": tensors, "recorded": recorded,
+        "tensors": tensors, "recorded": _literal(recorded),
         # forward_equivalence's per-row conditioning allowance for a centred family (checks.equivalence)
         "stability": _stability(check, family),
     }
-    return render(values, _build_code(impl_name, source))
+    return render(values, _build_code(impl_name, source, outcome, record))
 
 
 def _stability(check: str, family: str) -> float:
@@ -173,27 +293,23 @@ def _stability(check: str, family: str) -> float:
     return STABILITY_SAFETY if check == "forward_equivalence" and family == "layernorm" else 0.0
 
 
-def _build_code(impl_name: str, source: str) -> str:
-    """The script's build_module() and the attributes it reads: torch built-ins directly, others through
-    their import (the implementation's factory, as normbench calls it)."""
+def _build_code(impl_name: str, source: str, outcome: dict[str, Any], record: dict[str, Any]) -> str:
+    """The script's load() and build_module(): torch built-ins directly, others through their plugin's import (the
+    implementation's factory, as normbench calls it)."""
     if impl_name in TORCH_BUILTINS and source.endswith(f"({BUILTIN_SOURCE})"):
         helper = {"F.layer_norm": FUNCTIONAL_LAYERNORM, "F.rms_norm": FUNCTIONAL_RMSNORM}.get(impl_name, "")
         return helper + BUILTIN_BUILD.substitute(expr=TORCH_BUILTINS[impl_name])
-    module_name, _, attr = _import_target(source).partition(":")
-    return PLUGIN_BUILD.substitute(module=repr(module_name), attr=repr(attr), name=repr(impl_name),
-                                   source=source)
+    plugin = plugin_of(outcome, record)
+    return plugin_loader(plugin) + PLUGIN_BUILD.substitute(name=repr(impl_name), source=source)
 
 
 def render(values: dict[str, Any], build_code: str) -> str:
     constants = "\n".join(f"{k.upper()} = {pprint.pformat(v, width=110, sort_dicts=False)}"
                           for k, v in values.items() if k not in ("summary", "source", "item"))
 
-    def docstring_safe(text: str) -> str:
-        return text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
-
-    summary = textwrap.fill(docstring_safe(str(values["summary"])), width=110, initial_indent="    ",
+    summary = textwrap.fill(_docstring_safe(str(values["summary"])), width=110, initial_indent="    ",
                             subsequent_indent="    ")
-    header = HEADER.substitute(item=docstring_safe(values["item"]), source=docstring_safe(values["source"]),
+    header = HEADER.substitute(item=_docstring_safe(values["item"]), source=_docstring_safe(values["source"]),
                                summary=summary)
     return "\n".join([header, constants, "", build_code, DOMAIN_FUNCTION, TRUTH[values["family"]], BODY])
 
@@ -206,18 +322,58 @@ Written by `normbench repro` from the stored record; needs only torch and the im
 (source: $source). Run it with plain `python`.
 It rebuilds the input and the affine parameters exactly as normbench did, runs the module, computes the float64
 truth inline, and prints the measured error against the tolerance of the family's spec (copied below).
+Exit status: 1 the item fails again (REPRODUCED), 0 it is within tolerance here, 2 it could not run (CANNOT RUN,
+with the reason: the plugin does not import, the module does not build or raised).
 The record said:
 $summary
 """
 
 import math
+import sys
 
 import torch
 
 ''')
 
+REJUDGE_SCRIPT = Template('''\
+#!/usr/bin/env python
+"""Re-judges normbench item $item
+
+Written by `normbench repro` from the stored record. Needs normbench installed (pip install "normbench==$version",
+the version that recorded it) and the plugin: it imports the plugin the way the run was given it ($plugin),
+rebuilds the item (spec, implementation, check, mode, dtype, device, variant, hypothesis profile: the check draws
+its cases from seeds of the item, as the run did) and judges it with normbench's own code (normbench.runner.judge,
+what the suite's judging processes run). It prints the measured deviation against its bound beside the recorded one.
+Exit status: 1 the item fails again (REPRODUCED), 0 it passes now (NOT REPRODUCED), 2 it could not be judged here
+(CANNOT RUN, with the reason: the plugin or normbench does not import, the item no longer exists, ...).
+The record said:
+$summary
+"""
+
+import sys
+
+ITEM = $data
+$loader
+
+def main():
+    try:
+        from normbench.rejudge import main as rejudge
+    except ImportError as exc:
+        print(f"CANNOT RUN: normbench is not importable here ({exc}); pip install normbench")
+        return 2
+    return rejudge(ITEM, load_plugin)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+''')
+
 BUILTIN_BUILD = Template('''
 WEIGHT_ATTR, BIAS_ATTR, WEIGHT_OFFSET, TIME_MAJOR = "weight", "bias", 0.0, False
+
+
+def load():
+    """A torch built-in: nothing to import beyond torch."""
 
 
 def build_module(num_features, eps, affine):
@@ -253,20 +409,67 @@ class FunctionalRMSNorm(torch.nn.Module):
         return torch.nn.functional.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
 '''
 
-PLUGIN_BUILD = Template('''
-import importlib  # noqa: E402
+#: load_plugin() for each way a plugin is given: a file by its path (never importlib.import_module of a path), a module,
+#: an entry point by group and name
+FILE_LOADER = Template('''
 
-# The implementation as its plugin registers it ($source).
-_target = getattr(importlib.import_module($module), $attr.split(".")[0])
-for _part in $attr.split(".")[1:]:
-    _target = getattr(_target, _part)
-_found = _target() if callable(_target) and not hasattr(_target, "factory") else _target
-_found = [_found] if hasattr(_found, "factory") else list(_found)
-IMPLEMENTATION = next((i for i in _found if getattr(i, "name", None) == $name), None)
-if IMPLEMENTATION is None:
-    raise SystemExit(f"the plugin no longer registers an implementation named {$name!r}")
-WEIGHT_ATTR, BIAS_ATTR = IMPLEMENTATION.weight_attr, IMPLEMENTATION.bias_attr
-WEIGHT_OFFSET, TIME_MAJOR = float(IMPLEMENTATION.weight_offset), IMPLEMENTATION.token_layout == "TBC"
+def load_plugin():
+    """Imports the plugin file by its location (under the module name normbench gives it) and returns the attribute
+    the run named."""
+    import importlib.util
+
+    path, module_name, attr = $path, $module, $attr
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{path} cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    found = module
+    for part in attr.split("."):
+        found = getattr(found, part)
+    return found
+''')
+
+MODULE_LOADER = Template('''
+
+def load_plugin():
+    """Imports the plugin module (importable here, as it was for the run) and returns the attribute the run named."""
+    import importlib
+
+    module_name, attr = $module, $attr
+    found = importlib.import_module(module_name)
+    for part in attr.split("."):
+        found = getattr(found, part)
+    return found
+''')
+
+ENTRY_POINT_LOADER = Template('''
+
+def load_plugin():
+    """Loads the installed entry point the run loaded, by its group and name."""
+    from importlib.metadata import entry_points
+
+    group, name, value = $group, $name, $value
+    found = list(entry_points(group=group, name=name))
+    if not found:
+        raise LookupError(f"no entry point {name!r} of group {group!r} is installed here (the run loaded {value})")
+    return found[0].load()
+''')
+
+PLUGIN_BUILD = Template('''
+
+def load():
+    """The implementation as its plugin registers it ($source)."""
+    global IMPLEMENTATION, WEIGHT_ATTR, BIAS_ATTR, WEIGHT_OFFSET, TIME_MAJOR
+    found = load_plugin()
+    found = found() if callable(found) and not hasattr(found, "factory") else found
+    found = [found] if hasattr(found, "factory") else list(found)
+    IMPLEMENTATION = next((i for i in found if getattr(i, "name", None) == $name), None)
+    if IMPLEMENTATION is None:
+        raise LookupError(f"the plugin no longer provides an implementation named {$name!r}")
+    WEIGHT_ATTR, BIAS_ATTR = IMPLEMENTATION.weight_attr, IMPLEMENTATION.bias_attr
+    WEIGHT_OFFSET, TIME_MAJOR = float(IMPLEMENTATION.weight_offset), IMPLEMENTATION.token_layout == "TBC"
 
 
 def build_module(num_features, eps, affine):
@@ -411,6 +614,17 @@ def main():
     dtype = getattr(torch, DTYPE)
     print(f"torch {torch.__version__} (recorded with torch {TORCH_VERSION} on {MACHINE}, {RECORDED_UTC})")
     print(f"{IMPL} · {CHECK} · {DTYPE} · {DEVICE} · input {DOMAIN} {list(SHAPE)} seed {SEED} · params {PARAMS}")
+    try:
+        load()
+        measured = measure(dtype)
+    except (Exception, SystemExit) as exc:  # nothing was measured: never read as reproduced
+        print(f"CANNOT RUN: {type(exc).__name__}: {exc}")
+        return 2
+    return verdict(measured)
+
+
+def measure(dtype):
+    """Every compared tensor's error statistics, as the check computes them on the recorded counterexample."""
     num_features = SHAPE[-1]
     module = build_module(num_features, PARAMS["eps"], PARAMS["affine"]).to(device=DEVICE, dtype=dtype)
     randomize(module, dtype)
@@ -458,6 +672,14 @@ def main():
                     t = (dy64 * jacobians[name]).reshape(-1, num_features)
                     terms = (t.abs().sum(dim=0), (t * t).sum(dim=0).sqrt())
                 measured[name] = compare(grad, want.grad, dtype, rows, terms)
+    return measured
+
+
+def verdict(measured):
+    """Print each tensor's error against its bound; 1 when any is out of tolerance."""
+    if not measured:
+        print("CANNOT RUN: no tensor was compared (the module has none of the recorded parameters' gradients?)")
+        return 2
     failing = []
     print(f"tolerance ({KIND}, spec of {FAMILY}, {DTYPE}): {TOL}" + (f", channel bias <= {BIAS_TOL} eps"
                                                                         if BIAS_TOL is not None else ""))

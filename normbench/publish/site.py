@@ -10,7 +10,6 @@ network, so the pages work from file:// and from any static host.
 from __future__ import annotations
 
 import json
-import shlex
 import shutil
 from collections import defaultdict
 from collections.abc import Iterable
@@ -20,6 +19,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from normbench.cli import repro as cli_repro
 from normbench.compare import ULP_DEFINITION
 from normbench.leaderboard import LEGEND, Leaderboard, Table, conformance_rows
 from normbench.publish._format import PLOTS_DIR, cell
@@ -84,8 +84,9 @@ def implementation_page(name: str) -> str:
 
 
 def repro_command(test_id: str, results_dir: str = "results") -> str:
-    extra = "" if results_dir == "results" else f" --results-dir {shlex.quote(results_dir)}"
-    return f"normbench repro {shlex.quote(test_id)}{extra}"
+    """The command under a failing item: the site is built from the committed results/, which `normbench repro`
+    reads only when told (its default is ./normbench-results)."""
+    return cli_repro.repro_command(test_id, results_dir)
 
 
 def _site_cell(value: Any, css: str = "", href: str | None = None) -> SiteCell:
@@ -300,7 +301,8 @@ class SitePublisher:
                      "tol_ratio": cell((o.get("metrics") or {}).get("tol_ratio")),
                      "counterexample": json.dumps(o["counterexample"], sort_keys=True)
                      if o.get("counterexample") else "",
-                     "repro": repro_command(str(o.get("test_id", "")))}
+                     # offered wherever `normbench repro` writes a script: every measured failure, no error
+                     "repro": repro_command(str(o.get("test_id", ""))) if cli_repro.offers_repro(o) else ""}
             if verdict in FAILING:
                 failing.append(entry)
             elif verdict in KNOWN:
