@@ -85,6 +85,11 @@ class Implementation:
     #: attribute names of the affine weight and bias on the module.
     weight_attr: str = "weight"
     bias_attr: str = "bias"
+    #: for a module whose γ / β no attribute path reaches (keras 3's torch backend keeps them as keras Variables
+    #: whose torch Parameters sit in ``_torch_params``; a wrapper that builds its inner norm lazily): a callable
+    #: ``params(module) -> (γ, β)`` returning the module's own Parameters, β None where it has none. Declared
+    #: instead of weight_attr / bias_attr; what it returns is validated on every built module (`affine_tensors`).
+    params: Callable[[nn.Module], tuple[torch.Tensor, torch.Tensor | None]] | None = None
     #: the effective gamma is ``weight_offset + weight`` (1.0 for Gemma-style zero-centred weights).
     weight_offset: float = 0.0
     #: keyword under which a fused add + norm ``forward`` takes the residual stream; it then returns
@@ -186,6 +191,12 @@ class Implementation:
             if not isinstance(value, str) or not all(part.isidentifier() for part in value.split(".")):
                 hint = " (a module without β: declare bias=False)" if attr == "bias_attr" else ""
                 raise bad(f"{attr} must be an attribute name, got {value!r}{hint}")
+        if self.params is not None:
+            if not callable(self.params):
+                raise bad(f"params must be a callable params(module) -> (weight, bias), got "
+                          f"{type(self.params).__name__}")
+            if (self.weight_attr, self.bias_attr) != ("weight", "bias"):
+                raise bad("declare params= or weight_attr / bias_attr, not both (params= says where γ and β are)")
         for attr in ("bias", "supports_gradcheck", "double_backward", "registered_params", "compiles",
                      "inference_only"):
             if not isinstance(getattr(self, attr), bool):
@@ -256,10 +267,52 @@ class Implementation:
 
     def affine_tensors(self, module: nn.Module) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The module's weight and bias tensors (None where absent; the bias is None when declared bias=False)."""
+        if self.params is not None:
+            weight, bias = self.declared_params(module)
+            return weight, (bias if self.bias else None)
         weight = attribute_path(module, self.weight_attr)
         bias = attribute_path(module, self.bias_attr) if self.bias else None
         return (weight if isinstance(weight, torch.Tensor) else None,
                 bias if isinstance(bias, torch.Tensor) else None)
+
+    def declared_params(self, module: nn.Module) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """What the `params` declaration returns for `module`, checked: a pair (γ, β) of the module's own
+        Parameters (tensors where registered_params=False), β None or γ's shape, γ and β distinct; (None, None)
+        for a module built without parameters. A γ the module
+        does not own would be randomized while the module computes with its own: an error naming the
+        implementation, never a silent run with γ = 1."""
+        def bad(message: str) -> ImplementationError:
+            return ImplementationError(f"implementation {self.name!r}: its params= declaration {message}")
+
+        try:
+            found = self.params(module)  # type: ignore[misc]
+        except Exception as exc:  # plugin code
+            raise bad(f"raised {type(exc).__name__}: {exc}") from exc
+        if not isinstance(found, tuple | list) or len(found) != 2:
+            raise bad(f"must return a pair (weight, bias), got {type(found).__name__}")
+        weight, bias = found
+        if weight is None:
+            if bias is not None:
+                raise bad("returned a bias without a weight")
+            return None, None  # type: ignore[return-value]  # a module built with affine=False
+        kind = nn.Parameter if self.registered_params else torch.Tensor
+        word = "an nn.Parameter" if self.registered_params else "a tensor"
+        for label, value in (("weight", weight), ("bias", bias)):
+            if value is None and label == "bias":
+                continue
+            if not isinstance(value, kind):
+                raise bad(f"returned a {label} that is {type(value).__name__}, not {word}")
+        if bias is not None and (bias is weight or bias.shape != weight.shape):
+            raise bad(f"returned a bias of shape {tuple(bias.shape)} for a weight of shape {tuple(weight.shape)}"
+                      if bias is not weight else "returned the same tensor as weight and bias")
+        if self.registered_params:
+            owned = {id(p) for p in module.parameters()}
+            strays = [label for label, value in (("weight", weight), ("bias", bias))
+                      if value is not None and id(value) not in owned]
+            if strays:
+                raise bad(f"returned a {' and a '.join(strays)} that is not one of the module's parameters (the "
+                          "module would compute with other tensors than the ones judged)")
+        return weight, bias
 
     def state_tensor(self, module: nn.Module, name: str) -> Any:
         """The module's state buffer `name` of its family's spec (``state_attr.name`` for nested statistics)."""

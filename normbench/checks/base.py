@@ -207,6 +207,8 @@ class CheckContext:
         # A γ the harness cannot find would stay at its ones default, unrandomized: a module that ignores its weight
         # would then pass every invariance item (issue 22). That is the declaration's error, never a silent run.
         _affine_tensors_or_error(self.impl, module, bool(params.get("affine", False)))
+        if params.get("affine", False):
+            _declared_params_fit(self.impl, module, num_features)
         if self.impl.inference_only:
             # A kernel without autograd: no parameter asks for a gradient, so a check that does is recognisable.
             for param in module.parameters():
@@ -306,10 +308,21 @@ def _affine_tensors_or_error(impl: Implementation, module: nn.Module, affine: bo
         torch.Tensor | None, torch.Tensor | None]:
     weight, bias = impl.affine_tensors(module)
     if affine and weight is None:
-        raise ImplementationError(f"implementation {impl.name!r}: built with affine=True but has no tensor "
-                                  f"attribute {impl.weight_attr!r} (set weight_attr= in its Implementation, or "
+        where = ("its params= declaration returned no weight (" if impl.params is not None else
+                 f"has no tensor attribute {impl.weight_attr!r} (set weight_attr= in its Implementation, or ")
+        raise ImplementationError(f"implementation {impl.name!r}: built with affine=True but {where}"
                                   "declare affine='never' for a module without parameters)")
     return weight, bias
+
+
+def _declared_params_fit(impl: Implementation, module: nn.Module, num_features: int) -> None:
+    """A params= declaration's γ has the module's num_features elements (it returned another tensor otherwise)."""
+    if impl.params is None:
+        return
+    weight, _ = impl.declared_params(module)
+    if weight is not None and weight.numel() != num_features:
+        raise ImplementationError(f"implementation {impl.name!r}: its params= declaration returned a weight of shape "
+                                  f"{tuple(weight.shape)} for a module of {num_features} features")
 
 
 def randomize_module(impl: Implementation, spec: Spec, module: nn.Module, seed: int) -> None:
