@@ -40,6 +40,7 @@ import dataclasses
 import multiprocessing
 import os
 import resource
+import shutil
 import signal
 import sys
 import tempfile
@@ -55,6 +56,7 @@ from typing import Any
 from normbench import wire
 from normbench.implementation import Implementation, ImplementationError
 from normbench.registry import ENTRY_POINT_GROUP, PluginError, PluginUnavailable, Registry, with_source
+from normbench.remote.judge import JUDGED_IN, judge_trusted, trusted
 
 #: a plugin source: ("entry_point", name, value) or ("path", "module:attr")
 Source = tuple[str, ...]
@@ -89,6 +91,8 @@ class Limits:
     output_excerpt: int = 4096
     #: discovery: time allowed to import one plugin source
     import_timeout: float = 120.0
+    #: --triton-interpret: the child sets TRITON_INTERPRET=1 before it imports the plugin (normbench.triton_interpret)
+    triton_interpret: bool = False
 
 
 #: a compile or export item pays for its compilations (a cold Inductor compile is 20-30 s on a loaded 2-core
@@ -141,6 +145,28 @@ def _own_process_group() -> None:
             pass
 
 
+def _enter_workdir(output: str) -> str:
+    """The child works in a scratch folder of its own (beside its output file) and its temporary files go there
+    too (TMPDIR), so a plugin that writes relative paths or temporaries writes nothing into the folder the run
+    was started from (its ./normbench-results among them). Returns the folder the run started in, from which a
+    relative --impl-path file is still found."""
+    origin = os.getcwd()
+    workdir = _workdir(output)
+    os.chdir(workdir)
+    for name in ("TMPDIR", "TEMP", "TMP"):
+        os.environ[name] = workdir
+    tempfile.tempdir = None  # tempfile caches the folder it found first
+    return origin
+
+
+def _workdir(output: str) -> str:
+    return os.path.join(os.path.dirname(output), WORKDIR)
+
+
+#: the judging and discovery children's working and temporary folder, inside the sandbox's scratch folder
+WORKDIR = "cwd"
+
+
 def _redirect_output(path: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     os.dup2(fd, 1)
@@ -148,7 +174,7 @@ def _redirect_output(path: str) -> None:
     os.close(fd)
 
 
-def _load_source(source: Source) -> list[Implementation | PluginUnavailable]:
+def _load_source(source: Source, origin: str) -> list[Implementation | PluginUnavailable]:
     from normbench.registry import _resolve, load_path
 
     if source[0] == "entry_point":
@@ -156,7 +182,19 @@ def _load_source(source: Source) -> list[Implementation | PluginUnavailable]:
         if not matches:
             raise LookupError(f"entry point {source[1]!r} is no longer installed")
         return _resolve(matches[0].load(), source_label(source))
+    target, sep, attr = source[1].rpartition(":")
+    if sep and (target.endswith(".py") or "/" in target or "\\" in target) and not os.path.isabs(target):
+        # relative to the folder the run was started from, not the child's own working folder
+        return load_path(f"{os.path.join(origin, target)}:{attr}")
     return load_path(source[1])
+
+
+def _interpreter_environment(limits: Limits) -> None:
+    # Before the plugin's source is imported: @triton.jit reads TRITON_INTERPRET when it decorates a kernel.
+    if limits.triton_interpret:
+        from normbench.triton_interpret import set_interpreter_environment
+
+        set_interpreter_environment()
 
 
 def _describe(impl: Implementation) -> dict[str, Any]:
@@ -169,10 +207,12 @@ def _describe(impl: Implementation) -> dict[str, Any]:
 def _discover_child(conn: Connection, source: Source, limits: Limits, output: str) -> None:
     _own_process_group()
     _redirect_output(output)
+    origin = _enter_workdir(output)
     _limit_resources(limits)
+    _interpreter_environment(limits)
     try:
         wire.send(conn, ("ok", [("unavailable", i.name, i.reason) if isinstance(i, PluginUnavailable)
-                                else _describe(i) for i in _load_source(source)]))
+                                else _describe(i) for i in _load_source(source, origin)]))
     except BaseException as exc:  # noqa: BLE001 - plugin code: SystemExit and KeyboardInterrupt included
         from normbench.registry import _message
 
@@ -188,17 +228,21 @@ def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str
     import torch
 
     from normbench.judge_guard import fingerprint, import_changes, shield_lazy_modules, what_changed
+    from normbench.remote.server import Server
+    from normbench.remote.tensors import is_envelope
     from normbench.runner import PlanItem, error_outcome, judge
 
     _own_process_group()
     _redirect_output(output)
+    origin = _enter_workdir(output)
     _limit_resources(limits)
+    _interpreter_environment(limits)
     torch.set_num_threads(1)
     # What the plugin's import changes is the difference between a fingerprint taken just before it and one taken
     # just after; the latter (kept in this frame) is what each item must leave as it found it.
     before_import = fingerprint()
     try:
-        found = [i for i in _load_source(source) if isinstance(i, Implementation) and i.name == name]
+        found = [i for i in _load_source(source, origin) if isinstance(i, Implementation) and i.name == name]
         if not found:
             raise LookupError(f"{source_label(source)} no longer provides an implementation named {name!r}")
         impl = found[0]
@@ -215,6 +259,8 @@ def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str
         load_error = (f"importing implementation {name!r} ({source_label(source)}) changed what the judge depends "
                       f"on, so none of its items can be judged: {_listing(at_import.blocking)}. "
                       + " ".join(at_import.reasons))
+    # The trusted process's requests for the items it judges itself (normbench.remote): build, set, call, grad.
+    server = Server(None if load_error is not None or at_import.blocking else impl, load_error, findings)
     prepared = {"eager"}
     while True:
         try:
@@ -223,6 +269,9 @@ def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str
             return
         if request is None:
             return
+        if is_envelope(request):
+            server.handle(conn, request)
+            continue
         # a 7th field: the torch ops whose known failure this item may inherit (normbench.float64_ops)
         family, prop_name, mode, dtype, device, variant, *substitute = request
         spec = specs[family]
@@ -274,6 +323,10 @@ def _with_findings(outcome: dict[str, Any], findings: list[str]) -> dict[str, An
 
 # -- the parent side --------------------------------------------------------------------------------------------
 
+#: what an outcome says when its process (or one it started) stopped or killed the forkserver
+FORKSERVER_HARMED = ("normbench's forkserver (the parent of the implementation's process, from which every judging "
+                     "process is forked) was {what}")
+
 _CONTEXT: multiprocessing.context.BaseContext | None = None
 _WARM_VARIANTS: tuple[str, ...] = ()
 #: Not ``export``: importing ONNX Runtime starts a native thread, and a process with threads must not fork.
@@ -300,6 +353,48 @@ def _context() -> multiprocessing.context.BaseContext:
                                     *(f"normbench.preload.{v}" for v in _WARM_VARIANTS)])
         _CONTEXT = ctx
     return _CONTEXT
+
+
+def forkserver_harm() -> str | None:
+    """Whether the forkserver was stopped or killed (a judging child's parent is the forkserver: a plugin can
+    ``os.kill(os.getppid(), SIGSTOP)``); if so, what happened to it, after ending it and clearing multiprocessing's
+    record of it, so that the next child is forked from a fresh one. A stopped forkserver would otherwise hang the
+    run: multiprocessing still sees it alive, connects, and waits forever for the pid of a child it never forks.
+    None when it is running (or was never started)."""
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver
+    with server._lock:
+        pid = server._forkserver_pid
+        if pid is None:
+            return None
+        try:
+            found, status = os.waitpid(pid, os.WNOHANG | os.WUNTRACED)
+        except ChildProcessError:
+            found, status = pid, 0
+        if found == 0:
+            return None
+        if os.WIFSTOPPED(status):
+            what = f"stopped by signal {_signal_name(os.WSTOPSIG(status))}"
+            # SIGKILL ends a stopped process too; its children (PR_SET_PDEATHSIG) go with it
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        elif os.WIFSIGNALED(status):
+            what = f"killed by signal {_signal_name(os.WTERMSIG(status))}"
+        else:
+            what = f"ended (exit status {os.waitstatus_to_exitcode(status)})"
+        # what ForkServer.ensure_running does when it finds its server dead, which it can no longer find out:
+        # this process has reaped it
+        os.close(server._forkserver_alive_fd)
+        server._forkserver_address = server._forkserver_alive_fd = server._forkserver_pid = None
+    return what
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
 
 
 def _death(process: multiprocessing.process.BaseProcess) -> str:
@@ -352,6 +447,8 @@ def _main_module_hidden() -> Iterator[None]:
 class _Child:
     def __init__(self, target: Callable[..., None], args: tuple[Any, ...], output: Path) -> None:
         ctx = _context()
+        # stopped or killed since the last check (by a process a plugin left behind): replaced before it hangs us
+        forkserver_harm()
         self.conn, child_conn = ctx.Pipe()
         self.process = ctx.Process(target=target, args=(child_conn, *args, str(output)), daemon=True)
         with _main_module_hidden():
@@ -359,8 +456,17 @@ class _Child:
         child_conn.close()
 
     def request(self, message: Any, timeout: float) -> tuple[str, Any]:
-        """("reply", plain data) / ("timeout", None) / ("died", why) / ("protocol", what was wrong). A reply is
-        decoded as data only (normbench.wire): nothing the child sends is unpickled here."""
+        """("reply", plain data) / ("timeout", None) / ("died", why) / ("protocol", what was wrong) /
+        ("forkserver", what happened to it: the child stopped or killed the forkserver, whatever it replied). A
+        reply is decoded as data only (normbench.wire): nothing the child sends is unpickled here."""
+        answer = self._request(message, timeout)
+        harm = forkserver_harm()
+        if harm is not None:
+            self.kill()
+            return "forkserver", harm
+        return answer
+
+    def _request(self, message: Any, timeout: float) -> tuple[str, Any]:
         try:
             if message is not ...:
                 wire.send(self.conn, message)
@@ -397,7 +503,9 @@ class _Child:
 
 
 def _scratch_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="normbench-sandbox-"))
+    scratch = Path(tempfile.mkdtemp(prefix="normbench-sandbox-"))
+    (scratch / WORKDIR).mkdir()
+    return scratch
 
 
 def discover_isolated(paths: Iterable[str] = (), families: Mapping[str, Any] | None = None,
@@ -431,6 +539,10 @@ def discover_isolated(paths: Iterable[str] = (), families: Mapping[str, Any] | N
         if status == "died":
             registry.errors.append(PluginError(label, f"importing it ended the process: {reply}{tail}"))
             continue
+        if status == "forkserver":
+            registry.errors.append(PluginError(label, f"{FORKSERVER_HARMED.format(what=reply)} while it was "
+                                               f"imported, so it is not used{tail}"))
+            continue
         try:
             if status == "protocol":
                 raise wire.ProtocolError(reply)
@@ -439,7 +551,11 @@ def discover_isolated(paths: Iterable[str] = (), families: Mapping[str, Any] | N
             registry.errors.append(PluginError(label, f"its discovery reply broke normbench's protocol: {exc}{tail}"))
             continue
         if kind == "error":
-            registry.errors.append(PluginError(label, entries[0], entries[1]))
+            reason = _interpreter_import_failure(entries[1]) if limits.triton_interpret else None
+            if reason is not None:  # a library Triton's interpreter cannot import: one explained skip, not an error
+                registry.unavailable.append(PluginError(label, reason))
+            else:
+                registry.errors.append(PluginError(label, entries[0], entries[1]))
             continue
         for fields in entries:
             if isinstance(fields, tuple):
@@ -464,10 +580,14 @@ def discover_isolated(paths: Iterable[str] = (), families: Mapping[str, Any] | N
                 registry.errors.append(PluginError(label, str(exc)))
                 continue
             registry.add(impl, judged=include_entry_points or source[0] != "entry_point")
-    for leftover in scratch.iterdir():
-        leftover.unlink()
-    scratch.rmdir()
+    shutil.rmtree(scratch, ignore_errors=True)
     return registry
+
+
+def _interpreter_import_failure(traceback_text: str) -> str | None:
+    from normbench.triton_interpret import import_failure_reason
+
+    return import_failure_reason(traceback_text)
 
 
 @dataclass(frozen=True)
@@ -526,18 +646,32 @@ class Sandbox:
                                 self.output)
         start = time.perf_counter()
         timeout, cause = item_time_limit(self.limits, self.impl, variant)
-        status, reply = self.child.request((family, prop, mode, dtype, device, variant, list(substitute_ops)),
-                                           timeout)
+        check = next(p.check for p in self.specs[family].properties if p.name == prop)
+        status, reply = "fallback", None
+        if trusted(check, variant) and not substitute_ops:
+            status, reply = judge_trusted(self, family, prop, mode, dtype, device, timeout)
+        if status == "fallback":
+            status, reply = self.child.request((family, prop, mode, dtype, device, variant, list(substitute_ops)),
+                                               timeout)
+        else:
+            harm = forkserver_harm()  # the trusted path talks to the child directly, not through request()
+            if harm is not None:
+                self.child.kill()
+                status, reply = "forkserver", harm
         elapsed = time.perf_counter() - start
         self.spent += elapsed
         printed = _excerpt(self.output, self.limits.output_excerpt)
-        if status == "reply":
+        if status == "outcome":
+            outcome, tainted, status = reply, False, "judged"
+        elif status == "reply":
             try:
                 outcome, tainted = wire.outcome(reply)
+                # what the plugin's process says of itself is never believed: only the trusted path sets this
+                outcome["metrics"][JUDGED_IN] = "plugin process"
             except wire.ProtocolError as exc:
                 status, reply = "protocol", str(exc)
                 self.child.kill()
-        if status == "reply":
+        if status in ("reply", "judged"):
             self.timeouts_in_a_row = 0
             found = (outcome.get("metrics") or {}).get(IMPORT_CHANGES)
             if found and not self.noted_import:
@@ -557,6 +691,11 @@ class Sandbox:
             if self.timeouts_in_a_row >= self.limits.max_consecutive_timeouts:
                 self.gave_up = (f"implementation {self.impl.name!r} timed out on {self.timeouts_in_a_row} items in a "
                                 "row, so its remaining items were not run")
+        elif status == "forkserver":
+            self.child = None
+            self.timeouts_in_a_row = 0
+            outcome = {"verdict": "error", "summary": f"{FORKSERVER_HARMED.format(what=reply)} while judging this "
+                                                      "item, so no verdict; the next item is forked from a new one"}
         elif status == "protocol":
             # Replaced, like a crashed child: what it sent is refused, and nothing it sent is believed.
             self.child = None
@@ -613,8 +752,8 @@ class SandboxPool:
         return sandbox.judge(family, prop, mode, dtype, device, variant, substitute_ops)
 
     def close(self) -> None:
+        """Stop every child (idempotent: the run closes its pool before writing records, and again at exit)."""
         for sandbox in self.sandboxes.values():
             sandbox.close()
-        for leftover in self.scratch.iterdir():
-            leftover.unlink(missing_ok=True)
-        self.scratch.rmdir()
+        # what plugins wrote into their working folder goes too
+        shutil.rmtree(self.scratch, ignore_errors=True)
