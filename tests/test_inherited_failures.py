@@ -299,3 +299,39 @@ def test_through_the_suite_the_inherited_label_is_in_the_terminal_and_the_record
     assert item["metrics"][REJUDGED] == "pass" and item["metrics"][DISPATCHED] == ["aten.native_layer_norm"]
     wrong = outcomes[f"layernorm[mine.WrongEps-{ITEM}-float16]"]
     assert wrong["verdict"] == "fail" and "inherited_from" not in wrong and wrong["metrics"][REJUDGED] == "fail"
+
+
+class CallsBatchNorm(nn.Module):
+    """A BatchNorm of its own that calls F.batch_norm (torch's kernel, and its float16 invstd)."""
+
+    def __init__(self, c: int, eps: float, affine: bool, momentum: float | None) -> None:
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.weight = nn.Parameter(torch.ones(c)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(c)) if affine else None
+        self.register_buffer("running_mean", torch.zeros(c))
+        self.register_buffer("running_var", torch.ones(c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, self.training,
+                            0.1 if self.momentum is None else self.momentum, self.eps)
+
+
+def test_a_class_calling_f_batch_norm_inherits_torchs_float16_invstd():
+    implementation = impl("mine.CallsBatchNorm", "batchnorm", lambda c, eps, affine, momentum, track_running_stats:
+                          CallsBatchNorm(c, eps, affine, momentum))
+    known = load_known_failures([], builtin=BUILTIN)
+    test_id = "batchnorm[mine.CallsBatchNorm-constant_rows-train-float16]"
+    candidates = known.inheritable(test_id, implementation.name, "eager")
+    assert [e.implementation for e in candidates] == ["torch.nn.BatchNorm1d"]
+    assert run(implementation, "constant_rows", "float16", mode="train").verdict == "fail"
+    spec = specs()["batchnorm"]
+    prop = next(p for p in spec.properties if p.name == "constant_rows")
+    metrics = judge_with_float64_ops(PlanItem(spec, implementation, prop, "train", "float16"),
+                                     ["aten.native_batch_norm"], "ci")
+    assert metrics[DISPATCHED] == ["aten.native_batch_norm"] and metrics[REJUDGED] == "pass", metrics
+    entry = inherited_failure(candidates, metrics)
+    assert entry is not None and entry.inherited_label == "torch.nn.BatchNorm1d (aten.native_batch_norm)"
+    # its eval-mode item is not one torch is known to fail: nothing to inherit there
+    assert not known.inheritable("batchnorm[mine.CallsBatchNorm-constant_rows-eval-float16]", implementation.name,
+                                 "eager")
