@@ -12,7 +12,7 @@ import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -166,6 +166,18 @@ class Prepared:
     #: seconds spent building the variant (compiling, exporting), paid before anything is timed
     build_s: float = 0.0
     variant_info: dict[str, Any] = field(default_factory=dict)
+    #: the upstream gradient of the backward passes (None otherwise)
+    dy: torch.Tensor | None = None
+    #: what a round on a fresh input needs (`stage(x, dy)`: the input, and for the backward pass its graph, built
+    #: untimed), and `use(staged)` makes `fn` run on it: the benchmark child stages every round of a block before
+    #: the block is timed, so no round reuses the tensor of the one before (normbench.bench.isolated)
+    stage: Callable[[torch.Tensor, torch.Tensor | None], dict[str, Any]] = field(
+        default=lambda x, dy=None: {"x": x})
+    use: Callable[[dict[str, Any]], None] = field(default=lambda staged: None)
+
+    @property
+    def numel(self) -> int:
+        return self.x.numel()
 
 
 def _call(impl: Implementation, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -193,17 +205,17 @@ def prepare(case: BenchCase, impl: Implementation | None = None, spec: Spec | No
         raise ValueError(f"{case.id}: a norm case needs its implementation and spec")
     features = case.shape[spec.layout.features_axis]
     module = impl.build(features, spec.default_params()).to(device=device, dtype=dtype)
-    shape = case.shape
-    if impl.token_layout == "TBC" and len(shape) == 3:
-        shape = (shape[1], shape[0], shape[2])  # built time-major, so no transpose is timed
-    x = torch.randn(shape, generator=gen, device=device, dtype=dtype)
+    x = torch.randn(input_shape(case, impl), generator=gen, device=device, dtype=dtype)
     traffic = bytes_moved(x, module, case.pass_name if case.variant != "onnxruntime" else "inference")
+    # What every timed call reads: the current input (and, for the backward passes, the graph and the upstream
+    # gradient), replaced between rounds by `use`.
+    now: dict[str, Any] = {"x": x}
     if case.variant == "onnxruntime":
         # no autograd: the forward pass is the eval-mode inference of the exported graph
         built = build_variant("onnxruntime", module, x, pass_name=case.pass_name)
         call = built.call
-        return Prepared(case, lambda: call(x), traffic, x, module, features, spec.layout.reduce, built.build_s,
-                        built.info)
+        return Prepared(case, lambda: call(now["x"]), traffic, x, module, features, spec.layout.reduce,
+                        built.build_s, built.info, use=now.update)
     eager = module
     built = BuiltVariant("eager", module)
     if case.variant == "compile":
@@ -219,26 +231,45 @@ def prepare(case: BenchCase, impl: Implementation | None = None, spec: Spec | No
 
         def fn() -> torch.Tensor:
             with torch.inference_mode():
-                return module(x)
+                return module(now["x"])
+
+        return Prepared(case, fn, traffic, x, eager, features, spec.layout.reduce, built.build_s, built.info,
+                        use=now.update)
+    eager.train()
+    x.requires_grad_(True)
+    params = [p for p in eager.parameters() if p.requires_grad]
+    out = _call(impl, module, x)
+    now.update(leaves=[x, *params], out=out, dy=torch.randn(out.shape, generator=gen, device=device, dtype=dtype))
+    first = _first_tensor
+    if case.pass_name == "forward":
+        def fn() -> Any:
+            return module(now["x"])
+    elif case.pass_name == "backward":
+        def fn() -> Any:
+            return torch.autograd.grad(now["out"], now["leaves"], now["dy"], retain_graph=True, allow_unused=True)
+    elif case.pass_name == "forward+backward":
+        def fn() -> Any:
+            return torch.autograd.grad(first(module(now["x"])), now["leaves"], now["dy"], allow_unused=True)
     else:
-        eager.train()
-        x.requires_grad_(True)
-        leaves = [x, *(p for p in eager.parameters() if p.requires_grad)]
-        out = _call(impl, module, x)
-        dy = torch.randn(out.shape, generator=gen, device=device, dtype=dtype)
-        first = _first_tensor
-        if case.pass_name == "forward":
-            def fn() -> Any:
-                return module(x)
-        elif case.pass_name == "backward":
-            def fn() -> Any:
-                return torch.autograd.grad(out, leaves, dy, retain_graph=True, allow_unused=True)
-        elif case.pass_name == "forward+backward":
-            def fn() -> Any:
-                return torch.autograd.grad(first(module(x)), leaves, dy, allow_unused=True)
-        else:
-            raise ValueError(f"unknown pass {case.pass_name!r}; known: {list(PASSES)}")
-    return Prepared(case, fn, traffic, x, eager, features, spec.layout.reduce, built.build_s, built.info)
+        raise ValueError(f"unknown pass {case.pass_name!r}; known: {list(PASSES)}")
+
+    def stage(new: torch.Tensor, dy: torch.Tensor | None = None) -> dict[str, Any]:
+        new.requires_grad_(True)
+        staged = {"x": new, "leaves": [new, *params], "dy": now["dy"] if dy is None else dy}
+        if case.pass_name == "backward":
+            staged["out"] = first(module(new))  # the graph the timed backward runs through
+        return staged
+
+    return Prepared(case, fn, traffic, x, eager, features, spec.layout.reduce, built.build_s, built.info,
+                    dy=now["dy"], stage=stage, use=now.update)
+
+
+def input_shape(case: BenchCase, impl: Implementation) -> tuple[int, ...]:
+    """The shape the module is called with: a time-major (TBC) module gets (T, B, C), so no transpose is timed."""
+    shape = case.shape
+    if impl.token_layout == "TBC" and len(shape) == 3:
+        return (shape[1], shape[0], shape[2])
+    return tuple(shape)
 
 
 def _first_tensor(out: Any) -> torch.Tensor:
@@ -289,7 +320,22 @@ def peak_memory_bytes(fn: Callable[[], Any], device: str) -> int | None:
     return int(peak)
 
 
-def result_entry(prepared: Prepared, summary: dict[str, float | int], roofline: Roofline,
+class CaseFacts(Protocol):
+    """What a record needs of a timed case: a `Prepared` in this process, or what the parent knows of a case timed in
+    an implementation's process (normbench.bench.isolated.TimedCase)."""
+
+    case: BenchCase
+    traffic: Traffic
+    features: int
+    reduce: str
+    build_s: float
+    variant_info: dict[str, Any]
+
+    @property
+    def numel(self) -> int: ...
+
+
+def result_entry(prepared: CaseFacts, summary: dict[str, float | int], roofline: Roofline,
                  peak_mem: int | None, *, timer: str, flush_l2: bool,
                  bound: RooflineLevel | None = None) -> dict[str, Any]:
     """What results/ stores for one case: the timing statistics and everything derived from them.
@@ -305,7 +351,7 @@ def result_entry(prepared: Prepared, summary: dict[str, float | int], roofline: 
         "id": case.id, "family": case.family, "implementation": case.implementation, "shape": list(case.shape),
         "dtype": case.dtype, "pass": case.pass_name, "device": torch.device(case.device).type,
         "variant": case.variant, "build_s": prepared.build_s, "variant_info": prepared.variant_info,
-        "baseline": case.baseline, "features": prepared.features, "numel": prepared.x.numel(),
+        "baseline": case.baseline, "features": prepared.features, "numel": prepared.numel,
         "reduce": prepared.reduce, **summary,
         "bytes": traffic.total,
         "bytes_detail": {"x": traffic.x_bytes, "params": traffic.param_bytes, "state": traffic.state_bytes},
