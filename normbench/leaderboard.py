@@ -156,6 +156,8 @@ class Leaderboard:
     #: where each implementation came from (its `source`: entry point or --impl-path), from the records
     sources: dict[str, str] = field(default_factory=dict)
     claim_plots: list[ClaimPlot] = field(default_factory=list)
+    #: the stored benchmark entries per machine id (their `untrusted` reasons among them, normbench.bench.trust)
+    bench: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def table(self, name: str) -> Table:
         for t in self.tables:
@@ -319,7 +321,7 @@ def _performance(machines: list[Machine], bench: dict[str, list[dict[str, Any]]]
     for family in sorted(families, key=lambda f: (f == "roofline", f)):
         headers = ["implementation", "variant", "shape", "dtype", "pass", "device"]
         stats = ("median ms", "IQR ms", "GB/s", "% roofline", "bound by", "× baseline", "× eager", "build s",
-                 "peak MiB")
+                 "peak MiB", "untrusted")
         for m in machines:
             headers += [_col(h, m, machines) for h in stats]
         # the implementations of one case side by side: device, size, shape, dtype, pass, implementation, variant
@@ -337,7 +339,8 @@ def _performance(machines: list[Machine], bench: dict[str, list[dict[str, Any]]]
                 peak = e.get("peak_mem_bytes")
                 row += [e["median_s"] * 1e3, e["iqr_s"] * 1e3, e["gbps"], e["roofline_pct"],
                         e.get("roofline_level", "DRAM"), _speedup(e, index), _over_eager(e, index),
-                        e.get("build_s") or None, peak / 2**20 if peak is not None else None]
+                        e.get("build_s") or None, peak / 2**20 if peak is not None else None,
+                        _untrusted_cell(e)]
             rows.append(row)
         notes = ["median and inter-quartile range of the time per call; GB/s from the compulsory bytes of the pass "
                  "(normbench.bench.bytes_model: forward 2·|x|, backward 3·|x|, forward+backward 5·|x|, inference "
@@ -347,7 +350,7 @@ def _performance(machines: list[Machine], bench: dict[str, list[dict[str, Any]]]
                  "× eager is the same implementation's eager median over this variant's (> 1: the deployed variant "
                  "is faster). Variants: eager; compile = torch.compile, Inductor, compile time (`build s`) paid "
                  "once, never timed; onnxruntime = torch.onnx export run by onnxruntime's CPU provider (inference "
-                 "only, so its `forward` is the eval-mode forward)."]
+                 "only, so its `forward` is the eval-mode forward).", UNTRUSTED_NOTE]
         if family == "roofline":
             title = "Harness check: a plain copy timed by the benchmark harness"
             notes = ["A `dst.copy_(src)` timed exactly like the norms. At the roofline's own size it must reach "
@@ -359,6 +362,21 @@ def _performance(machines: list[Machine], bench: dict[str, list[dict[str, Any]]]
                                     if by_machine.get(m.machine_id, {}).get(k)})] if family != "roofline" else []
         tables.append(Table(f"performance-{family}", title, headers, rows, notes, plots))
     return tables
+
+
+#: what every table that shows benchmark figures says of an untrusted one
+UNTRUSTED_NOTE = ("An UNTRUSTED figure (above its roofline beyond the noise, disagreeing with the benchmark process's "
+                  "own clock, or with a timed output that differs from the float64 truth: normbench.bench.trust) is "
+                  "shown with its reason and never ranked: it counts in no geometric mean, no ranking and no badge.")
+
+
+def _untrusted_cell(entry: dict[str, Any]) -> str | None:
+    reason = entry.get("untrusted")
+    return f"UNTRUSTED: {reason}" if reason else None
+
+
+def untrusted_text(count: int) -> str:
+    return f"{count} untrusted benchmark figure{'s' if count != 1 else ''}, not ranked"
 
 
 def _plot_name(family: str, machine_id: str, device: str) -> str:
@@ -418,6 +436,7 @@ def _ranking(machines: list[Machine], outcomes: dict[str, list[dict[str, Any]]],
     keys = set(verdicts)
     perf: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     speed: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    untrusted: dict[tuple[str, str], int] = defaultdict(int)
     for mid, entries in bench.items():
         index = _bench_index(entries)
         for e in entries:
@@ -425,6 +444,9 @@ def _ranking(machines: list[Machine], outcomes: dict[str, list[dict[str, Any]]],
                 continue  # the ranking is of the implementations as written; compiled / exported timings are shown
             key = (e["family"], e["implementation"])
             keys.add(key)
+            if e.get("untrusted"):
+                untrusted[key] += 1  # shown, never ranked (issue 19 item 3)
+                continue
             perf[(*key, mid)].append(e)
             s = _speedup(e, index)
             if s is not None:
@@ -441,6 +463,8 @@ def _ranking(machines: list[Machine], outcomes: dict[str, list[dict[str, Any]]],
             tier, status = (0, verdict.text) if benchmarked else (1, f"{verdict.text}, not benchmarked")
         else:
             tier, status = (3 if verdict.key == NOT_CONFORMING else 2), verdict.text
+        if untrusted[(family, impl)]:
+            status += f"; {untrusted_text(untrusted[(family, impl)])}"
         accuracy = max((float(o["metrics"]["tol_ratio"]) for o in os_ if o.get("check") in ACCURACY_CHECKS
                         and isinstance((o.get("metrics") or {}).get("tol_ratio"), int | float)), default=None)
         cols: list[Any] = []
@@ -477,7 +501,7 @@ def _ranking(machines: list[Machine], outcomes: dict[str, list[dict[str, Any]]],
                   "shown, not hidden, and an error is never excused. Within a tier by the geometric mean of % "
                   "roofline over every benchmarked case (over the machines' geometric means where there are "
                   "several). × baseline is the "
-                  "geometric mean speed-up over the family's torch eager implementation."])
+                  "geometric mean speed-up over the family's torch eager implementation. " + UNTRUSTED_NOTE])
 
 
 def _claims(machines: list[Machine], records: list[dict[str, Any]]) -> Table:
@@ -579,7 +603,7 @@ def build_leaderboard(records: list[dict[str, Any]], refused: Iterable[str] = ()
                                 [f"{m.machine_id}: {m.description} · hypothesis profile {', '.join(profiles)}",
                                  LEGEND]))
     return Leaderboard(machines, tables, _plots(machines, bench), list(map(str, refused)), claim_plots=claim_plots,
-                       outcomes=dict(outcomes), sources=_sources(records))
+                       outcomes=dict(outcomes), sources=_sources(records), bench=dict(bench))
 
 
 def _sources(records: list[dict[str, Any]]) -> dict[str, str]:

@@ -50,6 +50,7 @@ from normbench.bench.harness import (
     prepare,
     result_entry,
 )
+from normbench.bench.isolated import BenchChild, BenchChildError, CaseUnavailable
 from normbench.bench.roofline import (
     Roofline,
     RooflineLevel,
@@ -67,10 +68,18 @@ from normbench.bench.timer import (
     cuda_event_clock,
     measure,
 )
+from normbench.bench.trust import (
+    beyond_roofline,
+    merge_clock_checks,
+    merge_output_checks,
+    trusted,
+    untrusted_reason,
+)
 from normbench.bench.variants_bench import VARIANTS, VariantUnavailable
 from normbench.implementation import ALL_DTYPES, ImplementationError
 from normbench.publish.terminal import bench_summary_lines
-from normbench.registry import Registry, discover
+from normbench.registry import Registry
+from normbench.sandbox import Limits, _scratch_dir, discover_isolated
 from normbench.spec import Spec, load_specs
 from normbench.verdicts import did_you_mean
 
@@ -175,6 +184,14 @@ class BenchSession:
         self.bounds: dict[tuple[str, int], RooflineLevel] = {}
         self.bound_passes: set[tuple[str, int, int]] = set()
         self.load_at_start = _load_average()
+        #: the live timing process (one implementation at a time, normbench.bench.isolated) and its scratch folder
+        self.child: BenchChild | None = None
+        self.scratch: Path | None = None
+        self.limits = Limits()
+        #: per case id: every pass's clock check, output check and cross-check rounds, pooled like the samples
+        self.clock_checks: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.output_checks: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.interleaved: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"ours": [], "theirs": []})
 
     @property
     def devices(self) -> list[str]:
@@ -189,8 +206,10 @@ class BenchSession:
             # Check names are not needed to time a module: a spec naming a check under construction still loads.
             spec_set = load_specs(_option(self.config, "spec_dir", []), known_checks=None)
             self.specs = spec_set.specs
-            self.registry = discover(_option(self.config, "impl_path", []), families=spec_set.specs,
-                                     include_entry_points=not _option(self.config, "no_entry_points", False))
+            # Imported in child processes only: the benchmark process never runs a plugin's code (issue 19 item 3).
+            self.registry = discover_isolated(_option(self.config, "impl_path", []), families=spec_set.specs,
+                                              include_entry_points=not _option(self.config, "no_entry_points",
+                                                                               False))
             self.problems = [f"bad spec: {e}" for e in spec_set.errors]
             self.problems += [f"broken plugin: {e}" for e in self.registry.errors]
             impls = _option(self.config, "impl", [])
@@ -233,7 +252,105 @@ class BenchSession:
         return self.bounds[key]
 
     def run(self, benchmark: Any, case: BenchCase, round_index: int = 0) -> dict[str, Any]:
-        """Time one pass of one case with pytest-benchmark and record it, pooled with its earlier passes."""
+        """Time one pass of one case and record it, pooled with its earlier passes: an implementation in its own
+        process, checked by this one (run_isolated); the harness's own copy here."""
+        if case.family != ROOFLINE_FAMILY:
+            return self.run_isolated(benchmark, case, round_index)
+        return self.run_in_process(benchmark, case, round_index)
+
+    def child_for(self, case: BenchCase) -> BenchChild:
+        """The timing process of the case's implementation: one live at a time, as the cases come grouped."""
+        impl = self.registry.implementations.get(case.implementation) if self.registry else None
+        if impl is None:
+            pytest.fail(f"{case.id}: no implementation named {case.implementation!r}", pytrace=False)
+        if self.child is not None and self.child.impl.name != impl.name:
+            self.close_child()
+        if self.child is None:
+            self.scratch = self.scratch or _scratch_dir()
+            self.child = BenchChild(impl, self.specs, self.limits, self.scratch)
+        return self.child
+
+    def close_child(self) -> None:
+        if self.child is not None:
+            self.child.close()
+            self.child = None
+
+    def run_isolated(self, benchmark: Any, case: BenchCase, round_index: int) -> dict[str, Any]:
+        """Time one pass of a case in the implementation's process (normbench.bench.isolated): the child's per-round
+        times are replayed into pytest-benchmark (its statistics and JSON), the parent's clock and the output check
+        decide whether the figure is trusted (normbench.bench.trust)."""
+        torch.set_num_threads(self.threads)
+        roofline = self.roofline(case.device)
+        child = self.child_for(case)
+        budget = (self.budget or default_budget(case.device, self.crosscheck)) / self.passes
+        try:
+            timed = child.time_case(case, threads=self.threads, budget_s=budget, schedule=self.schedules.get(case.id),
+                                    crosscheck=self.crosscheck)
+        except CaseUnavailable as exc:
+            pytest.skip(f"{case.variant} variant of {case.implementation} ({case.dtype}, {case.pass_name}) cannot be "
+                        f"built: {exc}")
+        except BenchChildError as exc:
+            self.close_child()
+            pytest.fail(str(exc), pytrace=False)
+        schedule = self.schedules[case.id] = timed.schedule
+        # measured here in this process while the child waits, so it never overlaps a timed round
+        bound = self.bound(case.device, timed.traffic.total, round_index)
+        benchmark.extra_info.update(normbench_id=case.id, family=case.family, implementation=case.implementation,
+                                    shape=list(case.shape), dtype=case.dtype, pass_name=case.pass_name,
+                                    device=case.device, bytes=timed.traffic.total, threads=self.threads,
+                                    timed_in="the implementation's process")
+        replay_clock.load([t * schedule.iterations for t in timed.samples])
+        benchmark.pedantic(_nothing, rounds=len(timed.samples), iterations=schedule.iterations, warmup_rounds=0)
+        if benchmark.stats is None:
+            pytest.skip("pytest-benchmark is disabled (--benchmark-disable / --benchmark-skip): nothing was timed")
+        pooled = self.samples[case.id]
+        pooled.extend(float(t) for t in benchmark.stats.stats.data)
+        summary = Timing(tuple(pooled), schedule.iterations).summary()
+        summary["passes"] = round_index + 1
+        last = round_index == self.passes - 1
+        timeout = self.limits.item_timeout
+        check = None
+        rounds = self.interleaved[case.id]
+        rounds["ours"] += timed.interleaved.get("ours", [])
+        rounds["theirs"] += timed.interleaved.get("theirs", [])
+        if self.crosscheck and last:
+            try:
+                if torch.device(case.device).type == "cpu":
+                    pass_median = statistics.median(timed.samples)
+                    check = interleaved_result(rounds["ours"], rounds["theirs"], schedule.iterations,
+                                               summary["median_s"], pass_median, pass_samples=list(pooled))
+                else:
+                    check = child.crosscheck(summary["median_s"], timeout)
+            except BenchChildError as exc:
+                self.close_child()
+                pytest.fail(str(exc), pytrace=False)
+        if case.id not in self.peaks:
+            try:
+                self.peaks[case.id] = child.peak_memory(timeout)
+            except BenchChildError as exc:
+                self.close_child()
+                pytest.fail(str(exc), pytrace=False)
+        timer = "cuda_event" if torch.device(case.device).type == "cuda" else "perf_counter"
+        entry = result_entry(timed, summary, roofline, self.peaks[case.id], timer=timer,
+                             flush_l2=schedule.flush_l2, bound=bound)
+        entry.update(gpu_hold_s=schedule.hold_s, omp_wait_policy=self.wait_policy, malloc=self.malloc,
+                     timed_in="implementation process")
+        self.clock_checks[case.id].append(timed.clock_check)
+        self.output_checks[case.id].append(timed.output_check)
+        entry["clock_check"] = merge_clock_checks(self.clock_checks[case.id])
+        entry["output_check"] = merge_output_checks(self.output_checks[case.id])
+        if check is not None:
+            entry["crosscheck"] = check
+        reason = untrusted_reason(entry)
+        if reason:
+            entry["untrusted"] = reason
+        benchmark.extra_info.update(gbps=entry["gbps"], roofline_pct=entry["roofline_pct"],
+                                    peak_mem_bytes=entry["peak_mem_bytes"], untrusted=reason)
+        self.results[torch.device(case.device).type][case.id] = entry
+        return entry
+
+    def run_in_process(self, benchmark: Any, case: BenchCase, round_index: int = 0) -> dict[str, Any]:
+        """The harness's own copy (no plugin code): timed by pytest-benchmark in this process."""
         torch.set_num_threads(self.threads)
         roofline = self.roofline(case.device)
         impl = self.registry.implementations.get(case.implementation) if self.registry else None
@@ -365,6 +482,37 @@ class InterleavingClock:
 interleaving_clock = InterleavingClock()
 
 
+class ReplayClock:
+    """pytest-benchmark's timer for a case timed in the implementation's process: the rounds it reported, replayed.
+
+    Reads come in (start, end) pairs around each round pytest-benchmark "times" (a call of `_nothing`); an end read
+    returns the start plus the next loaded round's duration, so pytest-benchmark's statistics and JSON hold exactly
+    the child's rounds, which the parent has checked against its own clock (normbench.bench.trust)."""
+
+    __name__ = "perf_counter_in_implementation_process"
+
+    def __init__(self) -> None:
+        self._pending: list[float] = []
+        self._total = 0.0
+        self._started = False
+
+    def load(self, round_seconds: list[float]) -> None:
+        self._pending, self._started = list(round_seconds), False
+
+    def __call__(self) -> float:
+        if self._started and self._pending:
+            self._total += self._pending.pop(0)
+        self._started = not self._started
+        return self._total
+
+
+replay_clock = ReplayClock()
+
+
+def _nothing() -> None:
+    """The target of a replayed round: the work ran in the implementation's process."""
+
+
 class Interleaver:
     """One round of normbench's loop and one of torch.utils.benchmark's `Timer.timeit(number=iterations)` per table
     round, in alternating order, each the same number of calls as a table round. One interleaver follows a case
@@ -423,13 +571,22 @@ class Interleaver:
     def result(self, table_median_s: float, pass_median_s: float, tolerance: float = CROSSCHECK_TOLERANCE,
                pass_samples: list[float] | None = None) -> dict[str, Any]:
         """`pass_samples`: the table's samples the median was taken of (every pass so far)."""
-        ours, theirs = self.ours or [float("nan")], self.theirs or [float("nan")]
-        check = _agreement(table_median_s, statistics.median(ours), statistics.median(theirs), tolerance,
-                           mode="interleaved rounds", rounds=len(self.ours), iterations=self.iterations,
-                           table_pass_median_s=pass_median_s)
-        if pass_samples:
-            check["within_noise"] = medians_consistent([list(pass_samples), ours, theirs])
-        return check
+        return interleaved_result(self.ours, self.theirs, self.iterations, table_median_s, pass_median_s, tolerance,
+                                  pass_samples)
+
+
+def interleaved_result(ours: list[float], theirs: list[float], iterations: int, table_median_s: float,
+                       pass_median_s: float, tolerance: float = CROSSCHECK_TOLERANCE,
+                       pass_samples: list[float] | None = None) -> dict[str, Any]:
+    """The cross-check of interleaved rounds (an Interleaver's, here or in the implementation's process)."""
+    rounds = len(ours)
+    ours, theirs = ours or [float("nan")], theirs or [float("nan")]
+    check = _agreement(table_median_s, statistics.median(ours), statistics.median(theirs), tolerance,
+                       mode="interleaved rounds", rounds=rounds, iterations=iterations,
+                       table_pass_median_s=pass_median_s)
+    if pass_samples:
+        check["within_noise"] = medians_consistent([list(pass_samples), ours, theirs])
+    return check
 
 
 def _timer_option(clock: Callable[[], float] | None) -> dict[str, Any]:
@@ -492,10 +649,8 @@ def crosscheck(fn: Any, device: str, schedule: Schedule, table_median_s: float, 
 
 
 def above_roofline(entries: Any) -> list[dict[str, Any]]:
-    """Cases above the roofline that bounds them beyond the measurement noise: even the case's bandwidth at its
-    slow quartile (q3 of the times) exceeds the level's copy bandwidth at its fast quartile. A median a few percent
-    above 100% inside both spreads is noise on a shared machine, not a case faster than a copy."""
-    return [e for e in entries if e.get("roofline_gbps_q3") and e["gbps_q1"] > e["roofline_gbps_q3"]]
+    """Cases above the roofline that bounds them beyond the measurement noise (normbench.bench.trust)."""
+    return [e for e in entries if beyond_roofline(e)]
 
 
 def _session(config: pytest.Config) -> BenchSession:
@@ -530,7 +685,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # Pass-major order: every case once, then every case again (asv's interleaved rounds).
     for round_index in range(session.passes):
         for case in plan.cases:
-            clock = cuda_event_clock if torch.device(case.device).type == "cuda" else interleaving_clock
+            clock = replay_clock if case.family != ROOFLINE_FAMILY else (
+                cuda_event_clock if torch.device(case.device).type == "cuda" else interleaving_clock)
             item_id = case.id if session.passes == 1 else f"{case.id}-pass{round_index + 1}"
             params.append(pytest.param(RoundOf(case, round_index), id=item_id,
                                        marks=[pytest.mark.benchmark(group=case.group, timer=clock)]))
@@ -596,6 +752,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     bench = _session(config)
+    bench.close_child()
+    if bench.scratch is not None:
+        import shutil
+
+        shutil.rmtree(bench.scratch, ignore_errors=True)
     if not bench.results or _option(config, "no_record", False):
         return
     from normbench.leaderboard import write_leaderboard
@@ -649,16 +810,22 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
                 terminalreporter.write_line(f"  harness copy of {e['numel'] * 4 / 2**20:.0f} MiB: {e['gbps']:.1f} "
                                             f"GB/s = {e['roofline_pct']:.0f}% of the {e['roofline_level']} roofline")
         norms = [e for e in entries.values() if e["family"] != ROOFLINE_FAMILY]
+        ranked = trusted(norms)  # an untrusted figure is never "closest to the roofline"
         if norms:
-            best = max(norms, key=lambda e: e["roofline_pct"])
-            terminalreporter.write_line(f"  {len(norms)} {device} cases; closest to the roofline: {best['id']} at "
-                                        f"{best['roofline_pct']:.0f}% of the {best['roofline_level']} roofline")
+            closest = "no trusted figure"
+            if ranked:
+                best = max(ranked, key=lambda e: e["roofline_pct"])
+                closest = f"{best['id']} at {best['roofline_pct']:.0f}% of the {best['roofline_level']} roofline"
+            terminalreporter.write_line(f"  {len(norms)} {device} cases; closest to the roofline: {closest}")
             for line in bench_summary_lines(norms, min(120, terminalreporter._tw.fullwidth) - 2):
                 terminalreporter.write_line(f"  {line}")
         for e in above_roofline(entries.values()):
             terminalreporter.write_line(
                 f"  ABOVE THE ROOFLINE beyond the noise: {e['id']} {e['gbps_q1']:.1f} GB/s at its slow quartile > "
                 f"{e['roofline_level']} copy {e['roofline_gbps_q3']:.1f} GB/s at its fast quartile")
+        for e in norms:
+            if e.get("untrusted"):
+                terminalreporter.write_line(f"  UNTRUSTED, not ranked: {e['id']}: {e['untrusted']}", red=True)
         for e in entries.values():
             if e.get("variant", "eager") != "eager":
                 ops = e.get("variant_info", {}).get("onnx_ops")

@@ -2,7 +2,8 @@
 
 One conformance badge per implementation, in the words of normbench.verdicts ("normbench | conforms" green,
 "normbench | conforms, 2 known failures" yellow-green, "normbench | 2 failing" red, "normbench | not judged" grey)
-and, for a benchmarked implementation, "normbench | 91 % roofline" beside it (<implementation>-roofline.svg). Flat
+and, for a benchmarked implementation, "normbench | 91 % roofline" beside it (<implementation>-roofline.svg), over its
+trusted figures only ("normbench | untrusted benchmark" when it has no other, normbench.bench.trust). Flat
 style, no external font or image: the SVG renders anywhere.
 """
 
@@ -72,6 +73,16 @@ def roofline_percent(board: Leaderboard) -> dict[str, float]:
     return out
 
 
+def untrusted_figures(board: Leaderboard) -> dict[str, int]:
+    """Implementation -> how many of its eager benchmark figures are untrusted (left out of the % roofline badge)."""
+    out: dict[str, int] = {}
+    for entries in board.bench.values():
+        for e in entries:
+            if e.get("untrusted") and e.get("family") != "roofline" and e.get("variant", "eager") == "eager":
+                out[str(e["implementation"])] = out.get(str(e["implementation"]), 0) + 1
+    return out
+
+
 def _text_width(text: str) -> int:
     """Approximate width in px of 11px Verdana (shields.io's font): narrow glyphs count less."""
     narrow = sum(c in "ilj.,:;|!' ()[]1" for c in text)
@@ -110,7 +121,8 @@ def badge_files(board: Leaderboard) -> dict[str, list[tuple[str, str]]]:
     """Implementation -> [(file name, svg)], the conformance badge first."""
     outcomes = outcomes_by_implementation(board)
     roofline = roofline_percent(board)
-    names = sorted(set(outcomes) | set(roofline))
+    untrusted = untrusted_figures(board)
+    names = sorted(set(outcomes) | set(roofline) | set(untrusted))
     files: dict[str, list[tuple[str, str]]] = {}
     for name in names:
         status = implementation_status(outcomes.get(name, []))
@@ -119,6 +131,10 @@ def badge_files(board: Leaderboard) -> dict[str, list[tuple[str, str]]]:
         if pct is not None and math.isfinite(pct):
             entries.append((f"{slug(name)}-roofline.svg", badge_svg(LABEL, f"{pct:.0f} % roofline",
                                                                     COLOURS["roofline"])))
+        elif untrusted.get(name):
+            # every figure it has is untrusted (normbench.bench.trust): the badge says so instead of a number
+            entries.append((f"{slug(name)}-roofline.svg", badge_svg(LABEL, "untrusted benchmark",
+                                                                    COLOURS[NOT_CONFORMING])))
         files[name] = entries
     return files
 

@@ -137,7 +137,7 @@ def bench_summary_lines(entries: Iterable[Mapping[str, Any]], width: int = 120) 
         groups[(e["family"], e["implementation"], e.get("variant", "eager"), e["device"])].append(e)
     devices = {k[3] for k in groups}
     rows, missing = [], set()
-    name_w = max(16, width - 78)
+    name_w = max(16, width - 90)
     for (_family, impl, variant, device), cases in sorted(groups.items(), key=lambda kv: (
             kv[0][0], kv[0][1], VARIANT_ORDER.get(kv[0][2], 9), kv[0][3])):
         speedups = []
@@ -150,16 +150,19 @@ def bench_summary_lines(entries: Iterable[Mapping[str, Any]], width: int = 120) 
                 missing.add(str(e["baseline"]))
         speed = geomean(speedups)
         label = impl if len(impl) <= name_w else impl[: name_w - 1] + "…"
-        rows.append([label, variant, *([device] if len(devices) > 1 else []), len(cases),
+        untrusted = sum(bool(e.get("untrusted")) for e in cases)
+        rows.append([label, variant, *([device] if len(devices) > 1 else []),
+                     f"UNTRUSTED({untrusted})" if untrusted else "-", len(cases),
                      f"{geomean(e['median_s'] for e in cases) * 1e3:.4g}", f"{geomean(e['gbps'] for e in cases):.1f}",
                      f"{geomean(e['roofline_pct'] for e in cases):.0f}%", f"{speed:.2f}x" if speed else "-"])
-    headers = ["implementation", "variant", *(["device"] if len(devices) > 1 else []), "cases", "median ms",
+    headers = ["implementation", "variant", *(["device"] if len(devices) > 1 else []), "trust", "cases", "median ms",
                "GB/s", "% roofline", "× baseline"]
     lines = tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True,
-                     colalign=("left", "left", *(["left"] if len(devices) > 1 else []), "right", "right", "right",
-                               "right", "right")).splitlines()
+                     colalign=("left", "left", *(["left"] if len(devices) > 1 else []), "left", "right", "right",
+                               "right", "right", "right")).splitlines()
     note = ("geometric means over each implementation's cases (shapes, dtypes, passes); × baseline > 1: faster than "
-            "the family's baseline in the same case")
+            "the family's baseline in the same case; trust: UNTRUSTED(N) = N of its cases are untrusted figures "
+            "(normbench.bench.trust), never ranked")
     if missing:
         note += f"; '-': the baseline ({', '.join(sorted(missing))}) was not timed in this session (add --impl)"
     return lines + textwrap.wrap(note, width)
