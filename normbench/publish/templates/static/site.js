@@ -50,7 +50,8 @@
       var count = table.parentNode.querySelector(".row-count");
       if (count) {
         var visible = table.querySelectorAll("tbody tr:not([hidden])").length;
-        count.textContent = visible + " of " + table.tBodies[0].rows.length + " rows";
+        var total = table.tBodies[0].rows.length;
+        count.textContent = visible + " of " + total + (total === 1 ? " row" : " rows");
       }
     });
   }
