@@ -272,8 +272,10 @@ def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str
         if is_envelope(request):
             server.handle(conn, request)
             continue
-        # a 7th field: the torch ops whose known failure this item may inherit (normbench.float64_ops)
+        # a 7th field: the torch ops whose known failure this item may inherit (normbench.float64_ops); an 8th,
+        # True: the trusted process judged the item and it failed, so only the float64 second judging runs here
         family, prop_name, mode, dtype, device, variant, *substitute = request
+        second_judging_only = len(substitute) > 1 and substitute[1] is True
         spec = specs[family]
         prop = next(p for p in spec.properties if p.name == prop_name)
         if impl is None or at_import.blocking:
@@ -290,11 +292,12 @@ def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str
             before = fingerprint()
         item = PlanItem(spec, impl, prop, mode, dtype, device, variant)
         try:
-            outcome = judge(item, profile).as_dict()
+            outcome = ({"verdict": "skip", "summary": "the float64 second judging only", "metrics": {}}
+                       if second_judging_only else judge(item, profile).as_dict())
         except BaseException as exc:  # noqa: BLE001 - SystemExit / KeyboardInterrupt raised by plugin code
             outcome = error_outcome(item, f"implementation {name!r} raised {type(exc).__name__}: {exc} "
                                           "(a BaseException: it would have ended the run)").as_dict()
-        if outcome["verdict"] == "fail" and substitute and substitute[0]:
+        if (outcome["verdict"] == "fail" or second_judging_only) and substitute and substitute[0]:
             from normbench.float64_ops import judge_with_float64_ops
 
             outcome["metrics"] = {**outcome["metrics"], **judge_with_float64_ops(item, substitute[0], profile)}
@@ -648,7 +651,7 @@ class Sandbox:
         timeout, cause = item_time_limit(self.limits, self.impl, variant)
         check = next(p.check for p in self.specs[family].properties if p.name == prop)
         status, reply = "fallback", None
-        if trusted(check, variant) and not substitute_ops:
+        if trusted(check, variant):
             status, reply = judge_trusted(self, family, prop, mode, dtype, device, timeout)
         if status == "fallback":
             status, reply = self.child.request((family, prop, mode, dtype, device, variant, list(substitute_ops)),
@@ -658,6 +661,8 @@ class Sandbox:
             if harm is not None:
                 self.child.kill()
                 status, reply = "forkserver", harm
+            elif status == "outcome" and reply.get("verdict") == "fail" and substitute_ops:
+                self._second_judging(reply, (family, prop, mode, dtype, device, variant), substitute_ops, timeout)
         elapsed = time.perf_counter() - start
         self.spent += elapsed
         printed = _excerpt(self.output, self.limits.output_excerpt)
@@ -722,6 +727,31 @@ class Sandbox:
                             "(--impl-budget), so its remaining items were not run")
         outcome["duration_s"] = elapsed
         return outcome
+
+    def _second_judging(self, outcome: dict[str, Any], item: tuple[str, ...], ops: tuple[str, ...],
+                        timeout: float) -> None:
+        """Add to a failing trusted `outcome` what the float64 second judging measured (normbench.float64_ops).
+
+        The verdict stays the trusted process's; whether the failure is a torch op's is measured beside the plugin,
+        where a TorchDispatchMode sees the plugin's own dispatches. So a plugin can at most turn its own failure of
+        an item matching a torch op's known failure into that known failure, never into a pass. A second judging
+        that does not come back adds nothing: the failure stands as the implementation's."""
+        assert self.child is not None
+        status, reply = self.child.request((*item, list(ops), True), timeout)
+        if status == "reply":
+            try:
+                measured, tainted = wire.outcome(reply)
+            except wire.ProtocolError:
+                measured, tainted = {"metrics": {}}, True
+            from normbench.float64_ops import DISPATCHED, REJUDGED, REJUDGED_SUMMARY
+
+            keep = (DISPATCHED, REJUDGED, REJUDGED_SUMMARY)
+            outcome["metrics"] = {**(outcome.get("metrics") or {}),
+                                  **{k: v for k, v in measured["metrics"].items() if k in keep and not tainted}}
+            if not tainted:
+                return
+        self.child.kill()
+        self.child = None
 
     def close(self) -> None:
         if self.child is not None:

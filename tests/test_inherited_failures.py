@@ -297,6 +297,8 @@ def test_through_the_suite_the_inherited_label_is_in_the_terminal_and_the_record
     assert item["verdict"] == "xfail" and item["inherited_from"] == "torch F.layer_norm (aten.native_layer_norm)"
     assert item["known_failure"].startswith("inherited from torch F.layer_norm (aten.native_layer_norm): ")
     assert item["metrics"][REJUDGED] == "pass" and item["metrics"][DISPATCHED] == ["aten.native_layer_norm"]
+    # the failure itself was judged in the trusted process; only the float64 second judging ran beside the plugin
+    assert item["metrics"]["judged_in"] == "trusted process"
     wrong = outcomes[f"layernorm[mine.WrongEps-{ITEM}-float16]"]
     assert wrong["verdict"] == "fail" and "inherited_from" not in wrong and wrong["metrics"][REJUDGED] == "fail"
 
