@@ -122,6 +122,15 @@ def _gradgradcheck(ctx: CheckContext) -> Observation:
     def fn(inp: torch.Tensor, *flat: torch.Tensor) -> torch.Tensor:
         return functional_call(module, dict(zip(names, flat, strict=True)), (inp,))
 
+    if not ctx.impl.double_backward:
+        # torch's gradgradcheck reports a once_differentiable backward as a Jacobian mismatch (its DelayedError is
+        # never raised there), so whether double backward raises is asked directly first.
+        try:
+            _second_order(module, ctx.forward, x, random_like(x, stable_seed("grad_output", case.seed)),
+                          random_like(x, stable_seed("second_order_v", case.seed)), {})
+        except _Raised as exc:
+            return Observation(True, f"double backward raised, as declared (double_backward=False): {exc}",
+                               {"raised": True})
     try:
         torch.autograd.gradgradcheck(fn, (x, *values), eps=1e-6, atol=1e-5, rtol=1e-4, raise_exception=True)
     except GradcheckError as exc:
