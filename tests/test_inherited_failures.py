@@ -337,3 +337,26 @@ def test_a_class_calling_f_batch_norm_inherits_torchs_float16_invstd():
     # its eval-mode item is not one torch is known to fail: nothing to inherit there
     assert not known.inheritable("batchnorm[mine.CallsBatchNorm-constant_rows-eval-float16]", implementation.name,
                                  "eager")
+
+
+def test_the_ecosystem_report_says_inherited_and_does_not_count_it_failing(tmp_path):
+    from normbench.ecosystem import _catalogue
+    from normbench.ecosystem.report import build_report
+    from normbench.results import conformance_record, store_record
+
+    implementation = _calls()
+    base = {"family": "layernorm", "implementation": implementation.name, "check": ITEM, "property": ITEM,
+            "mode": "any", "device": "cpu", "expect": "holds", "observed": "violated", "summary": "dγ off"}
+    inherited = {**base, "test_id": f"layernorm[{implementation.name}-{ITEM}-float16]", "dtype": "float16",
+                 "verdict": "xfail", "inherited_from": "torch F.layer_norm (aten.native_layer_norm)",
+                 "metrics": {REJUDGED: "pass", DISPATCHED: ["aten.native_layer_norm"]}}
+    passed = {**base, "test_id": f"layernorm[{implementation.name}-{ITEM}-float32]", "dtype": "float32",
+              "verdict": "pass", "observed": "holds", "metrics": {}}
+    store_record(tmp_path, conformance_record([inherited, passed], profile="ci"))
+    entry = _catalogue.Entry(name=implementation.name, library="mine", status="judged", family="layernorm",
+                             declaration=_catalogue.declaration_of(implementation, note="test"),
+                             implementation=implementation)
+    text = build_report(tmp_path, [entry])
+    assert "conforms (2 items, 1 known failure, 1 inherited)" in text
+    assert f"`{ITEM}-float16`" in text and "known failure, inherited from torch F.layer_norm" in text
+    assert "UNEXPLAINED" not in text
