@@ -61,6 +61,9 @@ def test_a_clock_that_hides_time_is_caught_by_the_parents_clock(cheats_run, name
     assert "accounted for" in e["untrusted"] and not e["clock_check"]["agree"]
     assert e["clock_check"]["ratio"] < 0.6  # hiding half reads at most 50% (the parent's clock only adds)
     assert f"UNTRUSTED, not ranked: {e['id']}" in output
+    # never the session's "closest to the roofline" (the stale cache reads thousands of percent)
+    closest = next(line for line in output.splitlines() if "closest to the roofline" in line)
+    assert "cheat.hides" not in closest and "cheat.stale" not in closest
 
 
 def test_a_stale_cached_output_is_caught_by_the_output_check(cheats_run):

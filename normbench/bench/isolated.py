@@ -114,11 +114,14 @@ class _ChildState:
         self.flush: Any = None
 
     def prepare(self, fields: dict[str, Any], threads: int, budget: float, schedule: dict[str, Any] | None,
-                crosscheck: bool) -> dict[str, Any]:
+                crosscheck: bool, steady_malloc: bool = True) -> dict[str, Any]:
+        from normbench.bench.allocator import pin_malloc
         from normbench.bench.harness import prepare
         from normbench.bench.pytest_plugin import Interleaver
         from normbench.bench.timer import GpuRoundSetup, calibrate
 
+        if steady_malloc:
+            pin_malloc()  # as the benchmark process pins its own (--bench-malloc): mallopt is per process
         torch.set_num_threads(threads)
         case = BenchCase(**{**fields, "shape": tuple(fields["shape"])})
         spec = self.specs[case.family]
@@ -157,6 +160,11 @@ class _ChildState:
             x = self.base.index_select(0, order)
             dy = self.base_dy.index_select(0, order) if self.base_dy is not None else None
             self.staged.append(self.prepared.stage(x, dy))
+        # Each round's first output is kept until the parent has read its rows, so every round allocates a new one;
+        # memory for them is faulted in here, untimed (freed, it stays in the heap with malloc pinned): otherwise
+        # every round's first call would pay the page faults of a fresh output that an in-process loop never pays.
+        touched = [torch.empty_like(self.base).fill_(0) for _ in seeds]
+        del touched
 
     def warm_up(self) -> None:
         assert self.schedule is not None
@@ -411,14 +419,14 @@ class BenchChild:
             raise BenchChildError(f"implementation {self.impl.name!r}: {what}: {exc}") from exc
 
     def time_case(self, case: BenchCase, *, threads: int, budget_s: float, schedule: Schedule | None = None,
-                  crosscheck: bool = False) -> TimedCase:
+                  crosscheck: bool = False, steady_malloc: bool = True) -> TimedCase:
         spec = self.specs[case.family]
         timeout, _ = item_time_limit(self.limits, self.impl, case.variant)
         fields = {"family": case.family, "implementation": case.implementation, "shape": list(case.shape),
                   "dtype": case.dtype, "pass_name": case.pass_name, "device": case.device,
                   "baseline": case.baseline, "variant": case.variant}
         reply = self._ask(["prepare", fields, threads, budget_s, schedule.as_dict() if schedule else None,
-                           crosscheck], timeout, "building and calibrating the case")
+                           crosscheck, steady_malloc], timeout, "building and calibrating the case")
         try:
             facts = wire.plain_mapping(reply, "the prepared case")
             schedule = _schedule(facts.get("schedule"))

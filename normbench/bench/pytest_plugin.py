@@ -285,7 +285,8 @@ class BenchSession:
         budget = (self.budget or default_budget(case.device, self.crosscheck)) / self.passes
         try:
             timed = child.time_case(case, threads=self.threads, budget_s=budget, schedule=self.schedules.get(case.id),
-                                    crosscheck=self.crosscheck)
+                                    crosscheck=self.crosscheck,
+                                    steady_malloc=self.config.option.bench_malloc == "steady")
         except CaseUnavailable as exc:
             pytest.skip(f"{case.variant} variant of {case.implementation} ({case.dtype}, {case.pass_name}) cannot be "
                         f"built: {exc}")
