@@ -56,7 +56,7 @@ from typing import Any
 from normbench import wire
 from normbench.implementation import Implementation, ImplementationError
 from normbench.registry import ENTRY_POINT_GROUP, PluginError, PluginUnavailable, Registry, with_source
-from normbench.remote.judge import JUDGED_IN, judge_trusted, trusted
+from normbench.remote.judge import JUDGED_IN, TRUSTED_FALLBACK, judge_trusted, trusted
 
 #: a plugin source: ("entry_point", name, value) or ("path", "module:attr")
 Source = tuple[str, ...]
@@ -653,6 +653,7 @@ class Sandbox:
         status, reply = "fallback", None
         if trusted(check, variant):
             status, reply = judge_trusted(self, family, prop, mode, dtype, device, timeout)
+        fallback = reply if status == "fallback" else None
         if status == "fallback":
             status, reply = self.child.request((family, prop, mode, dtype, device, variant, list(substitute_ops)),
                                                timeout)
@@ -673,6 +674,8 @@ class Sandbox:
                 outcome, tainted = wire.outcome(reply)
                 # what the plugin's process says of itself is never believed: only the trusted path sets this
                 outcome["metrics"][JUDGED_IN] = "plugin process"
+                if fallback:
+                    outcome["metrics"][TRUSTED_FALLBACK] = fallback
             except wire.ProtocolError as exc:
                 status, reply = "protocol", str(exc)
                 self.child.kill()
