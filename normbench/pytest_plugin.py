@@ -39,6 +39,7 @@ from normbench.known_failures import (
 from normbench.publish.terminal import summary_lines, totals_line, write_matrix
 from normbench.results import (
     DEFAULT_RESULTS_DIR,
+    ForgedRecord,
     ResultsError,
     conformance_record,
     load_record,
@@ -185,6 +186,14 @@ def pytest_configure(config: pytest.Config) -> None:
         _keep_hypothesis_storage_out_of_the_folder(config)
     config._normbench_outcomes = {}  # type: ignore[attr-defined]
     config._normbench_expected = set()  # type: ignore[attr-defined]
+    #: the items a lost xdist worker was running (xdist blames the item it was on)
+    config._normbench_crashed = set()  # type: ignore[attr-defined]
+    if _collects_conformance(config):
+        from normbench.strays import become_subreaper
+
+        # What a plugin starts and orphans is re-parented here, not to init, so it is found and ended before the
+        # records are written (normbench.strays).
+        become_subreaper()
     _known_failures(config)
     if _is_controller(config) and _collects_conformance(config):
         # Before any plugin is imported (discovery runs at collection): what the verdicts are computed from.
@@ -192,6 +201,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
         roots = judged_paths([*config.option.spec_dir, *config.option.known_failures])
         config._normbench_judged_files = (roots, digest(roots))  # type: ignore[attr-defined]
+        from normbench.record_seal import new_key
+
+        # This run's secret (normbench.record_seal): in this process's memory only, made before any plugin runs.
+        config._normbench_run_key = new_key()  # type: ignore[attr-defined]
     if _is_controller(config) and not config.option.no_record and _collects_conformance(config):
         # A results folder that cannot take the record must stop the run before anything is judged.
         try:
@@ -494,6 +507,8 @@ def _record_outcome(config: pytest.Config, report: pytest.TestReport) -> None:
     test_id = report.nodeid.split("::")[-1]
     outcomes: dict[str, dict[str, Any]] = config._normbench_outcomes  # type: ignore[attr-defined]
     data = getattr(report, STASH_KEY, None)
+    if report.when == "???":
+        config._normbench_crashed.add(test_id)  # type: ignore[attr-defined]
     if data is None:
         if report.when == "call" or report.outcome != "passed":
             # crashed outside judging (a lost xdist worker reports when="???"): still an outcome for this item
@@ -561,14 +576,76 @@ def complete_outcomes(config: pytest.Config, interrupted: bool) -> dict[str, dic
     plan = _plan(config)
     why = ("the run was interrupted (-x, --maxfail or ^C) before it" if interrupted
            else "no report came back for it (a lost xdist worker?)")
+    killers = _worker_killers(config)
     for test_id in sorted(expected - set(outcomes)):
-        outcomes[test_id] = _unjudged(config, test_id, "error", f"not judged: {why}")
+        item = plan.by_id.get(test_id)
+        killed = killers.get(item.impl.name) if item is not None else None
+        because = (f"an item of this implementation ({killed}) ended the xdist worker judging it, so its items are "
+                   "not judged again" if killed and not interrupted else why)
+        outcomes[test_id] = _unjudged(config, test_id, "error", f"not judged: {because}")
     judged_impls = {o.get("implementation") for o in outcomes.values()}
     for item in plan.items:
         if item.impl.name in judged_impls and item.test_id not in outcomes:
             outcomes[item.test_id] = _unjudged(config, item.test_id, "unjudged",
                                                "not selected in this run (-k or deselected), so not judged")
     return outcomes
+
+
+def _worker_killers(config: pytest.Config) -> dict[str, str]:
+    """The implementations an xdist worker was judging when it was lost, each with the item it was on."""
+    plan = _plan(config)
+    found: dict[str, str] = {}
+    for test_id in sorted(config._normbench_crashed):  # type: ignore[attr-defined]
+        item = plan.by_id.get(test_id)
+        if item is not None:
+            found.setdefault(item.impl.name, test_id)
+    return found
+
+
+def rejudge_unreported(session: pytest.Session) -> list[str]:
+    """Judge here, through this process's SandboxPool, every selected item that no worker reported (a worker
+    killed by a plugin's process takes the items queued on it along, and once xdist has replaced
+    --max-worker-restart workers it stops the run): a lost worker costs the implementation that killed it only.
+    The implementations a lost worker was judging are not judged again (they would end this process too). Each
+    item runs through pytest's own protocol (setup, known-failure marks, report hooks) without terminal output.
+    Returns the test ids judged."""
+    from _pytest.runner import runtestprotocol
+
+    config = session.config
+    plan = _plan(config)
+    missing = set(config._normbench_expected) - set(config._normbench_outcomes)  # type: ignore[attr-defined]
+    killers = _worker_killers(config)
+    todo = [item.test_id for item in plan.items if item.test_id in missing and item.impl.name not in killers]
+    if not todo:
+        return []
+    suite = ConformanceFile.from_parent(session, path=SUITE_DIR / "conformance.py")
+    items = {item.name: item for item in suite.collect()}
+    for test_id in todo:
+        for report in runtestprotocol(items[test_id], log=False):
+            if report.when in ("setup", "call"):
+                _record_outcome(config, report)
+    return todo
+
+
+def _kept_over_interruption(results_dir: Path, outcomes: dict[str, dict[str, Any]], not_run: set[str]
+                            ) -> dict[str, dict[str, Any]]:
+    """An interrupted run (-x, --maxfail, ^C) stores its errors for the items it never ran over nothing: each
+    such item keeps the outcome stored for it, if any, marked `stale` (when it was judged, and why it was not
+    judged again)."""
+    path = record_path(results_dir, {"kind": "conformance", "machine_id": machine_id()})
+    if not not_run or not path.exists():
+        return {}
+    try:
+        stored = load_record(path).get("outcomes", {})
+    except ResultsError:
+        return {}  # validated before the run; a record that went bad since is the store's to report
+    kept = {}
+    for test_id in sorted(not_run):
+        old = stored.get(test_id)
+        if isinstance(old, dict) and old.get("implementation") == outcomes.get(test_id, {}).get("implementation"):
+            kept[test_id] = {**old, "stale": f"kept from the run of {old.get('recorded_utc', 'an earlier run')}: "
+                                             "the run after it was interrupted before this item"}
+    return kept
 
 
 def implementation_summaries(config: pytest.Config, outcomes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -624,11 +701,29 @@ def import_change_lines(outcomes: Iterable[Mapping[str, Any]], width: int) -> li
     return lines
 
 
+def _end_plugin_processes(config: pytest.Config) -> None:
+    """Before anything is written: this process's judging children stopped, and every process a plugin started
+    that is still alive killed (normbench.strays), so none can write after the parent reads and seals."""
+    pool = getattr(config, "_normbench_pool", None)
+    if pool is not None:
+        pool.close()
+    from normbench.strays import end_plugin_processes
+
+    end_plugin_processes()
+
+
+# trylast: under xdist the workers are shut down (DSession's sessionfinish) before this runs
+@pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
+    interrupted = exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldstop or session.shouldfail)
+    if _is_controller(config) and config._normbench_outcomes and not interrupted:  # type: ignore[attr-defined]
+        config._normbench_rejudged = rejudge_unreported(session)  # type: ignore[attr-defined]
+    if _collects_conformance(config):
+        _end_plugin_processes(config)
     if not _is_controller(config) or not config._normbench_outcomes:  # type: ignore[attr-defined]
         return
-    interrupted = exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldstop or session.shouldfail)
+    not_run = set(config._normbench_expected) - set(config._normbench_outcomes)  # type: ignore[attr-defined]
     outcomes = complete_outcomes(config, interrupted)
     config._normbench_final = outcomes  # type: ignore[attr-defined]
     judged_files = getattr(config, "_normbench_judged_files", None)
@@ -648,6 +743,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # A stored run replaces every older outcome of the implementations it judged; the outcomes of variants this
     # run did not judge (the eager ones, after a --variant compile run) are carried over, not dropped.
     outcomes = {**outcomes, **_other_variants(results_dir, outcomes, {item.variant for item in _plan(config).items})}
+    if interrupted:
+        outcomes = {**outcomes, **_kept_over_interruption(results_dir, outcomes, not_run)}
     record = conformance_record([o for o in outcomes.values() if o.get("implementation")],
                                 profile=config.option.profile,
                                 implementations=implementation_summaries(config, outcomes))
@@ -655,8 +752,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                         if tid.startswith(CONFIGURATION_PREFIXES) and o.get("verdict") == "error"}
     record["unavailable"] = {tid: o["summary"] for tid, o in outcomes.items()
                              if tid.startswith("plugin_unavailable")}
+    from normbench.record_seal import new_key
+
+    key = getattr(config, "_normbench_run_key", None) or new_key()
     try:
-        path = store_conformance(results_dir, record)
+        path = store_conformance(results_dir, record, key=key)
     except (ResultsError, OSError) as exc:  # the verdicts must survive a results folder that failed under us
         config._normbench_write_error = f"{exc}"  # type: ignore[attr-defined]
         config._normbench_written = write_fallback(record)  # type: ignore[attr-defined]
@@ -664,7 +764,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config._normbench_written = path  # type: ignore[attr-defined]
     from normbench.leaderboard import write_leaderboard
 
-    write_leaderboard(results_dir)
+    try:
+        # the leaderboard reads this run's record back: refused, naming the file, unless it is what was sealed
+        write_leaderboard(results_dir, sealed={path: key})
+    except ForgedRecord as exc:
+        config._normbench_forged = exc.problems  # type: ignore[attr-defined]
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _other_variants(results_dir: Path, outcomes: dict[str, dict[str, Any]], variants: set[str]
@@ -739,6 +844,12 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             terminalreporter.write_line(f"full matrix: {matrix} (or run with --matrix / -v)")
         except OSError as exc:
             terminalreporter.write_line(f"could not write the full matrix: {exc}", yellow=True)
+    rejudged = getattr(config, "_normbench_rejudged", None)
+    if rejudged:
+        terminalreporter.write_line(f"judged {plural(len(rejudged), 'item')} in the controller that a lost xdist "
+                                    "worker never reported", yellow=True)
+    for problem in getattr(config, "_normbench_forged", None) or ():
+        terminalreporter.write_line(f"refused a record: {problem}", red=True)
     tampered = getattr(config, "_normbench_tampered", None)
     if tampered:
         shown = "; ".join(tampered[:5]) + (f" (and {len(tampered) - 5} more)" if len(tampered) > 5 else "")

@@ -43,6 +43,7 @@ import torch
 from filelock import FileLock, Timeout
 
 import normbench
+from normbench.record_seal import SealError, seal_path, seal_text, verify
 
 API_VERSION = 1
 #: where runs write by default, relative to the current folder (issue 20): a clone's committed results/ is the
@@ -73,6 +74,10 @@ class ResultsError(ValueError):
     def __init__(self, message: str, problems: list[str] | None = None) -> None:
         super().__init__(message)
         self.problems = list(problems) if problems else [message]
+
+
+class ForgedRecord(ResultsError):
+    """A record this run wrote and sealed whose bytes no longer match the seal (normbench.record_seal)."""
 
 
 def cpu_model() -> str:
@@ -337,11 +342,22 @@ def validate_record(data: Any, source: str) -> dict[str, Any]:
     return data
 
 
-def load_record(path: Path) -> dict[str, Any]:
-    """Read a record, refusing one whose api_version (or kind) this normbench does not understand."""
+def load_record(path: Path, key: bytes | None = None) -> dict[str, Any]:
+    """Read a record, refusing one whose api_version (or kind) this normbench does not understand. With the `key`
+    of the run that stored it, the record is also refused (ForgedRecord) unless the bytes read are those that run
+    sealed: the seal is checked on the very bytes parsed, so nothing can change them in between."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ResultsError(f"{path}: not a readable normbench record: {exc}") from None
+    if key is not None:
+        try:
+            verify(key, Path(path), raw)
+        except SealError as exc:
+            raise ForgedRecord(str(exc)) from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ResultsError(f"{path}: not a readable normbench record: {exc}") from None
     return validate_record(data, str(path))
 
@@ -545,22 +561,37 @@ def merge_into(results_dir: Path, records: Iterable[dict[str, Any]]) -> tuple[di
     return merged, stats
 
 
-def changed_texts(merged: dict[Path, dict[str, Any]]) -> dict[Path, str]:
-    """The files whose content would change (storing the same record again writes nothing)."""
+def changed_texts(merged: dict[Path, dict[str, Any]], key: bytes | None = None) -> dict[Path, str]:
+    """The files whose content would change (storing the same record again writes nothing). With a run's `key`,
+    every record's seal too (normbench.record_seal): a record left unchanged is sealed by this run all the same."""
     texts = {path: dumps(data) for path, data in merged.items()}
-    return {path: text for path, text in texts.items()
-            if not path.exists() or path.read_text(encoding="utf-8") != text}
+    changed = {path: text for path, text in texts.items()
+               if not path.exists() or path.read_text(encoding="utf-8") != text}
+    if key is not None:
+        changed.update({seal_path(path): seal_text(key, path, text) for path, text in texts.items()})
+    return changed
 
 
-def store_records(results_dir: Path, records: Iterable[dict[str, Any]]) -> tuple[list[Path], MergeStats]:
+def _drop_seals(paths: Iterable[Path]) -> None:
+    # A record rewritten without a key (normbench merge, a benchmark session) is no longer what an older seal says.
+    for path in paths:
+        seal_path(path).unlink(missing_ok=True)
+
+
+def store_records(results_dir: Path, records: Iterable[dict[str, Any]],
+                  key: bytes | None = None) -> tuple[list[Path], MergeStats]:
     """Merge every record into this folder (one file per machine and kind, created when absent), under the
-    folder's lock, atomically. Returns the record files they went to. Raises ResultsError naming the file and
-    the fix; nothing is written then."""
+    folder's lock, atomically. Returns the record files they went to. With a run's `key`, each record gets a seal
+    beside it (normbench.record_seal) that `load_record(path, key)` checks. Raises ResultsError naming the file
+    and the fix; nothing is written then."""
     records = list(records)
     with results_lock(results_dir):
         merged, stats = merge_into(Path(results_dir), records)
         try:
-            written = write_texts(changed_texts(merged))
+            texts = changed_texts(merged, key)
+            if key is None:
+                _drop_seals(texts)
+            written = [p for p in write_texts(texts) if p in merged]
         except OSError as exc:
             raise ResultsError(f"{exc.filename or results_dir}: cannot write the record ({exc.strerror or exc}); "
                                "pass a writable --results-dir") from None
@@ -568,18 +599,19 @@ def store_records(results_dir: Path, records: Iterable[dict[str, Any]]) -> tuple
     return list(merged), stats
 
 
-def store_record(results_dir: Path, record: dict[str, Any]) -> tuple[Path, MergeStats]:
+def store_record(results_dir: Path, record: dict[str, Any], key: bytes | None = None) -> tuple[Path, MergeStats]:
     """Merge `record` into this machine's file of its kind (created when absent), under the lock, atomically."""
-    paths, stats = store_records(results_dir, [record])
+    paths, stats = store_records(results_dir, [record], key)
     return paths[0], stats
 
 
-def store_conformance(results_dir: Path, record: dict[str, Any]) -> Path:
+def store_conformance(results_dir: Path, record: dict[str, Any], key: bytes | None = None) -> Path:
     """Store a conformance record (each implementation it names replaces that implementation's older outcomes);
-    returns the file. Rendering is the caller's: `normbench.leaderboard.write_leaderboard(results_dir)`."""
+    returns the file, sealed with the run's `key` when given. Rendering is the caller's:
+    `normbench.leaderboard.write_leaderboard(results_dir)`."""
     if record.get("kind") != "conformance":
         raise ResultsError(f"store_conformance: a conformance record is expected, not {record.get('kind')!r}")
-    path, _ = store_record(Path(results_dir), record)
+    path, _ = store_record(Path(results_dir), record, key)
     return path
 
 
@@ -646,13 +678,19 @@ def source_files(source: Path, pattern: str = "*.json") -> list[Path]:
     return _visible(source.glob(pattern))
 
 
-def scan_records(results_dir: Path) -> tuple[list[dict[str, Any]], list[ResultsError]]:
-    """Every readable record, and a refusal (with its message) for every file that is not one."""
+def scan_records(results_dir: Path, sealed: dict[Path, bytes] | None = None
+                 ) -> tuple[list[dict[str, Any]], list[ResultsError]]:
+    """Every readable record, and a refusal (with its message) for every file that is not one. `sealed` maps the
+    records this run wrote to its key: each of them must match its seal (else a ForgedRecord refusal)."""
     records, errors = [], []
+    keys = {Path(p).resolve(): key for p, key in (sealed or {}).items()}
     for path in record_files(results_dir):
         try:
-            records.append(load_record(path))
+            records.append(load_record(path, keys.get(path.resolve())))
         except ResultsError as exc:
             errors.append(exc)
+    found = {path.resolve() for path in record_files(results_dir)}
+    errors += [ForgedRecord(f"{path}: this run wrote and sealed this record, and it is gone (removed after the "
+                            "run wrote it)") for path in keys if path not in found]
     return records, errors
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from normbench.remote import tensors as wire_tensors
-from normbench.remote.judge import JUDGED_IN, TRUSTED_CHECKS
+from normbench.remote.judge import JUDGED_IN, TRUSTED_CHECKS, TRUSTED_FALLBACK
 from normbench.sandbox import Limits, SandboxPool, discover_isolated
 from normbench.spec import load_specs
 from normbench.wire import ProtocolError
@@ -20,15 +20,15 @@ ATTACKS = ("subclass_output", "registry_editor", "code_swapper", "pipe_forger", 
 @pytest.fixture(scope="module")
 def judged():
     specs = load_specs().specs
-    registry = discover_isolated([f"plugins.forgers:{name}" for name in ("control", *ATTACKS)], families=specs,
-                                 include_entry_points=False)
+    registry = discover_isolated([f"plugins.forgers:{name}" for name in ("control", "unmirrored", *ATTACKS)],
+                                 families=specs, include_entry_points=False)
     assert not registry.errors, registry.errors
     pool = SandboxPool(specs, "ci", Limits())
     try:
         yield {name: {prop: pool.judge(registry.implementations[f"forgers.{name}"], "layernorm", prop, "any",
                                        "float32", "cpu")
                       for prop in ("forward_equivalence", "shift_invariance")}
-               for name in ("control", *ATTACKS)}
+               for name in ("control", "unmirrored", *ATTACKS)}
     finally:
         pool.close()
 
@@ -53,6 +53,13 @@ def test_a_tensor_subclass_output_is_refused_by_name(judged):
 def test_a_forged_outcome_in_the_pipe_is_a_protocol_error_not_a_verdict(judged):
     outcome = judged["pipe_forger"]["forward_equivalence"]
     assert outcome["verdict"] == "error" and "protocol" in outcome["summary"], outcome["summary"]
+
+
+def test_a_module_the_protocol_cannot_mirror_is_judged_beside_it_saying_why(judged):
+    for outcome in judged["unmirrored"].values():
+        assert outcome["verdict"] == "pass", outcome["summary"]
+        assert outcome["metrics"][JUDGED_IN] == "plugin process"
+        assert "not a registered parameter or buffer" in outcome["metrics"][TRUSTED_FALLBACK]
 
 
 def test_the_checks_that_do_not_run_in_the_trusted_process_say_so(judged):

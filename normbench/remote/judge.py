@@ -31,8 +31,9 @@ TRUSTED_CHECKS = frozenset({
     "normalization_statistics", "stateful_trajectory", "batch_invariance", "determinism", "frozen_parameters",
     "gradient_layout", "repeated_use", "masked_backward", "residual_identity", "fused_residual",
 })
-#: where an outcome's verdict was computed, in its metrics
+#: where an outcome's verdict was computed, in its metrics, and why an item of a trusted check was not
 JUDGED_IN = "judged_in"
+TRUSTED_FALLBACK = "trusted_fallback"
 
 
 def trusted(check: str, variant: str) -> bool:

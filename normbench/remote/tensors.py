@@ -24,7 +24,7 @@ from normbench import wire
 DTYPES: dict[str, torch.dtype] = {str(d).removeprefix("torch."): d for d in (
     torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int16,
     torch.int8, torch.uint8, torch.bool, torch.complex64, torch.complex128)}
-#: the largest tensor either side accepts (a kernel-threshold case is (65537, 64) float64 = 34 MB)
+#: the most tensor bytes either side accepts in one message (a kernel-threshold case is (65537, 64) float64 = 34 MB)
 MAX_TENSOR_BYTES = 1 << 30
 MAX_RANK = 8
 
@@ -118,11 +118,15 @@ def frames(conn: Connection, envelope: Any, where: str) -> tuple[Any, list[torch
     if not (is_envelope(envelope) and isinstance(envelope["tensors"], list) and len(envelope["tensors"]) <= 4096):
         raise wire.ProtocolError(f"{where}: a reply that is not a normbench tensor message")
     tensors: list[torch.Tensor | None] = []
+    total = 0
     for i, head in enumerate(envelope["tensors"]):
         if head is None:
             tensors.append(None)
             continue
         dtype, shape, stride, nbytes = _checked_header(head, f"{where}, tensor {i}")
+        total += nbytes
+        if total > MAX_TENSOR_BYTES:
+            raise wire.ProtocolError(f"{where}: tensors of more than {MAX_TENSOR_BYTES} bytes in one message")
         try:
             data = conn.recv_bytes(max(nbytes, 1) + 1)
         except OSError as exc:

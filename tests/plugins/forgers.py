@@ -55,7 +55,7 @@ def _edit_the_registry() -> None:
     from normbench.checks import CHECKS
     from normbench.checks.base import Observation
 
-    for name, check in list(CHECKS.items()):
+    for check in list(CHECKS.values()):
         object.__setattr__(check, "fn", lambda ctx: Observation(True, "forged"))  # a frozen dataclass, or not
 
 
@@ -144,3 +144,27 @@ def pipe_forger() -> Implementation:
 
 def harness_detector() -> Implementation:
     return _impl("harness_detector", HarnessDetector)
+
+
+class PlainAttributeLayerNorm(nn.Module):
+    """A correct LayerNorm whose γ and β are plain tensor attributes (declared registered_params=False): the
+    request protocol cannot mirror them, so its items are judged beside it, saying why."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = torch.ones(num_features) if affine else None
+        self.bias = torch.zeros(num_features) if affine else None
+
+    def _apply(self, fn, recurse=True):
+        if self.weight is not None:
+            self.weight, self.bias = fn(self.weight), fn(self.bias)
+        return super()._apply(fn, recurse)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
+
+
+def unmirrored() -> Implementation:
+    return Implementation(name="forgers.unmirrored", family="layernorm", factory=PlainAttributeLayerNorm,
+                          supports_gradcheck=False, dtypes=("float32",), registered_params=False)
