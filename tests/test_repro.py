@@ -25,9 +25,9 @@ MUTANT_ITEMS = ("layernorm[repro.eps_outside_layernorm-forward_equivalence-float
 LINE = re.compile(r"^(FAIL|ok  ) (\w+): max abs err (\S+), max rel \S+, \S+ ulp, (\S+)x tolerance", re.M)
 
 
-def write_script(tmp_path: Path, item: str, results: Path) -> Path:
+def write_script(tmp_path: Path, item: str, results: Path, *options: str) -> Path:
     script = tmp_path / "repro_item.py"
-    assert main(["repro", item, "--results-dir", str(results), "-o", str(script)]) == 0
+    assert main(["repro", item, "--results-dir", str(results), "-o", str(script), *options]) == 0
     return script
 
 
@@ -96,7 +96,8 @@ def mutant_results(tmp_path_factory):
 
 @pytest.mark.parametrize("item", MUTANT_ITEMS)
 def test_plugin_items_reproduce_through_their_import(mutant_results, tmp_path, item):
-    script = write_script(tmp_path, item, mutant_results)
+    """A plugin's item gets the re-judging script by default; --standalone writes the torch-only one."""
+    script = write_script(tmp_path, item, mutant_results, "--standalone")
     assert "module_name, attr = 'plugins.repro_mutants', 'implementations'" in script.read_text()
     proc = run_script(script, pythonpath=str(ROOT / "tests"), torch_only=False)
     assert_reproduces(proc, recorded(mutant_results, item))

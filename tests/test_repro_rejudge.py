@@ -107,8 +107,8 @@ def record(results: Path, found: Any, source: str, plugin: dict[str, str],
     store_conformance(results, conformance_record(outcomes, profile="ci", implementations=summaries))
 
 
-def write_script(results: Path, item: str, out: Path) -> Path:
-    assert main(["repro", item, "--results-dir", str(results), "-o", str(out)]) == 0
+def write_script(results: Path, item: str, out: Path, *options: str) -> Path:
+    assert main(["repro", item, "--results-dir", str(results), "-o", str(out), *options]) == 0
     return out
 
 
@@ -167,16 +167,17 @@ def test_file_path_plugin(tmp_path):
     assert_status(run_script(written["plug.cached"], where), 2, "CANNOT RUN")
 
 
-def test_the_torch_only_script_imports_a_file_plugin_by_path(tmp_path):
-    """forward_equivalence keeps its torch-only script; it imports a file plugin by location too, and a plugin that
-    no longer imports is 2, not 1."""
+def test_the_torch_only_script_imports_a_file_plugin_by_path(tmp_path, capsys):
+    """A plugin's forward_equivalence item is re-judged by default; --standalone writes the torch-only script, which
+    imports a file plugin by location too, and a plugin that no longer imports is 2, not 1."""
     plugin = tmp_path / "my_plugin.py"
     write_plugin(plugin, BROKEN)
     spec = f"{plugin}:implementations"
     item = "layernorm[plug.half_centred-forward_equivalence-float32]"
     record(tmp_path / "results", load_path(spec), f"--impl-path {spec}", plugin_entry(("path", spec), tmp_path),
            (item,))
-    script = write_script(tmp_path / "results", item, tmp_path / "repro.py")
+    assert "normbench.rejudge" in write_script(tmp_path / "results", item, tmp_path / "auto.py").read_text()
+    script = write_script(tmp_path / "results", item, tmp_path / "repro.py", "--standalone")
     text = script.read_text()
     assert "spec_from_file_location" in text and "import_module(" not in text and "normbench.rejudge" not in text
     where = outside(tmp_path)
@@ -187,6 +188,17 @@ def test_the_torch_only_script_imports_a_file_plugin_by_path(tmp_path):
     proc = run_script(script, where)
     assert_status(proc, 2, "CANNOT RUN")
     assert "not_installed_anywhere" in proc.stdout and "REPRODUCED" not in proc.stdout
+    # a declaration the torch-only script does not restate is said, never judged wrongly
+    write_plugin(plugin, BROKEN.replace("from normbench import Implementation", "from normbench import Implementation"
+                                        "\nimport functools\nImplementation = functools.partial(Implementation, "
+                                        "param_dtype='float32')"))
+    proc = run_script(script, where)
+    assert_status(proc, 2, "CANNOT RUN")
+    assert "param_dtype='float32'" in proc.stdout and "--with-normbench" in proc.stdout
+    # outside the checks it covers, --standalone is refused with the reason
+    assert main(["repro", "batchnorm[torch.nn.BatchNorm1d-constant_rows-train-float16]", "--results-dir",
+                 str(ROOT / "results"), "--standalone"]) == 2
+    assert "no torch-only script for family 'batchnorm', check 'constant_rows'" in capsys.readouterr().err
 
 
 def test_module_plugin(tmp_path, monkeypatch):

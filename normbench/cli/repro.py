@@ -2,15 +2,16 @@
 
 Every failing item (verdict fail, or a declared known failure) of every check and family gets one. Two kinds:
 
-- standalone, torch only (families layernorm and rmsnorm, checks forward_equivalence, gradient_equivalence and
-  weight_gradient_reduction): it rebuilds the recorded counterexample's input exactly as
-  normbench.inputs.make_input does (shape, value domain, seed), the affine parameters as
-  normbench.checks.base.randomize_module does, runs the module, computes the float64 truth inline (the formulas of
-  NORMS.md, differentiated by autograd in float64) and prints the measured error against the spec's tolerance,
-  copied into the script, beside the error the record holds;
-- re-judging, with normbench installed (every other item, or any item with --with-normbench): it imports the plugin
-  the way the run was given it (a module, a file by path, an entry point by group and name), rebuilds the plan
-  item and judges it with normbench's own code (normbench.rejudge).
+- standalone, torch only (torch's built-in LayerNorm and RMSNorm modules and functions, checks forward_equivalence,
+  gradient_equivalence and weight_gradient_reduction; a plugin's item of those checks with --standalone): it
+  rebuilds the recorded counterexample's input exactly as normbench.inputs.make_input does (shape, value domain,
+  seed), the affine parameters as normbench.checks.base.randomize_module does, runs the module, computes the
+  float64 truth inline (the formulas of NORMS.md, differentiated by autograd in float64) and prints the measured
+  error against the spec's tolerance, copied into the script, beside the error the record holds;
+- re-judging, with normbench installed (every other item, a plugin's included, since the code that judged it
+  honours every Implementation declaration; or any item with --with-normbench): it imports the plugin the way the
+  run was given it (a module, a file by path, an entry point by group and name), rebuilds the plan item and judges
+  it with normbench's own code (normbench.rejudge).
 
 Both exit 1 only when the item fails again ("REPRODUCED"), 0 when it passes here, and 2 ("CANNOT RUN", with the
 reason) when it could not run: a plugin that does not import never reads as reproduced.
@@ -80,14 +81,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR,
                         help=f"results folder (default: {DEFAULT_RESULTS_DIR})")
     parser.add_argument("-o", "--output", help="write the script here (default: print it)")
-    parser.add_argument("--with-normbench", action="store_true",
-                        help="write the script that re-judges the item with normbench even where a torch-only "
-                             "script exists")
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument("--with-normbench", action="store_const", dest="kind", const="normbench",
+                      help="write the script that re-judges the item with normbench even where a torch-only "
+                           "script is the default")
+    kind.add_argument("--standalone", action="store_const", dest="kind", const="standalone",
+                      help="write the torch-only script for a plugin's item of the checks it covers (it restates "
+                           "the plain Implementation contract only)")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        script = repro_script(args.item, Path(args.results_dir), with_normbench=args.with_normbench)
+        script = repro_script(args.item, Path(args.results_dir), kind=args.kind or "auto")
     except ReproError as exc:
         print(f"normbench repro: {exc}", file=sys.stderr)
         return 2
@@ -164,11 +169,20 @@ def stable_seed(*parts: object) -> int:
 
 # -- the script ----------------------------------------------------------------------------------------------
 
-def repro_script(item: str, results_dir: Path, with_normbench: bool = False) -> str:
-    """The script for `item`: the torch-only one where it exists (unless `with_normbench`), else the re-judging
-    one."""
+def repro_script(item: str, results_dir: Path, kind: str = "auto") -> str:
+    """The script for `item`. `kind` "auto": the torch-only one for a torch built-in it covers, else the re-judging
+    one; "normbench": the re-judging one; "standalone": the torch-only one, refused where it cannot reproduce."""
     outcome, record = find_outcome(item, results_dir)
-    if not with_normbench and standalone_reason(outcome) is None:
+    reason = standalone_reason(outcome)
+    if kind == "standalone":
+        if reason is not None:
+            raise ReproError(f"item {item!r}: no torch-only script for {reason} (it covers families "
+                             f"{', '.join(SUPPORTED_FAMILIES)} with checks {', '.join(SUPPORTED_CHECKS)}, eager, "
+                             "from a recorded counterexample); the default script re-judges it with normbench")
+        return standalone_script(item, outcome, record)
+    builtin = outcome.get("implementation") in TORCH_BUILTINS and _source(outcome, record).endswith(
+        f"({BUILTIN_SOURCE})")
+    if kind == "auto" and reason is None and builtin:
         return standalone_script(item, outcome, record)
     return rejudge_script(item, outcome, record)
 
@@ -468,12 +482,20 @@ def load():
     IMPLEMENTATION = next((i for i in found if getattr(i, "name", None) == $name), None)
     if IMPLEMENTATION is None:
         raise LookupError(f"the plugin no longer provides an implementation named {$name!r}")
+    # What this script does not restate would be judged wrongly here: said, never guessed at.
+    unrestated = [f"{key}={getattr(IMPLEMENTATION, key)!r}" for key, plain in
+                  (("layout", "spec"), ("param_dtype", None), ("params", None), ("bias", True))
+                  if getattr(IMPLEMENTATION, key, plain) != plain]
+    if unrestated:
+        raise NotImplementedError(f"{$name} declares {', '.join(unrestated)}, which this torch-only script does not "
+                                  "restate; `normbench repro --with-normbench` writes the script that re-judges it")
     WEIGHT_ATTR, BIAS_ATTR = IMPLEMENTATION.weight_attr, IMPLEMENTATION.bias_attr
     WEIGHT_OFFSET, TIME_MAJOR = float(IMPLEMENTATION.weight_offset), IMPLEMENTATION.token_layout == "TBC"
 
 
 def build_module(num_features, eps, affine):
-    return IMPLEMENTATION.factory(num_features, eps=eps, affine=affine)
+    # the implementation's own build: the parameters its factory takes (without fixed ones, affine where optional)
+    return IMPLEMENTATION.build(num_features, {**PARAMS, "eps": eps, "affine": affine})
 ''')
 
 #: normbench.inputs._domain_values for per-token layouts, one branch per domain
