@@ -54,9 +54,11 @@ from pathlib import Path
 from typing import Any
 
 from normbench import wire
+from normbench.child_outcomes import IMPORT_CHANGES, death, with_findings
 from normbench.implementation import Implementation, ImplementationError
 from normbench.registry import ENTRY_POINT_GROUP, PluginError, PluginUnavailable, Registry, with_source
 from normbench.remote.judge import JUDGED_IN, TRUSTED_FALLBACK, judge_trusted, trusted
+from normbench.triton_failures import import_failure_reason, set_interpreter_environment
 
 #: a plugin source: ("entry_point", name, value) or ("path", "module:attr")
 Source = tuple[str, ...]
@@ -184,16 +186,17 @@ def _load_source(source: Source, origin: str) -> list[Implementation | PluginUna
         return _resolve(matches[0].load(), source_label(source))
     target, sep, attr = source[1].rpartition(":")
     if sep and (target.endswith(".py") or "/" in target or "\\" in target) and not os.path.isabs(target):
-        # relative to the folder the run was started from, not the child's own working folder
-        return load_path(f"{os.path.join(origin, target)}:{attr}")
+        # relative to the folder the run was started from, not the child's own working folder; labelled as given,
+        # since the source is the parent's label (with_source), which names the path the user wrote
+        found = load_path(f"{os.path.join(origin, target)}:{attr}")
+        return [dataclasses.replace(i, source=source_label(source)) if isinstance(i, Implementation) else i
+                for i in found]
     return load_path(source[1])
 
 
 def _interpreter_environment(limits: Limits) -> None:
     # Before the plugin's source is imported: @triton.jit reads TRITON_INTERPRET when it decorates a kernel.
     if limits.triton_interpret:
-        from normbench.triton_interpret import set_interpreter_environment
-
         set_interpreter_environment()
 
 
@@ -217,10 +220,6 @@ def _discover_child(conn: Connection, source: Source, limits: Limits, output: st
         from normbench.registry import _message
 
         wire.send(conn, ("error", _message(exc), traceback.format_exc()[-4000:]))
-
-
-#: the outcome metric that lists what the implementation's import changed (normbench.judge_guard.import_changes)
-IMPORT_CHANGES = "import_time_changes"
 
 
 def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str, Any], profile: str,
@@ -279,7 +278,7 @@ def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str
         spec = specs[family]
         prop = next(p for p in spec.properties if p.name == prop_name)
         if impl is None or at_import.blocking:
-            wire.send(conn, ("outcome", _with_findings({"verdict": "error", "summary": load_error}, findings), False))
+            wire.send(conn, ("outcome", with_findings({"verdict": "error", "summary": load_error}, findings), False))
             continue
         if variant not in prepared:
             # Dynamo / Inductor / the ONNX exporter import and register lazily on first use, which the fingerprint
@@ -306,7 +305,7 @@ def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str
             outcome.update(verdict="error", observed=None, metrics={}, counterexample=None,
                            summary=f"implementation {name!r} changed the judge or torch's global state, so no "
                                    f"verdict of this process can be trusted: {_listing(changed)}")
-        wire.send(conn, ("outcome", _with_findings(outcome, findings), bool(changed)))
+        wire.send(conn, ("outcome", with_findings(outcome, findings), bool(changed)))
         if changed:
             return
 
@@ -314,14 +313,6 @@ def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str
 def _listing(changes: list[str], most: int = 8) -> str:
     more = f" (and {len(changes) - most} more)" if len(changes) > most else ""
     return "; ".join(changes[:most]) + more
-
-
-def _with_findings(outcome: dict[str, Any], findings: list[str]) -> dict[str, Any]:
-    """Every outcome of an implementation whose import changed torch carries the list (a copy: the child's own is
-    not the plugin's to edit)."""
-    if findings:
-        outcome["metrics"] = {**(outcome.get("metrics") or {}), IMPORT_CHANGES: list(findings)}
-    return outcome
 
 
 # -- the parent side --------------------------------------------------------------------------------------------
@@ -400,19 +391,6 @@ def _signal_name(number: int) -> str:
         return str(number)
 
 
-def _death(process: multiprocessing.process.BaseProcess) -> str:
-    process.join(5)
-    code = process.exitcode
-    if code is None:
-        return "its process stopped answering"
-    if code < 0:
-        try:
-            return f"its process was killed by signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"its process was killed by signal {-code}"
-    return f"its process exited with code {code}"
-
-
 def _excerpt(path: Path, keep: int) -> str:
     """The head and tail of what a child printed, never more than `keep` characters in memory."""
     try:
@@ -481,7 +459,7 @@ class _Child:
             self.kill()
             return "protocol", str(exc)
         except (EOFError, OSError, BrokenPipeError):
-            return "died", _death(self.process)
+            return "died", death(self.process)
 
     def kill(self) -> None:
         # The whole process group: what the plugin started goes too (the child leads its group, _own_process_group).
@@ -588,8 +566,6 @@ def discover_isolated(paths: Iterable[str] = (), families: Mapping[str, Any] | N
 
 
 def _interpreter_import_failure(traceback_text: str, message: str) -> str | None:
-    from normbench.triton_interpret import import_failure_reason
-
     return import_failure_reason(traceback_text, message)
 
 
