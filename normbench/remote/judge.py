@@ -30,6 +30,7 @@ TRUSTED_CHECKS = frozenset({
     "constant_rows", "dtype_preservation", "pack_pad_equivalence", "init_scaling", "leading_ranks",
     "normalization_statistics", "stateful_trajectory", "batch_invariance", "determinism", "frozen_parameters",
     "gradient_layout", "repeated_use", "masked_backward", "residual_identity", "fused_residual",
+    "parameter_updates", "nonfinite_containment", "gradcheck",
 })
 #: where an outcome's verdict was computed, in its metrics, and why an item of a trusted check was not
 JUDGED_IN = "judged_in"
@@ -44,9 +45,10 @@ def judge_trusted(sandbox: Sandbox, family: str, prop_name: str, mode: str, dtyp
                   timeout: float) -> tuple[str, Any]:
     """("outcome", fields) computed here, or the sandbox's own statuses: ("timeout", None), ("died", why),
     ("protocol", what), and ("fallback", why) for an item the protocol cannot carry."""
+    from normbench.child_outcomes import death as _death
+    from normbench.child_outcomes import with_findings as _with_findings
     from normbench.remote.proxy import ChildLost, Session, Unmirrored, remote_implementation
     from normbench.runner import PlanItem, judge
-    from normbench.sandbox import _death, _with_findings
 
     child = sandbox.child
     assert child is not None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
+import weakref
 from collections.abc import Iterator, Mapping
 from multiprocessing.connection import Connection
 from typing import Any
@@ -27,7 +28,7 @@ from torch import nn
 from normbench import wire
 from normbench.implementation import Implementation
 from normbench.remote import tensors as wire_tensors
-from normbench.remote.server import PARAMS_BIAS, PARAMS_WEIGHT, raise_remote
+from normbench.remote.server import PARAMS_BIAS, PARAMS_WEIGHT, _same, _snapshot, raise_remote
 
 
 class ChildLost(BaseException):  # noqa: N818 - not an Exception: no check's `except Exception` may swallow it
@@ -53,11 +54,17 @@ class Session:
         self.deadline = deadline
         self.calls = itertools.count()
         self.requests = 0
+        #: calls whose graph the trusted side dropped: the plugin's side may drop theirs (said with the next request;
+        #: a finalizer may run in the middle of another request, so it never writes to the pipe itself)
+        self.released: list[int] = []
 
     def request(self, message: dict[str, Any], tensors: list[torch.Tensor | None] = (),  # type: ignore[assignment]
                 keep_strides: bool = False) -> tuple[dict[str, Any], list[torch.Tensor | None]]:
         self.requests += 1
         where = f"its reply to {message.get('op')!r}"
+        if self.released:
+            message = {**message, "release": self.released}
+            self.released = []
         try:
             wire_tensors.send(self.conn, message, tensors, keep_strides)
             if not self.conn.poll(max(0.0, self.deadline - time.monotonic())):
@@ -79,6 +86,13 @@ class Session:
         if not isinstance(body, dict):
             raise ChildLost("protocol", f"{where}: a reply without a body")
         return body, received
+
+
+def _version(t: torch.Tensor) -> int:
+    try:
+        return t._version
+    except RuntimeError:  # an inference tensor keeps no version counter
+        return -1
 
 
 def _name(remote: str) -> str:
@@ -194,11 +208,29 @@ class RemoteModule(nn.Module):
         yield from self._buffers.items()  # type: ignore[misc]
 
     def _mark_synced(self) -> None:
-        object.__setattr__(self, "_synced", {n: _identity(t) for n, t in self._local_tensors()})
+        object.__setattr__(self, "_synced", {n: _snapshot(t) for n, t in self._local_tensors()})
+        object.__setattr__(self, "_versions", {n: _version(t) for n, t in self._local_tensors()})
+
+    def _bumped(self, dirty: list[str]) -> list[str]:
+        """Of the dirty tensors, those written by an in-place op (their version moved): written the same way over
+        there. The others were written through ``.data`` (gradcheck's perturbations), which a graph that saved them
+        does not notice: over there too."""
+        versions = self._versions
+        tensors = dict(self._local_tensors())
+        return [n for n in dirty if versions.get(n) != _version(tensors[n])]
 
     def _dirty(self) -> list[str]:
+        """What differs from what the plugin's side holds, bitwise: versions are not enough (gradcheck perturbs
+        its inputs through ``.data``, which bumps no version counter)."""
         synced = self._synced
-        return [n for n, t in self._local_tensors() if synced.get(n) != _identity(t)]
+        return [n for n, t in self._local_tensors() if n not in synced or not _same(t, synced[n])]
+
+    def _replaced(self, dirty: list[str]) -> list[str]:
+        """Of the dirty tensors, those a check replaced by another object (``module.weight = nn.Parameter(...)``):
+        replaced over there too, so a module that kept a reference to the old one is caught as it would be here."""
+        synced = self._synced
+        tensors = dict(self._local_tensors())
+        return [n for n in dirty if n in synced and synced[n][0] != id(tensors[n])]
 
     # -- what a check does to a module --------------------------------------------------------------------
 
@@ -262,14 +294,6 @@ class RemoteModule(nn.Module):
             pass
 
 
-def _identity(t: torch.Tensor) -> tuple[int, int, Any, tuple[int, ...]]:
-    try:
-        version = t._version
-    except RuntimeError:
-        version = -1
-    return id(t), version, t.dtype, tuple(t.shape)
-
-
 class _Call:
     """One forward request, and the backward of the same call."""
 
@@ -291,6 +315,8 @@ class _Call:
         dirty = module._dirty()
         tensors = dict(module._local_tensors())
         message = {"op": "call", "handle": module._handle, "call": self.id, "set": [module._remote[n] for n in dirty],
+                   "replace": [module._remote[n] for n in module._replaced(dirty)],
+                   "bump": [module._remote[n] for n in module._bumped(dirty)],
                    "requires_grad": {module._remote[n]: bool(p.requires_grad) for n, p in zip(
                        self.param_names, params, strict=True)},
                    "input_requires_grad": [bool(needs[i]) if needs is not None else False
@@ -347,6 +373,7 @@ class _RemoteFunction(torch.autograd.Function):
         needs = list(ctx.needs_input_grad[1:])
         inputs, params = list(tensors[:call.n_inputs]), list(tensors[call.n_inputs:])
         outputs = call.run(inputs, params, needs=needs)
+        weakref.finalize(ctx, call.module._session.released.append, call.id)
         ctx.call = call
         ctx.needs = needs
         ctx.shapes = [tuple(t.shape) for t in tensors]

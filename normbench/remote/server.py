@@ -24,8 +24,9 @@ from normbench.remote import tensors as wire_tensors
 
 #: the declared paths under which a ``params=`` declaration's γ and β are mirrored (no attribute reaches them)
 PARAMS_WEIGHT, PARAMS_BIAS = "params()[0]", "params()[1]"
-#: forward calls whose graphs the child keeps for a later backward (a check differentiates the latest few)
-KEPT_CALLS = 32
+#: forward calls whose graphs the child keeps for a later backward: the trusted side releases each one its own graph
+#: dropped (gradcheck differentiates a forward after hundreds of numerical ones); this bounds a leak, not a check
+KEPT_CALLS = 4096
 
 
 def _named_state(module: nn.Module) -> dict[str, tuple[str, torch.Tensor]]:
@@ -57,13 +58,18 @@ def _same_grad(grad: torch.Tensor | None, held: tuple[int, torch.Tensor | None])
     return _same(grad, (held[0], held[1]))
 
 
-def _set_tensor(module: nn.Module, name: str, value: torch.Tensor) -> None:
+def _set_tensor(module: nn.Module, name: str, value: torch.Tensor, replace: bool = False, bump: bool = True
+                ) -> None:
     owner_path, _, attr = name.rpartition(".")
     owner = module.get_submodule(owner_path) if owner_path else module
     current = getattr(owner, attr)
     with torch.no_grad():
-        if current.dtype == value.dtype and current.shape == value.shape and not current.is_inference():
-            current.copy_(value.to(current.device))
+        if replace and isinstance(current, nn.Parameter):
+            setattr(owner, attr, nn.Parameter(value.to(current.device), requires_grad=current.requires_grad))
+        elif replace:
+            setattr(owner, attr, value.to(current.device))
+        elif current.dtype == value.dtype and current.shape == value.shape and not current.is_inference():
+            (current if bump else current.data).copy_(value.to(current.device))
         elif isinstance(current, nn.Parameter):
             current.data = value.to(current.device)
         else:
@@ -103,6 +109,8 @@ class Server:
     def handle(self, conn: Connection, envelope: Any) -> None:
         message, received = wire_tensors.frames(conn, envelope, "the trusted process's request")
         op = message.get("op") if isinstance(message, Mapping) else None
+        for call in message.get("release", ()) if isinstance(message, Mapping) else ():
+            self.calls.pop(call, None)
         try:
             if op == "hello":
                 reply, out = {"findings": self.findings, "load_error": self.load_error}, []
@@ -203,9 +211,10 @@ class Server:
     def _write(self, module: nn.Module, message: Mapping[str, Any], received: list[torch.Tensor | None]) -> int:
         """Write what the trusted process changed, and the requires-grad flags; the count of tensors used."""
         sync = list(message["set"])
+        replace, bump = set(message.get("replace") or ()), set(message.get("bump") or ())
         for name, value in zip(sync, received[:len(sync)], strict=True):
             assert value is not None
-            _set_tensor(module, name, value)
+            _set_tensor(module, name, value, replace=name in replace, bump=name in bump)
         named = _named_state(module)
         held = self.held[id(module)]
         for name in sync:
