@@ -16,6 +16,7 @@ from normbench.sandbox import Limits, SandboxPool, discover_isolated
 from normbench.spec import load_specs
 
 PROPERTIES = "float32 and (shift_invariance or scale_invariance)"
+FOUR_PROPERTIES = "float32 and (shift_invariance or scale_invariance or forward_equivalence or batch_independence)"
 
 
 def _paths(*names: str) -> list[str]:
@@ -77,9 +78,10 @@ def test_a_run_whose_forkserver_is_stopped_or_killed_ends_with_each_attacker_an_
 
 def test_a_child_that_kills_its_xdist_worker_costs_its_own_implementation_only(tmp_path):
     results = tmp_path / "results"
-    # One restart: the killer's second item ends the run's last spare worker, and xdist stops the run with the
-    # sibling's items queued behind it never sent anywhere.
-    proc = run_suite("-n", "2", "--max-worker-restart", "1", "--results-dir", str(results), "-k", PROPERTIES,
+    # xdist sends each worker two of the killer's four items first (its initial batch) and the sibling's four only
+    # as items complete; with no restart allowed, the first lost worker stops the run, and the sibling's items,
+    # queued behind the killer's, are never sent anywhere.
+    proc = run_suite("-n", "2", "--max-worker-restart", "0", "--results-dir", str(results), "-k", FOUR_PROPERTIES,
                      *_paths("run_enders.kills_worker", "run_enders.sibling"), timeout=600)
     assert proc.returncode == 1, proc.stdout[-3000:]
     record = _record(results)
@@ -87,7 +89,8 @@ def test_a_child_that_kills_its_xdist_worker_costs_its_own_implementation_only(t
     assert killer and all(o["verdict"] == "error" for o in killer), killer
     assert any("crashed while running" in o["summary"] for o in killer)
     sibling = _outcomes(record, "run_enders.sibling")
-    assert len(sibling) == 2 and {o["verdict"] for o in sibling} == {"pass"}, [o["summary"] for o in sibling]
+    assert len(sibling) == 4 and {o["verdict"] for o in sibling} == {"pass"}, [o["summary"] for o in sibling]
+    assert "judged 4 items in the controller that a lost xdist worker never reported" in proc.stdout
     assert "INTERNALERROR" not in proc.stdout + proc.stderr
 
 
