@@ -8,9 +8,13 @@ name does not match test_*.py), one item per plan entry, named with the stable t
 
 Fail closed (issue 7): every item is judged in a sandbox process (normbench.sandbox), so a crash, exit,
 hang or state change of one implementation is an ``error`` of that implementation's item and nothing else;
-every selected item that ends without an outcome (a lost xdist worker, an interrupted run) is recorded as an
-error that says so; every planned item that this run did not select is recorded as ``unjudged``, so an
-implementation is said to conform only when its whole plan was judged and met the spec.
+every selected item that a lost xdist worker never reported is judged by the controller at the end (except the
+items of the implementation the worker was judging), and any item still without an outcome is an error that
+says so (an interrupted run keeps the stored outcome of an item it never ran, marked ``stale``); every planned
+item that this run did not select is recorded as ``unjudged``, so an implementation is said to conform only when
+its whole plan was judged and met the spec. Before records are written, every process a plugin started is ended
+(normbench.strays), and the record is sealed with the run's secret and checked when read back
+(normbench.record_seal).
 """
 
 from __future__ import annotations
