@@ -6,7 +6,7 @@ own memory only (never in the environment, a file or an argument: the forkserver
 started by exec and never see it), and writes beside every record it stores a seal: the HMAC-SHA256 of the
 record's name and exact bytes. Whenever the run reads a record it wrote back (to render the leaderboard), it
 checks the seal against the very bytes it parses, so a record rewritten after the parent wrote it is refused with
-an error naming the file. A later process holds no key: to it a seal proves nothing (see README, isolation).
+an error naming the file. A later process holds no key: to it a seal proves nothing (see docs/isolation.md).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ orphan among its descendants is re-parented to it instead of to init, so it stay
 `end_plugin_processes` kills every descendant outside the run's session before the records are written.
 
 Elsewhere (no /proc, no subreaper) `end_plugin_processes` finds nothing: the process-group kill is all there is
-(README, isolation).
+(docs/isolation.md).
 """
 
 from __future__ import annotations

@@ -136,7 +136,7 @@ def _build_onnxruntime(module: nn.Module, example: torch.Tensor, pass_name: str,
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    # Spinning worker threads steal a shared machine's cores from each other (see README, benchmarks); follow the
+    # Spinning worker threads steal a shared machine's cores from each other (see docs/benchmarks.md); follow the
     # same wait policy torch's OpenMP threads were given.
     passive = os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
     options.add_session_config_entry("session.intra_op.allow_spinning", "0" if passive else "1")

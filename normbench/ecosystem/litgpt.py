@@ -5,7 +5,7 @@
 path). With add_unit_offset=True γ = 1 + weight (declared weight_offset=1); note that 1 + weight is added in the
 parameter's dtype, before the cast to float32. Its LayerNorm is torch.nn.LayerNorm itself (config.norm_class).
 
-litgpt is installed with `pip install --no-deps` (see README): its metadata pins huggingface-hub < 1.4, which
+litgpt is installed with `pip install --no-deps` (see docs/ecosystem.md): its metadata pins huggingface-hub < 1.4, which
 transformers 5 cannot share; `litgpt.model` needs lightning, jsonargparse and psutil (in the ecosystem extra), and
 works with huggingface-hub 2. Importing it runs `litgpt/__init__.py` (lightning: ~10 s).
 """

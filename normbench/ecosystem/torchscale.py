@@ -3,8 +3,8 @@
 `torchscale.component.rms_norm` imports only torch. The DeepNorm blocks live in `torchscale.architecture`,
 which imports fairscale and timm (and timm imports torchvision): where those do not import, the blocks are one
 entry with the import error, and nothing is stubbed in their place. The distribution is installed with
-`pip install --no-deps` (README): its metadata pins timm==0.6.13, and timm pulls PyPI's torchvision, a CUDA build
-that breaks every transformers import beside the CPU torch.
+`pip install --no-deps` (docs/ecosystem.md): its metadata pins timm==0.6.13, and timm pulls PyPI's torchvision, a
+CUDA build that breaks every transformers import beside the CPU torch.
 """
 
 from __future__ import annotations

@@ -2,5 +2,5 @@
 `pytest --pyargs normbench.suite` or `normbench test` (and `pytest suite` in a clone of the repository).
 
 conformance.py is what normbench's pytest plugin collects; known_failures/ holds one YAML file per implementation
-(see README, *Known failures*).
+(see docs/known-failures.md).
 """
