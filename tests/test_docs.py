@@ -6,6 +6,7 @@ The mkdocs test skips, saying why, only where mkdocs is not installed (it is in 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import re
 import shutil
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from normbench.checks import CHECKS
+from normbench.implementation import Implementation
 
 ROOT = Path(__file__).resolve().parent.parent
 HAS_MKDOCS = importlib.util.find_spec("mkdocs") is not None
@@ -39,9 +41,9 @@ def unresolved_links(path: Path) -> list[str]:
             if not (path.parent / t.split("#", 1)[0]).exists()]
 
 
-def undocumented_checks(docs: str, names: list[str]) -> list[str]:
-    """The check names that have no table row (`| \\`name\\` |`) in the docs text."""
-    return [n for n in names if f"| `{n}` |" not in docs]
+def undocumented(docs: str, names: list[str]) -> list[str]:
+    """The names that begin no table row of the docs text (a row's first cell holds `name`, alone or with others)."""
+    return [n for n in names if not re.search(rf"^\|[^|\n]*`{re.escape(n)}`[^|\n]*\|", docs, re.M)]
 
 
 def mkdocs_build(config: Path, site: Path) -> subprocess.CompletedProcess[str]:
@@ -66,13 +68,21 @@ def test_the_link_checker_flags_a_missing_file_and_passes_a_present_one(tmp_path
 
 def test_every_registered_check_has_a_row_in_the_docs():
     docs = "\n".join((ROOT / "docs" / name).read_text(encoding="utf-8") for name in ("properties.md", "variants.md"))
-    missing = undocumented_checks(docs, sorted(CHECKS))
+    missing = undocumented(docs, sorted(CHECKS))
     assert not missing, f"checks with no row in docs/properties.md or docs/variants.md: {missing}"
 
 
-def test_the_check_row_rule_flags_a_missing_row():
-    docs = "| property | what |\n|---|---|\n| `forward_equivalence` | output vs the truth |\n"
-    assert undocumented_checks(docs, ["forward_equivalence", "gradcheck"]) == ["gradcheck"]
+def test_every_implementation_field_a_plugin_sets_has_a_row_in_the_plugin_page():
+    required_or_not_a_plugins = ("name", "family", "factory", "source")
+    fields = [f.name for f in dataclasses.fields(Implementation) if f.name not in required_or_not_a_plugins]
+    missing = undocumented((ROOT / "docs" / "plugins.md").read_text(encoding="utf-8"), fields)
+    assert not missing, f"Implementation fields with no row in docs/plugins.md: {missing}"
+
+
+def test_the_row_rule_flags_a_missing_row_and_one_named_only_in_prose():
+    docs = ("| property | what |\n|---|---|\n| `forward_equivalence` | output vs the truth |\n"
+            "| `ranks`, `hidden_multiple` | declared shapes |\n| `other` | unlike `gradcheck` |\nsee `gradcheck`\n")
+    assert undocumented(docs, ["forward_equivalence", "ranks", "hidden_multiple", "gradcheck"]) == ["gradcheck"]
 
 
 @needs_mkdocs
