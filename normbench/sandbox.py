@@ -228,7 +228,7 @@ def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str
 
     from normbench.judge_guard import fingerprint, import_changes, shield_lazy_modules, what_changed
     from normbench.remote.server import Server
-    from normbench.remote.tensors import is_envelope
+    from normbench.remote.tensors import is_envelope, spill_folder
     from normbench.runner import PlanItem, error_outcome, judge
 
     _own_process_group()
@@ -259,7 +259,8 @@ def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str
                       f"on, so none of its items can be judged: {_listing(at_import.blocking)}. "
                       + " ".join(at_import.reasons))
     # The trusted process's requests for the items it judges itself (normbench.remote): build, set, call, grad.
-    server = Server(None if load_error is not None or at_import.blocking else impl, load_error, findings)
+    server = Server(None if load_error is not None or at_import.blocking else impl, load_error, findings,
+                    spill_folder(output))
     prepared = {"eager"}
     while True:
         try:

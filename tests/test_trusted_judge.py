@@ -111,3 +111,39 @@ def test_a_header_that_lies_about_its_bytes_is_a_protocol_error():
     wire.send(a, {"message": {}, "tensors": [["object", [1], None]]})
     with pytest.raises(ProtocolError, match="dtype 'object'"):
         wire_tensors.receive(b, "test")
+
+
+def test_a_large_tensor_travels_through_a_spill_file_that_is_gone_once_read(tmp_path):
+    import multiprocessing
+
+    a, b = multiprocessing.Pipe()
+    big = torch.randn(1024, 256)  # 1 MiB: over SPILL_BYTES
+    wire_tensors.send(a, {}, [big, torch.ones(3)], spill=tmp_path)
+    assert len(list(tmp_path.iterdir())) == 1
+    _, (got, small) = wire_tensors.receive(b, "test", spill=tmp_path)
+    assert torch.equal(got, big) and torch.equal(small, torch.ones(3)) and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/passwd", "0" * 31, 7])
+def test_a_spill_file_is_only_ever_a_random_name_inside_the_receivers_own_folder(tmp_path, name):
+    import multiprocessing
+
+    from normbench import wire
+
+    a, b = multiprocessing.Pipe()
+    wire.send(a, {"message": {}, "tensors": [["float32", [4], None, name]]})
+    with pytest.raises(ProtocolError, match="spill file this side does not accept"):
+        wire_tensors.receive(b, "test", spill=tmp_path)
+
+
+def test_a_spill_file_of_the_wrong_size_is_a_protocol_error_and_is_removed(tmp_path):
+    import multiprocessing
+
+    from normbench import wire
+
+    a, b = multiprocessing.Pipe()
+    (tmp_path / ("a" * 32)).write_bytes(b"\0" * 8)
+    wire.send(a, {"message": {}, "tensors": [["float32", [4], None, "a" * 32]]})
+    with pytest.raises(ProtocolError, match="8 bytes where its header declares 16"):
+        wire_tensors.receive(b, "test", spill=tmp_path)
+    assert not list(tmp_path.iterdir())

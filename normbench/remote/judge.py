@@ -18,6 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from normbench import wire
+from normbench.remote import tensors as wire_tensors
 
 if TYPE_CHECKING:
     from normbench.sandbox import Sandbox
@@ -47,25 +48,29 @@ def judge_trusted(sandbox: Sandbox, family: str, prop_name: str, mode: str, dtyp
     ("protocol", what), and ("fallback", why) for an item the protocol cannot carry."""
     from normbench.child_outcomes import death as _death
     from normbench.child_outcomes import with_findings as _with_findings
-    from normbench.remote.proxy import ChildLost, Session, Unmirrored, remote_implementation
+    from normbench.remote.proxy import ChildLost, Session, Unmirrored, drop_all, remote_implementation
     from normbench.runner import PlanItem, judge
 
     child = sandbox.child
     assert child is not None
-    session = Session(child.conn, child.process.is_alive, time.monotonic() + timeout)
+    session = Session(child.conn, child.process.is_alive, time.monotonic() + timeout,
+                      wire_tensors.spill_folder(sandbox.output))
     spec = sandbox.specs[family]
     prop = next(p for p in spec.properties if p.name == prop_name)
     view, factory = remote_implementation(sandbox.impl, session, tuple(spec.state))
     try:
-        hello, _ = session.request({"op": "hello"})
+        # once per judging process: what its import changed, or why it has no implementation
+        hello = getattr(child, "trusted_hello", None)
+        if hello is None:
+            hello, _ = session.request({"op": "hello"})
+            child.trusted_hello = hello  # type: ignore[attr-defined]
         findings = [wire.text(f, "an import finding", 2000) for f in hello.get("findings") or []][:64]
         load_error = hello.get("load_error")
         if load_error is not None:
             return "outcome", _with_findings({"verdict": "error", "summary": wire.text(load_error, "the load error"),
                                               "metrics": {}}, findings)
         outcome = judge(PlanItem(spec, view, prop, mode, dtype, device, "eager"), sandbox.profile).as_dict()
-        for module in factory.built:
-            module.drop()
+        drop_all(factory.built)
     except ChildLost as lost:
         if lost.status == "timeout":
             child.kill()
@@ -75,8 +80,7 @@ def judge_trusted(sandbox: Sandbox, family: str, prop_name: str, mode: str, dtyp
         child.kill()
         return "protocol", lost.detail
     except Unmirrored as exc:
-        for module in factory.built:
-            module.drop()
+        drop_all(factory.built)
         return "fallback", str(exc)
     fields = {k: outcome[k] for k in ("verdict", "observed", "summary", "metrics", "counterexample", "duration_s")
               if k in outcome}

@@ -10,9 +10,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import multiprocessing
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from normbench import wire
 from normbench.implementation import Implementation
@@ -40,10 +43,11 @@ def _serve(conn: multiprocessing.connection.Connection, server: Server) -> None:
 def remote_view(impl: Implementation, spec: Spec) -> Iterator[Implementation]:
     """`impl` as the trusted judge sees it, its modules served from a thread of this process."""
     ours, theirs = multiprocessing.Pipe()
-    thread = threading.Thread(target=_serve, args=(theirs, Server(impl, None, [])), daemon=True,
+    spill = Path(tempfile.mkdtemp(prefix="normbench-loopback-"))
+    thread = threading.Thread(target=_serve, args=(theirs, Server(impl, None, [], spill)), daemon=True,
                               name=f"normbench-loopback-{impl.name}")
     thread.start()
-    session = Session(ours, thread.is_alive, time.monotonic() + NO_DEADLINE_S)
+    session = Session(ours, thread.is_alive, time.monotonic() + NO_DEADLINE_S, spill)
     view, _ = remote_implementation(impl, session, tuple(spec.state))
     try:
         yield dataclasses.replace(view)
@@ -52,3 +56,4 @@ def remote_view(impl: Implementation, spec: Spec) -> Iterator[Implementation]:
         thread.join(10)
         ours.close()
         theirs.close()
+        shutil.rmtree(spill, ignore_errors=True)

@@ -20,6 +20,7 @@ import time
 import weakref
 from collections.abc import Iterator, Mapping
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -48,8 +49,9 @@ class Unmirrored(BaseException):  # noqa: N818 - not an Exception: the item fall
 class Session:
     """One connection to a plugin's process, with the deadline of the item being judged."""
 
-    def __init__(self, conn: Connection, process_alive: Any, deadline: float) -> None:
+    def __init__(self, conn: Connection, process_alive: Any, deadline: float, spill: Path | None = None) -> None:
         self.conn = conn
+        self.spill = spill
         self.alive = process_alive
         self.deadline = deadline
         self.calls = itertools.count()
@@ -57,6 +59,7 @@ class Session:
         #: calls whose graph the trusted side dropped: the plugin's side may drop theirs (said with the next request;
         #: a finalizer may run in the middle of another request, so it never writes to the pipe itself)
         self.released: list[int] = []
+        self.pending: list[dict[str, Any]] = []
 
     def request(self, message: dict[str, Any], tensors: list[torch.Tensor | None] = (),  # type: ignore[assignment]
                 keep_strides: bool = False) -> tuple[dict[str, Any], list[torch.Tensor | None]]:
@@ -65,11 +68,15 @@ class Session:
         if self.released:
             message = {**message, "release": self.released}
             self.released = []
+        if self.pending:
+            # what needs no reply (a mode switch) goes with the next request, done over there before it
+            message = {**message, "before": self.pending}
+            self.pending = []
         try:
-            wire_tensors.send(self.conn, message, tensors, keep_strides)
+            wire_tensors.send(self.conn, message, tensors, keep_strides, self.spill)
             if not self.conn.poll(max(0.0, self.deadline - time.monotonic())):
                 raise ChildLost("timeout", "no reply within the item's time limit")
-            reply, received = wire_tensors.receive(self.conn, where)
+            reply, received = wire_tensors.receive(self.conn, where, self.spill)
         except wire.ProtocolError as exc:
             raise ChildLost("protocol", str(exc)) from None
         except (EOFError, OSError) as exc:
@@ -248,7 +255,7 @@ class RemoteModule(nn.Module):
                          "carried to the plugin's process")
 
     def train(self, mode: bool = True) -> RemoteModule:
-        self._session.request({"op": "train", "handle": self._handle, "mode": bool(mode)})
+        self._session.pending.append({"op": "train", "handle": self._handle, "mode": bool(mode)})
         self.training = bool(mode)
         return self
 
@@ -288,10 +295,17 @@ class RemoteModule(nn.Module):
         return result
 
     def drop(self) -> None:
-        try:
-            self._session.request({"op": "drop", "handle": self._handle})
-        except (ChildLost, RuntimeError):
-            pass
+        drop_all([self])
+
+
+def drop_all(modules: list[RemoteModule]) -> None:
+    """Free these modules over there, in one request (an item builds a dozen)."""
+    if not modules:
+        return
+    try:
+        modules[0]._session.request({"op": "drop", "handles": [m._handle for m in modules]})
+    except (ChildLost, RuntimeError):
+        pass
 
 
 class _Call:

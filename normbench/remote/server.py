@@ -14,6 +14,7 @@ import traceback
 from collections import OrderedDict
 from collections.abc import Mapping
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -94,8 +95,10 @@ def _exactly_tensors(out: Any) -> tuple[list[torch.Tensor] | None, str]:
 class Server:
     """Modules built for the trusted process, by handle, and the forward calls kept for their backward."""
 
-    def __init__(self, impl: Implementation | None, load_error: str | None, findings: list[str]) -> None:
+    def __init__(self, impl: Implementation | None, load_error: str | None, findings: list[str],
+                 spill: Path | None = None) -> None:
         self.impl = impl
+        self.spill = spill
         self.load_error = load_error
         self.findings = findings
         self.modules: dict[int, nn.Module] = {}
@@ -107,11 +110,13 @@ class Server:
     # -- replies ------------------------------------------------------------------------------------------
 
     def handle(self, conn: Connection, envelope: Any) -> None:
-        message, received = wire_tensors.frames(conn, envelope, "the trusted process's request")
+        message, received = wire_tensors.frames(conn, envelope, "the trusted process's request", self.spill)
         op = message.get("op") if isinstance(message, Mapping) else None
         for call in message.get("release", ()) if isinstance(message, Mapping) else ():
             self.calls.pop(call, None)
         try:
+            for early in message.get("before", ()) if isinstance(message, Mapping) else ():
+                getattr(self, f"_op_{early['op']}")(early, [])
             if op == "hello":
                 reply, out = {"findings": self.findings, "load_error": self.load_error}, []
             elif self.impl is None:
@@ -119,13 +124,14 @@ class Server:
             else:
                 reply, out = getattr(self, f"_op_{op}")(message, received)
         except ImplementationError as exc:
-            wire_tensors.send(conn, {"error": ["ImplementationError", str(exc), ""]})
+            wire_tensors.send(conn, {"error": ["ImplementationError", str(exc), ""]}, spill=self.spill)
             return
         except BaseException as exc:  # noqa: BLE001 - plugin code: SystemExit, KeyboardInterrupt included
             frames = "".join(traceback.format_list(traceback.extract_tb(exc.__traceback__)[-3:])).rstrip()
-            wire_tensors.send(conn, {"error": [type(exc).__name__, str(exc)[:20_000], frames[-4000:]]})
+            wire_tensors.send(conn, {"error": [type(exc).__name__, str(exc)[:20_000], frames[-4000:]]},
+                              spill=self.spill)
             return
-        wire_tensors.send(conn, {"ok": reply}, out)
+        wire_tensors.send(conn, {"ok": reply}, out, spill=self.spill)
 
     def _listing(self, module: nn.Module, state_names: list[str]) -> tuple[dict[str, Any], list[torch.Tensor]]:
         """Every parameter and buffer (name, kind, requires_grad) with its value, and which of them the declaration
@@ -196,11 +202,12 @@ class Server:
         return {}, []
 
     def _op_drop(self, message: Mapping[str, Any], _: list[torch.Tensor | None]) -> tuple[dict[str, Any], list]:
-        module = self.modules.pop(int(message["handle"]), None)
-        if module is not None:
-            self.held.pop(id(module), None)
-        for call in [c for c, (h, _, _) in self.calls.items() if h == int(message["handle"])]:
-            del self.calls[call]
+        for handle in message["handles"]:
+            module = self.modules.pop(int(handle), None)
+            if module is not None:
+                self.held.pop(id(module), None)
+            for call in [c for c, (h, _, _) in self.calls.items() if h == int(handle)]:
+                del self.calls[call]
         return {}, []
 
     def _op_sync(self, message: Mapping[str, Any], received: list[torch.Tensor | None]
