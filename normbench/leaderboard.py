@@ -13,14 +13,11 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
 
-# The store knows nothing of publishing, so this import goes one way only (no circle through results.py).
 from normbench.compare import ULP_DEFINITION
-from normbench.results import ForgedRecord, scan_records
 from normbench.verdicts import NOT_CONFORMING, status_of
 
 LEGEND = ("✓ expectation met (H: property holds, V: property violated, as the spec requires) · "
@@ -619,21 +616,3 @@ def _sources(records: list[dict[str, Any]]) -> dict[str, str]:
             if o.get("implementation") and o.get("source"):
                 sources.setdefault(o["implementation"], str(o["source"]))
     return sources
-
-
-def write_leaderboard(results_dir: Path, formats: Iterable[str] | None = None,
-                      sealed: dict[Path, bytes] | None = None) -> Path:
-    """Render every stored record under results_dir into LEADERBOARD.md and friends; returns the markdown path.
-    Records this normbench cannot read are refused (listed in the leaderboard), never misread. `sealed` maps the
-    records the calling run wrote to its key (normbench.record_seal): one whose bytes are not what that run sealed
-    is refused too, and after rendering, ForgedRecord is raised naming every such file."""
-    # publish/ builds on this module's tables, so it is imported when rendering, not when this module loads
-    from normbench.publish import publish_all
-
-    records, errors = scan_records(Path(results_dir), sealed)
-    board = build_leaderboard(records, refused=errors)
-    written = publish_all(board, Path(results_dir), formats)
-    forged = [str(e) for e in errors if isinstance(e, ForgedRecord)]
-    if forged:
-        raise ForgedRecord("; ".join(forged), problems=forged)
-    return next((p for p in written if p.suffix == ".md"), Path(results_dir) / "LEADERBOARD.md")

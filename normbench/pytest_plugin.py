@@ -766,7 +766,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         config._normbench_written = write_fallback(record)  # type: ignore[attr-defined]
         return
     config._normbench_written = path  # type: ignore[attr-defined]
-    from normbench.leaderboard import write_leaderboard
+    from normbench.publish import write_leaderboard
 
     try:
         # the leaderboard reads this run's record back: refused, naming the file, unless it is what was sealed

@@ -20,7 +20,7 @@ the next writer. `validate_results_dir` finds a folder that cannot be written, o
 before a run judges anything, and `write_fallback` keeps a record that could not be stored.
 
 This module writes records and knows nothing of how they are shown: callers render the leaderboard
-(`normbench.leaderboard.write_leaderboard`) after storing.
+(`normbench.publish.write_leaderboard`) after storing.
 """
 
 from __future__ import annotations
@@ -608,7 +608,7 @@ def store_record(results_dir: Path, record: dict[str, Any], key: bytes | None = 
 def store_conformance(results_dir: Path, record: dict[str, Any], key: bytes | None = None) -> Path:
     """Store a conformance record (each implementation it names replaces that implementation's older outcomes);
     returns the file, sealed with the run's `key` when given. Rendering is the caller's:
-    `normbench.leaderboard.write_leaderboard(results_dir)`."""
+    `normbench.publish.write_leaderboard(results_dir)`."""
     if record.get("kind") != "conformance":
         raise ResultsError(f"store_conformance: a conformance record is expected, not {record.get('kind')!r}")
     path, _ = store_record(Path(results_dir), record, key)

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from normbench.checks.base import Skip
+from normbench.skip import Skip
 
 VARIANTS = ("eager", "compile", "export")
 DEFAULT_VARIANT = "eager"

@@ -7,8 +7,8 @@ import csv
 import pytest
 from test_results_leaderboard import records
 
-from normbench.leaderboard import build_leaderboard, write_leaderboard
-from normbench.publish import PUBLISHERS, publish_all
+from normbench.leaderboard import build_leaderboard
+from normbench.publish import PUBLISHERS, publish_all, write_leaderboard
 from normbench.publish._format import cell
 from normbench.results import store_record
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from test_suite_runner import ROOT, run_suite
 
-from normbench.leaderboard import write_leaderboard
+from normbench.publish import write_leaderboard
 from normbench.record_seal import new_key, seal_path
 from normbench.results import (
     ForgedRecord,

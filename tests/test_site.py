@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from test_results_leaderboard import outcome, records
 
-from normbench.leaderboard import Machine, build_leaderboard, write_leaderboard
-from normbench.publish import publish_all
+from normbench.leaderboard import Machine, build_leaderboard
+from normbench.publish import publish_all, write_leaderboard
 from normbench.publish.machine_labels import machine_labels, relabel
 from normbench.publish.site import family_page, implementation_page
 from normbench.publish.site_summary import LEAD_FAMILIES

@@ -24,33 +24,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from torch import nn
 
+from normbench.bench.claim_result import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ClaimResult
 from normbench.bench.harness import BenchCase, peak_memory_bytes, prepare
 from normbench.bench.timer import Timing, measure
 from normbench.bench.variants_bench import ORT_PASSES, VariantUnavailable, build_variant, check_variant
-from normbench.results import utc_now
-
-HOLDS, DOES_NOT_HOLD, INCONCLUSIVE = "holds here", "does not hold here", "inconclusive here"
-
-
-@dataclass
-class ClaimResult:
-    id: str
-    claim: str
-    source: str
-    measured: str
-    verdict: str
-    device: str
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "threads": torch.get_num_threads(), "measured_utc": utc_now()}
 
 
 def _interleaved(fns: dict[str, Callable[[], Any]], device: str, repeats: int, budget_s: float) -> dict[str, Timing]:

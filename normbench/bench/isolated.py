@@ -116,8 +116,8 @@ class _ChildState:
     def prepare(self, fields: dict[str, Any], threads: int, budget: float, schedule: dict[str, Any] | None,
                 crosscheck: bool, steady_malloc: bool = True) -> dict[str, Any]:
         from normbench.bench.allocator import pin_malloc
+        from normbench.bench.crosscheck import Interleaver
         from normbench.bench.harness import prepare
-        from normbench.bench.pytest_plugin import Interleaver
         from normbench.bench.timer import GpuRoundSetup, calibrate
 
         if steady_malloc:
@@ -302,7 +302,7 @@ def _bench_child(conn: Any, source: tuple[str, ...], name: str, specs: Mapping[s
 
                 wire.send(conn, ["ok", peak_memory_bytes(state.prepared.fn, state.case.device)])
             elif verb == "crosscheck":
-                from normbench.bench.pytest_plugin import crosscheck
+                from normbench.bench.crosscheck import crosscheck
 
                 wire.send(conn, ["ok", crosscheck(state.prepared.fn, state.case.device, state.schedule, args[0])])
             else:

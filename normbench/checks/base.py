@@ -21,7 +21,9 @@ from torch import nn
 from normbench.compare import Comparison, TermScale, compare
 from normbench.implementation import Implementation, ImplementationError
 from normbench.inputs import Case, make_input
+from normbench.skip import Skip
 from normbench.spec import PropertySpec, Spec, Tolerance
+from normbench.variants import apply_variant
 
 #: hypothesis settings per profile (chosen with --profile or NORMBENCH_PROFILE).
 PROFILES: dict[str, dict[str, Any]] = {
@@ -32,10 +34,6 @@ PROFILES: dict[str, dict[str, Any]] = {
 #: under a deployment variant (compile, export) each drawn shape class costs a compilation or an export, so the
 #: ci profile draws fewer examples there (issue 10); dev and thorough keep theirs.
 VARIANT_MAX_EXAMPLES = {"ci": 1}
-
-
-class Skip(Exception):  # noqa: N818 - reads as `raise Skip("reason")`
-    """Raised by a check when it does not apply (e.g. no float64 path); becomes a pytest skip."""
 
 
 class Undeclared(Skip):
@@ -216,8 +214,6 @@ class CheckContext:
         if randomize:
             randomize_module(self.impl, self.spec, module, seed if seed is not None else self.seed)
         module.train(self.training if training is None else training)
-        from normbench.variants import apply_variant  # variants imports Skip from here
-
         return apply_variant(module, self.variant if variant is None else variant)
 
     def reference(self, module: nn.Module, num_features: int, params: dict[str, Any] | None = None) -> nn.Module:

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from normbench.bench.allocator import pin_malloc
     from normbench.bench.claims import run_claims
     from normbench.bench.roofline import cpu_threads_available
-    from normbench.leaderboard import write_leaderboard
+    from normbench.publish import write_leaderboard
     from normbench.results import claims_record, store_record
 
     if args.device == "cuda" and not torch.cuda.is_available():

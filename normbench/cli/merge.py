@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     for path in written:
         print(f"  wrote {path}")
     if not args.no_render:
-        from normbench.leaderboard import write_leaderboard
+        from normbench.publish import write_leaderboard
 
         print(f"leaderboard: {write_leaderboard(into)}")
     return 0
