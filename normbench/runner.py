@@ -30,8 +30,6 @@ from normbench.variants import (
     variant_judges,
 )
 
-VERDICTS = ("pass", "fail", "error", "skip", "report", "xfail", "unjudged")
-
 
 @dataclass(frozen=True)
 class PlanItem:

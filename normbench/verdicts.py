@@ -1,7 +1,7 @@
 """One verdict vocabulary, said the same way by the terminal, LEADERBOARD.md / .html / CSV, the site, the badges and
 the ranking (issue 20): every publisher asks this module, none compares verdict strings on its own.
 
-An item's outcome (normbench.runner.VERDICTS) falls in exactly one group, and every count is of these groups:
+An item's outcome falls in exactly one group, and every count is of these groups:
 
 - judged: ``pass``, ``fail``, ``xfail``, ``report`` (the property was measured against the spec);
 - skipped: ``skip`` (not applicable here, with the reason: no float64 path, no CUDA device, ...);
