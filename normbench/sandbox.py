@@ -628,7 +628,7 @@ class Sandbox:
         timeout, cause = item_time_limit(self.limits, self.impl, variant)
         check = next(p.check for p in self.specs[family].properties if p.name == prop)
         status, reply = "fallback", None
-        if trusted(check, variant):
+        if trusted(check, variant, device):
             status, reply = judge_trusted(self, family, prop, mode, dtype, device, timeout)
         fallback = reply if status == "fallback" else None
         if status == "fallback":

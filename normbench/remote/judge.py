@@ -38,8 +38,11 @@ JUDGED_IN = "judged_in"
 TRUSTED_FALLBACK = "trusted_fallback"
 
 
-def trusted(check: str, variant: str) -> bool:
-    return variant == "eager" and check in TRUSTED_CHECKS
+def trusted(check: str, variant: str, device: str = "cpu") -> bool:
+    """Whether this item is judged in the trusted process. CPU items only: tensors cross as host memory, and a
+    check on an accelerator combines the module's tensors with its own on that device (a CUDA item is judged
+    beside the plugin, as before, and says so)."""
+    return variant == "eager" and check in TRUSTED_CHECKS and device == "cpu"
 
 
 def judge_trusted(sandbox: Sandbox, family: str, prop_name: str, mode: str, dtype: str, device: str,
