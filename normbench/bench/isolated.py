@@ -77,9 +77,11 @@ def send_tensor(conn: Any, t: torch.Tensor) -> None:
     conn.send_bytes(_tensor_bytes(t))
 
 
-def receive_tensor(conn: Any, dtype: str | None, shape: tuple[int, ...], what: str) -> torch.Tensor:
+def receive_tensor(conn: Any, dtype: str | None, shape: tuple[int, ...], what: str,
+                   timeout: float | None = None) -> torch.Tensor:
     """A plain tensor of exactly `shape` and `dtype` (None: any floating dtype of _DTYPES), copied into memory the
-    sender cannot reach; ProtocolError otherwise."""
+    sender cannot reach; ProtocolError otherwise, TimeoutError when a part does not arrive within `timeout` s."""
+    _wait(conn, timeout, what)
     header = wire.receive(conn)
     if not (isinstance(header, list) and len(header) == 2 and header[1] == list(shape)
             and header[0] in _DTYPES and (dtype is None or header[0] == dtype)):
@@ -87,11 +89,21 @@ def receive_tensor(conn: Any, dtype: str | None, shape: tuple[int, ...], what: s
                                  f"header {str(header)[:120]}")
     dtype = header[0]
     nbytes = math.prod(shape) * torch.empty((), dtype=_DTYPES[dtype]).element_size()
-    data = conn.recv_bytes(max(nbytes, 1) + 1)
+    _wait(conn, timeout, what)
+    try:
+        data = conn.recv_bytes(max(nbytes, 1) + 1)
+    except OSError as exc:
+        raise wire.ProtocolError(f"{what}: more than the {nbytes} bytes of its header") from exc
     if len(data) != nbytes:
         raise wire.ProtocolError(f"{what}: {len(data)} bytes for a {dtype} tensor of shape {list(shape)} "
                                  f"({nbytes} expected)")
     return torch.frombuffer(bytearray(data), dtype=_DTYPES[dtype]).reshape(shape).clone()
+
+
+def _wait(conn: Any, timeout: float | None, what: str) -> None:
+    """A sender that stops halfway (a header and no bytes) must not block the trusted process forever."""
+    if timeout is not None and not conn.poll(timeout):
+        raise TimeoutError(f"{what}: nothing arrived within {timeout:g} s")
 
 
 def _permutation(seed: int, n: int) -> torch.Tensor:
@@ -203,11 +215,11 @@ class _ChildState:
             for _ in range(schedule.iterations - 1):
                 fn()
             t1 = clock()
-            first = out[0] if isinstance(out, tuple | list) else out
-            self.kept.append(first.detach() if isinstance(first, torch.Tensor) else torch.empty(0))
+            self.kept.append(out)  # read (and converted, for ONNX Runtime's arrays) after the block
             times.append((t1 - t0) / schedule.iterations)
             accounted += t1 - t0
         synchronize(device)
+        self.kept = [_first_tensor(out) for out in self.kept]
         if collecting:
             gc.enable()
         if cuda:
@@ -247,6 +259,18 @@ def _enter_and_load(source: tuple[str, ...], limits: Limits, output: str) -> lis
     if len(inspect.signature(sandbox._load_source).parameters) > 1:
         return sandbox._load_source(source, origin)  # type: ignore[call-arg]
     return sandbox._load_source(source)
+
+
+def _first_tensor(out: Any) -> torch.Tensor:
+    """The tensor a timed call's output is checked by: its first element (dx of the gradients, a fused norm's normed
+    output), as a tensor (ONNX Runtime returns an array); an empty tensor when there is none (the check then fails)."""
+    first = out[0] if isinstance(out, tuple | list) else out
+    if isinstance(first, torch.Tensor):
+        return first.detach()
+    try:
+        return torch.as_tensor(first)
+    except (TypeError, ValueError, RuntimeError):
+        return torch.empty(0)
 
 
 def _bench_child(conn: Any, source: tuple[str, ...], name: str, specs: Mapping[str, Any], limits: Limits,
@@ -413,8 +437,8 @@ class BenchChild:
 
     def _tensor(self, dtype: str | None, shape: tuple[int, ...], what: str) -> torch.Tensor:
         try:
-            return receive_tensor(self.child.conn, dtype, shape, what)
-        except (wire.ProtocolError, EOFError, OSError) as exc:
+            return receive_tensor(self.child.conn, dtype, shape, what, self.limits.item_timeout)
+        except (wire.ProtocolError, EOFError, OSError, TimeoutError) as exc:
             self.child.kill()
             raise BenchChildError(f"implementation {self.impl.name!r}: {what}: {exc}") from exc
 

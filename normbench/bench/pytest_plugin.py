@@ -2,17 +2,22 @@
 
 Opt-in on purpose: a plain `pytest suite` never loads this plugin, so it never collects suite/benchmarks/bench_*.py
 (those names do not match pytest's test_*.py) and stays fast. With the plugin, every case of the plan
-(normbench.bench.harness) becomes one pytest-benchmark test, timed with `benchmark.pedantic` on the schedule
-normbench calibrates (CPU: perf_counter; CUDA: CUDA events, L2 flushed before each round), so pytest-benchmark's
-JSON (`--benchmark-json`) is written as usual and `pytest-benchmark compare` works on it; normbench's own record
+(normbench.bench.harness) becomes one pytest-benchmark test. An implementation's case is timed in the
+implementation's own process (normbench.bench.isolated: this process never imports a plugin) on the schedule
+normbench calibrates (CPU: perf_counter; CUDA: CUDA events, L2 flushed before each round), checked against this
+process's clock and the float64 truth (normbench.bench.trust: a figure that fails is recorded `untrusted` and never
+ranked), and its rounds are replayed into `benchmark.pedantic` (ReplayClock); the harness's own copy is timed here.
+So pytest-benchmark's JSON (`--benchmark-json`) is written as usual and `pytest-benchmark compare` works on it;
+normbench's own record
 goes to <results-dir>/raw/<machine-id>/benchmark-<device>.json (./normbench-results unless --results-dir) and the
 leaderboard is re-rendered.
 
 Benchmarks refuse to run under pytest-xdist: workers would share the cores and memory bandwidth being measured.
 
 `--bench-variant compile|onnxruntime` (repeatable, beside the default eager) times every case also as deployed
-(normbench.bench.variants_bench); the build (compile, export) is paid once per case and session before anything is
-timed, and recorded as `build_s`. A variant that cannot be built is one skipped case with the reason.
+(normbench.bench.variants_bench); the build (compile, export) is paid once per case and pass (one implementation's
+process is alive at a time) before anything is timed, and recorded as `build_s`. A variant that cannot be built
+is one skipped case with the reason.
 
 `--bench-crosscheck` times each CPU case's table rounds interleaved with rounds of normbench's own loop and of
 torch.utils.benchmark's `Timer.timeit`, all on the table's schedule (the same calls per round): before each round
@@ -80,8 +85,8 @@ from normbench.bench.trust import (
     trusted,
     untrusted_reason,
 )
-from normbench.bench.variants_bench import VARIANTS, VariantUnavailable
-from normbench.implementation import ALL_DTYPES, ImplementationError
+from normbench.bench.variants_bench import VARIANTS
+from normbench.implementation import ALL_DTYPES
 from normbench.publish.terminal import bench_summary_lines
 from normbench.registry import Registry
 from normbench.sandbox import Limits, _scratch_dir, discover_isolated
@@ -179,8 +184,6 @@ class BenchSession:
         self.problems: list[str] = []
         self.done = 0
         self.variants = list(dict.fromkeys(opt.bench_variant)) or ["eager"]
-        #: built variants (compiled, exported) kept across the passes of --bench-rounds: built once per session
-        self.prepared: dict[str, Any] = {}
         #: --bench-crosscheck on a CPU: per case id, the other timers' samples of every pass so far
         self.interleavers: dict[str, Interleaver] = {}
         self.wait_policy = os.environ.get("OMP_WAIT_POLICY", "") or "unset"
@@ -359,16 +362,7 @@ class BenchSession:
         """The harness's own copy (no plugin code): timed by pytest-benchmark in this process."""
         torch.set_num_threads(self.threads)
         roofline = self.roofline(case.device)
-        impl = self.registry.implementations.get(case.implementation) if self.registry else None
-        try:
-            prepared = self.prepared.get(case.id) or prepare(case, impl, self.specs.get(case.family))
-        except ImplementationError as exc:
-            pytest.fail(str(exc), pytrace=False)
-        except VariantUnavailable as exc:
-            pytest.skip(f"{case.variant} variant of {case.implementation} ({case.dtype}, {case.pass_name}) cannot be "
-                        f"built: {exc}")
-        if case.variant != "eager" and self.passes > 1:
-            self.prepared[case.id] = prepared
+        prepared = prepare(case)
         budget = (self.budget or default_budget(case.device, self.crosscheck)) / self.passes
         schedule = self.schedules.get(case.id) or calibrate(prepared.fn, case.device, budget_s=budget)
         self.schedules[case.id] = schedule
