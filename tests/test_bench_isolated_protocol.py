@@ -77,3 +77,26 @@ def test_a_schedule_outside_calibrates_limits_is_refused():
             _schedule({**good, key: value})
     with pytest.raises(wire.ProtocolError, match="malformed schedule"):
         _schedule({**good, "extra": 1})
+
+
+@pytest.mark.parametrize("family, pass_name, applies", [
+    ("batchnorm", "forward", True),       # train mode: batch statistics only, whatever the running ones
+    ("batchnorm", "backward", True),
+    ("batchnorm", "inference", True),     # eval: the running statistics, which no eval call moves
+    ("powernorm", "forward", False),      # running statistics after its warm-up: every timed call moves them
+    ("powernorm", "inference", True),
+])
+def test_the_output_check_applies_where_one_truth_holds_for_every_round(family, pass_name, applies):
+    from normbench.bench.isolated import state_free_truth
+    from normbench.checks.base import load_reference
+    from normbench.spec import load_specs
+
+    spec = load_specs([], known_checks=None).specs[family]
+    shape = (8, 16, 4) if spec.layout.features_axis == 1 else (8, 4, 16)  # 16 features on the family's axis
+    ref = load_reference(spec)(16, **spec.default_params())
+    x = torch.randn(shape, dtype=torch.float64)
+    dy = torch.randn(shape, dtype=torch.float64) if pass_name == "backward" else None
+    truth = state_free_truth(ref, ref.state_dict(), spec.state, pass_name, x, dy)
+    assert (truth is not None) == applies
+    if applies:
+        assert truth.shape == shape and torch.isfinite(truth).all()
