@@ -331,17 +331,21 @@ def test_transformers_discovery_accounts_for_every_class(tmp_path, monkeypatch):
     monkeypatch.setenv("NORMBENCH_CACHE_DIR", str(tmp_path))
     entries = hf.entries()
     candidates, _, timings = hf.load_classifications()
-    assert timings["cached"] and len(entries) == len(candidates) >= 250
+    # 187 classes in transformers 5.0.0 (the lowest the extra allows), 319 in 5.25.0
+    assert timings["cached"] and len(entries) == len(candidates) >= 180
     by_name = {e.name: e for e in entries}
     assert {e.status for e in entries} <= {"judged", "copy", "not judged"}
     assert all(e.reason for e in entries if e.status == "not judged")
     llama = by_name["transformers.LlamaRMSNorm"]
     assert llama.status == "judged" and llama.declaration["affine"] == "always"
-    assert by_name["transformers.Qwen2RMSNorm"].declaration == {"same as": "transformers.LlamaRMSNorm"}
+    qwen2 = by_name["transformers.Qwen2RMSNorm"]  # Llama's copy in 5.25.0; in 5.0.0 its source differs, not its math
+    assert qwen2.declaration == {"same as": "transformers.LlamaRMSNorm"} or \
+        {k: v for k, v in qwen2.declaration.items() if k != "note"} == \
+        {k: v for k, v in llama.declaration.items() if k != "note"}
     assert by_name["transformers.T5LayerNorm"].family == "rmsnorm"
     assert by_name["transformers.NemotronLayerNorm1P"].declaration["weight_offset"] == 1.0
     assert mixed_precision_dtype(llama.implementation) == "float32 parameters, float16 input -> float32 output"
-    assert sum(e.status == "judged" for e in entries) >= 25
+    assert sum(e.status == "judged" for e in entries) >= 20  # 21 representatives in 5.0.0, 32 in 5.25.0
 
 
 def _judged_of(adapter) -> dict[str, Implementation]:

@@ -34,7 +34,7 @@ from normbench.implementation import Implementation
 
 LIBRARY = "transformers"
 #: bump when the classification rules change, so a stale cache is not reused
-CLASSIFIER_VERSION = 5
+CLASSIFIER_VERSION = 6
 #: norm classes by name: ...Norm, ...Norm1P, ...Norm2d, ...NormGated, and the norms named with a further suffix
 #: (StableLmLayerNormPerHead, Qwen2_5_OmniAdaLayerNormZero, BitGroupNormActivation, PatchTSMixerNormLayer,
 #: Phi4MultimodalAudioMeanVarianceNormLayer); not "...ConvNormLayer" (a convolution followed by a norm) nor the
@@ -311,10 +311,23 @@ WELL_KNOWN = ("LlamaRMSNorm", "T5LayerNorm", "MambaRMSNorm", "Qwen2RMSNorm", "Ge
               "CohereLayerNorm", "OlmoLayerNorm", "NemotronLayerNorm1P")
 
 
+def _names_a_family(name: str) -> bool:
+    try:
+        _family(name)
+    except NotJudged:
+        return False
+    return True
+
+
 def _representatives(candidates: list[Candidate]) -> dict[str, Candidate]:
-    """One class per source hash: a well-known name, else one from a hand-written (not generated) file, by name."""
+    """One class per source hash: a well-known name, else one whose name gives a family, else one from a
+    hand-written (not generated) file, by name.
+
+    A name that gives no family must not stand for its copies: in transformers 5.0.0 NanoChatRMSNorm is a copy
+    of Llama4TextL2Norm, and with the L2Norm first by name the whole group was "no family", unjudged."""
     reps: dict[str, Candidate] = {}
-    for c in sorted(candidates, key=lambda c: (c.name not in WELL_KNOWN, c.generated, c.name, c.module)):
+    for c in sorted(candidates, key=lambda c: (c.name not in WELL_KNOWN, not _names_a_family(c.name), c.generated,
+                                               c.name, c.module)):
         reps.setdefault(c.source_hash, c)
     return reps
 
