@@ -31,3 +31,14 @@ def death(process: multiprocessing.process.BaseProcess) -> str:
         except ValueError:
             return f"its process was killed by signal {-code}"
     return f"its process exited with code {code}"
+
+
+def listing(changes: list[str], most: int = 8) -> str:
+    """What changed, the first `most` of it."""
+    more = f" (and {len(changes) - most} more)" if len(changes) > most else ""
+    return "; ".join(changes[:most]) + more
+
+
+def tampering_summary(name: str, changes: list[str]) -> str:
+    return (f"implementation {name!r} changed the judge or torch's global state, so no verdict of this process can "
+            f"be trusted: {listing(changes)}")

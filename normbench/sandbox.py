@@ -54,7 +54,8 @@ from pathlib import Path
 from typing import Any
 
 from normbench import wire
-from normbench.child_outcomes import IMPORT_CHANGES, death, with_findings
+from normbench.child_outcomes import IMPORT_CHANGES, death, tampering_summary, with_findings
+from normbench.child_outcomes import listing as _listing
 from normbench.implementation import Implementation, ImplementationError
 from normbench.registry import ENTRY_POINT_GROUP, PluginError, PluginUnavailable, Registry, with_source
 from normbench.remote.judge import JUDGED_IN, TRUSTED_FALLBACK, judge_trusted, trusted
@@ -260,7 +261,7 @@ def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str
                       + " ".join(at_import.reasons))
     # The trusted process's requests for the items it judges itself (normbench.remote): build, set, call, grad.
     server = Server(None if load_error is not None or at_import.blocking else impl, load_error, findings,
-                    spill_folder(output))
+                    spill_folder(output), verify=lambda: what_changed(before, fingerprint()))
     prepared = {"eager"}
     while True:
         try:
@@ -304,16 +305,10 @@ def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str
         changed = what_changed(before, fingerprint())
         if changed:
             outcome.update(verdict="error", observed=None, metrics={}, counterexample=None,
-                           summary=f"implementation {name!r} changed the judge or torch's global state, so no "
-                                   f"verdict of this process can be trusted: {_listing(changed)}")
+                           summary=tampering_summary(name, changed))
         wire.send(conn, ("outcome", with_findings(outcome, findings), bool(changed)))
         if changed:
             return
-
-
-def _listing(changes: list[str], most: int = 8) -> str:
-    more = f" (and {len(changes) - most} more)" if len(changes) > most else ""
-    return "; ".join(changes[:most]) + more
 
 
 # -- the parent side --------------------------------------------------------------------------------------------
@@ -639,13 +634,13 @@ class Sandbox:
             if harm is not None:
                 self.child.kill()
                 status, reply = "forkserver", harm
-            elif status == "outcome" and reply.get("verdict") == "fail" and substitute_ops:
-                self._second_judging(reply, (family, prop, mode, dtype, device, variant), substitute_ops, timeout)
+            elif status == "outcome" and reply[0].get("verdict") == "fail" and substitute_ops:
+                self._second_judging(reply[0], (family, prop, mode, dtype, device, variant), substitute_ops, timeout)
         elapsed = time.perf_counter() - start
         self.spent += elapsed
         printed = _excerpt(self.output, self.limits.output_excerpt)
         if status == "outcome":
-            outcome, tainted, status = reply, False, "judged"
+            (outcome, tainted), status = reply, "judged"
         elif status == "reply":
             try:
                 outcome, tainted = wire.outcome(reply)

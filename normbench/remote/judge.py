@@ -47,9 +47,11 @@ def trusted(check: str, variant: str, device: str = "cpu") -> bool:
 
 def judge_trusted(sandbox: Sandbox, family: str, prop_name: str, mode: str, dtype: str, device: str,
                   timeout: float) -> tuple[str, Any]:
-    """("outcome", fields) computed here, or the sandbox's own statuses: ("timeout", None), ("died", why),
+    """("outcome", (fields, tainted)) computed here (tainted: the plugin's process changed torch's global state, so
+    it is replaced), or the sandbox's own statuses: ("timeout", None), ("died", why),
     ("protocol", what), and ("fallback", why) for an item the protocol cannot carry."""
     from normbench.child_outcomes import death as _death
+    from normbench.child_outcomes import tampering_summary
     from normbench.child_outcomes import with_findings as _with_findings
     from normbench.remote.proxy import ChildLost, Session, Unmirrored, drop_all, remote_implementation
     from normbench.runner import PlanItem, judge
@@ -70,10 +72,14 @@ def judge_trusted(sandbox: Sandbox, family: str, prop_name: str, mode: str, dtyp
         findings = [wire.text(f, "an import finding", 2000) for f in hello.get("findings") or []][:64]
         load_error = hello.get("load_error")
         if load_error is not None:
-            return "outcome", _with_findings({"verdict": "error", "summary": wire.text(load_error, "the load error"),
-                                              "metrics": {}}, findings)
+            return "outcome", (_with_findings({"verdict": "error", "summary": wire.text(load_error, "the load error"),
+                                               "metrics": {}}, findings), False)
         outcome = judge(PlanItem(spec, view, prop, mode, dtype, device, "eager"), sandbox.profile).as_dict()
-        drop_all(factory.built)
+        # Freed, and asked what the calls changed of torch's global state, in one request: a module that leaves
+        # grad mode off or replaces a torch function is an error, as when it was judged beside its module.
+        session.pending.append({"op": "drop", "handles": [m._handle for m in factory.built]})
+        verified, _ = session.request({"op": "verify"})
+        changed = [wire.text(c, "a change", 500) for c in verified.get("changed") or []][:64]
     except ChildLost as lost:
         if lost.status == "timeout":
             child.kill()
@@ -88,4 +94,7 @@ def judge_trusted(sandbox: Sandbox, family: str, prop_name: str, mode: str, dtyp
     fields = {k: outcome[k] for k in ("verdict", "observed", "summary", "metrics", "counterexample", "duration_s")
               if k in outcome}
     fields["metrics"] = {**(fields.get("metrics") or {}), JUDGED_IN: "trusted process"}
-    return "outcome", _with_findings(fields, findings)
+    if changed:
+        fields.update(verdict="error", observed=None, metrics={JUDGED_IN: "trusted process"}, counterexample=None,
+                      summary=tampering_summary(sandbox.impl.name, changed))
+    return "outcome", (_with_findings(fields, findings), bool(changed))

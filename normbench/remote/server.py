@@ -12,7 +12,7 @@ from __future__ import annotations
 import builtins
 import traceback
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -96,9 +96,11 @@ class Server:
     """Modules built for the trusted process, by handle, and the forward calls kept for their backward."""
 
     def __init__(self, impl: Implementation | None, load_error: str | None, findings: list[str],
-                 spill: Path | None = None) -> None:
+                 spill: Path | None = None, verify: Callable[[], list[str]] | None = None) -> None:
         self.impl = impl
         self.spill = spill
+        #: what the plugin changed of torch's global state (or normbench) since its import: asked after each item
+        self.verify = verify
         self.load_error = load_error
         self.findings = findings
         self.modules: dict[int, nn.Module] = {}
@@ -119,6 +121,8 @@ class Server:
                 getattr(self, f"_op_{early['op']}")(early, [])
             if op == "hello":
                 reply, out = {"findings": self.findings, "load_error": self.load_error}, []
+            elif op == "verify":
+                reply, out = {"changed": self.verify() if self.verify is not None else []}, []
             elif self.impl is None:
                 raise ImplementationError(self.load_error or "the implementation did not load")
             else:
