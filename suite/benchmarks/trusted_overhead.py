@@ -46,7 +46,7 @@ def main(names: list[str]) -> int:
             for prop, mode, dtype in items:
                 verdicts = {}
                 for way, pool in pools.items():
-                    sandbox.trusted = trusted_path if way == "trusted" else (lambda check, variant: False)
+                    sandbox.trusted = trusted_path if way == "trusted" else (lambda *_: False)
                     start = time.perf_counter()
                     verdicts[way] = pool.judge(impl, impl.family, prop, mode, dtype, "cpu")["verdict"]
                     spent[way] += time.perf_counter() - start
