@@ -39,14 +39,24 @@ def send(conn: Connection, message: Any) -> None:
     conn.send_bytes(json.dumps(message, default=_plain, allow_nan=True).encode())
 
 
+#: the first bytes of a message of normbench.remote.tensors (a JSON header and the tensors' bytes after it)
+TENSOR_MAGIC = b"NBT1"
+
+
+class TensorMessage(bytes):
+    """A tensor message, undecoded: normbench.remote.tensors parses and checks it."""
+
+
 def receive(conn: Connection, limit: int = MAX_MESSAGE_BYTES) -> Any:
-    """The next message as plain data; ProtocolError when it is too large or not JSON."""
+    """The next message as plain data (or a `TensorMessage`); ProtocolError when it is too large or not JSON."""
     try:
         data = conn.recv_bytes(limit)
     except OSError as exc:
         if "too long" in str(exc) or "bad message length" in str(exc):
             raise ProtocolError(f"a message over the {limit >> 20} MiB limit") from exc
         raise
+    if data[:4] == TENSOR_MAGIC:
+        return TensorMessage(data)
     try:
         return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:

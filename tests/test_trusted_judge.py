@@ -98,18 +98,31 @@ def test_strides_survive_when_asked_and_the_copy_is_private():
     assert torch.equal(base, torch.arange(12.0).reshape(3, 4))
 
 
-def test_a_header_that_lies_about_its_bytes_is_a_protocol_error():
-    import multiprocessing
+def _raw(tensors, payload=b""):
+    """A tensor message as a hostile sender would write it by hand."""
+    import json
 
     from normbench import wire
 
+    head = json.dumps({"message": {}, "tensors": tensors}).encode()
+    return wire.TENSOR_MAGIC + len(head).to_bytes(4, "little") + head + payload
+
+
+def test_a_header_that_lies_about_its_bytes_is_a_protocol_error():
+    import multiprocessing
+
     a, b = multiprocessing.Pipe()
-    wire.send(a, {"message": {}, "tensors": [["float32", [4], None]]})
-    a.send_bytes(b"\0" * 8)  # 2 floats where 4 are declared
-    with pytest.raises(ProtocolError, match="8 bytes where its header declares 16"):
+    a.send_bytes(_raw([["float32", [4], None]], b"\0" * 8))  # 2 floats where 4 are declared
+    with pytest.raises(ProtocolError, match="8 bytes left where its header declares 16"):
         wire_tensors.receive(b, "test")
-    wire.send(a, {"message": {}, "tensors": [["object", [1], None]]})
+    a.send_bytes(_raw([["float32", [1], None]], b"\0" * 12))
+    with pytest.raises(ProtocolError, match="8 bytes after the last tensor"):
+        wire_tensors.receive(b, "test")
+    a.send_bytes(_raw([["object", [1], None]]))
     with pytest.raises(ProtocolError, match="dtype 'object'"):
+        wire_tensors.receive(b, "test")
+    a.send_bytes(b'{"message": {}, "tensors": []}')
+    with pytest.raises(ProtocolError, match="not a normbench tensor message"):
         wire_tensors.receive(b, "test")
 
 
@@ -128,10 +141,9 @@ def test_a_large_tensor_travels_through_a_spill_file_that_is_gone_once_read(tmp_
 def test_a_spill_file_is_only_ever_a_random_name_inside_the_receivers_own_folder(tmp_path, name):
     import multiprocessing
 
-    from normbench import wire
 
     a, b = multiprocessing.Pipe()
-    wire.send(a, {"message": {}, "tensors": [["float32", [4], None, name]]})
+    a.send_bytes(_raw([["float32", [4], None, name]]))
     with pytest.raises(ProtocolError, match="spill file this side does not accept"):
         wire_tensors.receive(b, "test", spill=tmp_path)
 
@@ -139,11 +151,10 @@ def test_a_spill_file_is_only_ever_a_random_name_inside_the_receivers_own_folder
 def test_a_spill_file_of_the_wrong_size_is_a_protocol_error_and_is_removed(tmp_path):
     import multiprocessing
 
-    from normbench import wire
 
     a, b = multiprocessing.Pipe()
     (tmp_path / ("a" * 32)).write_bytes(b"\0" * 8)
-    wire.send(a, {"message": {}, "tensors": [["float32", [4], None, "a" * 32]]})
+    a.send_bytes(_raw([["float32", [4], None, "a" * 32]]))
     with pytest.raises(ProtocolError, match="8 bytes where its header declares 16"):
         wire_tensors.receive(b, "test", spill=tmp_path)
     assert not list(tmp_path.iterdir())

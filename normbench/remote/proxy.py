@@ -185,7 +185,7 @@ class RemoteModule(nn.Module):
                     local.copy_(value)
                 else:
                     local.data = value
-        self._mark_synced()
+        self._mark_synced([_name(str(n)) for n in changed])
 
     def _tensor(self, remote_name: str) -> torch.Tensor:
         local = _name(remote_name)
@@ -214,9 +214,16 @@ class RemoteModule(nn.Module):
         yield from self._parameters.items()  # type: ignore[misc]
         yield from self._buffers.items()  # type: ignore[misc]
 
-    def _mark_synced(self) -> None:
-        object.__setattr__(self, "_synced", {n: _snapshot(t) for n, t in self._local_tensors()})
-        object.__setattr__(self, "_versions", {n: _version(t) for n, t in self._local_tensors()})
+    def _mark_synced(self, names: list[str] | None = None) -> None:
+        """Record what the plugin's side now holds: every tensor, or only `names` (those just sent or received)."""
+        if names is None:
+            object.__setattr__(self, "_synced", {n: _snapshot(t) for n, t in self._local_tensors()})
+            object.__setattr__(self, "_versions", {n: _version(t) for n, t in self._local_tensors()})
+            return
+        tensors = dict(self._local_tensors())
+        for n in names:
+            self._synced[n] = _snapshot(tensors[n])
+            self._versions[n] = _version(tensors[n])
 
     def _bumped(self, dirty: list[str]) -> list[str]:
         """Of the dirty tensors, those written by an in-place op (their version moved): written the same way over
@@ -342,7 +349,7 @@ class _Call:
             message["op"] = "sync"
         sent = [tensors[n].detach() for n in dirty] + [t.detach() for t in inputs]
         body, received = module._session.request(message, sent, keep_strides=True)
-        module._mark_synced()
+        module._mark_synced(dirty)
         if self.sync_only:
             return []
         outputs = received[:len(body["differentiable"])]

@@ -48,9 +48,11 @@ def _same(t: torch.Tensor, held: tuple[int, torch.Tensor]) -> bool:
     if id(t) != ident or t.dtype != value.dtype or t.shape != value.shape:
         return False
     a, b = t.detach(), value
-    if a.dtype.is_floating_point or a.dtype.is_complex:  # bitwise: NaN equals NaN, -0.0 differs from 0.0
-        a, b = a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8)
-    return bool(torch.equal(a, b))
+    if torch.equal(a, b):  # the common case, one call (+0.0 and -0.0 read as the same here, harmlessly)
+        return True
+    if a.dtype.is_floating_point or a.dtype.is_complex:  # bitwise: NaN equals NaN
+        return bool(torch.equal(a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8)))
+    return False
 
 
 def _same_grad(grad: torch.Tensor | None, held: tuple[int, torch.Tensor | None]) -> bool:

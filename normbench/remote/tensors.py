@@ -17,6 +17,7 @@ handle, BUGS.md's calling contexts), shipped as the span of storage they cover.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -35,11 +36,14 @@ from normbench import wire
 DTYPES: dict[str, torch.dtype] = {str(d).removeprefix("torch."): d for d in (
     torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int16,
     torch.int8, torch.uint8, torch.bool, torch.complex64, torch.complex128)}
+_ITEMSIZE = {d: torch.empty((), dtype=d).element_size() for d in DTYPES.values()}
 #: the most tensor bytes either side accepts in one message (a kernel-threshold case is (65537, 64) float64 = 34 MB)
 MAX_TENSOR_BYTES = 1 << 30
 MAX_RANK = 8
-#: tensors at least this large travel through a spill file instead of the pipe
+#: tensors at least this large travel through a spill file instead of the pipe, and a message carries at most
+#: MAX_INLINE_BYTES of tensors itself (it stays under normbench.wire's message limit)
 SPILL_BYTES = 256 << 10
+MAX_INLINE_BYTES = 2 << 20
 _SPILL_NAME = re.compile(r"[0-9a-f]{32}")
 #: the spill folder beside a judging child's output file (normbench.sandbox), the same path on both sides
 SPILL_FOLDER = "tensors"
@@ -86,27 +90,32 @@ def payload(t: torch.Tensor, keep_strides: bool = False) -> memoryview:
 
 def send(conn: Connection, message: Any, tensors: Sequence[torch.Tensor | None] = (),
          keep_strides: bool = False, spill: Path | None = None) -> None:
-    """`message` (plain data) with its tensors: the header lists each tensor's layout (None for a missing one);
-    large ones are written to a file of `spill` first, named in their header."""
+    """`message` (plain data) with its tensors, in one write: the magic, the JSON header's length, the header (each
+    tensor's layout, None for a missing one) and the tensors' bytes. Large ones, and whatever would take the
+    message past MAX_INLINE_BYTES, are written to a file of `spill` instead, named in their header. One write
+    means one wake-up of the other process: a write per tensor cost two or three."""
     heads: list[Any] = []
-    frames_out: list[memoryview] = []
+    inline: list[memoryview] = []
+    size = 0
     for t in tensors:
         if t is None:
             heads.append(None)
             continue
         head, data = header(t, keep_strides), payload(t, keep_strides)
-        if spill is not None and data.nbytes >= SPILL_BYTES:
+        if spill is not None and (data.nbytes >= SPILL_BYTES or size + data.nbytes > MAX_INLINE_BYTES):
             name = secrets.token_hex(16)
             fd = os.open(spill / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
             head.append(name)
         else:
-            frames_out.append(data)
+            if size + data.nbytes > MAX_INLINE_BYTES:
+                raise ValueError(f"{size + data.nbytes} bytes of tensors and no spill folder to put them in")
+            inline.append(data)
+            size += data.nbytes
         heads.append(head)
-    wire.send(conn, {"message": message, "tensors": heads})
-    for data in frames_out:
-        conn.send_bytes(data)
+    head_bytes = json.dumps({"message": message, "tensors": heads}, default=wire._plain).encode()
+    conn.send_bytes(b"".join([wire.TENSOR_MAGIC, len(head_bytes).to_bytes(4, "little"), head_bytes, *inline]))
 
 
 def _read_spilled(spill: Path | None, name: Any, nbytes: int, where: str) -> bytearray:
@@ -145,7 +154,7 @@ def _checked_header(head: Any, where: str) -> tuple[torch.dtype, tuple[int, ...]
     if stride is not None and not (isinstance(stride, list) and len(stride) == len(shape) and all(
             isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in stride)):
         raise wire.ProtocolError(f"{where}: tensor strides that are not one non-negative integer per dimension")
-    itemsize = torch.empty((), dtype=dtype).element_size()
+    itemsize = _ITEMSIZE[dtype]
     elements = _span(shape, stride) if stride is not None else math.prod(shape)
     if elements * itemsize > MAX_TENSOR_BYTES:
         raise wire.ProtocolError(f"{where}: a tensor of {elements * itemsize} bytes (at most {MAX_TENSOR_BYTES})")
@@ -172,36 +181,48 @@ def receive(conn: Connection, where: str, spill: Path | None = None) -> tuple[An
 
 
 def is_envelope(value: Any) -> bool:
-    return isinstance(value, dict) and set(value) == {"message", "tensors"}
+    return isinstance(value, wire.TensorMessage)
 
 
 def frames(conn: Connection, envelope: Any, where: str, spill: Path | None = None
            ) -> tuple[Any, list[torch.Tensor | None]]:
-    """The tensors that follow `envelope` (an already received header message) on `conn`."""
-    if not (is_envelope(envelope) and isinstance(envelope["tensors"], list) and len(envelope["tensors"]) <= 4096):
+    """The message and tensors of `envelope`, a received tensor message (`conn` is not read: one write holds it
+    all)."""
+    if not is_envelope(envelope) or len(envelope) < 8:
         raise wire.ProtocolError(f"{where}: a reply that is not a normbench tensor message")
+    data = memoryview(envelope)
+    length = int.from_bytes(data[4:8], "little")
+    if 8 + length > len(data):
+        raise wire.ProtocolError(f"{where}: a tensor message whose header runs past its end")
+    try:
+        head = json.loads(bytes(data[8:8 + length]).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise wire.ProtocolError(f"{where}: a tensor header that is not UTF-8 JSON ({type(exc).__name__})") from exc
+    if not (isinstance(head, dict) and set(head) == {"message", "tensors"} and isinstance(head["tensors"], list)
+            and len(head["tensors"]) <= 4096):
+        raise wire.ProtocolError(f"{where}: a reply that is not a normbench tensor message")
+    offset = 8 + length
     tensors: list[torch.Tensor | None] = []
     total = 0
-    for i, head in enumerate(envelope["tensors"]):
-        if head is None:
+    for i, item in enumerate(head["tensors"]):
+        if item is None:
             tensors.append(None)
             continue
-        dtype, shape, stride, nbytes = _checked_header(head, f"{where}, tensor {i}")
+        dtype, shape, stride, nbytes = _checked_header(item, f"{where}, tensor {i}")
         total += nbytes
         if total > MAX_TENSOR_BYTES:
             raise wire.ProtocolError(f"{where}: tensors of more than {MAX_TENSOR_BYTES} bytes in one message")
-        if len(head) == 4:
-            data = _read_spilled(spill, head[3], nbytes, f"{where}, tensor {i}")
-            tensors.append(_tensor(dtype, shape, stride, data))
+        if len(item) == 4:
+            tensors.append(_tensor(dtype, shape, stride, _read_spilled(spill, item[3], nbytes, f"{where}, tensor {i}")))
             continue
-        try:
-            data = conn.recv_bytes(max(nbytes, 1) + 1)
-        except OSError as exc:
-            raise wire.ProtocolError(f"{where}, tensor {i}: more bytes than its header declares") from exc
-        if len(data) != nbytes:
-            raise wire.ProtocolError(f"{where}, tensor {i}: {len(data)} bytes where its header declares {nbytes}")
-        t = _tensor(dtype, shape, stride, data)
+        if offset + nbytes > len(data):
+            raise wire.ProtocolError(f"{where}, tensor {i}: {len(data) - offset} bytes left where its header declares "
+                                     f"{nbytes}")
+        t = _tensor(dtype, shape, stride, bytearray(data[offset:offset + nbytes]))
+        offset += nbytes
         if type(t) is not torch.Tensor:  # cannot happen: the tensor is ours; said so the rule is visible
             raise wire.ProtocolError(f"{where}, tensor {i}: not a torch.Tensor")
         tensors.append(t)
-    return envelope["message"], tensors
+    if offset != len(data):
+        raise wire.ProtocolError(f"{where}: {len(data) - offset} bytes after the last tensor")
+    return head["message"], tensors
