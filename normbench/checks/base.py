@@ -8,6 +8,7 @@ with the spec's expectation (holds / violated / report), so one check serves "mu
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import zlib
 from collections.abc import Callable, Iterable
@@ -195,7 +196,11 @@ class CheckContext:
         reason = self.unsupported(**params)
         if reason is not None:
             raise Skip(reason)
-        module = self.impl.build(num_features, params)
+        # The trusted judge's factory builds and converts in one request (normbench.remote.proxy): the same two
+        # steps over there, one round trip instead of two
+        converting = getattr(self.impl.factory, "converting", None)
+        with converting(self.device, self.dtype) if converting is not None else contextlib.nullcontext():
+            module = self.impl.build(num_features, params)
         module = module.to(device=self.device, dtype=self.dtype)
         if self.impl.param_dtype is not None:
             # declared mixed precision: parameters stay in their dtype under any input dtype (buffers follow x)

@@ -14,6 +14,7 @@ parameter or buffer, a conversion other than ``.to(dtype / device)``, a second-o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import time
@@ -134,6 +135,7 @@ class RemoteModule(nn.Module):
 
     def __deepcopy__(self, memo: dict[int, Any]) -> RemoteModule:
         """The plugin's module deep-copied over there (with what a check wrote here sent first), mirrored anew."""
+        self.__dict__.pop("_converted", None)
         self._sync_only()
         copied = RemoteModule(self._session, self._impl_name, {"op": "copy", "handle": self._handle})
         memo[id(self)] = copied
@@ -250,6 +252,10 @@ class RemoteModule(nn.Module):
 
     def to(self, *args: Any, **kwargs: Any) -> RemoteModule:  # type: ignore[override]
         device, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
+        done = self.__dict__.pop("_converted", None)
+        if done is not None and (device is None or torch.device(device) == done[0]) and dtype == done[1] \
+                and not self._dirty():
+            return self  # built and converted in one request (RemoteFactory.converting), nothing moved since
         self._sync_only()
         body, values = self._session.request({"op": "to", "handle": self._handle,
                                               "dtype": None if dtype is None else wire_tensors.dtype_name(dtype),
@@ -262,6 +268,7 @@ class RemoteModule(nn.Module):
                          "carried to the plugin's process")
 
     def train(self, mode: bool = True) -> RemoteModule:
+        self.__dict__.pop("_converted", None)
         self._session.pending.append({"op": "train", "handle": self._handle, "mode": bool(mode)})
         self.training = bool(mode)
         return self
@@ -274,6 +281,7 @@ class RemoteModule(nn.Module):
                 [], [p for _, p in params], needs=None)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        self.__dict__.pop("_converted", None)
         return self._call(list(args), dict(kwargs))
 
     def _call(self, args: list[Any], kwargs: dict[str, Any]) -> Any:
@@ -423,12 +431,30 @@ class RemoteFactory:
     name: str
     state_names: tuple[str, ...]
     built: list[RemoteModule] = dataclasses.field(default_factory=list, hash=False, compare=False)
+    conversion: list[tuple[torch.device, torch.dtype]] = dataclasses.field(default_factory=list, hash=False,
+                                                                            compare=False)
 
     def __call__(self, num_features: int, **params: Any) -> RemoteModule:
-        module = RemoteModule(self.session, self.name, {"op": "build", "num_features": num_features,
-                                                        "params": dict(params), "state_names": list(self.state_names)})
+        request: dict[str, Any] = {"op": "build", "num_features": num_features, "params": dict(params),
+                                   "state_names": list(self.state_names)}
+        conversion = self.conversion[0] if self.conversion else None
+        if conversion is not None:
+            request["to"] = {"device": str(conversion[0]), "dtype": wire_tensors.dtype_name(conversion[1])}
+        module = RemoteModule(self.session, self.name, request)
+        if conversion is not None:
+            object.__setattr__(module, "_converted", conversion)
         self.built.append(module)
         return module
+
+    @contextlib.contextmanager
+    def converting(self, device: torch.device, dtype: torch.dtype) -> Iterator[None]:
+        """A module built inside is converted right after, over there, in the build's request; the `.to` that
+        follows (CheckContext.build) then finds it done."""
+        self.conversion.append((torch.device(device), dtype))
+        try:
+            yield
+        finally:
+            self.conversion.pop()
 
 
 def remote_implementation(impl: Implementation, session: Session, state_names: tuple[str, ...]

@@ -176,6 +176,9 @@ class Server:
         if not isinstance(module, nn.Module):
             raise ImplementationError(f"implementation {self.impl.name!r}: factory returned "
                                       f"{type(module).__name__}, not an nn.Module")
+        if message.get("to"):  # the conversion the trusted side asks right after the build (CheckContext.build)
+            to = message["to"]
+            module = module.to(device=to["device"], dtype=wire_tensors.DTYPES[to["dtype"]])
         handle = self.next_handle
         self.next_handle += 1
         self.modules[handle] = module
