@@ -55,6 +55,8 @@ def mkdocs_build(config: Path, site: Path) -> subprocess.CompletedProcess[str]:
 def test_every_relative_link_of_the_readme_reaches_a_file():
     readme = ROOT / "README.md"
     assert not unresolved_links(readme), f"README.md links to missing files: {unresolved_links(readme)}"
+    assert any(t.startswith("docs/") for t in relative_links(readme.read_text(encoding="utf-8"))), \
+        "README.md links to no page of docs/"
 
 
 def test_the_link_checker_flags_a_missing_file_and_passes_a_present_one(tmp_path):
