@@ -101,7 +101,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "Inductor), export (torch.export to ONNX, run in ONNX Runtime)")
     group.addoption("--variant-plan", choices=["bounded", "full"], default="bounded",
                     help="under compile / export, judge the bounded plan (the properties and dtypes deployment can "
-                         "change, see README) or every property in every dtype (default %(default)s)")
+                         "change, see docs/variants.md) or every property in every dtype (default %(default)s)")
     group.addoption("--triton-interpret", action="store_true",
                     help="judge Triton kernels on CPU through Triton's interpreter (TRITON_INTERPRET=1 in the judging "
                          "processes); one the interpreter cannot run is one explained skip")
@@ -793,7 +793,7 @@ def _other_variants(results_dir: Path, outcomes: dict[str, dict[str, Any]], vari
 
 def _results_dir(config: pytest.Config) -> Path:
     """--results-dir, else ./normbench-results in the folder pytest was started from: never the committed results/
-    of a clone (that is refreshed only by publishing, see README)."""
+    of a clone (that is refreshed only by publishing, see docs/results.md)."""
     return Path(config.option.results_dir or config.invocation_params.dir / DEFAULT_RESULTS_DIR)
 
 

@@ -137,8 +137,8 @@ def crosscheck(fn: Any, device: str, schedule: Schedule, table_median_s: float, 
 
     Why a schedule of its own once gave other numbers: the old cross-check re-calibrated (another number of calls
     per round, blocked_autorange its own), ran after the peak-memory profiler, and printed only its two medians;
-    on a shared CPU torch's OpenMP threads then waited for each other on a different schedule (see README,
-    benchmarks: OMP_WAIT_POLICY), so it measured another thing than the table, and nothing showed it."""
+    on a shared CPU torch's OpenMP threads then waited for each other on a different schedule (see docs/benchmarks.md,
+    OMP_WAIT_POLICY), so it measured another thing than the table, and nothing showed it."""
     from torch.utils import benchmark as tub
 
     timer = tub.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads(), **_timer_option(clock))

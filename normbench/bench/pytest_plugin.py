@@ -649,9 +649,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         # Measured: with the default policy torch's multi-op CPU cases (torch.nn.RMSNorm, a two-pass LayerNorm)
         # read 2.2 to 5.7 ms for one 4096x1024 forward depending on the timer; with PASSIVE the timers agree.
         terminalreporter.write_line("OMP_WAIT_POLICY is unset: on a shared CPU a 2-thread OpenMP region may wait "
-                                    "for a busy thread, so cases of several ops scatter by up to 2x (see README, "
-                                    "benchmarks); export OMP_WAIT_POLICY=PASSIVE before pytest, or use `normbench "
-                                    "run`, which sets it", yellow=True)
+                                    "for a busy thread, so cases of several ops scatter by up to 2x (see "
+                                    "docs/benchmarks.md); export OMP_WAIT_POLICY=PASSIVE before pytest, or use "
+                                    "`normbench run`, which sets it", yellow=True)
     for device, roof in bench.rooflines.items():
         peak = f", nominal peak {roof.peak_gbps:.0f} GB/s ({roof.peak_source})" if roof.peak_gbps else ""
         terminalreporter.write_line(
