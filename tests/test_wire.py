@@ -81,17 +81,23 @@ def test_a_value_whose_unpickling_runs_code_never_runs_it_in_the_parent(tmp_path
     assert not marker.exists()
 
 
-@pytest.mark.parametrize(("name", "problem"), [("boundary.garbage", "not UTF-8 JSON"),
-                                               ("boundary.huge", "over the 4 MiB limit"),
-                                               ("boundary.wrong_verdict", "verdict 'conforms'")])
-def test_a_forged_message_costs_its_item_and_the_next_item_is_judged(name, problem):
+# shift_invariance is judged in the trusted process, which expects a tensor message (normbench.remote);
+# output_not_alias beside the plugin, whose process sends outcomes
+@pytest.mark.parametrize(("name", "prop", "problem"), [
+    ("boundary.garbage", "shift_invariance", "not UTF-8 JSON"),
+    ("boundary.huge", "shift_invariance", "over the 4 MiB limit"),
+    ("boundary.wrong_verdict", "shift_invariance", "not a normbench tensor message"),
+    ("boundary.garbage", "output_not_alias", "not UTF-8 JSON"),
+    ("boundary.wrong_verdict", "output_not_alias", "verdict 'conforms'"),
+])
+def test_a_forged_message_costs_its_item_and_the_next_item_is_judged(name, prop, problem):
     specs = load_specs().specs
     registry = discover_isolated([f"plugins.boundary:{name.split('.')[1]}", "plugins.hostile:control"],
                                  families=specs, include_entry_points=False)
     pool = SandboxPool(specs, "ci", Limits())
     try:
-        forged = pool.judge(registry.implementations[name], "layernorm", "shift_invariance", "any", "float32", "cpu")
-        control = pool.judge(registry.implementations["hostile.control"], "layernorm", "shift_invariance", "any",
+        forged = pool.judge(registry.implementations[name], "layernorm", prop, "any", "float32", "cpu")
+        control = pool.judge(registry.implementations["hostile.control"], "layernorm", prop, "any",
                              "float32", "cpu")
     finally:
         pool.close()
