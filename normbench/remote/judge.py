@@ -58,7 +58,7 @@ def judge_trusted(sandbox: Sandbox, family: str, prop_name: str, mode: str, dtyp
 
     child = sandbox.child
     assert child is not None
-    session = Session(child.conn, child.process.is_alive, time.monotonic() + timeout,
+    session = Session(child.conn, time.monotonic() + timeout,
                       wire_tensors.spill_folder(sandbox.output))
     spec = sandbox.specs[family]
     prop = next(p for p in spec.properties if p.name == prop_name)

@@ -47,7 +47,7 @@ def remote_view(impl: Implementation, spec: Spec) -> Iterator[Implementation]:
     thread = threading.Thread(target=_serve, args=(theirs, Server(impl, None, [], spill)), daemon=True,
                               name=f"normbench-loopback-{impl.name}")
     thread.start()
-    session = Session(ours, thread.is_alive, time.monotonic() + NO_DEADLINE_S, spill)
+    session = Session(ours, time.monotonic() + NO_DEADLINE_S, spill)
     view, _ = remote_implementation(impl, session, tuple(spec.state))
     try:
         yield dataclasses.replace(view)

@@ -50,13 +50,11 @@ class Unmirrored(BaseException):  # noqa: N818 - not an Exception: the item fall
 class Session:
     """One connection to a plugin's process, with the deadline of the item being judged."""
 
-    def __init__(self, conn: Connection, process_alive: Any, deadline: float, spill: Path | None = None) -> None:
+    def __init__(self, conn: Connection, deadline: float, spill: Path | None = None) -> None:
         self.conn = conn
         self.spill = spill
-        self.alive = process_alive
         self.deadline = deadline
         self.calls = itertools.count()
-        self.requests = 0
         #: calls whose graph the trusted side dropped: the plugin's side may drop theirs (said with the next request;
         #: a finalizer may run in the middle of another request, so it never writes to the pipe itself)
         self.released: list[int] = []
@@ -64,7 +62,6 @@ class Session:
 
     def request(self, message: dict[str, Any], tensors: list[torch.Tensor | None] = (),  # type: ignore[assignment]
                 keep_strides: bool = False) -> tuple[dict[str, Any], list[torch.Tensor | None]]:
-        self.requests += 1
         where = f"its reply to {message.get('op')!r}"
         if self.released:
             message = {**message, "release": self.released}
@@ -308,9 +305,6 @@ class RemoteModule(nn.Module):
             for i, value in call.written:
                 inputs[i].copy_(value)  # what the module wrote into its input, written into the caller's
         return result
-
-    def drop(self) -> None:
-        drop_all([self])
 
 
 def drop_all(modules: list[RemoteModule]) -> None:

@@ -109,6 +109,8 @@ class Server:
         self.calls: OrderedDict[int, tuple[int, list[torch.Tensor], list[torch.Tensor]]] = OrderedDict()
         #: per module, the state as the trusted process last received or sent it
         self.held: dict[int, dict[str, tuple[int, torch.Tensor]]] = {}
+        #: per module, the family's statistics the trusted side asked for (kept here, never set on the module)
+        self.state_names: dict[int, list[str]] = {}
         self.next_handle = 0
 
     # -- replies ------------------------------------------------------------------------------------------
@@ -139,7 +141,7 @@ class Server:
             return
         wire_tensors.send(conn, {"ok": reply}, out, spill=self.spill)
 
-    def _listing(self, module: nn.Module, state_names: list[str]) -> tuple[dict[str, Any], list[torch.Tensor]]:
+    def _listing(self, module: nn.Module) -> tuple[dict[str, Any], list[torch.Tensor]]:
         """Every parameter and buffer (name, kind, requires_grad) with its value, and which of them the declaration
         names as γ, β and the family's running statistics."""
         assert self.impl is not None
@@ -160,7 +162,7 @@ class Server:
             targets: dict[str, Any] = {PARAMS_WEIGHT: declared[0], PARAMS_BIAS: declared[1]}
         else:
             targets = {impl.weight_attr: weight, impl.bias_attr: bias}
-        for s in state_names:
+        for s in self.state_names[id(module)]:
             targets[f"{impl.state_attr}.{s}" if impl.state_attr else s] = impl.state_tensor(module, s)
         paths = {path: find(t) for path, t in targets.items()}
         unmirrored = [path for path, t in targets.items() if isinstance(t, torch.Tensor) and paths[path] is None]
@@ -179,23 +181,23 @@ class Server:
         if message.get("to"):  # the conversion the trusted side asks right after the build (CheckContext.build)
             to = message["to"]
             module = module.to(device=to["device"], dtype=wire_tensors.DTYPES[to["dtype"]])
+        return self._register(module, list(message.get("state_names", [])))
+
+    def _register(self, module: nn.Module, state_names: list[str]) -> tuple[dict[str, Any], list]:
+        """A module built or copied for the trusted side: its handle and its full listing."""
         handle = self.next_handle
         self.next_handle += 1
         self.modules[handle] = module
-        module._normbench_state_names = list(message.get("state_names", []))  # type: ignore[attr-defined]
-        listing, values = self._listing(module, module._normbench_state_names)  # type: ignore[attr-defined]
+        self.state_names[id(module)] = state_names
+        listing, values = self._listing(module)
         return {"handle": handle, **listing, "training": module.training}, values
 
     def _op_copy(self, message: Mapping[str, Any], _: list[torch.Tensor | None]) -> tuple[dict[str, Any], list]:
         """copy.deepcopy of the remote module, as a check deep-copies the module it was given."""
         import copy
 
-        module = copy.deepcopy(self._module(message))
-        handle = self.next_handle
-        self.next_handle += 1
-        self.modules[handle] = module
-        listing, values = self._listing(module, module._normbench_state_names)  # type: ignore[attr-defined]
-        return {"handle": handle, **listing, "training": module.training}, values
+        original = self._module(message)
+        return self._register(copy.deepcopy(original), self.state_names[id(original)])
 
     def _module(self, message: Mapping[str, Any]) -> nn.Module:
         return self.modules[int(message["handle"])]
@@ -204,7 +206,7 @@ class Server:
         module = self._module(message)
         dtype = wire_tensors.DTYPES[message["dtype"]] if message.get("dtype") else None
         module.to(device=message.get("device"), dtype=dtype)
-        return self._listing(module, module._normbench_state_names)  # type: ignore[attr-defined]
+        return self._listing(module)
 
     def _op_train(self, message: Mapping[str, Any], _: list[torch.Tensor | None]) -> tuple[dict[str, Any], list]:
         self._module(message).train(bool(message["mode"]))
@@ -215,6 +217,7 @@ class Server:
             module = self.modules.pop(int(handle), None)
             if module is not None:
                 self.held.pop(id(module), None)
+                self.state_names.pop(id(module), None)
             for call in [c for c, (h, _, _) in self.calls.items() if h == int(handle)]:
                 del self.calls[call]
         return {}, []
@@ -268,24 +271,25 @@ class Server:
             raise ImplementationError(f"implementation {self.impl.name!r}: forward returned {what}, "  # type: ignore
                                       "not a Tensor")
         differentiable = [bool(o.requires_grad) for o in outputs]
+        after = _named_state(module)
         if any(differentiable):
-            after = _named_state(module)
             params = [after[n][1] for n in message["differentiable_params"] if n in after]
             self.calls[int(message["call"])] = (int(message["handle"]), leaves + params, outputs)
             while len(self.calls) > KEPT_CALLS:
                 self.calls.popitem(last=False)
-        changes, values = self._changes(module)
+        changes, values = self._changes(module, after)
         written = [i for i, t in enumerate(leaves) if not _same(t, received_inputs[i])]
         return {"tuple": isinstance(out, tuple | list), "differentiable": differentiable, "inputs_written": written,
                 **changes}, [*outputs, *values, *(leaves[i] for i in written)]
 
-    def _changes(self, module: nn.Module) -> tuple[dict[str, Any], list[torch.Tensor]]:
+    def _changes(self, module: nn.Module, named: dict[str, tuple[str, torch.Tensor]] | None = None
+                 ) -> tuple[dict[str, Any], list[torch.Tensor]]:
         """The state that differs from what the trusted process holds: a full listing when the names changed
-        (a buffer registered in forward), else the changed tensors by name."""
-        named = _named_state(module)
+        (a buffer registered in forward), else the changed tensors by name. `named`: the state as just read."""
+        named = _named_state(module) if named is None else named
         held = self.held[id(module)]
         if list(named) != list(held):
-            listing, values = self._listing(module, module._normbench_state_names)  # type: ignore[attr-defined]
+            listing, values = self._listing(module)
             return {"listing": listing, "changed": []}, values
         changed = [n for n, (_, t) in named.items() if not _same(t, held[n])]
         for n in changed:
