@@ -23,9 +23,9 @@ from normbench.registry import Registry
 from normbench.spec import PropertySpec, Spec
 from normbench.variants import (
     DEFAULT_VARIANT,
-    INFERENCE_ONLY_REASON,
     check_variant,
     in_bounded_plan,
+    inference_only_reason,
     skip_reason,
     variant_judges,
 )
@@ -97,9 +97,10 @@ def build_plan(specs: dict[str, Spec], registry: Registry, selected: Iterable[st
                full_variant_plan: bool = False) -> list[PlanItem]:
     """Every (implementation, property, mode, dtype, device, variant) item. A property whose check is registered
     for some variants only (compiled == eager, the ONNX op set, ...) is planned under those variants only; under
-    compile and export the plan is bounded (normbench.variants.in_bounded_plan) unless `full_variant_plan`."""
+    compile and export the plan is bounded (normbench.variants.in_bounded_plan) unless `full_variant_plan`. A
+    deployment's alias (onnxruntime) plans its canonical name's items."""
     chosen = set(selected)
-    wanted = [check_variant(v) for v in dict.fromkeys(variants)]
+    wanted = list(dict.fromkeys(check_variant(v) for v in variants))
     items: list[PlanItem] = []
     for impl in sorted(registry.implementations.values(), key=lambda i: (i.family, i.name)):
         if chosen and impl.name not in chosen:
@@ -109,12 +110,12 @@ def build_plan(specs: dict[str, Spec], registry: Registry, selected: Iterable[st
             if not (full_variant_plan or variant_judges(variant, impl.name, impl.tags)):
                 continue
             for prop in spec.properties:
-                only = CHECKS[prop.check].variants
-                if only is not None and variant not in only:
+                check = CHECKS[prop.check]
+                if check.variants is not None and variant not in check.variants:
                     continue
                 for mode in prop.expect:
                     for dtype in item_dtypes(spec, impl, prop):
-                        if not (full_variant_plan or in_bounded_plan(variant, prop.check, dtype, only is not None)):
+                        if not (full_variant_plan or in_bounded_plan(variant, check, dtype)):
                             continue
                         for device in devices:
                             if device in impl.devices:
@@ -155,7 +156,7 @@ def judge(item: PlanItem, profile: str = "ci") -> Outcome:
     shield_lazy_modules()
     ctx = CheckContext(impl=item.impl, spec=item.spec, prop=item.prop, dtype=getattr(torch, item.dtype),
                        mode=item.mode, device=torch.device(item.device), profile=profile, variant=item.variant)
-    reason = skip_reason(item.variant, item.prop.check, variant_specific=CHECKS[item.prop.check].variants is not None)
+    reason = skip_reason(item.variant, CHECKS[item.prop.check])
     if reason is not None:
         return _outcome(item, "skip", None, reason)
     start = time.perf_counter()
@@ -169,10 +170,11 @@ def judge(item: PlanItem, profile: str = "ci") -> Outcome:
             return _outcome(item, "skip", None, f"inference only: implementation {item.impl.name!r} declares "
                                                 f"inference_only=True and {item.prop.check} differentiates through "
                                                 "the module", duration_s=time.perf_counter() - start)
-        if item.variant == "export" and "does not require grad" in str(exc):
-            # The exported graph's outputs carry no autograd history: the check differentiated through them.
-            return _outcome(item, "skip", None, f"{INFERENCE_ONLY_REASON}: {item.prop.check} differentiates "
-                                                f"through the module", duration_s=time.perf_counter() - start)
+        if ctx.deployment.inference_only and "does not require grad" in str(exc):
+            # The deployed graph's outputs carry no autograd history: the check differentiated through them.
+            return _outcome(item, "skip", None, f"{inference_only_reason(ctx.deployment)}: {item.prop.check} "
+                                                "differentiates through the module",
+                            duration_s=time.perf_counter() - start)
         summary = (f"implementation {item.impl.name!r} raised {type(exc).__name__}: {exc}\n"
                    f"{_plugin_frames(exc)}")
         return _outcome(item, "error", None, summary, duration_s=time.perf_counter() - start)

@@ -19,12 +19,12 @@ import torch
 from hypothesis import HealthCheck, Phase, settings
 from torch import nn
 
+from normbench import deploy
 from normbench.compare import Comparison, TermScale, compare
 from normbench.implementation import Implementation, ImplementationError
 from normbench.inputs import Case, make_input
 from normbench.skip import Skip
 from normbench.spec import PropertySpec, Spec, Tolerance
-from normbench.variants import apply_variant
 
 #: hypothesis settings per profile (chosen with --profile or NORMBENCH_PROFILE).
 PROFILES: dict[str, dict[str, Any]] = {
@@ -61,23 +61,41 @@ class CheckInfo:
     fn: CheckFn
     description: str
     default_dtypes: tuple[str, ...]
-    #: the deployment variants the check is planned under; None: every variant (most checks)
+    #: the deployments the check is planned under (canonical names); None: every deployment (most checks)
     variants: tuple[str, ...] | None = None
+    #: what its verdict differentiates through the module ("compares input gradients"), or None: an inference-only
+    #: deployment skips it up front with this reason (normbench.variants.skip_reason). A check that only partly
+    #: differentiates leaves it None and runs its forward parts there (the runner skips a backward it meets).
+    differentiates: str | None = None
+    #: deployment can change its verdict (the numbers, gradients, extreme inputs, dtype, written state): a
+    #: deployment's bounded plan judges it (normbench.variants.in_bounded_plan)
+    deployment_sensitive: bool = False
+    #: its verdict is about what half-precision rounding changes (the output's numbers or dtype): judged in the
+    #: deployment's half dtype too, the other deployment-sensitive checks in float32 only
+    accuracy: bool = False
 
 
 CHECKS: dict[str, CheckInfo] = {}
 
 
 def register_check(name: str, *, dtypes: tuple[str, ...] = ("float32",), description: str = "",
-                   variants: tuple[str, ...] | None = None) -> Callable[[CheckFn], CheckFn]:
+                   variants: tuple[str, ...] | None = None, differentiates: str | None = None,
+                   deployment_sensitive: bool = False, accuracy: bool = False) -> Callable[[CheckFn], CheckFn]:
     """Register `fn` as the check called `name` in specs; `dtypes` are its default dtypes; `variants`, when
-    given, the only deployment variants it is planned under (a variant-specific property)."""
+    given, the only deployments it is planned under (a deployment-specific property; names or aliases of
+    normbench.deploy); the flags say what its verdict depends on (CheckInfo)."""
+    only = None if variants is None else tuple(deploy.canonical(v) for v in variants)
+    if accuracy and not (deployment_sensitive or only is not None):
+        raise ValueError(f"check {name!r}: accuracy=True only matters for a check a deployment judges "
+                         "(deployment_sensitive=True or variants=...)")
 
     def decorate(fn: CheckFn) -> CheckFn:
         if name in CHECKS:
             raise ValueError(f"check {name!r} registered twice ({CHECKS[name].fn.__module__} and {fn.__module__})")
         doc = description or (fn.__doc__ or "").strip().splitlines()[0]
-        CHECKS[name] = CheckInfo(name=name, fn=fn, description=doc, default_dtypes=dtypes, variants=variants)
+        CHECKS[name] = CheckInfo(name=name, fn=fn, description=doc, default_dtypes=dtypes, variants=only,
+                                 differentiates=differentiates, deployment_sensitive=deployment_sensitive,
+                                 accuracy=accuracy)
         return fn
 
     return decorate
@@ -99,8 +117,8 @@ class CheckContext:
     mode: str  # "train", "eval", or "any" (train-mode module; the property does not depend on it)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     profile: str = "ci"
-    #: the deployment variant (normbench.variants): eager, compile or export; build() applies it
-    variant: str = "eager"
+    #: the deployment's canonical name (normbench.deploy): eager, compile or export; build() applies it
+    variant: str = deploy.DEFAULT.name
     #: why cases were skipped as outside what the implementation declares (Undeclared), one entry per case
     not_declared: list[str] = field(default_factory=list)
 
@@ -121,11 +139,15 @@ class CheckContext:
         return self.mode != "eval"
 
     @property
+    def deployment(self) -> deploy.Deployment:
+        return deploy.get(self.variant)
+
+    @property
     def bounded_variant_plan(self) -> bool:
         """A deployment variant under a profile that bounds its draws (VARIANT_MAX_EXAMPLES): fewer examples and
         fewer kernel-threshold sizes (normbench.variants.VARIANT_THRESHOLD_FEATURES), since each shape class costs
         a compilation or an export. The dev and thorough profiles draw what eager draws."""
-        return self.variant != "eager" and self.profile in VARIANT_MAX_EXAMPLES
+        return not self.deployment.default and self.profile in VARIANT_MAX_EXAMPLES
 
     def hypothesis_settings(self, **overrides: Any) -> settings:
         base = dict(PROFILES[self.profile])
@@ -219,7 +241,7 @@ class CheckContext:
         if randomize:
             randomize_module(self.impl, self.spec, module, seed if seed is not None else self.seed)
         module.train(self.training if training is None else training)
-        return apply_variant(module, self.variant if variant is None else variant)
+        return deploy.get(self.variant if variant is None else variant).wrap(module)
 
     def reference(self, module: nn.Module, num_features: int, params: dict[str, Any] | None = None) -> nn.Module:
         """The float64 reference with the same effective affine parameters and state as `module`."""

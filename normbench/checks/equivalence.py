@@ -242,7 +242,8 @@ def no_float64_path(ctx: CheckContext) -> tuple[str, dict[str, Any]] | None:
     return reason, metrics
 
 
-@register_check("forward_equivalence", dtypes=("float64", "float32", "float16", "bfloat16"))
+@register_check("forward_equivalence", dtypes=("float64", "float32", "float16", "bfloat16"), deployment_sensitive=True,
+                accuracy=True)
 def forward_equivalence(ctx: CheckContext) -> Observation:
     """Output (and updated state) equal the float64 reference within the spec tolerance."""
     float32_only = no_float64_path(ctx)
@@ -276,7 +277,8 @@ def _gradient_trial(ctx: CheckContext, variant: Variant) -> Trial:
     return _trial(ctx, variant, comparisons)
 
 
-@register_check("gradient_equivalence", dtypes=("float64", "float32", "float16", "bfloat16"))
+@register_check("gradient_equivalence", dtypes=("float64", "float32", "float16", "bfloat16"),
+                differentiates="compares input gradients", deployment_sensitive=True)
 def gradient_equivalence(ctx: CheckContext) -> Observation:
     """dX, dγ and dβ equal the float64 reference's within the spec tolerance."""
     float32_only = no_float64_path(ctx)
@@ -286,7 +288,8 @@ def gradient_equivalence(ctx: CheckContext) -> Observation:
     return _observation(ctx, "gradients", result)
 
 
-@register_check("gradcheck", dtypes=("float64",))
+@register_check("gradcheck", dtypes=("float64",),
+                differentiates="differentiates numerically and analytically through the module")
 def gradcheck(ctx: CheckContext) -> Observation:
     """torch.autograd.gradcheck in float64 with respect to the input, weight and bias."""
     if not ctx.impl.supports_gradcheck:

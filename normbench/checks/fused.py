@@ -167,7 +167,7 @@ def _probes(ctx: CheckContext) -> list[FusedProbe]:
     return out
 
 
-@register_check("fused_residual", dtypes=("float32", "float16", "bfloat16"))
+@register_check("fused_residual", dtypes=("float32", "float16", "bfloat16"), deployment_sensitive=True)
 def fused_residual(ctx: CheckContext) -> Observation:
     """Fused add + norm: residual_out is bitwise x + r, normed is the norm of x + r, gradients, no aliasing."""
     if ctx.impl.residual_kwarg is None:

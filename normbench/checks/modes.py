@@ -72,7 +72,7 @@ def _train_eval_trial(ctx: CheckContext, probe: Probe) -> Trial:
     return comparisons_trial(ctx, comparisons, counterexample(ctx, probe, warmup_steps=warmup))
 
 
-@register_check("train_eval_consistency")
+@register_check("train_eval_consistency", deployment_sensitive=True)
 def train_eval_consistency(ctx: CheckContext) -> Observation:
     """The same module (same state) gives the same output in train and in eval mode on the same input."""
     # options.domains narrows the drawn value domains where the family's promise is conditional (MABN:
@@ -289,7 +289,7 @@ def _scenario_strategy(ctx: CheckContext) -> st.SearchStrategy[Scenario]:
                      st.integers(4, 8), st.integers(1, 4), st.sampled_from(ctx.spec.features), st.integers(0, 2**16))
 
 
-@register_check("running_statistics")
+@register_check("running_statistics", deployment_sensitive=True)
 def running_statistics(ctx: CheckContext) -> Observation:
     """Running statistics follow the float64 reference step by step for momentum 0 / 0.1 / 1 / None;
     num_batches_tracked counts train steps; eval never changes a buffer; untracked eval uses the batch."""

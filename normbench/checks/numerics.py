@@ -239,7 +239,7 @@ def _adversarial_trial(ctx: CheckContext, trigger: Trigger) -> Trial:
     return trial
 
 
-@register_check("adversarial_inputs", dtypes=("float32", "float16", "bfloat16"))
+@register_check("adversarial_inputs", dtypes=("float32", "float16", "bfloat16"), deployment_sensitive=True)
 def adversarial_inputs(ctx: CheckContext) -> Observation:
     """Output (and dX) equal the float64 reference on the bug catalogue's triggers: large mean with small
     spread, tiny variance with ε over decades, |x| beyond sqrt(65504), small spread in bf16, odd sizes."""
@@ -354,7 +354,7 @@ def _constant_trial(ctx: CheckContext, trigger: Trigger) -> Trial:
     return trial
 
 
-@register_check("constant_rows", dtypes=("float32", "float16", "bfloat16"))
+@register_check("constant_rows", dtypes=("float32", "float16", "bfloat16"), deployment_sensitive=True)
 def constant_rows(ctx: CheckContext) -> Observation:
     """Constant and all-zero statistic groups: finite output and gradients; the output equals the
     reference's (β for centred families, γ·c/sqrt(c²+ε) for second-moment ones)."""
@@ -369,7 +369,8 @@ def _output_dtype(ctx: CheckContext, module: nn.Module, x: torch.Tensor) -> torc
         return ctx.forward(copy.deepcopy(module), x).dtype
 
 
-@register_check("dtype_preservation", dtypes=("float32", "float16", "bfloat16", "float64"))
+@register_check("dtype_preservation", dtypes=("float32", "float16", "bfloat16", "float64"), deployment_sensitive=True,
+                accuracy=True)
 def dtype_preservation(ctx: CheckContext) -> Observation:
     """The output dtype equals the input dtype, with parameters in the input dtype and, for half inputs,
     with float32 parameters too (HF LLaMA's RMSNorm returned float32 there: transformers#25421)."""

@@ -96,7 +96,8 @@ def _trial(ctx: CheckContext, case: Case, params: dict[str, Any]) -> Trial:
     return comparisons_trial(ctx, comparisons, example)
 
 
-@register_check("weight_gradient_reduction", dtypes=("float32", "float16", "bfloat16"))
+@register_check("weight_gradient_reduction", dtypes=("float32", "float16", "bfloat16"), differentiates="compares dγ/dβ",
+                deployment_sensitive=True)
 def weight_gradient_reduction(ctx: CheckContext) -> Observation:
     """dγ and dβ over options.rows (default 8192) rows per channel equal the float64 truth within the spec's
     `reduction` tolerance (float32 accumulation, one rounding)."""

@@ -383,7 +383,7 @@ def _strategy(ctx: CheckContext) -> st.SearchStrategy[Trajectory]:
                      st.sampled_from(ctx.affine_settings))
 
 
-@register_check("stateful_trajectory")
+@register_check("stateful_trajectory", differentiates="takes optimizer steps through the module")
 def stateful_trajectory(ctx: CheckContext) -> Observation:
     """K training steps (forward + backward, padded batches) follow the float64 reference step by step: outputs,
     input and parameter gradients, every state buffer; then the eval map of the final state. options.outlier

@@ -17,11 +17,12 @@ from typing import Any
 
 import torch
 
-# A module import, not names: normbench.variants imports normbench.checks.base, whose package imports this file.
-from normbench import variants
 from normbench.checks.base import CheckContext, Observation, Skip, reduction_length, register_check
 from normbench.checks.folding import per_channel_affine
 from normbench.compare import Comparison, compare
+from normbench.deploy import COMPILE, EAGER, EXPORT, DeploymentUnavailable, base_class
+from normbench.deploy.compile import compiled_forward, compiler_guarded
+from normbench.deploy.export import last_export
 from normbench.inputs import Case, input_shape
 
 #: the ONNX ops that are a whole normalization (the alternative is a decomposition into Reduce*/Pow/Sqrt/...)
@@ -50,7 +51,8 @@ def _describe(cmp: Comparison, bitwise: bool) -> str:
     return "bitwise equal" if bitwise else f"{cmp.max_ulp:.3g} ulp apart ({cmp.tol_ratio:.3g}x tolerance)"
 
 
-@register_check("variant_matches_eager", dtypes=("float32", "float16", "bfloat16"), variants=("compile", "export"))
+@register_check("variant_matches_eager", dtypes=("float32", "float16", "bfloat16"),
+                variants=(COMPILE.name, EXPORT.name), accuracy=True)
 def variant_matches_eager(ctx: CheckContext) -> Observation:
     """The compiled (or exported) module equals the eager one within the family's tolerance, ulp distance kept."""
     params = ctx.params()
@@ -58,12 +60,12 @@ def variant_matches_eager(ctx: CheckContext) -> Observation:
     metrics: dict[str, Any] = {"variant": ctx.variant}
     bitwise_all = True
     counterexample = None
-    differentiate = ctx.variant == "compile"
+    differentiate = not ctx.deployment.inference_only
     for case in _cases(ctx):
         x = ctx.input(case)
         c = ctx.num_features_of(x)
         deployed = ctx.build(c, params)
-        eager = ctx.build(c, params, variant="eager")
+        eager = ctx.build(c, params, variant=EAGER.name)
         length = reduction_length(ctx.spec, tuple(x.shape))
         pairs: list[tuple[str, torch.Tensor, torch.Tensor, str]] = []
         if differentiate:
@@ -96,7 +98,7 @@ def variant_matches_eager(ctx: CheckContext) -> Observation:
     metrics["tol_ratio"] = ratio
     metrics["bitwise"] = bitwise_all
     holds = counterexample is None
-    what = f"{ctx.variant}d" if ctx.variant == "compile" else "exported"
+    what = f"{ctx.variant}d" if ctx.variant == COMPILE.name else "exported"
     if bitwise_all:
         return Observation(True, f"{what} == eager bitwise on every case", metrics)
     return Observation(holds, f"{what} vs eager, worst {where}", metrics, counterexample)
@@ -108,14 +110,14 @@ def _unique_graphs() -> int:
     return int(counters["stats"]["unique_graphs"])
 
 
-@register_check("no_recompile_storm", variants=("compile",))
+@register_check("no_recompile_storm", variants=(COMPILE.name,))
 def no_recompile_storm(ctx: CheckContext) -> Observation:
     """Across the sizes the suite draws, the compiled module compiles once per shape class (rank, dtype)."""
     params = ctx.params()
     c = ctx.spec.features[0]
-    module = ctx.build(c, params, variant="eager")
+    module = ctx.build(c, params, variant=EAGER.name)
     # A cache of its own: the count must not depend on what earlier items compiled.
-    fn = variants.compiled_forward(variants.base_class(module), fresh=True)
+    fn = compiled_forward(base_class(module), fresh=True)
     per_class: dict[str, dict[str, int]] = {}
     for i, rank in enumerate(ctx.spec.layout.ranks):
         label = f"rank{rank}"
@@ -127,7 +129,7 @@ def no_recompile_storm(ctx: CheckContext) -> Observation:
             # state the forward branches on (MABN's warm-up counter) recompiles per step, not per shape, and
             # settles once the warm-up is over; that is not what this property counts.
             with torch.no_grad():
-                variants.compiler_guarded(copy.deepcopy(module), fn, x)
+                compiler_guarded(copy.deepcopy(module), fn, x)
             graphs.append(_unique_graphs() - start)
         per_class[label] = {"first": graphs[0], "recompiles": sum(graphs[1:])}
     recompiles = sum(v["recompiles"] for v in per_class.values())
@@ -144,11 +146,11 @@ def _export_or_refusal(ctx: CheckContext, module: torch.nn.Module, x: torch.Tens
     try:
         with torch.no_grad():
             return ctx.forward(module, x)
-    except variants.VariantUnavailable as exc:
+    except DeploymentUnavailable as exc:
         return str(exc)
 
 
-@register_check("export_train_eval_semantics", variants=("export",))
+@register_check("export_train_eval_semantics", variants=(EXPORT.name,))
 def export_train_eval_semantics(ctx: CheckContext) -> Observation:
     """Eval export = the folded per-channel affine map of the running statistics; a train-mode export of a
     batch-statistic norm is refused, or computes the batch statistics."""
@@ -172,7 +174,7 @@ def export_train_eval_semantics(ctx: CheckContext) -> Observation:
                    "there is no folded map to compare with")
     got = _export_or_refusal(ctx, module, x)
     if isinstance(got, str):
-        raise variants.VariantUnavailable(got)
+        raise DeploymentUnavailable(got)
     cmp = compare(got, fit.apply(x, axis), ctx.dtype, ctx.tolerance("forward"), length)
     metrics.update(cmp.as_dict("eval."))
     eval_text = f"eval export vs folded affine map: {cmp.max_ulp:.3g} ulp ({cmp.tol_ratio:.3g}x tolerance)"
@@ -200,7 +202,7 @@ def export_train_eval_semantics(ctx: CheckContext) -> Observation:
     return Observation(True, f"{eval_text}; {train_text}", metrics)
 
 
-@register_check("export_ops", variants=("export",))
+@register_check("export_ops", variants=(EXPORT.name,))
 def export_ops(ctx: CheckContext) -> Observation:
     """The op set of the exported ONNX graph: a fused normalization op, or a decomposition into primitives."""
     case = _cases(ctx)[0]
@@ -208,7 +210,7 @@ def export_ops(ctx: CheckContext) -> Observation:
     module = ctx.build(ctx.num_features_of(x), training=False)
     with torch.no_grad():
         ctx.forward(module, x)
-    graph = variants.last_export(module)
+    graph = last_export(module)
     if graph is None:  # the module never reached ONNX Runtime (a forward that does not call itself)
         raise Skip("the module's forward did not run through an exported graph")
     fused = [op for op in graph.ops if op in ONNX_NORM_OPS]

@@ -1,2 +1,2 @@
 """Modules the sandbox's forkserver imports before it forks any judging process: importing ``compile`` pays the
-compile variant's one-time costs there (normbench.variants.warm_compile), once per process that judges."""
+compile variant's one-time costs there (normbench.deploy.compile.warm_compile), once per process that judges."""

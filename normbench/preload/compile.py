@@ -1,5 +1,5 @@
 """Imported by the sandbox's forkserver under ``--variant compile``: Inductor loaded and one graph compiled."""
 
-from normbench.variants import warm_compile
+from normbench.deploy.compile import warm_compile
 
 warm_compile()
