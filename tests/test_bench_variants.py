@@ -27,9 +27,10 @@ def test_variants_are_planned_side_by_side_with_their_own_ids(specs):
     for i in torch_implementations():
         registry.add(i)
     plan = plan_cases(specs, registry, implementations=["torch.nn.RMSNorm"], shapes=[(8, 64)], dtypes=["float32"],
-                      passes=["inference"], variants=["eager", "onnxruntime", "compile"], copy_check=False)
+                      passes=["inference"], variants=["eager", "onnxruntime", "compile", "export"], copy_check=False)
+    # onnxruntime is export's older name: the same deployment, planned once, under its canonical name
     assert [c.id for c in plan.cases] == ["rmsnorm[torch.nn.RMSNorm-8x64-float32-inference]",
-                                          "rmsnorm[torch.nn.RMSNorm-8x64-float32-inference-onnxruntime]",
+                                          "rmsnorm[torch.nn.RMSNorm-8x64-float32-inference-export]",
                                           "rmsnorm[torch.nn.RMSNorm-8x64-float32-inference-compile]"]
     with pytest.raises(ValueError, match="unknown variant 'tvm'"):
         plan_cases(specs, registry, variants=["tvm"])

@@ -12,10 +12,11 @@ thread count and torch version are in the record), never whether the paper was w
 (b) RMSNorm (Zhang & Sennrich 2019, NeurIPS) reports 7%-64% speed-ups over LayerNorm. Measured here: torch's
     torch.nn.RMSNorm against torch.nn.LayerNorm on LLM-like shapes, inference and forward+backward.
 
-Both speed claims are measured per deployment variant (normbench.bench.variants_bench): eager (claim ids without
-suffix), compile (torch.compile, Inductor; `<id>[compile]`) and onnxruntime (exported, CPU provider, inference
-only; `<id>[onnxruntime]`), each with its own verdict: eager timings describe torch's eager kernels, not the code
-people deploy. Build time (compile, export) is paid before timing and recorded, never timed.
+Both speed claims are measured per deployment (normbench.deploy): eager (claim ids without suffix), compile
+(torch.compile, Inductor; `<id>[compile]`) and export (ONNX Runtime, CPU provider, inference only; `<id>[export]`;
+`--variant onnxruntime`, its older name, still selects it), each with its own verdict: eager timings describe
+torch's eager kernels, not the code people deploy. Build time (compile, export) is paid before timing and
+recorded, never timed.
 
 The training-dynamics claims (PowerNorm, Pre-LN vs Post-LN, DeepNorm) live in normbench.bench.claims_training.
 """
@@ -30,10 +31,10 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from torch import nn
 
+from normbench import deploy
 from normbench.bench.claim_result import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ClaimResult
 from normbench.bench.harness import BenchCase, peak_memory_bytes, prepare
 from normbench.bench.timer import Timing, measure
-from normbench.bench.variants_bench import ORT_PASSES, VariantUnavailable, build_variant, check_variant
 
 
 def _interleaved(fns: dict[str, Callable[[], Any]], device: str, repeats: int, budget_s: float) -> dict[str, Timing]:
@@ -57,20 +58,22 @@ def _separated(fast: Timing, slow: Timing) -> bool:
 # -- (b) RMSNorm versus LayerNorm -------------------------------------------------------------------------
 
 def _claim_id(base: str, variant: str) -> str:
-    return base if variant == "eager" else f"{base}[{variant}]"
+    deployment = deploy.get(variant)
+    return base if deployment.default else f"{base}[{deployment.name}]"
 
 
 def rmsnorm_vs_layernorm(device: str = "cpu", *, tokens: int | None = None, hidden: tuple[int, ...] = (1024, 4096),
                          dtypes: tuple[str, ...] = ("float32", "bfloat16"),
                          passes: tuple[str, ...] = ("inference", "forward+backward"), repeats: int = 2,
-                         budget_s: float = 0.25, variant: str = "eager") -> ClaimResult:
+                         budget_s: float = 0.25, variant: str = deploy.DEFAULT.name) -> ClaimResult:
     from normbench.builtins import torch_implementations
     from normbench.spec import load_specs
 
     specs = load_specs(known_checks=None).specs
     impls = {i.name: i for i in torch_implementations()}
     ln, rms = impls["torch.nn.LayerNorm"], impls["torch.nn.RMSNorm"]
-    check_variant(variant)
+    deployment = deploy.get(variant)
+    variant = deployment.name
     tokens = tokens or (8192 if torch.device(device).type == "cuda" else 1024)
     cases, ratios, faster, slower = [], [], 0, 0
     skipped: list[str] = []
@@ -78,14 +81,14 @@ def rmsnorm_vs_layernorm(device: str = "cpu", *, tokens: int | None = None, hidd
     for c in hidden:
         for dtype in dtypes:
             for pass_name in passes:
-                if variant == "onnxruntime" and pass_name not in ORT_PASSES:
-                    skipped.append(f"{pass_name}: onnxruntime runs inference only")
+                if deployment.passes is not None and pass_name not in deployment.passes:
+                    skipped.append(f"{pass_name}: {variant} runs inference only")
                     continue
                 try:
                     prepared = {impl.name: prepare(BenchCase(impl.family, impl.name, (tokens, c), dtype, pass_name,
                                                              device, variant=variant), impl, specs[impl.family])
                                 for impl in (ln, rms)}
-                except VariantUnavailable as exc:
+                except deploy.DeploymentUnavailable as exc:
                     skipped.append(f"{tokens}x{c} {dtype} {pass_name}: {exc}")
                     continue
                 for name, p in prepared.items():
@@ -115,9 +118,8 @@ def rmsnorm_vs_layernorm(device: str = "cpu", *, tokens: int | None = None, hidd
     else:
         verdict = INCONCLUSIVE
     speed = f"{g:.2f}x the speed of" if g >= 1 else f"{1 / g:.2f}x slower than"
-    label = {"eager": "torch eager", "compile": "torch.compile (Inductor)", "onnxruntime": "ONNX Runtime (CPU)"}
     measured_passes = sorted({c["pass"] for c in cases}, key=passes.index)
-    measured = (f"{label[variant]} RMSNorm is {speed} LayerNorm (geometric mean over {n} cases: {tokens} tokens x "
+    measured = (f"{deployment.title} RMSNorm is {speed} LayerNorm (geometric mean over {n} cases: {tokens} tokens x "
                 f"hidden {'/'.join(map(str, hidden))}, {'/'.join(sorted({c['dtype'] for c in cases}))}, "
                 f"{' and '.join(measured_passes)}); faster beyond the spread in {faster} of {n} cases, slower in "
                 f"{slower}" + (f"; {len(skipped)} case(s) not buildable" if skipped else ""))
@@ -153,9 +155,10 @@ def _offline_norm(dim: int) -> nn.Module:
 
 def _deployed(model: nn.Module, x: torch.Tensor, variant: str) -> tuple[Callable[[], Any], float, dict[str, Any]]:
     """An inference call of `model` on `x` as `variant` deploys it, what building it cost, and what it reported."""
-    built = build_variant(variant, model, x, pass_name="inference")
+    deployment = deploy.get(variant)
+    built = deployment.build(model, x, pass_name="inference")
     call = built.call
-    if variant == "onnxruntime":
+    if deployment.inference_only:  # not torch's: no inference mode to enter
         return (lambda: call(x)), built.build_s, built.info
 
     def fn() -> torch.Tensor:
@@ -166,12 +169,13 @@ def _deployed(model: nn.Module, x: torch.Tensor, variant: str) -> tuple[Callable
 
 def folded_norm_vs_layernorm(device: str = "cpu", *, batch: int = 8, seq: int = 128, dim: int = 256, heads: int = 4,
                              dtype: str = "float32", repeats: int = 2, budget_s: float = 0.5,
-                             variant: str = "eager") -> tuple[ClaimResult, ...]:
+                             variant: str = deploy.DEFAULT.name) -> tuple[ClaimResult, ...]:
     """The speed claim, and for the eager variant the memory claim too (peak memory is torch's allocator's; an
     ONNX Runtime session or Inductor's buffers are not comparable with it)."""
     from normbench.fold import fold_with_report
 
-    check_variant(variant)
+    deployment = deploy.get(variant)
+    variant = deployment.name
     torch.manual_seed(0)
     dt = getattr(torch, dtype)
     x = torch.randn(batch, seq, dim, device=device, dtype=dt)
@@ -195,7 +199,7 @@ def folded_norm_vs_layernorm(device: str = "cpu", *, batch: int = 8, seq: int = 
     for name, model in models.items():
         try:
             fns[name], build_s[name], info = _deployed(model, x, variant)
-        except VariantUnavailable as exc:
+        except deploy.DeploymentUnavailable as exc:
             unavailable[name] = str(exc)
             continue
         if "onnx_ops" in info:
@@ -205,7 +209,7 @@ def folded_norm_vs_layernorm(device: str = "cpu", *, batch: int = 8, seq: int = 
                             f"{variant}: the blocks cannot be built: {unavailable}", INCONCLUSIVE,
                             str(torch.device(device)), {"variant": variant, "unavailable": unavailable}),)
     t = _interleaved(fns, device, repeats, budget_s)
-    peaks = {name: peak_memory_bytes(fn, device) for name, fn in fns.items()} if variant == "eager" else {}
+    peaks = {name: peak_memory_bytes(fn, device) for name, fn in fns.items()} if deployment.default else {}
     t_ln, t_fold = t["layernorm"], t["offline_folded"]
     saved = 1 - t_fold.median / t_ln.median
     details = {"block": {"batch": batch, "seq": seq, "dim": dim, "heads": heads, "dtype": dtype, "ffn": 4 * dim},
@@ -229,7 +233,7 @@ def folded_norm_vs_layernorm(device: str = "cpu", *, batch: int = 8, seq: int = 
         f"{t_fold.median * 1e3:.3f} vs {t_ln.median * 1e3:.3f} ms, IQR {t_fold.iqr * 1e3:.3f} / "
         f"{t_ln.iqr * 1e3:.3f} ms; {unfolded_text}); block dim {dim}, {heads} heads, {batch}x{seq} tokens, "
         f"{dtype}", verdict, str(torch.device(device)), details)
-    if variant != "eager":
+    if not deployment.default:
         return (speed,)
     p_ln, p_fold = peaks["layernorm"], peaks["offline_folded"]
     less = 1 - p_fold / p_ln if p_ln and p_fold is not None else 0.0
@@ -243,10 +247,10 @@ def folded_norm_vs_layernorm(device: str = "cpu", *, batch: int = 8, seq: int = 
     return speed, memory
 
 
-def _rmsnorm_claims(device: str, variants: tuple[str, ...] = ("eager",)) -> list[ClaimResult]:
+def _rmsnorm_claims(device: str, variants: tuple[str, ...] = (deploy.DEFAULT.name,)) -> list[ClaimResult]:
     out = []
     for variant in variants:
-        if variant == "eager":
+        if deploy.get(variant).default:
             out.append(rmsnorm_vs_layernorm(device))
         else:
             # each case costs a compile / export per module: float32 only keeps it to a few minutes on 2 cores
@@ -254,12 +258,12 @@ def _rmsnorm_claims(device: str, variants: tuple[str, ...] = ("eager",)) -> list
     return out
 
 
-def _folded_claims(device: str, variants: tuple[str, ...] = ("eager",)) -> list[ClaimResult]:
+def _folded_claims(device: str, variants: tuple[str, ...] = (deploy.DEFAULT.name,)) -> list[ClaimResult]:
     return [c for variant in variants for c in folded_norm_vs_layernorm(device, variant=variant)]
 
 
 def _training(name: str) -> Callable[..., list[ClaimResult]]:
-    def run(device: str, variants: tuple[str, ...] = ("eager",)) -> list[ClaimResult]:
+    def run(device: str, variants: tuple[str, ...] = (deploy.DEFAULT.name,)) -> list[ClaimResult]:
         from normbench.bench import claims_training
 
         # Small models: their ops are too small to gain from a second thread, and on a shared CPU each parallel
@@ -285,13 +289,12 @@ CLAIMS: dict[str, Callable[..., list[ClaimResult]]] = {
 TRAINING_CLAIMS: tuple[str, ...] = ("powernorm_batch_statistics", "prenorm_postnorm_gradients", "deepnorm_depth")
 
 
-def run_claims(device: str = "cpu", only: list[str] | None = None, variants: tuple[str, ...] = ("eager",),
+def run_claims(device: str = "cpu", only: list[str] | None = None, variants: tuple[str, ...] = (deploy.DEFAULT.name,),
                training: bool = False) -> list[ClaimResult]:
     unknown = sorted(set(only or []) - set(CLAIMS))
     if unknown:
         raise ValueError(f"unknown claim(s) {unknown}; known: {sorted(CLAIMS)}")
-    for variant in variants:
-        check_variant(variant)
+    variants = tuple(dict.fromkeys(deploy.canonical(v) for v in variants))
     results: list[ClaimResult] = []
     for name, run in CLAIMS.items():
         if only and name not in only:

@@ -17,9 +17,9 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from normbench import deploy
 from normbench.bench.bytes_model import Traffic, bytes_moved, copy_bytes
 from normbench.bench.roofline import Roofline, RooflineLevel
-from normbench.bench.variants_bench import BuiltVariant, build_variant, check_variant
 from normbench.implementation import Implementation, ImplementationError
 from normbench.registry import Registry
 from normbench.results import utc_now
@@ -57,8 +57,9 @@ class BenchCase:
     pass_name: str
     device: str = "cpu"
     baseline: str | None = None
-    #: how the module is deployed (normbench.bench.variants_bench.VARIANTS); eager ids carry no suffix
-    variant: str = "eager"
+    #: how the module is deployed: a normbench.deploy name (an alias reads as its deployment); eager ids carry no
+    #: suffix, the others their deployment's canonical name
+    variant: str = deploy.DEFAULT.name
 
     @property
     def id(self) -> str:
@@ -67,9 +68,13 @@ class BenchCase:
             parts.append(self.pass_name)
         if torch.device(self.device).type != "cpu":
             parts.append(torch.device(self.device).type)
-        if self.variant != "eager":
-            parts.append(self.variant)
+        if not self.deployment.default:
+            parts.append(self.deployment.name)
         return f"{self.family}[{'-'.join(parts)}]"
+
+    @property
+    def deployment(self) -> deploy.Deployment:
+        return deploy.get(self.variant)
 
     @property
     def group(self) -> str:
@@ -95,13 +100,13 @@ def plan_cases(specs: dict[str, Spec], registry: Registry, *, implementations: I
                families: Iterable[str] = (), dtypes: Iterable[str] = (), passes: Iterable[str] = (),
                shapes: Iterable[tuple[int, ...]] = (), devices: Iterable[str] = ("cpu",),
                include_references: bool = False, copy_check: bool = True,
-               roofline_bytes: dict[str, int] | None = None, variants: Iterable[str] = ("eager",)) -> BenchPlan:
+               roofline_bytes: dict[str, int] | None = None,
+               variants: Iterable[str] = (deploy.DEFAULT.name,)) -> BenchPlan:
     """Every case the specs declare, narrowed by the filters; `shapes` replaces the spec's shapes (a shape whose
     rank the family's layout does not take is left out for that family). Every case is planned once per variant
-    (eager, compile, onnxruntime), the variants of one case next to each other."""
-    chosen_variants = list(dict.fromkeys(variants)) or ["eager"]
-    for variant in chosen_variants:
-        check_variant(variant)
+    (normbench.deploy: eager, compile, export, an alias naming its deployment), the variants of one case next to
+    each other."""
+    chosen_variants = list(dict.fromkeys(deploy.canonical(v) for v in variants)) or [deploy.DEFAULT.name]
     chosen_impls, chosen_families = set(implementations), set(families)
     chosen_dtypes, chosen_passes, override = set(dtypes), set(passes), [tuple(s) for s in shapes]
     plan = BenchPlan()
@@ -206,23 +211,24 @@ def prepare(case: BenchCase, impl: Implementation | None = None, spec: Spec | No
     features = case.shape[spec.layout.features_axis]
     module = impl.build(features, spec.default_params()).to(device=device, dtype=dtype)
     x = torch.randn(input_shape(case, impl), generator=gen, device=device, dtype=dtype)
-    traffic = bytes_moved(x, module, case.pass_name if case.variant != "onnxruntime" else "inference")
+    deployment = case.deployment
+    traffic = bytes_moved(x, module, "inference" if deployment.inference_only else case.pass_name)
     # What every timed call reads: the current input (and, for the backward passes, the graph and the upstream
     # gradient), replaced between rounds by `use`.
     now: dict[str, Any] = {"x": x}
-    if case.variant == "onnxruntime":
-        # no autograd: the forward pass is the eval-mode inference of the exported graph
-        built = build_variant("onnxruntime", module, x, pass_name=case.pass_name)
+    if deployment.inference_only:
+        # no autograd: the forward pass is the eval-mode inference of the deployed graph
+        built = deployment.build(module, x, pass_name=case.pass_name)
         call = built.call
         return Prepared(case, lambda: call(now["x"]), traffic, x, module, features, spec.layout.reduce,
                         built.build_s, built.info, use=now.update)
     eager = module
-    built = BuiltVariant("eager", module)
-    if case.variant == "compile":
+    built = deploy.DEFAULT.build(module, x)
+    if not deployment.default:
         module.train(case.pass_name != "inference")
         if case.pass_name != "inference":
             x.requires_grad_(True)
-        built = build_variant("compile", module, x, pass_name=case.pass_name)
+        built = deployment.build(module, x, pass_name=case.pass_name)
         module = built.call  # type: ignore[assignment] # the compiled module, called exactly like the eager one
     if case.pass_name == "inference":
         eager.eval()
@@ -350,7 +356,7 @@ def result_entry(prepared: CaseFacts, summary: dict[str, float | int], roofline:
     entry: dict[str, Any] = {
         "id": case.id, "family": case.family, "implementation": case.implementation, "shape": list(case.shape),
         "dtype": case.dtype, "pass": case.pass_name, "device": torch.device(case.device).type,
-        "variant": case.variant, "build_s": prepared.build_s, "variant_info": prepared.variant_info,
+        "variant": case.deployment.name, "build_s": prepared.build_s, "variant_info": prepared.variant_info,
         "baseline": case.baseline, "features": prepared.features, "numel": prepared.numel,
         "reduce": prepared.reduce, **summary,
         "bytes": traffic.total,

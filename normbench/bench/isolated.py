@@ -332,16 +332,16 @@ def _bench_child(conn: Any, source: tuple[str, ...], name: str, specs: Mapping[s
             else:
                 wire.send(conn, ["error", f"unknown request {verb!r}"])
         except BaseException as exc:  # noqa: BLE001 - plugin code: SystemExit and KeyboardInterrupt included
-            from normbench.bench.variants_bench import VariantUnavailable
+            from normbench.deploy import DeploymentUnavailable
 
-            kind = "unavailable" if isinstance(exc, VariantUnavailable) else "error"
+            kind = "unavailable" if isinstance(exc, DeploymentUnavailable) else "error"
             wire.send(conn, [kind, f"{type(exc).__name__}: {exc}", traceback.format_exc()[-2000:]])
 
 
 # -- the parent side --------------------------------------------------------------------------------------------
 
 class CaseUnavailable(BenchChildError):
-    """The case's variant cannot be built (normbench.bench.variants_bench.VariantUnavailable in the child)."""
+    """The case's deployment cannot be built (normbench.deploy.DeploymentUnavailable in the child)."""
 
 
 @dataclass
@@ -497,7 +497,7 @@ class BenchChild:
         shape = input_shape(case, self.impl)
         dtype = getattr(torch, case.dtype)
         numel = math.prod(shape)
-        pass_for_bytes = case.pass_name if case.variant != "onnxruntime" else "inference"
+        pass_for_bytes = "inference" if case.deployment.inference_only else case.pass_name
         # |x| from the case (the parent's); the parameters' and state's bytes as the child counts them
         x_bytes = X_TRAFFIC[pass_for_bytes] * numel * torch.empty((), dtype=dtype).element_size()
         p_bytes, s_bytes = PARAM_TRAFFIC[pass_for_bytes] * param_bytes, STATE_TRAFFIC[pass_for_bytes] * state_bytes

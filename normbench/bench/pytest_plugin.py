@@ -40,6 +40,7 @@ from typing import Any
 import pytest
 import torch
 
+from normbench import deploy
 from normbench.bench.allocator import DEFAULT as MALLOC_DEFAULT
 from normbench.bench.allocator import pin_malloc
 from normbench.bench.crosscheck import (  # noqa: F401 - re-exported: the names this module has always offered
@@ -85,7 +86,6 @@ from normbench.bench.trust import (
     trusted,
     untrusted_reason,
 )
-from normbench.bench.variants_bench import VARIANTS
 from normbench.implementation import ALL_DTYPES
 from normbench.publish.terminal import bench_summary_lines
 from normbench.registry import Registry
@@ -128,10 +128,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "default keeps glibc's thresholds")
     group.addoption("--bench-roofline-mib", type=float, default=None, metavar="MIB",
                     help="size of the roofline copy (default: 8x the last-level cache, >= 256 MiB CPU / 1 GiB GPU)")
-    group.addoption("--bench-variant", action="append", default=[], choices=list(VARIANTS),
+    group.addoption("--bench-variant", action="append", default=[], choices=deploy.names(aliases=True),
                     help="time every case as deployed this way (repeatable, e.g. eager + compile; default eager "
-                         "only): compile = torch.compile (Inductor, build paid once, never timed), onnxruntime = "
-                         "torch.onnx export run by onnxruntime on the CPU (inference only)")
+                         "only): compile = torch.compile (Inductor, build paid once, never timed), export (or its "
+                         "older name onnxruntime) = torch.onnx export run by onnxruntime on the CPU (inference "
+                         "only)")
     group.addoption("--bench-progress", action="store_true",
                     help="draw a progress bar instead of one character per case")
 
@@ -183,7 +184,7 @@ class BenchSession:
         self.registry: Registry | None = None
         self.problems: list[str] = []
         self.done = 0
-        self.variants = list(dict.fromkeys(opt.bench_variant)) or ["eager"]
+        self.variants = list(dict.fromkeys(deploy.canonical(v) for v in opt.bench_variant)) or [deploy.DEFAULT.name]
         #: --bench-crosscheck on a CPU: per case id, the other timers' samples of every pass so far
         self.interleavers: dict[str, Interleaver] = {}
         self.wait_policy = os.environ.get("OMP_WAIT_POLICY", "") or "unset"
@@ -685,7 +686,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             if e.get("untrusted"):
                 terminalreporter.write_line(f"  UNTRUSTED, not ranked: {e['id']}: {e['untrusted']}", red=True)
         for e in entries.values():
-            if e.get("variant", "eager") != "eager":
+            if deploy.record_name(e) != deploy.DEFAULT.name:
                 ops = e.get("variant_info", {}).get("onnx_ops")
                 terminalreporter.write_line(f"  {e['id']}: built in {e['build_s']:.1f} s (not timed)"
                                             + (f"; ONNX ops {', '.join(ops)}" if ops else ""))

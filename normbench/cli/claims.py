@@ -12,16 +12,17 @@ VERB = "claims"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from normbench import deploy
     from normbench.bench.claims import CLAIMS, TRAINING_CLAIMS
-    from normbench.bench.variants_bench import VARIANTS
     from normbench.results import DEFAULT_RESULTS_DIR
 
     parser = sub.add_parser(VERB, help="the claims lab: RMSNorm vs LayerNorm, folded offline norm vs LayerNorm, per "
                                        "deployment variant; training dynamics (PowerNorm, Pre/Post-LN, DeepNorm)")
     parser.add_argument("--only", action="append", choices=sorted(CLAIMS), help="run only this claim (repeatable)")
-    parser.add_argument("--variant", action="append", default=[], choices=list(VARIANTS),
+    parser.add_argument("--variant", action="append", default=[], choices=deploy.names(aliases=True),
                         help="measure the speed claims as deployed this way (repeatable; default eager only): "
-                             "compile = torch.compile (Inductor), onnxruntime = torch.onnx export on ONNX Runtime")
+                             "compile = torch.compile (Inductor), export (or its older name onnxruntime) = "
+                             "torch.onnx export on ONNX Runtime")
     parser.add_argument("--training", action="store_true",
                         help=f"also run the training-dynamics claims ({', '.join(TRAINING_CLAIMS)}): small seeded "
                              "models trained on the CPU for a few minutes; --only runs one of them without it")
@@ -48,7 +49,10 @@ def run(args: argparse.Namespace) -> int:
     malloc = pin_malloc()
     print(f"claims lab on {args.device} ({torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"malloc: {malloc}) ...")
-    variants = tuple(dict.fromkeys(getattr(args, "variant", None) or ["eager"]))
+    from normbench import deploy
+
+    variants = tuple(dict.fromkeys(deploy.canonical(v) for v in getattr(args, "variant", None) or ()))
+    variants = variants or (deploy.DEFAULT.name,)
     results = run_claims(args.device, args.only, variants, getattr(args, "training", False))
     print(tabulate([[r.id, r.measured, r.verdict] for r in results], headers=["claim", "measured here", "verdict"],
                    maxcolwidths=[None, 90, 30]))

@@ -23,6 +23,7 @@ VERB = "run"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from normbench import deploy
     from normbench.bench.harness import PASSES
     from normbench.implementation import ALL_DTYPES
     from normbench.results import DEFAULT_RESULTS_DIR
@@ -47,9 +48,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--rounds", type=int, default=3, metavar="R",
                         help="interleaved passes over every benchmark case, samples pooled (default 3)")
     parser.add_argument("--include-references", action="store_true", help="also time the float64 references")
-    parser.add_argument("--variant", action="append", default=[], choices=["eager", "compile", "onnxruntime"],
+    parser.add_argument("--variant", action="append", default=[], choices=deploy.names(aliases=True),
                         help="benchmark every case as deployed this way (repeatable, e.g. --variant eager "
-                             "--variant compile; default eager only)")
+                             "--variant compile; default eager only; onnxruntime is export's older name)")
     parser.add_argument("--omp-wait-policy", default="passive", choices=["passive", "active", "inherit"],
                         help="OMP_WAIT_POLICY of the benchmark process (default passive: on a shared CPU, "
                              "spinning OpenMP threads make 2-thread timings bimodal; inherit = leave the "
