@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from normbench import safe_yaml
+from normbench import deploy, safe_yaml
 
 #: the characters that may follow an entry id inside a test id: the next segment, the end of the
 #: parameters, or the end of the id. Anything else means the id stopped inside a segment.
@@ -68,7 +68,7 @@ class KnownFailure:
         this entry's items (the id after the implementation's name starts with the entry's, at a whole segment),
         and this entry names the aten ops it is about. Whether the implementation calls them is for its judging
         process to show; the family may differ (the op's precision is the same wherever it is called)."""
-        if not self.aten_ops or implementation == self.implementation or variant != "eager":
+        if not self.aten_ops or implementation == self.implementation or variant != deploy.DEFAULT.name:
             return False
         own = self.prefix.find(f"[{self.implementation}")
         tail = self.prefix[own + len(self.implementation) + 1:]

@@ -17,6 +17,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from normbench import deploy
 from normbench.compare import ULP_DEFINITION
 from normbench.verdicts import NOT_CONFORMING, status_of
 
@@ -107,8 +108,8 @@ class Series:
     implementation: str
     dtype: str
     points: list[tuple[float, float]]
-    #: how the module ran (eager, compile, onnxruntime): one series per variant, drawn with its own marker
-    variant: str = "eager"
+    #: how the module ran (a normbench.deploy name): one series per deployment, drawn with its own marker
+    variant: str = deploy.DEFAULT.name
 
 
 @dataclass
@@ -197,17 +198,18 @@ def _shape(entry: dict[str, Any]) -> str:
 
 def _case_key(entry: dict[str, Any]) -> tuple[Any, ...]:
     # records from before variants existed are eager
-    return (tuple(entry["shape"]), entry["dtype"], entry["pass"], entry["device"], entry.get("variant", "eager"))
+    return (tuple(entry["shape"]), entry["dtype"], entry["pass"], entry["device"], deploy.record_name(entry))
 
 
-VARIANT_ORDER = {"eager": 0, "compile": 1, "onnxruntime": 2}
+#: deployments side by side in the registry's order, the default first
+VARIANT_ORDER = {d.name: i for i, d in enumerate(deploy.all())}
 
 
 def _over_eager(entry: dict[str, Any], index: dict[tuple[Any, ...], dict[str, Any]]) -> float | None:
     """The same implementation's eager median over this variant's: > 1, the deployed variant is faster."""
-    if entry.get("variant", "eager") == "eager" or not entry.get("median_s"):
+    if deploy.record_name(entry) == deploy.DEFAULT.name or not entry.get("median_s"):
         return None
-    eager = index.get((entry["implementation"], *_case_key(entry)[:-1], "eager"))
+    eager = index.get((entry["implementation"], *_case_key(entry)[:-1], deploy.DEFAULT.name))
     return eager["median_s"] / entry["median_s"] if eager else None
 
 
@@ -437,7 +439,7 @@ def _ranking(machines: list[Machine], outcomes: dict[str, list[dict[str, Any]]],
     for mid, entries in bench.items():
         index = _bench_index(entries)
         for e in entries:
-            if e["family"] == "roofline" or e.get("variant", "eager") != "eager":
+            if e["family"] == "roofline" or deploy.record_name(e) != deploy.DEFAULT.name:
                 continue  # the ranking is of the implementations as written; compiled / exported timings are shown
             key = (e["family"], e["implementation"])
             keys.add(key)
@@ -558,9 +560,9 @@ def _plots(machines: list[Machine], bench: dict[str, list[dict[str, Any]]]) -> l
                 for e in entries:
                     if e["pass"] == pass_name:
                         x = e["features"] if token else e["numel"] * 1.0
-                        lines[(e["implementation"], e["dtype"], e.get("variant", "eager"))].append((x, e["gbps"]))
+                        lines[(e["implementation"], e["dtype"], deploy.record_name(e))].append((x, e["gbps"]))
                 panels[pass_name] = [
-                    Series(f"{impl} {dtype}" + (f" [{variant}]" if variant != "eager" else ""), impl, dtype,
+                    Series(f"{impl} {dtype}" + (f" [{variant}]" if variant != deploy.DEFAULT.name else ""), impl, dtype,
                            sorted(points), variant)
                     for (impl, dtype, variant), points in sorted(lines.items(),
                                                                  key=lambda kv: (kv[0][0], kv[0][1],

@@ -43,6 +43,7 @@ import torch
 from filelock import FileLock, Timeout
 
 import normbench
+from normbench import deploy
 from normbench.record_seal import SealError, seal_path, seal_text, verify
 
 API_VERSION = 1
@@ -339,7 +340,36 @@ def validate_record(data: Any, source: str) -> dict[str, Any]:
         raise ResultsError(f"{source}: {ENTRIES[kind]} entries must be objects; {bad[:3]} are not")
     if kind == "conformance" and "implementations" in data:
         _check_implementations(data["implementations"], source)
+    data[ENTRIES[kind]] = canonical_deployments(data[ENTRIES[kind]])
     return data
+
+
+def canonical_deployments(entries: dict[str, Any]) -> dict[str, Any]:
+    """`entries` (a record's results, outcomes or claims, by id) with every deployment named canonically: an entry
+    stored under an older name (a benchmark's or claim's ``onnxruntime``, now ``export``) is read under the
+    canonical id and variant, so the leaderboard, `normbench compare` and the next merge see one deployment. Where
+    both ids are present, the canonical one stays: only this version writes it, so it is the newer."""
+    renamed = {key: deploy.canonical_id(key) for key in entries}
+    if all(key == new for key, new in renamed.items()):
+        return entries
+    canonical = {key for key, new in renamed.items() if key == new}
+    out: dict[str, Any] = {}
+    for key, entry in entries.items():
+        new = renamed[key]
+        if new == key:
+            out[key] = entry
+            continue
+        if new in canonical:
+            continue
+        entry = dict(entry)
+        if "id" in entry:
+            entry["id"] = new
+        if "variant" in entry:
+            entry["variant"] = deploy.record_name(entry)
+        if isinstance(entry.get("details"), dict) and "variant" in entry["details"]:
+            entry["details"] = {**entry["details"], "variant": deploy.record_name(entry["details"])}
+        out[new] = entry
+    return out
 
 
 def load_record(path: Path, key: bytes | None = None) -> dict[str, Any]:

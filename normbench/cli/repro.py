@@ -192,7 +192,9 @@ def standalone_reason(outcome: dict[str, Any]) -> str | None:
     family, check = outcome.get("family"), outcome.get("check")
     if family not in SUPPORTED_FAMILIES or check not in SUPPORTED_CHECKS:
         return f"family {family!r}, check {check!r}"
-    if outcome.get("variant", "eager") != "eager":
+    from normbench import deploy
+
+    if deploy.record_name(outcome) != deploy.DEFAULT.name:
         return f"variant {outcome.get('variant')!r}"
     example = outcome.get("counterexample")
     if not isinstance(example, dict) or not isinstance(example.get("input"), dict):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
+from normbench import deploy
 from normbench.leaderboard import Leaderboard, geomean
 from normbench.verdicts import CONFORMS, KNOWN_ONLY, NOT_CONFORMING, NOT_JUDGED, Status, status_of
 
@@ -78,7 +79,7 @@ def untrusted_figures(board: Leaderboard) -> dict[str, int]:
     out: dict[str, int] = {}
     for entries in board.bench.values():
         for e in entries:
-            if e.get("untrusted") and e.get("family") != "roofline" and e.get("variant", "eager") == "eager":
+            if e.get("untrusted") and e.get("family") != "roofline" and deploy.record_name(e) == deploy.DEFAULT.name:
                 out[str(e["implementation"])] = out.get(str(e["implementation"]), 0) + 1
     return out
 

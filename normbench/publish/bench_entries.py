@@ -13,6 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from normbench import deploy
 from normbench.leaderboard import Leaderboard
 from normbench.results import scan_records
 
@@ -38,7 +39,7 @@ def bench_entries(board: Leaderboard, out_dir: Path) -> dict[str, list[dict[str,
 
 
 def figure_key(machine_id: str, entry: dict[str, Any]) -> FigureKey:
-    return (machine_id, str(entry["implementation"]), str(entry.get("variant", "eager")),
+    return (machine_id, str(entry["implementation"]), deploy.record_name(entry),
             "x".join(map(str, entry["shape"])), str(entry["dtype"]), str(entry["pass"]), str(entry["device"]))
 
 

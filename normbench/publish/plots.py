@@ -16,13 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from normbench import deploy
+from normbench.deploy import COMPILE, EAGER, EXPORT
 from normbench.leaderboard import ClaimPlot, Leaderboard, Machine, PlotSpec
 from normbench.publish._format import PLOTS_DIR
 from normbench.publish.bench_entries import bench_entries, gbps_spread, untrusted_reason
 from normbench.publish.machine_labels import machine_labels
 
 LINESTYLES = {"float32": "-", "bfloat16": "--", "float16": ":", "float64": "-."}
-MARKERS = {"eager": "o", "compile": "s", "onnxruntime": "^"}
+MARKERS = {EAGER.name: "o", COMPILE.name: "s", EXPORT.name: "^"}
 #: longest implementation label drawn in a legend (a 5000-character name would run far past the figure)
 MAX_LABEL = 80
 #: (pass, implementation, dtype, variant, x, GB/s) of one drawn point, as a plot's series hold it
@@ -59,7 +61,7 @@ def point_stats(spec: PlotSpec, machine_id: str, entries: list[dict[str, Any]]) 
     for e in mine:
         x = e["features"] if token else e["numel"] * 1.0
         spread = gbps_spread(e)
-        out[(str(e["pass"]), str(e["implementation"]), str(e["dtype"]), str(e.get("variant", "eager")), float(x),
+        out[(str(e["pass"]), str(e["implementation"]), str(e["dtype"]), deploy.record_name(e), float(x),
              float(e["gbps"]))] = PointStats(*(spread or (None, None)), untrusted_reason(e))
     return out
 

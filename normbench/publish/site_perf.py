@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from normbench import deploy
 from normbench.leaderboard import Machine, Table, geomean, is_reference
 from normbench.publish._format import cell
 from normbench.publish.badges import slug
@@ -25,7 +26,7 @@ from normbench.publish.site_model import SiteCell, SiteRow, SiteTable
 
 DTYPE_ORDER = {"float64": 0, "float32": 1, "float16": 2, "bfloat16": 3}
 PASS_ORDER = {"forward": 0, "backward": 1, "forward+backward": 2, "inference": 3}
-VARIANT_ORDER = {"eager": 0, "compile": 1, "onnxruntime": 2}
+VARIANT_ORDER = {d.name: i for i, d in enumerate(deploy.all())}
 #: how normbench.leaderboard's performance table says an untrusted figure, where it has the column
 UNTRUSTED_PREFIX = "UNTRUSTED: "
 
@@ -105,7 +106,7 @@ def _hover(f: Figure) -> str:
 
 
 def column_label(implementation: str, variant: str) -> str:
-    return implementation if variant == "eager" else f"{implementation} · {variant}"
+    return implementation if variant == deploy.DEFAULT.name else f"{implementation} · {variant}"
 
 
 def pivots(family: str, figs: list[Figure], machine: Machine, machine_label: str, several_machines: bool,
@@ -167,7 +168,8 @@ def speeds(figs: Iterable[Figure]) -> dict[str, Speed]:
     cases: dict[str, int] = defaultdict(int)
     untrusted: dict[str, int] = defaultdict(int)
     for f in figs:
-        if f.variant != "eager":  # as the ranking: the implementations as written; compiled timings are shown
+        # as the ranking: the implementations as written; compiled timings are shown
+        if f.variant != deploy.DEFAULT.name:
             continue
         if f.untrusted:
             untrusted[f.implementation] += 1

@@ -125,16 +125,17 @@ def bench_summary_lines(entries: Iterable[Mapping[str, Any]], width: int = 120) 
     the baseline's own row; × baseline only where the baseline was timed in the same session and case."""
     from tabulate import tabulate
 
+    from normbench import deploy
     from normbench.leaderboard import VARIANT_ORDER, geomean
 
     norms = [e for e in entries if e.get("family") != "roofline" and e.get("median_s")]
     if not norms:
         return []
-    index = {(e["implementation"], tuple(e["shape"]), e["dtype"], e["pass"], e["device"], e.get("variant", "eager")):
-             e for e in norms}
+    index = {(e["implementation"], tuple(e["shape"]), e["dtype"], e["pass"], e["device"], deploy.record_name(e)): e
+             for e in norms}
     groups: dict[tuple[str, str, str, str], list[Mapping[str, Any]]] = defaultdict(list)
     for e in norms:
-        groups[(e["family"], e["implementation"], e.get("variant", "eager"), e["device"])].append(e)
+        groups[(e["family"], e["implementation"], deploy.record_name(e), e["device"])].append(e)
     devices = {k[3] for k in groups}
     rows, missing = [], set()
     name_w = max(16, width - 90)
@@ -143,7 +144,7 @@ def bench_summary_lines(entries: Iterable[Mapping[str, Any]], width: int = 120) 
         speedups = []
         for e in cases:
             base = index.get((e.get("baseline"), tuple(e["shape"]), e["dtype"], e["pass"], e["device"],
-                              e.get("variant", "eager")))
+                              deploy.record_name(e)))
             if base is not None:
                 speedups.append(base["median_s"] / e["median_s"])
             elif e.get("baseline"):
