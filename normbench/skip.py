@@ -1,6 +1,6 @@
 """Skip: an item that does not apply. Its own module because both the check API (normbench.checks.base) and the
-deployment variants (normbench.variants, whose VariantUnavailable is one) raise it, and the check API applies
-the variants."""
+deployments (normbench.deploy, whose DeploymentUnavailable is one) raise it, and the check API applies the
+deployments."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Under ``--variant compile`` most of an item's time is Inductor compiling (C++ through the system compiler, about
 a second per graph on a 2-core CPU), and the graphs one item compiles are the ones the next item of the same
-implementation needs (normbench.variants caches them per class in the judging process). With xdist's default
+implementation needs (normbench.deploy caches them per class in the judging process). With xdist's default
 ``load`` distribution the items of one implementation are spread over the workers, so each worker's judging
 process compiles the same graphs again (the FX graph cache on disk only helps once the other worker has
 finished writing). Grouping by implementation pays each compile once. Eager runs keep ``load``: their items are

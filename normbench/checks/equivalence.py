@@ -33,6 +33,7 @@ from normbench.checks.invariance import statistic_groups
 from normbench.checks.numerics import STABILITY_SAFETY
 from normbench.compare import Comparison, channel_bias, compare, dtype_eps
 from normbench.inputs import THRESHOLD_FEATURES, Case, case_strategy, input_shape, kernel_threshold_cases, random_like
+from normbench.variants import VARIANT_EPS_VARIANTS, VARIANT_THRESHOLD_FEATURES
 
 #: eps values that expose where eps sits (gpt-neox#1337, keras#22586): tiny, usual, and 1.
 EPS_VARIANTS = (1e-12, 1e-5, 1.0)
@@ -73,8 +74,6 @@ def _variants(ctx: CheckContext, first_size_under_variant: bool = False) -> list
         out.append(Variant(Case(shape, "normal", seed=ctx.seed + 11), tuple(ctx.params().items())))
     eps_variants: tuple[float, ...] = EPS_VARIANTS
     if bounded:
-        from normbench.variants import VARIANT_EPS_VARIANTS  # variants imports checks.base
-
         eps_variants = () if default_only else VARIANT_EPS_VARIANTS
     for eps in eps_variants:
         if ctx.unsupported(eps=eps):  # a hard-coded eps (fixed_params): judged at that value only
@@ -101,8 +100,6 @@ def kernel_variants(ctx: CheckContext) -> list[Variant]:
     params = tuple(ctx.params().items())
     features = THRESHOLD_FEATURES
     if ctx.bounded_variant_plan:
-        from normbench.variants import VARIANT_THRESHOLD_FEATURES  # variants imports checks.base
-
         features = VARIANT_THRESHOLD_FEATURES
     return [Variant(case, params) for case in kernel_threshold_cases(ctx.spec.layout, ctx.seed + 101, features)]
 
