@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+# slow (`pytest tests -m slow`, .ci/run): every test reads one `pytest suite/benchmarks` run in a subprocess
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 CHEATS = {"cheat.hides_90": "plugins.clock_hides_90:implementation",
           "cheat.hides_50": "plugins.clock_hides_50:implementation",

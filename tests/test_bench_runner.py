@@ -32,6 +32,7 @@ def bench_run(tmp_path_factory):
     return proc, results, json_path
 
 
+@pytest.mark.slow
 def test_benchmarks_record_normbench_and_pytest_benchmark_results(bench_run):
     proc, results, json_path = bench_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
@@ -74,6 +75,7 @@ def test_benchmarks_record_normbench_and_pytest_benchmark_results(bench_run):
         assert record["malloc"] == entry["malloc"] == STEADY and f"malloc: {STEADY}" in proc.stdout
 
 
+@pytest.mark.slow
 def test_pytest_benchmark_compare_reads_the_json(bench_run):
     _, _, json_path = bench_run
     proc = subprocess.run([sys.executable, "-m", "pytest_benchmark", "compare", str(json_path)], cwd=ROOT,
@@ -82,18 +84,21 @@ def test_pytest_benchmark_compare_reads_the_json(bench_run):
     assert "test_throughput" in proc.stdout
 
 
+@pytest.mark.slow
 def test_benchmarks_refuse_xdist():
     proc = pytest_run("suite/benchmarks", "-p", "normbench.bench.pytest_plugin", "-n", "2", *TINY)
     assert proc.returncode != 0
     assert "never run under pytest-xdist" in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_a_plain_suite_run_never_collects_benchmarks():
     proc = pytest_run("suite", "--collect-only", "-q", "--no-record", "--impl", "torch.nn.LayerNorm")
     assert "conformance.py::" in proc.stdout
     assert "bench_norms" not in proc.stdout and "test_throughput" not in proc.stdout
 
 
+@pytest.mark.slow
 def test_a_bad_option_is_one_clear_failure():
     proc = pytest_run("suite/benchmarks", "-p", "normbench.bench.pytest_plugin", "-q", "--no-record",
                       "--impl", "no.such.impl", "--bench-shape", "4x8", "--bench-budget", "0.01")
@@ -101,6 +106,7 @@ def test_a_bad_option_is_one_clear_failure():
     assert "--impl 'no.such.impl' matches no implementation" in proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: the GPU path runs instead")
 def test_the_cuda_path_skips_with_its_reason_where_there_is_no_gpu(tmp_path):
     proc = pytest_run("suite/benchmarks", "-p", "normbench.bench.pytest_plugin", "-q", "-rs", "--results-dir",
@@ -109,6 +115,7 @@ def test_the_cuda_path_skips_with_its_reason_where_there_is_no_gpu(tmp_path):
     assert "1 skipped" in proc.stdout and "no CUDA device here" in proc.stdout
 
 
+@pytest.mark.slow
 def test_interleaved_rounds_pool_their_samples(tmp_path):
     proc = pytest_run("suite/benchmarks", "-p", "normbench.bench.pytest_plugin", "-q", "--results-dir", str(tmp_path),
                       "--bench-rounds", "2", "--bench-malloc", "default", "--bench-crosscheck", *TINY)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from normbench.cli import run as run_verb
 from normbench.cli.main import main
 
@@ -30,6 +32,7 @@ def test_stages_are_the_documented_pytest_runs(tmp_path, monkeypatch):
     assert any(a.startswith("--benchmark-json=") and "pytest-benchmark" in a for a in bench)
 
 
+@pytest.mark.slow
 def test_a_tiny_benchmark_run_end_to_end(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_XDIST_WORKER"}
     proc = subprocess.run([sys.executable, "-m", "normbench.cli.main", "run", "--impl", "torch.nn.RMSNorm",

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from test_suite_runner import run_suite
+
+# slow (`pytest tests -m slow`, .ci/run): every test starts `pytest suite` in a subprocess
+pytestmark = pytest.mark.slow
 
 
 def test_a_cuda_only_plugin_on_a_machine_without_cuda_is_one_explained_skip(tmp_path):

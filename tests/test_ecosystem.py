@@ -212,6 +212,7 @@ def test_a_library_that_fails_to_import_is_listed_as_unavailable_by_normbench_li
     assert "x_transformers.RMSNorm" not in proc.stdout  # nothing judged, nothing stubbed
 
 
+@pytest.mark.slow
 def test_a_library_that_fails_to_import_is_one_skipped_item_in_the_suite(tmp_path):
     env = _with_broken_import(tmp_path, "x_transformers")
     proc = subprocess.run([sys.executable, "-m", "pytest", "suite", "-p", "no:cacheprovider", "-q", "-rA",
@@ -306,6 +307,7 @@ def test_a_reproduction_does_not_confirm_a_correct_module():
 
 # -- the real libraries (the `ecosystem` extra) ---------------------------------------------------------------
 
+@pytest.mark.slow
 def test_x_transformers_findings_reproduce_standalone():
     pytest.importorskip("x_transformers", reason="needs the ecosystem extra: pip install -e '.[ecosystem]'")
     judged = {e.name: e.implementation for e in xt_adapter.entries() if e.implementation is not None}
@@ -322,6 +324,7 @@ def test_x_transformers_findings_reproduce_standalone():
     assert torch.allclose(scale(x).norm(dim=-1), torch.full((3,), 2.0))  # weight is the family's g
 
 
+@pytest.mark.slow
 def test_transformers_discovery_accounts_for_every_class(tmp_path, monkeypatch):
     pytest.importorskip("transformers", reason="needs the ecosystem extra: pip install -e '.[ecosystem]'")
     try:
@@ -356,6 +359,7 @@ def _judged_of(adapter) -> dict[str, Implementation]:
     return {e.name: e.implementation for e in entries if e.implementation is not None}
 
 
+@pytest.mark.slow
 def test_torchtune_discovery_and_declarations():
     judged = _judged_of(tt_adapter)
     assert set(judged) == {"torchtune.RMSNorm", "torchtune.Fp32LayerNorm", "torchtune.GemmaRMSNorm"}
@@ -367,6 +371,7 @@ def test_torchtune_discovery_and_declarations():
     assert mixed_precision_dtype(judged["torchtune.RMSNorm"]) is None  # cast back after the multiply
 
 
+@pytest.mark.slow
 def test_litgpt_unit_offset_rounds_one_plus_w_in_half_precision():
     judged = _judged_of(lg_adapter)
     assert set(judged) == {"litgpt.RMSNorm", "litgpt.RMSNorm+add_unit_offset"}
@@ -378,6 +383,7 @@ def test_litgpt_unit_offset_rounds_one_plus_w_in_half_precision():
     assert module.add_unit_offset is True
 
 
+@pytest.mark.slow
 def test_diffusers_discovery_and_the_float32_output_finding():
     judged = _judged_of(df_adapter)
     assert set(judged) == {"diffusers.RMSNorm", "diffusers.MochiRMSNorm", "diffusers.FP32LayerNorm"}
@@ -391,6 +397,7 @@ def test_diffusers_discovery_and_the_float32_output_finding():
     assert rms.bias is None  # built with its default bias=False, as declared
 
 
+@pytest.mark.slow
 def test_timm_is_judged_where_it_imports_and_one_unavailable_entry_elsewhere():
     entries = timm_adapter.entries()
     if entries[0].status == "unavailable":

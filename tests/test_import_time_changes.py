@@ -180,6 +180,7 @@ def test_an_import_that_leaves_no_verdict_trustworthy_is_an_error_on_every_item(
 
 # -- through pytest suite: the record and the terminal summary ---------------------------------------------------
 
+@pytest.mark.slow
 def test_the_run_records_the_finding_and_prints_it_once_per_implementation(tmp_path):
     args = []
     for name in ("dynamo", "matmul_precision", "patches_judge"):

@@ -273,6 +273,7 @@ def _run_suite(*args: str, path: Path) -> subprocess.CompletedProcess[str]:
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_through_the_suite_the_inherited_label_is_in_the_terminal_and_the_record(tmp_path):
     (tmp_path / "calls_layer_norm.py").write_text(PLUGIN)
     results = tmp_path / "results"

@@ -12,6 +12,9 @@ import pytest
 from plugins.hostile import HOSTILE
 from test_suite_runner import run_suite
 
+# slow (`pytest tests -m slow`, .ci/run): every test reads the hostile plugins' `pytest suite` runs
+pytestmark = pytest.mark.slow
+
 #: what each hostile plugin's errors must say
 CAUSES = {
     "segfault": "killed by signal SIGSEGV",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from test_suite_runner import run_suite
 
 from normbench.integrity import changes, digest, judged_paths
@@ -31,6 +32,7 @@ def test_the_references_and_specs_are_among_the_judged_files():
     assert {"layernorm.py", "layernorm.yaml", "schema.json"} <= names
 
 
+@pytest.mark.slow
 def test_a_plugin_that_edits_what_normbench_reads_gets_no_record(tmp_path):
     known = tmp_path / "known"
     known.mkdir()

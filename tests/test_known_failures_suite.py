@@ -9,6 +9,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
+# slow (`pytest tests -m slow`, .ci/run): every test starts `pytest suite` in a subprocess
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 FORGED = "torch.nn.LayerNorm-weight_gradient_reduction-float16-evil"
 

@@ -19,6 +19,9 @@ from pathlib import Path
 
 import pytest
 
+# slow (`pytest tests -m slow`, .ci/run): builds the wheel and installs it into a fresh venv
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 #: what the wheel is built from: the package, the two mapped folders, and the build configuration
 SOURCES = ("normbench", "reference", "specs")

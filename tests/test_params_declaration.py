@@ -94,6 +94,7 @@ def test_a_declared_parameter_the_forward_does_not_read_is_flagged():
     assert_flags(unused_weight(), "gradient_equivalence")
 
 
+@pytest.mark.slow
 def test_through_the_sandbox_the_keras_style_layer_norm_conforms(tmp_path):
     """Discovery sends only the declaration's name (SandboxedParams); the judging process runs the real one. The
     float16 / bfloat16 dγ items are torch's F.layer_norm's, inherited: the layer calls it."""

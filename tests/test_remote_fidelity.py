@@ -13,7 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import REMOTE_ENV
+
+# slow (`pytest tests -m slow`, .ci/run): starts a `pytest` session of four mutant modules in a subprocess
+pytestmark = pytest.mark.slow
 
 HERE = Path(__file__).parent
 SUITES = ("test_checks_contexts.py", "test_checks_contexts_masks.py", "test_checks_fused.py",

@@ -94,6 +94,7 @@ def mutant_results(tmp_path_factory):
     return results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("item", MUTANT_ITEMS)
 def test_plugin_items_reproduce_through_their_import(mutant_results, tmp_path, item):
     """A plugin's item gets the re-judging script by default; --standalone writes the torch-only one."""
@@ -106,6 +107,7 @@ def test_plugin_items_reproduce_through_their_import(mutant_results, tmp_path, i
     assert expected[check] <= set(measured(proc.stdout))
 
 
+@pytest.mark.slow
 def test_a_correct_implementation_on_the_same_counterexample_is_not_flagged(mutant_results, tmp_path):
     """The script judges, it does not replay a verdict: the mutant's counterexample run on torch's LayerNorm passes."""
     path = next((mutant_results / "raw").glob("*/conformance.json"))

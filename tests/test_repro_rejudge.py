@@ -137,6 +137,7 @@ def scripts(results: Path, tmp_path: Path) -> dict[str, Path]:
             for name, item in ITEMS.items()}
 
 
+@pytest.mark.slow
 def test_file_path_plugin(tmp_path):
     plugin_dir = tmp_path / "plugin"
     plugin_dir.mkdir()
@@ -167,6 +168,7 @@ def test_file_path_plugin(tmp_path):
     assert_status(run_script(written["plug.cached"], where), 2, "CANNOT RUN")
 
 
+@pytest.mark.slow
 def test_the_torch_only_script_imports_a_file_plugin_by_path(tmp_path, capsys):
     """A plugin's forward_equivalence item is re-judged by default; --standalone writes the torch-only script, which
     imports a file plugin by location too, and a plugin that no longer imports is 2, not 1."""
@@ -201,6 +203,7 @@ def test_the_torch_only_script_imports_a_file_plugin_by_path(tmp_path, capsys):
     assert "no torch-only script for family 'batchnorm', check 'constant_rows'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_module_plugin(tmp_path, monkeypatch):
     package = tmp_path / "pkgs" / "nb_repro_mod_plugin"
     package.mkdir(parents=True)
@@ -225,6 +228,7 @@ def test_module_plugin(tmp_path, monkeypatch):
     assert "ModuleNotFoundError" in proc.stdout and "PYTHONPATH" in proc.stdout
 
 
+@pytest.mark.slow
 def test_entry_point_plugin(tmp_path, monkeypatch):
     site = tmp_path / "site"
     (site / "nb_repro_ep_plugin").mkdir(parents=True)
@@ -303,6 +307,7 @@ def test_a_relative_file_plugin_is_recorded_by_its_absolute_path(tmp_path):
                                                                   "attr": "impls"}
 
 
+@pytest.mark.slow
 def test_the_suite_records_how_to_import_the_plugin_and_its_failure_text_ends_with_repro(tmp_path):
     """End to end: `pytest --pyargs normbench.suite --impl-path /path/my_plugin.py:implementations` from the plugin's
     folder records the plugin entry and the profile; the failure text ends with the repro command, whose script,

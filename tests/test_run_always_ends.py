@@ -65,6 +65,7 @@ def forkserver_run(request, tmp_path_factory):
     return proc, _record(results)
 
 
+@pytest.mark.slow
 def test_a_run_whose_forkserver_is_stopped_or_killed_ends_with_each_attacker_an_error(forkserver_run):
     proc, record = forkserver_run
     assert proc.returncode == 1, proc.stdout[-3000:]
@@ -76,6 +77,7 @@ def test_a_run_whose_forkserver_is_stopped_or_killed_ends_with_each_attacker_an_
     assert len(control) == 2 and {o["verdict"] for o in control} == {"pass"}, control
 
 
+@pytest.mark.slow
 def test_a_child_that_kills_its_xdist_worker_costs_its_own_implementation_only(tmp_path):
     results = tmp_path / "results"
     # xdist sends each worker two of the killer's four items first (its initial batch) and the sibling's four only
@@ -94,6 +96,7 @@ def test_a_child_that_kills_its_xdist_worker_costs_its_own_implementation_only(t
     assert "INTERNALERROR" not in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_keeps_the_stored_outcomes_of_the_items_it_never_ran(tmp_path):
     results = tmp_path / "results"
     first = run_suite("-p", "no:xdist", "--results-dir", str(results), "-k", PROPERTIES,

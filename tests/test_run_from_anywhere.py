@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+# slow (`pytest tests -m slow`, .ci/run): every test runs the suite (--pyargs, normbench test) in a subprocess
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 #: one property in one dtype keeps each run short
 SELECT = ["-k", "forward_equivalence and float32", "-q", "-p", "no:cacheprovider"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -115,6 +116,7 @@ def test_only_the_compile_variant_is_warmed_in_the_forkserver():
         sandbox._WARM_VARIANTS = saved
 
 
+@pytest.mark.slow
 def test_the_compile_preload_leaves_no_thread_behind_and_its_forks_compile():
     # The forkserver forks every judging child: a thread left by the warm-up (tqdm's monitor, an OpenMP pool)
     # would be a fork hazard; and a child forked after it must still compile and run.

@@ -171,12 +171,14 @@ def _outcomes(results: Path, impl: str) -> list[dict[str, Any]]:
     return [o for o in record["outcomes"].values() if o.get("implementation") == impl]
 
 
+@pytest.mark.slow
 def test_no_process_a_plugin_started_outlives_the_run(run_enders_run):
     proc, _, survivor = run_enders_run
     assert survivor is not None, proc.stdout[-3000:]  # the plugin did start its writer
     assert not _alive(survivor), f"the plugin's detached process {survivor} outlived the run"
 
 
+@pytest.mark.slow
 def test_judging_processes_work_in_a_scratch_folder_that_goes_with_the_run(run_enders_run):
     proc, results, _ = run_enders_run
     printed = [o["captured_output"] for o in _outcomes(results, "run_enders.writes_where_it_runs")
@@ -189,6 +191,7 @@ def test_judging_processes_work_in_a_scratch_folder_that_goes_with_the_run(run_e
     assert not list(results.rglob("written-by-plugin*"))
 
 
+@pytest.mark.slow
 def test_the_record_is_sealed_and_the_control_keeps_its_verdict(run_enders_run):
     proc, results, _ = run_enders_run
     record = next(results.glob("raw/*/conformance.json"))

@@ -31,11 +31,12 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     webdriver = None
 
-pytestmark = pytest.mark.skipif(
+# slow (`pytest tests -m slow`, .ci/run): drives a real browser
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     webdriver is None or not CHROMIUM or not DRIVER,
     reason="the browser tests need selenium (pip install -e '.[dev]') and Debian's chromium + chromedriver "
            f"(apt-get install -y chromium chromium-driver); found selenium={webdriver is not None}, "
-           f"chromium={CHROMIUM}, chromedriver={DRIVER}")
+           f"chromium={CHROMIUM}, chromedriver={DRIVER}")]
 
 
 @pytest.fixture(scope="module")

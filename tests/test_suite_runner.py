@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+# slow (`pytest tests -m slow`, .ci/run): every test starts `pytest suite` in a subprocess
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -108,6 +108,7 @@ def test_a_scalar_where_the_kernel_loads_a_tensor_is_the_interpreters_failure_na
     assert "no attribute" in out.stdout and "at scalar_eps.py:8 in scale" in out.stdout, out.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a CUDA machine the example is judged on the GPU")
 def test_without_the_option_a_triton_plugin_on_a_cpu_machine_is_one_cuda_only_skip(triton_example, tmp_path):
     proc = run_suite("--results-dir", str(tmp_path), "--no-entry-points", "--impl-path", EXAMPLE,
@@ -120,6 +121,7 @@ def test_without_the_option_a_triton_plugin_on_a_cpu_machine_is_one_cuda_only_sk
     assert "rmsnorm[triton_example.RMSNorm-devices]" in record["outcomes"]
 
 
+@pytest.mark.slow
 def test_the_example_kernels_are_judged_on_cpu_through_the_interpreter(triton_example, tmp_path):
     proc = run_suite("--results-dir", str(tmp_path), "--triton-interpret", "--no-entry-points", "--impl-path", EXAMPLE,
                      "-k", "forward_equivalence-float32 or gradient_equivalence-float32 or "
@@ -139,6 +141,7 @@ def test_the_example_kernels_are_judged_on_cpu_through_the_interpreter(triton_ex
     assert bf16["verdict"] == "pass" or (bf16["verdict"] == "skip" and "emulates bfloat16" in bf16["summary"]), bf16
 
 
+@pytest.mark.slow
 def test_a_wrong_kernel_fails_and_one_the_interpreter_cannot_run_is_one_explained_skip(triton_example, tmp_path):
     proc = run_suite("--results-dir", str(tmp_path), "--triton-interpret", "--no-entry-points",
                      "--impl-path", "plugins.triton_kernels:no_mean", "--impl-path", "plugins.triton_kernels:autotuned",

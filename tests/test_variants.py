@@ -306,6 +306,7 @@ def test_an_exported_module_follows_its_weights_and_its_mode():
 
 # -- the suite, end to end (the bounded subset CI runs) ----------------------------------------------------------
 
+@pytest.mark.slow
 def test_the_suite_runs_a_compile_subset_and_records_the_variant(tmp_path):
     from test_suite_runner import run_suite
 

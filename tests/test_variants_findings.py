@@ -162,6 +162,7 @@ with torch.no_grad():
 '''
 
 
+@pytest.mark.slow
 def test_dynamo_asserts_on_a_step_counter_norm_fed_a_masked_batch(tmp_path):
     # The explained skips of normbench.MABN, UnifiedNorm, PowerNorm and MaskPowerNorm in train mode under
     # --variant compile ("sources must not be empty for symbol s27"), reduced: a norm that reads its step counter

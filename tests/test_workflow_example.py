@@ -97,6 +97,7 @@ def workspace(tmp_path_factory):
     return ws, runner, procs
 
 
+@pytest.mark.slow
 def test_steps_run_write_the_summary_and_gate_on_the_suite(workspace):
     ws, runner, procs = workspace
     suite = procs["Conformance suite"]
@@ -115,6 +116,7 @@ def test_steps_run_write_the_summary_and_gate_on_the_suite(workspace):
     assert gate.returncode == 0 and "gating on the suite's exit status" in gate.stdout
 
 
+@pytest.mark.slow
 def test_gate_fails_when_the_suite_failed(workspace):
     ws, runner, _ = workspace
     runner.outputs["suite"] = {"exit": "1"}
@@ -125,6 +127,7 @@ def test_gate_fails_when_the_suite_failed(workspace):
     assert gate.returncode == 1
 
 
+@pytest.mark.slow
 def test_gate_compares_with_a_committed_baseline(workspace):
     ws, runner, _ = workspace
     gate_step = next(s for s in steps() if s.get("name") == "Gate")
