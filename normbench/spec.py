@@ -3,6 +3,10 @@
 Specs are data: a spec names checks by registered name and never an import path. Every problem is a
 `SpecError` whose message names the file and the key (tavern's lesson: show the schema error, not a
 KeyError from deep inside the loader).
+
+What every family says alike about a property (the `why` of a calling-context check, say) is written once, in
+specs/defaults.yaml: each spec's property of that name gets those fields unless it gives them itself, before
+the spec is validated.
 """
 
 from __future__ import annotations
@@ -15,13 +19,17 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import jsonschema
 
 from normbench import safe_yaml
 
 Expectation = Literal["holds", "violated", "report"]
+#: property name -> the fields (dtypes, options, timeout, why) its blocks get unless they give them
+Defaults: TypeAlias = Mapping[str, Mapping[str, Any]]
+#: the shipped defaults, next to the specs; never itself loaded as a spec
+DEFAULTS_FILE = "defaults.yaml"
 
 
 class SpecError(ValueError):
@@ -176,8 +184,12 @@ def _check_reference(path: Path, name: str) -> None:
                         "(build(num_features, **params) -> nn.Module)")
 
 
-def _validate(path: Path, data: Any) -> None:
-    validator = jsonschema.Draft202012Validator(_schema())
+def _validate(path: Path, data: Any, definition: str | None = None) -> None:
+    """Validate against the spec schema, or against its `$defs/<definition>` (the defaults file)."""
+    schema = _schema()
+    if definition is not None:
+        schema = {"$schema": schema["$schema"], "$defs": schema["$defs"], "$ref": f"#/$defs/{definition}"}
+    validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if not errors:
         return
@@ -189,6 +201,63 @@ def _validate(path: Path, data: Any) -> None:
     if best.validator == "additionalProperties":
         message = f"unknown key: {message}"
     raise SpecError(path, key, message)
+
+
+def _refuse_non_finite(path: Path, data: Any) -> None:
+    bad = _non_finite(data)
+    if bad is not None:
+        key, value = bad
+        raise SpecError(path, _key_of(key), f"{value} is not a finite number (tolerances and every other "
+                        "number in a spec must be finite)")
+
+
+def builtin_defaults_path() -> Path:
+    """The property defaults shipped with normbench (specs/defaults.yaml)."""
+    return Path(str(resources.files("normbench.specs").joinpath(DEFAULTS_FILE)))
+
+
+def load_defaults(path: str | Path | None = None,
+                  known_checks: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The property defaults of `path` (the shipped specs/defaults.yaml when None), validated against the schema's
+    `$defs/defaults_file`; raises SpecError naming the file and key."""
+    path = builtin_defaults_path() if path is None else Path(path)
+    data = _parse_yaml(path)
+    _refuse_non_finite(path, data)
+    _validate(path, data, "defaults_file")
+    defaults = {name: dict(fields) for name, fields in data["defaults"].items()}
+    if known_checks is not None:
+        known = set(known_checks)
+        for name in defaults:
+            # keyed by property name, and a default is for a check every family plans under its own name: a key
+            # naming no check is a typo that would silently drop its fields from every spec
+            if name not in known:
+                raise SpecError(path, f"defaults.{name}", f"no registered check {name!r}; registered checks: "
+                                f"{sorted(known)}")
+    return defaults
+
+
+def _is_short_form(raw: Any) -> bool:
+    """`name: holds` or `name: {train: ..., eval: ...}`: an expectation without a block around it."""
+    return isinstance(raw, str) or (isinstance(raw, dict) and bool(raw) and set(raw) <= {"train", "eval"})
+
+
+def _with_defaults(properties: Any, defaults: Defaults) -> Any:
+    """The spec's properties with each one's defaults filled in; a field the property gives replaces the default's
+    whole (options are not merged key by key)."""
+    if not isinstance(properties, dict):
+        return properties  # the schema refuses it, naming the key
+    expanded = {}
+    for name, raw in properties.items():
+        default = defaults.get(name)
+        if default is None:
+            expanded[name] = raw
+        elif _is_short_form(raw):
+            expanded[name] = {**default, "expect": raw}
+        elif isinstance(raw, dict):
+            expanded[name] = {**default, **raw}
+        else:
+            expanded[name] = raw
+    return expanded
 
 
 def _expectations(path: Path, key: str, raw: Any) -> dict[str, Expectation]:
@@ -219,15 +288,17 @@ def _property(path: Path, name: str, raw: Any, known_checks: Iterable[str] | Non
     return prop
 
 
-def load_spec(path: str | Path, known_checks: Iterable[str] | None = None) -> Spec:
-    """Load and validate one spec file; raises SpecError naming the file and key."""
+def load_spec(path: str | Path, known_checks: Iterable[str] | None = None, defaults: Defaults | None = None) -> Spec:
+    """Load and validate one spec file, its properties completed from `defaults` (the shipped specs/defaults.yaml
+    when None); raises SpecError naming the file and key."""
     path = Path(path)
+    if defaults is None:
+        defaults = load_defaults()
     data = _parse_yaml(path)
-    bad = _non_finite(data)
-    if bad is not None:
-        key, value = bad
-        raise SpecError(path, _key_of(key), f"{value} is not a finite number (tolerances and every other "
-                        "number in a spec must be finite)")
+    _refuse_non_finite(path, data)
+    written = data.get("properties") if isinstance(data, dict) else None
+    if written is not None:
+        data = {**data, "properties": _with_defaults(written, defaults)}
     _validate(path, data)
     _check_reference(path, data["reference"])
     known = list(known_checks) if known_checks is not None else None
@@ -265,8 +336,11 @@ def load_spec(path: str | Path, known_checks: Iterable[str] | None = None) -> Sp
     for prop in properties:
         for dtype in prop.dtypes or ():
             if dtype not in tolerances:
+                block = written[prop.name]
+                origin = "" if isinstance(block, dict) and "dtypes" in block else \
+                    f" (the dtypes of its default in {DEFAULTS_FILE}; give the property its own)"
                 raise SpecError(path, f"properties.{prop.name}.dtypes",
-                                f"{dtype} has no entry under tolerances")
+                                f"{dtype} has no entry under tolerances{origin}")
     return Spec(
         family=data["family"],
         summary=data["summary"],
@@ -293,7 +367,7 @@ def load_spec(path: str | Path, known_checks: Iterable[str] | None = None) -> Sp
 def builtin_spec_paths() -> list[Path]:
     """The spec files shipped with normbench."""
     root = resources.files("normbench.specs")
-    return sorted(Path(str(p)) for p in root.iterdir() if p.name.endswith(".yaml"))
+    return sorted(Path(str(p)) for p in root.iterdir() if p.name.endswith(".yaml") and p.name != DEFAULTS_FILE)
 
 
 @dataclass
@@ -310,6 +384,11 @@ def load_specs(extra_dirs: Iterable[str | Path] = (), known_checks: Iterable[str
     known = list(known_checks) if known_checks is not None else None
     paths = builtin_spec_paths()
     result = SpecSet()
+    try:
+        defaults = load_defaults(known_checks=known)
+    except SpecError as exc:  # every spec is read through them: one error, not one per spec
+        result.errors.append(exc)
+        return result
     for directory in map(Path, extra_dirs):
         if not directory.is_dir():
             what = "not a directory" if directory.exists() else "no such directory"
@@ -318,7 +397,7 @@ def load_specs(extra_dirs: Iterable[str | Path] = (), known_checks: Iterable[str
         paths.extend(sorted(directory.glob("*.yaml")))
     for path in paths:
         try:
-            spec = load_spec(path, known)
+            spec = load_spec(path, known, defaults)
         except SpecError as exc:
             result.errors.append(exc)
             continue

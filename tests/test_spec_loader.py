@@ -9,7 +9,7 @@ import pytest
 from helpers import specs
 
 from normbench.checks import CHECKS
-from normbench.spec import SpecError, builtin_spec_paths, load_spec, load_specs
+from normbench.spec import SpecError, builtin_spec_paths, load_defaults, load_spec, load_specs
 
 GOOD = textwrap.dedent("""\
     family: toy
@@ -112,3 +112,53 @@ def test_duplicate_family_is_an_error(tmp_path):
     write(tmp_path, GOOD.replace("family: toy", "family: layernorm"), "dup.yaml")
     loaded = load_specs([tmp_path], known_checks=CHECKS)
     assert any("already defined" in str(e) for e in loaded.errors)
+
+
+DEFAULTS = textwrap.dedent("""\
+    defaults:
+      frozen_parameters:
+        why: every subset of inputs requiring grad
+        timeout: 30
+      leading_ranks:
+        options: {ranks: [1, 4]}
+        why: any leading shape
+    """)
+FAMILY = GOOD.replace("  forward_equivalence: holds\n", textwrap.indent(textwrap.dedent("""\
+    forward_equivalence: holds
+    frozen_parameters: {train: holds}
+    leading_ranks: holds
+    """), "  "))
+
+
+def props(spec) -> dict:
+    return {p.name: p for p in spec.properties}
+
+
+def test_a_default_fills_every_field_a_property_does_not_give(tmp_path):
+    defaults = load_defaults(write(tmp_path, DEFAULTS, "defaults.yaml"), known_checks=CHECKS)
+    spec = props(load_spec(write(tmp_path, FAMILY), known_checks=CHECKS, defaults=defaults))
+    frozen, ranks = spec["frozen_parameters"], spec["leading_ranks"]
+    assert (frozen.why, frozen.timeout, dict(frozen.expect)) == ("every subset of inputs requiring grad", 30,
+                                                                 {"train": "holds"})
+    assert (ranks.why, dict(ranks.options), dict(ranks.expect)) == ("any leading shape", {"ranks": [1, 4]},
+                                                                    {"any": "holds"})
+    assert spec["forward_equivalence"].why == ""  # no default: nothing filled in
+
+
+def test_a_property_overrides_its_default_field_by_field(tmp_path):
+    defaults = load_defaults(write(tmp_path, DEFAULTS, "defaults.yaml"), known_checks=CHECKS)
+    text = FAMILY.replace("frozen_parameters: {train: holds}", "frozen_parameters: {expect: holds, why: its own}")
+    text = text.replace("leading_ranks: holds", "leading_ranks: {expect: holds, options: {ranks: [5]}}")
+    spec = props(load_spec(write(tmp_path, text), known_checks=CHECKS, defaults=defaults))
+    assert (spec["frozen_parameters"].why, spec["frozen_parameters"].timeout) == ("its own", 30)
+    # a field given replaces the default's whole: options are not merged key by key
+    assert dict(spec["leading_ranks"].options) == {"ranks": [5]} and spec["leading_ranks"].why == "any leading shape"
+
+
+def test_the_shipped_defaults_fill_the_shipped_specs():
+    shipped = load_defaults(known_checks=CHECKS)
+    layernorm = next(p for p in builtin_spec_paths() if p.name == "layernorm.yaml")
+    why = props(load_spec(layernorm, known_checks=CHECKS))["frozen_parameters"].why
+    assert why == shipped["frozen_parameters"]["why"] and why not in layernorm.read_text()
+    assert "defaults.yaml" not in {p.name for p in builtin_spec_paths()}  # never loaded as a spec
+    assert load_specs(known_checks=CHECKS).errors == []

@@ -11,8 +11,9 @@ import normbench.reference
 import pytest
 from test_spec_loader import GOOD, error_of, write
 
+import normbench.spec
 from normbench.checks import CHECKS
-from normbench.spec import load_spec, load_specs
+from normbench.spec import SpecError, builtin_spec_paths, load_defaults, load_spec, load_specs
 
 
 @pytest.mark.parametrize("value", [".inf", ".nan", "-.inf", ".NaN", ".Inf"])
@@ -96,3 +97,54 @@ def test_a_spec_with_a_missing_reference_is_reported_and_the_rest_load(tmp_path)
     loaded = load_specs([tmp_path], known_checks=CHECKS)
     assert [(Path(e.path).name, e.key) for e in loaded.errors] == [("toy.yaml", "reference")]
     assert "toy" not in loaded.specs and "layernorm" in loaded.specs
+
+
+def defaults_error(tmp_path: Path, text: str) -> SpecError:
+    with pytest.raises(SpecError) as info:
+        load_defaults(write(tmp_path, text, "defaults.yaml"), known_checks=CHECKS)
+    return info.value
+
+
+@pytest.mark.parametrize("field", ["colour: blue", "expect: holds", "check: gradcheck"])
+def test_an_unknown_key_in_a_default_is_refused_naming_the_file(tmp_path, field):
+    # expect among them: a family's expectation is always written in its own spec
+    err = defaults_error(tmp_path, f"defaults:\n  frozen_parameters: {{why: frozen, {field}}}\n")
+    assert err.path.endswith("defaults.yaml") and err.key == "defaults.frozen_parameters"
+    assert "unknown key" in str(err) and field.split(":")[0] in str(err)
+
+
+def test_an_unknown_top_level_key_of_the_defaults_file_is_refused(tmp_path):
+    err = defaults_error(tmp_path, "defaults:\n  frozen_parameters: {why: frozen}\nproperties: {}\n")
+    assert err.path.endswith("defaults.yaml") and "unknown key" in str(err) and "properties" in str(err)
+
+
+@pytest.mark.parametrize(("field", "key"), [("why: 3", "why"), ("timeout: fast", "timeout"),
+                                            ("timeout: .inf", "timeout"), ("options: [1]", "options"),
+                                            ("dtypes: [float8]", "dtypes.0")])
+def test_a_default_of_the_wrong_type_is_refused_naming_the_key(tmp_path, field, key):
+    err = defaults_error(tmp_path, f"defaults:\n  frozen_parameters: {{{field}}}\n")
+    assert err.path.endswith("defaults.yaml") and err.key == f"defaults.frozen_parameters.{key}", str(err)
+
+
+def test_a_default_for_no_registered_check_is_refused(tmp_path):
+    err = defaults_error(tmp_path, "defaults:\n  frozen_paramters: {why: a typo drops this from every spec}\n")
+    assert err.key == "defaults.frozen_paramters" and "no registered check" in str(err)
+
+
+def test_a_default_dtype_without_the_familys_tolerance_names_the_spec_and_the_default(tmp_path):
+    defaults = {"forward_equivalence": {"dtypes": ["float16"]}}
+    with pytest.raises(SpecError) as info:
+        load_spec(write(tmp_path, GOOD), known_checks=CHECKS, defaults=defaults)
+    err = info.value
+    assert err.path.endswith("toy.yaml") and err.key == "properties.forward_equivalence.dtypes"
+    assert "defaults.yaml" in str(err)
+
+
+def test_a_broken_shipped_defaults_file_is_one_error_and_no_spec_loads(tmp_path, monkeypatch):
+    broken = write(tmp_path, "defaults:\n  frozen_parameters: {why: 3}\n", "defaults.yaml")
+    monkeypatch.setattr(normbench.spec, "builtin_defaults_path", lambda: broken)
+    loaded = load_specs(known_checks=CHECKS)
+    assert [(e.path, e.key) for e in loaded.errors] == [(str(broken), "defaults.frozen_parameters.why")]
+    assert loaded.specs == {}
+    with pytest.raises(SpecError, match="defaults.yaml"):
+        load_spec(next(p for p in builtin_spec_paths() if p.name == "layernorm.yaml"), known_checks=CHECKS)
