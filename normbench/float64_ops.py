@@ -1,4 +1,5 @@
-"""torch ops computed in float64: what decides whether a failing item's deviation is a torch op's (issue 22).
+"""torch ops computed in float64: what decides whether a failing item's deviation is a torch op's, inherited rather than
+the module's own.
 
 A class that calls ``F.layer_norm`` fails where torch's LayerNorm fails (its CPU half-precision dγ): that finding is
 torch's, declared once in torch's known-failures file, and the class only inherits it. Matching by name alone would

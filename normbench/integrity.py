@@ -1,5 +1,5 @@
-"""What normbench reads, hashed before any plugin runs and again before a run's records are written (issue 21,
-item 2).
+"""What normbench reads, hashed before any plugin runs and again before a run's records are written, so that a run whose
+judged files change under it writes no record.
 
 A judging process runs plugin code under the same user as the run, so it could edit the files a verdict depends
 on: the float64 references, the specs, the known-failure files (a plugin that edited the installed

@@ -8,11 +8,12 @@ file's `implementation:` (compared by name, not read back out of the test id), a
 whole id segment. Otherwise a plugin named ``torch.nn.LayerNorm-weight_gradient_reduction-float16-evil``
 would inherit torch's known failures, and ``id: ""`` would silence every failure of every implementation.
 
-Inherited failures (issue 22) are the one exception, and they are scoped by the op, not the name: an entry of a torch
-op (``F.layer_norm``) may name the aten ops it is about (``aten_ops: [aten.native_layer_norm]``). Another
-implementation's failing item of the same property, mode and dtype is that entry's *inherited* failure only when its
-judging process shows the deviation is the op's: it dispatches the op, and the item passes with the op computed in
-float64 (normbench.float64_ops). The parent applies it (normbench.pytest_plugin); this module says which entries may.
+Inherited failures (a class that calls a torch op fails where the op fails) are the one exception, and they are scoped
+by the op, not the name: an entry of a torch op (``F.layer_norm``) may name the aten ops it is about (``aten_ops:
+[aten.native_layer_norm]``). Another implementation's failing item of the same property, mode and dtype is that entry's
+*inherited* failure only when its judging process shows the deviation is the op's: it dispatches the op, and the item
+passes with the op computed in float64 (normbench.float64_ops). The parent applies it (normbench.pytest_plugin); this
+module says which entries may.
 """
 
 from __future__ import annotations

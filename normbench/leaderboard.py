@@ -444,7 +444,7 @@ def _ranking(machines: list[Machine], outcomes: dict[str, list[dict[str, Any]]],
             key = (e["family"], e["implementation"])
             keys.add(key)
             if e.get("untrusted"):
-                untrusted[key] += 1  # shown, never ranked (issue 19 item 3)
+                untrusted[key] += 1  # shown, never ranked: the parent's clock did not confirm the child's
                 continue
             perf[(*key, mid)].append(e)
             s = _speedup(e, index)

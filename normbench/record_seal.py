@@ -1,4 +1,5 @@
-"""Seals on the records a run writes: an HMAC with a secret only the run's parent process holds (issue 19 item 2).
+"""Seals on the records a run writes: an HMAC with a secret only the run's parent process holds, so no plugin can write
+or edit a record.
 
 Plugin code runs as the same user as the run, so a judging process (or something it started that outlived it)
 can write into the results folder. The parent makes a key with `secrets` when the run starts, keeps it in its

@@ -47,7 +47,7 @@ from normbench import deploy
 from normbench.record_seal import SealError, seal_path, seal_text, verify
 
 API_VERSION = 1
-#: where runs write by default, relative to the current folder (issue 20): a clone's committed results/ is the
+#: where runs write by default, relative to the current folder: a clone's committed results/ is the
 #: published leaderboard, refreshed only by an explicit publish step (docs/results.md, *Where results go*)
 DEFAULT_RESULTS_DIR = "normbench-results"
 CONFORMANCE_FILE = "conformance.json"

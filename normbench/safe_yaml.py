@@ -1,7 +1,7 @@
 """Reading the project's YAML data files (family specs, known-failures files) so that no file can hang or crash a run.
 
 Every file is checked before it is parsed, and every problem is a `YamlFileError` the caller turns into its own
-error naming the file (a `SpecError`, a `KnownFailuresError`); the other files are still read (issue 21 item 4):
+error naming the file (a `SpecError`, a `KnownFailuresError`); the other files are still read:
 
 - **regular files only**: a FIFO named ``x.yaml`` would block ``open()`` forever, a symlink to ``/dev/zero`` would
   read forever. The path is ``stat``-ed before it is opened, then opened with ``O_NONBLOCK`` and ``fstat``-ed again

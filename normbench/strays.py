@@ -1,4 +1,5 @@
-"""The processes plugins leave behind, found and ended before a run writes anything (issue 19 items 2 and 4).
+"""The processes plugins leave behind, found and ended before a run writes anything: a leftover could otherwise forge a
+record or keep the run from ending.
 
 Every process a plugin's code runs in is outside the run's session: judging and discovery children start a
 session of their own before any plugin code runs (normbench.sandbox), and no process can join an existing

@@ -1,5 +1,5 @@
 """One verdict vocabulary, said the same way by the terminal, LEADERBOARD.md / .html / CSV, the site, the badges and
-the ranking (issue 20): every publisher asks this module, none compares verdict strings on its own.
+the ranking, so no two of them disagree: every publisher asks this module, none compares verdict strings on its own.
 
 An item's outcome falls in exactly one group, and every count is of these groups:
 

@@ -1,4 +1,5 @@
-"""The data-only boundary between the trusted process and a plugin's (issue 21, item 1).
+"""The data-only boundary between the trusted process and a plugin's: unpickling a plugin's bytes would run its code in
+normbench's process.
 
 Everything a plugin's process sends back (discovery metadata, outcomes) crosses as UTF-8 JSON, never as a pickle:
 ``Connection.recv()`` unpickles, and unpickling runs whatever ``__reduce__`` the sender chose, so a plugin whose

@@ -33,7 +33,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "thorough": {"max_examples": 200},
 }
 #: under a deployment variant (compile, export) each drawn shape class costs a compilation or an export, so the
-#: ci profile draws fewer examples there (issue 10); dev and thorough keep theirs.
+#: ci profile draws fewer examples there, to keep a CI variant run in its time; dev and thorough keep theirs.
 VARIANT_MAX_EXAMPLES = {"ci": 1}
 
 
@@ -230,7 +230,7 @@ class CheckContext:
             for param in module.parameters():
                 param.data = param.data.to(keep)
         # A γ the harness cannot find would stay at its ones default, unrandomized: a module that ignores its weight
-        # would then pass every invariance item (issue 22). That is the declaration's error, never a silent run.
+        # would then pass every invariance item. That is the declaration's error, never a silent run.
         _affine_tensors_or_error(self.impl, module, bool(params.get("affine", False)))
         if params.get("affine", False):
             _declared_params_fit(self.impl, module, num_features)
@@ -385,7 +385,7 @@ def reference_like(impl: Implementation, spec: Spec, module: nn.Module, num_feat
     weight, bias = _affine_tensors_or_error(impl, module, bool(params.get("affine", False)))
     if bias is not None and not hasattr(ref, "bias"):
         # The family's math has no β (RMSNorm, ScaleNorm): randomized, the module's β would make every item fail
-        # against a truth that ignores it, without saying why (diffusers' RMSNorm(bias=True), issue 22).
+        # against a truth that ignores it, without saying why (diffusers' RMSNorm(bias=True) has such a β).
         raise ImplementationError(f"implementation {impl.name!r}: family {spec.family!r} has no β, but the module has "
                                   f"a tensor {impl.bias_attr!r}; a norm that adds a bias is not this family as its "
                                   "spec defines it (a module whose bias is never added declares bias=False)")

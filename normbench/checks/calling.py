@@ -1,5 +1,5 @@
-"""What the calling-context checks share (issue 16): a run of forward and backward that keeps every tensor it
-produced, the comparison of two such runs, and the probes they start from.
+"""What the calling-context checks (how frameworks call a module) share: a run of forward and backward that keeps every
+tensor it produced, the comparison of two such runs, and the probes they start from.
 
 The arithmetic of one plain call on a fresh module is judged by forward_equivalence and gradient_equivalence.
 A calling-context check changes one thing about *how* the module is called (a frozen γ, a strided upstream
@@ -26,7 +26,7 @@ from normbench.compare import Comparison, compare
 from normbench.inputs import Case, input_shape
 from normbench.spec import Tolerance
 
-#: the sets of calling-context checks (issue 16) that every family plans or waives (spec `not_applicable`)
+#: the sets of calling-context checks that every family plans or waives (spec `not_applicable`)
 CALLING_CONTEXT_CHECKS: tuple[str, ...] = (
     "frozen_parameters", "gradient_layout", "leading_ranks", "repeated_use", "parameter_updates",
     "module_hygiene", "second_order_gradients", "masked_backward", "nonfinite_containment",

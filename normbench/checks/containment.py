@@ -1,4 +1,4 @@
-"""Non-finite containment (issue 16, context 9): one row holding +inf or NaN leaves every other row alone.
+"""Non-finite containment, a calling context: one row holding +inf or NaN leaves every other row alone.
 
 An overflow in one token (a half-precision activation past its range, a diverging sequence) should cost that
 token, not the batch. Kernels lose this with batch-global arithmetic (BUGS.md, "non-finite containment"): an

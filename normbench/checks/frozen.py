@@ -1,4 +1,4 @@
-"""Frozen parameters: γ and / or β with requires_grad=False, x with or without (issue 16, context 1).
+"""Frozen parameters: γ and / or β with requires_grad=False, x with or without: a calling context.
 
 LoRA / PEFT fine-tuning freezes the norm's γ and β, frozen layers freeze everything, and the first layer of a
 model gets an input that needs no gradient. A custom autograd Function that branches on ``needs_input_grad``

@@ -1,4 +1,4 @@
-"""The upstream gradient laid out independently of x (issue 16, context 2).
+"""The upstream gradient laid out independently of x: a calling context.
 
 noncontiguous_input hands x and dy over in the same layout. Frameworks do not: a packed x meets a dy that is a
 slice of a wider buffer (a fused QKV split, the backward of ``cat``), a transposed one, or one broadcast with

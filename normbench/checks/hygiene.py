@@ -1,4 +1,4 @@
-"""Module hygiene: what frameworks assume of any nn.Module (issue 16, context 6).
+"""Module hygiene: what frameworks assume of any nn.Module: a calling context.
 
 - γ and β are registered Parameters (optimizers, FSDP, ``.to()`` and ``state_dict`` see only those), and the
   state buffers are persistent (a ``register_buffer(..., persistent=False)`` running variance is lost in every

@@ -1,4 +1,4 @@
-"""Masks in backward and unusual padding (issue 16, context 8): non-finite pads with backward, and masks that
+"""Masks in backward and unusual padding, a calling context: non-finite pads with backward, and masks that
 are not right padding.
 
 pad_mask_independence judges the forward on right-padded batches. Training also runs the backward, and real

@@ -1,4 +1,4 @@
-"""Ranks the family's users feed beyond the layout's own (issue 16, context 3).
+"""Ranks the family's users feed beyond the layout's own (QK-norm's (B, T, H, D), one token): a calling context.
 
 A per-token norm takes any leading shape: QK-norm in Qwen3, OLMo-2 and Gemma-3 feeds RMSNorm (B, T, H, D), a
 single token is (C,), video and 3-D models add a fifth dim. A kernel that reshapes with a fixed rank

@@ -1,4 +1,4 @@
-"""Repeated use of one module (issue 16, context 4).
+"""Repeated use of one module (weight sharing, recomputation, gradient accumulation): a calling context.
 
 - Two forwards before one backward: weight sharing, siamese encoders, activation checkpointing's recomputation.
   A module that stashes its statistics on ``self`` (instead of the autograd ctx) hands the second call's

@@ -1,4 +1,4 @@
-"""Second-order gradients (issue 16, context 7).
+"""Second-order gradients (gradient penalties, Hessian-vector products): a calling context.
 
 Gradient penalties (WGAN-GP, R1), meta-learning (MAML) and Hessian-vector products differentiate the backward
 pass. A custom backward built from detached intermediates, without ``once_differentiable``, then returns wrong

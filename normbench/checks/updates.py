@@ -1,4 +1,4 @@
-"""Parameter updates between calls (issue 16, context 5).
+"""Parameter updates between calls (an optimizer step, load_state_dict): a calling context.
 
 An optimizer step changes γ and β in place under no_grad; a framework may assign a new Parameter (weight tying,
 re-initialization, PEFT merges) or call ``load_state_dict`` between calls. A module that caches its weights for

@@ -157,7 +157,7 @@ def compare_benchmarks(old: dict[Key, dict[str, Any]], new: dict[Key, dict[str, 
     print(f"compared {len(rows)} benchmark cases ({how}), {args.metric} per call, threshold {args.fail_above:.1%}, "
           "a slowdown counts only outside the measured spread (IQRs disjoint)")
     changes = sorted(abs(c) for c, _ in rows)
-    # Reproducibility in the sense of issue 4: a rerun's median inside the first run's IQR (or the reverse).
+    # Reproducible means a rerun's median inside the first run's IQR (or the reverse).
     print(f"reproducibility: {inside} of {len(rows)} medians lie within the other run's IQR; "
           f"median |change| {changes[len(changes) // 2]:.1%}; IQRs disjoint in {sum(r[4] == 'yes' for _, r in rows)}")
     if shown:

@@ -1,4 +1,4 @@
-"""The ecosystem catalogue: adapters for the norms real libraries ship (issue 8), in the spirit of
+"""The ecosystem catalogue: adapters for the norms real libraries ship, judged as they are called, in the spirit of
 ann-benchmarks' algorithm wrappers.
 
 Opt-in: nothing here is in the default `normbench.implementations` entry-point group, so `pytest suite` judges

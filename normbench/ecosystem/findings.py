@@ -264,7 +264,7 @@ CAUSES: tuple[Cause, ...] = (
 )
 
 #: failures that are normbench's, not the module's: shown apart and reported to the maintainers
-#: (implementation, item, why). Empty since the contract fixes of issue 8 §2 landed: the reduction bound now
+#: (implementation, item, why). Empty since the contract was fixed: the reduction bound now
 #: scales with what it sums, and C = 1 is judged by constant_rows (both were listed here before).
 HARNESS_ISSUES: tuple[tuple[str, str, str], ...] = ()
 

@@ -306,7 +306,8 @@ def classify(candidate: Candidate) -> dict[str, Any]:
 
 # -- the catalogue ----------------------------------------------------------------------------------------------
 
-#: judged in place of their copies when they are in a group: the names people look for (and issue 8's findings)
+#: judged in place of their copies when they are in a group: the names people look for (and those the catalogue's
+#: findings name)
 WELL_KNOWN = ("LlamaRMSNorm", "T5LayerNorm", "MambaRMSNorm", "Qwen2RMSNorm", "GemmaRMSNorm", "MistralRMSNorm",
               "CohereLayerNorm", "OlmoLayerNorm", "NemotronLayerNorm1P")
 

@@ -1,5 +1,5 @@
 """Machines named by what they are ("AMD EPYC · 2 cores · torch 2.13.0+cpu"), not by the leaderboard's column
-tokens M1, M2, ...: the site shows a visitor which machine measured a figure (issue 20 item 7).
+tokens M1, M2, ...: the site shows a visitor which machine measured a figure, in words it knows.
 
 The words come from the board's machine description (normbench.leaderboard: device, cores, torch, CUDA, then the
 normbench commit and the last record's time); two machines that read alike keep their machine id beside them.

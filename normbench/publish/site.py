@@ -1,7 +1,7 @@
 """results/site/: a static leaderboard site (Jinja2 templates, a few lines of plain JS), from the records alone.
 
 A visitor should know in ten seconds what was measured, on which machine and when, and per family who conforms
-and who is fastest (issue 20 item 7). So:
+and who is fastest. So:
 
 - index.html says what was measured (families, implementations, items, benchmark figures), each machine by what it
   is (CPU or GPU, cores, torch) and when; a card per lead family (LayerNorm, RMSNorm, BatchNorm, GroupNorm) with

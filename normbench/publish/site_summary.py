@@ -11,7 +11,7 @@ from normbench.leaderboard import is_reference
 from normbench.publish.site_perf import Speed, fastest
 from normbench.verdicts import CONFORMS, KNOWN_ONLY, NOT_CONFORMING, NOT_JUDGED, status_of
 
-#: the families most models use, first on the front page (issue 20 item 7), with the name a visitor knows
+#: the families most models use, first on the front page (what a visitor comes for), with the name a visitor knows
 LEAD_FAMILIES = {"layernorm": "LayerNorm", "rmsnorm": "RMSNorm", "batchnorm": "BatchNorm", "groupnorm": "GroupNorm"}
 
 

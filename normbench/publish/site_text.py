@@ -3,7 +3,7 @@
 Records carry text written on the machine that ran them: an --impl-path source names the plugin's file as that
 machine spelled it (``/home/alice/src/plugin.py``), an error its traceback's paths, and the known-failure reasons
 cite the project's working notes (BUGS.md, ...) and its own tests, none of which a pip-installed normbench ships.
-The site says the thing instead (issue 20 item 7); the records themselves keep every word.
+The site says the thing instead, in words a visitor can act on; the records themselves keep every word.
 """
 
 from __future__ import annotations

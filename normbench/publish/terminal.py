@@ -1,9 +1,10 @@
 """The end-of-run summary of `pytest suite`: what failed and why, laid out for the terminal's width.
 
-The full conformance matrix is one column per implementation and several hundred characters wide; it goes to a
-file (and to the screen with ``-v`` / ``--matrix``). On screen there is one block per family, implementations as
-rows, with the verdict and the item counts in the words of normbench.verdicts (the same as the leaderboard, the site
-and the badges) and the failing properties by name (issue 9), wrapped so that no line is wider than the terminal.
+The full conformance matrix is one column per implementation and several hundred characters wide; it goes to a file (and
+to the screen with ``-v`` / ``--matrix``). On screen there is one block per family, implementations as rows, with the
+verdict and the item counts in the words of normbench.verdicts (the same as the leaderboard, the site and the badges)
+and the failing properties by name (what to fix, not only that something failed), wrapped so that no line is wider than
+the terminal.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""What timing an implementation in its own process costs (issue 19 item 3): every benchmark case of one
-implementation (default torch.nn.LayerNorm: the spec's shapes, dtypes and passes), timed in this process with
-normbench's loop (`measure`, the old path) and then in a child (normbench.bench.isolated, the benchmarks' path) on
-the same schedule, case after case so both see the same load, `repeats` times.
+"""What timing an implementation in its own process (out of reach of a plugin that patches the clocks) costs: every
+benchmark case of one implementation (default torch.nn.LayerNorm: the spec's shapes, dtypes and passes), timed in this
+process with normbench's loop (`measure`, the old path) and then in a child (normbench.bench.isolated, the benchmarks'
+path) on the same schedule, case after case so both see the same load, `repeats` times.
 
     OMP_WAIT_POLICY=PASSIVE python suite/benchmarks/child_timing_overhead.py [THREADS [REPEATS [IMPLEMENTATION]]]
 

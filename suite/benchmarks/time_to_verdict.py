@@ -1,4 +1,5 @@
-"""Where the time to a verdict goes (issue 17): per check, in process, and per judging process, isolated.
+"""Where the time to a verdict goes, to find what makes the test loop slow: per check, in process, and per judging
+process, isolated.
 
     python suite/benchmarks/time_to_verdict.py [IMPLEMENTATION ...]
 

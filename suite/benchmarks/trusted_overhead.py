@@ -1,6 +1,6 @@
-"""What judging in the trusted process costs (issue 19 item 1): every eager item of a TRUSTED_CHECKS check, judged
-through the sandbox twice, in the trusted process over the request protocol and beside the plugin as before,
-interleaved item by item so both see the same load.
+"""What judging in the trusted process (where a plugin cannot forge its verdict) costs: every eager item of a
+TRUSTED_CHECKS check, judged through the sandbox twice, in the trusted process over the request protocol and beside the
+plugin as before, interleaved item by item so both see the same load.
 
     python suite/benchmarks/trusted_overhead.py [IMPLEMENTATION ...]
 
