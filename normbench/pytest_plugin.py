@@ -6,7 +6,7 @@ collected from the packaged suite, normbench/suite/conformance.py (`pytest --pya
 name does not match test_*.py), one item per plan entry, named with the stable test id, e.g.
 ``layernorm[torch.nn.LayerNorm-shift_invariance-float32]``.
 
-Fail closed (issue 7): every item is judged in a sandbox process (normbench.sandbox), so a crash, exit,
+Fail closed: every item is judged in a sandbox process (normbench.sandbox), so a crash, exit,
 hang or state change of one implementation is an ``error`` of that implementation's item and nothing else;
 every selected item that a lost xdist worker never reported is judged by the controller at the end (except the
 items of the implementation the worker was judging), and any item still without an outcome is an error that
@@ -365,7 +365,7 @@ class ConformanceItem(pytest.Item):
         if inherited is not None:
             outcome[INHERITED] = inherited.inherited_label
         setattr(self, STASH_KEY, outcome)
-        # --junitxml writes user properties: the verdict and the measured error of every item (issue 9).
+        # --junitxml writes user properties: the verdict and the measured error of every item, for CI tools to show.
         metrics = outcome.get("metrics") or {}
         self.user_properties += [("verdict", outcome["verdict"]), ("expect", outcome["expect"]),
                                  ("observed", outcome.get("observed")), ("summary", str(outcome["summary"])[:1000])]

@@ -1,4 +1,4 @@
-"""Judging Triton kernels on CPU through Triton's interpreter (``--triton-interpret``, issue 22 item 9).
+"""Judging Triton kernels on CPU through Triton's interpreter (``--triton-interpret``), without a GPU.
 
 Triton kernels take CUDA tensors; with ``TRITON_INTERPRET=1`` set before a kernel is decorated (``@triton.jit`` reads
 it then, at the plugin's import), Triton runs it in Python on CPU tensors. So under ``--triton-interpret`` every
