@@ -1,7 +1,7 @@
-"""Broken (and correct) norms for the calling-context checks (issue 16): each reproduces, in a few lines of plain
-torch, how a real module goes wrong when a framework calls it: a custom autograd Function that branches on
-needs_input_grad, a backward that assumes dy is packed, a fixed-rank reshape, statistics stashed on the module,
-an inference weight cache, a non-persistent buffer, a backward built from detached intermediates."""
+"""Broken (and correct) norms for the calling-context checks (how frameworks call a module): each reproduces, in a few
+lines of plain torch, how a real module goes wrong when a framework calls it: a custom autograd Function that branches
+on needs_input_grad, a backward that assumes dy is packed, a fixed-rank reshape, statistics stashed on the module, an
+inference weight cache, a non-persistent buffer, a backward built from detached intermediates."""
 
 from __future__ import annotations
 

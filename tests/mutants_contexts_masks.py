@@ -1,4 +1,4 @@
-"""Deliberately broken norm modules for masked_backward and nonfinite_containment (issue 16, contexts 8 and 9).
+"""Deliberately broken norm modules for masked_backward and nonfinite_containment.
 Each mutant reproduces one bug class of BUGS.md ("masks in backward and unusual padding", "non-finite
 containment") in a few lines of plain torch; its finite, right-padded behaviour is correct, so only the context
 shows it. Masked modules take (B, T, C) tokens and a (B, T) pad mask, True = pad."""

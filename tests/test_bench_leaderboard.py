@@ -71,7 +71,7 @@ def test_claim_plots_are_drawn_and_linked(tmp_path):
 
 
 def test_the_session_summary_shows_every_implementations_time_gbps_and_speedup():
-    # issue 20: the summary named only the case closest to the roofline, never the user's own implementation's time
+    # the summary once named only the case closest to the roofline, never the user's own implementation's time
     from normbench.publish.terminal import bench_summary_lines
 
     mine = "mykernels.AVeryLongFusedLayerNormNameThatGoesOnAndOnForTheWholeWidth"

@@ -1,4 +1,4 @@
-"""When a benchmark figure is trusted (issue 19 item 3): the parent's clock against the child's, as a pure function of
+"""When a benchmark figure is trusted: the parent's clock against the child's, as a pure function of
 measured durations (no wall clock here), the output and roofline reasons, and every publisher marking the figure."""
 
 from __future__ import annotations

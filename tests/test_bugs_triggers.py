@@ -235,7 +235,7 @@ TABLE: tuple[Row, ...] = (
 )
 
 TABLE += (
-    # calling contexts (issue 16)
+    # calling contexts: how frameworks call the module
     Row("frozen parameters", "γ / β requires_grad=False (LoRA), x without grad (first layer), nothing", "layernorm",
         "frozen_parameters",
         lambda ctx: {frozenset({"x"}), frozenset({"x", "weight"}), frozenset({"x", "bias"}),

@@ -1,5 +1,5 @@
-"""The calling-context checks (issue 16) flag each planted bug in float32 / bfloat16 with the implementation
-declaring no float64 path (as fused kernels do), and pass the correct controls."""
+"""The calling-context checks (how frameworks call a module) flag each planted bug in float32 / bfloat16 with the
+implementation declaring no float64 path (as fused kernels do), and pass the correct controls."""
 
 from __future__ import annotations
 

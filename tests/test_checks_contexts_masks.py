@@ -1,4 +1,4 @@
-"""Self-tests of masked_backward and nonfinite_containment (issue 16, contexts 8 and 9): the masks and poisoned
+"""Self-tests of masked_backward and nonfinite_containment: the masks and poisoned
 rows they build, the shipped norms pass, and every mutant of tests/mutants_contexts_masks.py is flagged while
 declaring half dtypes and no float64 path (as a fused kernel does)."""
 

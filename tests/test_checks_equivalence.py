@@ -251,7 +251,7 @@ def test_an_ill_conditioned_row_among_many_is_not_a_false_alarm_on_torch():
     wrapper = dataclasses.replace(shipped()["F.layer_norm"], name="mutant.AllFiniteOrZeroLayerNorm")
     outcome = assert_passes(wrapper, "forward_equivalence")
     # the row is there, and judged: its error is large relative to a tiny output element (max_rel), yet a few ulp
-    # of the output's scale (max_ulp is norm-wise, issue 20: no longer 1e5 "ulp" for a correct kernel)
+    # of the output's scale (max_ulp is norm-wise, so a correct kernel no longer reads 1e5 "ulp")
     assert outcome.metrics["output.max_rel"] > 1e-3 and outcome.metrics["output.max_ulp"] < 100
 
 

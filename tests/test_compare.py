@@ -46,7 +46,7 @@ def test_matching_infinities_are_not_errors_and_mismatched_ones_are():
 
 
 def test_ulp_is_measured_at_the_outputs_scale_not_at_a_near_zero_element():
-    # issue 20: a passing bfloat16 item read "max ulp 3.19e37", a float32 one 260911 ulp: the error of an output
+    # once a passing bfloat16 item read "max ulp 3.19e37", a float32 one 260911 ulp: the error of an output
     # near zero divided by that element's own (tiny) spacing. At the output's scale S = max|t| it is a few ulp.
     for dtype, near_zero in ((torch.bfloat16, 0.0), (torch.float32, 1e-12)):
         eps = torch.finfo(dtype).eps

@@ -1,4 +1,4 @@
-"""Self-tests of the contract fields that describe code in the wild: `bias`, `affine` and `fixed_params` (issue 8).
+"""Self-tests of the contract fields that describe code in the wild: `bias`, `affine` and `fixed_params`.
 
 Each field is shown to let a correct module of that shape conform without a wrapper, and to catch a wrong
 declaration (a module with a β declared bias=False, a module whose eps differs from its fixed_params).
@@ -320,7 +320,7 @@ class _WrappedLayerNorm(torch.nn.Module):
 
 @pytest.mark.parametrize("prop", ["scale_invariance", "forward_equivalence"])
 def test_a_weight_attr_that_is_not_found_is_an_error_not_an_unrandomized_run(prop):
-    # Unrandomized (γ = 1, β = 0), a module that ignores its weight would pass the invariance items (issue 22).
+    # Unrandomized (γ = 1, β = 0), a module that ignores its weight would pass the invariance items.
     outcome = run(impl("wrapped", "layernorm", _WrappedLayerNorm), prop)
     assert outcome.verdict == "error" and "no tensor attribute 'weight'" in outcome.summary
 

@@ -1,4 +1,4 @@
-"""DeepNorm's encoder-decoder β (issue 8 §3): the item that varies decoder_layers tells the paper's 0.87 from
+"""DeepNorm's encoder-decoder β: the item that varies decoder_layers tells the paper's 0.87 from
 torchscale's 1.15, which no item reached before."""
 
 from __future__ import annotations

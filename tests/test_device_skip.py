@@ -1,5 +1,5 @@
 """A plugin none of whose declared devices this run has (a CUDA-only plugin on a CPU machine) is one explained skip
-of that implementation and exit 0, not "no tests ran" (exit 5) with no reason (issue 20, item 6); a mistyped
+of that implementation and exit 0, not "no tests ran" (exit 5) with no reason; a mistyped
 --impl suggests the closest name."""
 
 from __future__ import annotations

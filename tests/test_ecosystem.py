@@ -1,4 +1,4 @@
-"""The ecosystem catalogue (issue 8 §3, §4): discovery, classification, lazy libraries, findings, the report.
+"""The ecosystem catalogue: discovery, classification, lazy libraries, findings, the report.
 
 The tests that need transformers / x-transformers skip with the reason when the `ecosystem` extra is not
 installed; the classifier, the missing-library path and the report are tested on local classes without them.

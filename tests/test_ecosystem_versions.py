@@ -1,4 +1,4 @@
-"""The transformers catalogue across the versions the `ecosystem` extra allows (issue 22: transformers>=5,<6).
+"""The transformers catalogue across the versions the `ecosystem` extra allows (transformers>=5,<6).
 
 `ecosystem_snapshots/transformers-<version>.json` holds the catalogue as normbench classified it under each
 version it was tried with (5.0.0, the lowest the extra allows, and 5.25.0, the newest at the time): for every

@@ -1,5 +1,5 @@
 """normbench.fold: eval-mode norms folded into adjacent Linear / Conv layers, outputs unchanged; refusals that
-name the module and say why (NORMS.md "Folding"; issue 3, deliverable 4)."""
+name the module and say why (NORMS.md "Folding")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Spec and known-failures files cannot hang or crash a run (issue 21 item 4): a FIFO, a file nested 50 000 deep, a
+"""Spec and known-failures files cannot hang or crash a run: a FIFO, a file nested 50 000 deep, a
 YAML alias bomb, a non-UTF-8 or an oversized file is one error naming the file, and every other file still loads.
 
 No test here depends on how long anything takes: each asserts the refusal, which happens before the file is read

@@ -1,4 +1,4 @@
-"""Every publisher escapes or encodes implementation names (issue 21 item 3): a name is plugin data, and the
+"""Every publisher escapes or encodes implementation names: a name is plugin data, and the
 leaderboard, the site, the badges and the plots must show it as text, never as structure."""
 
 from __future__ import annotations

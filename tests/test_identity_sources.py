@@ -1,4 +1,4 @@
-"""Identity the parent owns (issue 21 item 3): an implementation's `source` is where the registry found it, never what
+"""Identity the parent owns: an implementation's `source` is where the registry found it, never what
 the plugin (or its process) says, and a name declared twice is refused in both declarations, both sources named."""
 
 from __future__ import annotations

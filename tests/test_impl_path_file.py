@@ -1,4 +1,4 @@
-"""`--impl-path path/to/plugin.py:attr` and `python -m normbench` (issue 8, section 7)."""
+"""`--impl-path path/to/plugin.py:attr` and `python -m normbench`."""
 
 from __future__ import annotations
 

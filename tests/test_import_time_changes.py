@@ -1,4 +1,4 @@
-"""Issue 22: what a plugin's *import* changes is one finding about the implementation, not an error on every item.
+"""What a plugin's *import* changes is one finding about the implementation, not an error on every item.
 
 Libraries change torch when imported: importing torch._dynamo (transformers, lightning, ...) rebinds
 torch.manual_seed to torch's own wrapper of it, torch_geometric wraps torch.index_select with functools.wraps,

@@ -1,4 +1,4 @@
-"""Inherited known failures (issue 22): a class that calls F.layer_norm inherits torch's CPU half-precision dγ on
+"""Inherited known failures: a class that calls F.layer_norm inherits torch's CPU half-precision dγ on
 exactly the items torch's F.layer_norm is known to fail; one that calls it but adds a bug of its own, and one that
 does not call it, are not excused. The deviation is shown to be the op's by judging the failing item again with the
 op computed in float64 (normbench.float64_ops)."""

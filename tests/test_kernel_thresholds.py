@@ -1,4 +1,4 @@
-"""The input space reaches where real kernels break (issue 8): rows past 65535 and hidden sizes around the
+"""The input space reaches where real kernels break: rows past 65535 and hidden sizes around the
 dispatch thresholds, in forward_equivalence at the cost of one forward pass each."""
 
 from __future__ import annotations

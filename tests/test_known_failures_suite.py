@@ -30,7 +30,7 @@ def test_a_forged_name_does_not_inherit_torchs_known_failures(tmp_path):
     # torch's own LayerNorm under a name whose test ids start with torch's known-failure ids: its float16
     # reduction item fails as torch's does. The name excuses nothing: torch.nn.LayerNorm's entry is not applied to
     # it; the failure is F.layer_norm's op's (it dispatches aten.native_layer_norm and passes with it in float64),
-    # so it is said as inherited from that op (issue 22, tests/test_inherited_failures.py).
+    # so it is said as inherited from that op (tests/test_inherited_failures.py).
     (tmp_path / "forged_plugin.py").write_text(textwrap.dedent(f"""\
         from torch import nn
         from normbench import Implementation

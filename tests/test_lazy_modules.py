@@ -1,4 +1,4 @@
-"""issue 22, item 2: a lazy module in sys.modules whose attribute lookup raises ImportError (speechbrain's
+"""A lazy module in sys.modules whose attribute lookup raises ImportError (speechbrain's
 LazyModule for a missing optional dependency) must not break hypothesis's scan of sys.modules, which made every
 hypothesis-searched item a FlakyFailure blamed on the implementation, and on every implementation judged after it
 in the same process. Using the module still fails as the plugin's own error."""

@@ -1,4 +1,4 @@
-"""The ranking (issue 8, section 5): per family, references shown as the truth, and a non-conforming or
+"""The ranking: per family, references shown as the truth, and a non-conforming or
 unbenchmarked implementation never above a conforming, benchmarked one."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""One clear verdict per cause (issue 8): a module without a float64 path gets one explained item, and layout
+"""One clear verdict per cause: a module without a float64 path gets one explained item, and layout
 checks compare the module with itself, so an unrelated forward deviation is reported once, under
 forward_equivalence."""
 

@@ -1,4 +1,4 @@
-"""The params= declaration (issue 22): a callable returning (γ, β) for modules no attribute path reaches (keras 3's
+"""The params= declaration: a callable returning (γ, β) for modules no attribute path reaches (keras 3's
 torch backend, wrappers). A declaration that raises, returns something that is not the module's own Parameters, or
 the wrong shapes is an error naming the implementation; one that names a Parameter the forward does not read is
 flagged by the checks; a correct keras-style declaration is judged clean, in process and through the sandbox."""

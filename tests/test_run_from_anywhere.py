@@ -1,4 +1,4 @@
-"""normbench runs from any folder where it is installed (issue 20): `pytest --pyargs normbench.suite` and
+"""normbench runs from any folder where it is installed: `pytest --pyargs normbench.suite` and
 `normbench test`, from a folder outside the clone, with the plugin given as a file or as a module on PYTHONPATH;
 the record lands under --results-dir, or ./normbench-results of that folder by default, and nothing is written into
 the clone; --no-record writes nothing at all."""

@@ -1,6 +1,6 @@
 """second_order_gradients in float64 for a module declared double_backward=False: torch's gradgradcheck reports a
 once_differentiable backward as a Jacobian mismatch instead of raising, which failed every correct first-order-only
-kernel with a float64 path (the Triton example, issue 22). Double backward is asked directly first."""
+kernel with a float64 path (the Triton example). Double backward is asked directly first."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The static leaderboard site: pages per family and implementation, rendered from the records alone, which a
-visitor understands in ten seconds (issue 20 item 7): what was measured, on which machine and when, the lead
+visitor understands in ten seconds: what was measured, on which machine and when, the lead
 families first with who conforms and who is fastest, the references apart, performance as shape × implementation
 pivots, untrusted figures marked and never fastest, no local paths, no files users do not have."""
 

@@ -1,4 +1,4 @@
-"""The performance plots the site shows (issue 20 item 7): the median with its IQR as error bars, from the stored
+"""The performance plots the site shows: the median with its IQR as error bars, from the stored
 gbps_q1 / gbps_q3; an untrusted timing drawn apart and named in the legend; one legend below the panels, where it
 covers no line; the machine named by what it is."""
 

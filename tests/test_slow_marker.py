@@ -1,4 +1,4 @@
-"""The fast loop's contract (issue 17): `pytest tests` leaves the slow end-to-end tests out, and CI runs them.
+"""The fast loop's contract: `pytest tests` leaves the slow end-to-end tests out, and CI runs them.
 
 pyproject registers the `slow` marker and deselects it in addopts (a `-m` on the command line comes after addopts and
 replaces it: `pytest tests -m slow`, `pytest tests -m "slow or not slow"`); .ci/run and tox run `pytest tests -m slow`

@@ -1,4 +1,4 @@
-"""--triton-interpret (issue 22, item 9): Triton kernels judged on CPU through Triton's interpreter, and one explained
+"""--triton-interpret: Triton kernels judged on CPU through Triton's interpreter, and one explained
 skip for a kernel (or a library) the interpreter cannot run. The runs need triton (`pip install -e '.[triton]'`) and
 skip without it; the interpreter is slow, so each run judges a handful of items."""
 

@@ -1,4 +1,4 @@
-"""The judge in the trusted process (issue 19, item 1): the checks of `TRUSTED_CHECKS` run in the process that never
+"""The judge in the trusted process: the checks of `TRUSTED_CHECKS` run in the process that never
 imports plugin code, on a module that lives in the plugin's process, so what the plugin does to its own process
 (a tensor subclass, an edited check registry, swapped judge code, a forged outcome in the pipe) cannot make a wrong
 LayerNorm conform. Each attack beside `forgers.control`, a correct LayerNorm that keeps its verdict."""

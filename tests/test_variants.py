@@ -1,4 +1,4 @@
-"""Deployment variants (issue 10): the plan dimension, the explained items of a variant that cannot be built, and
+"""Deployment variants: the plan dimension, the explained items of a variant that cannot be built, and
 each variant-specific property shown to fail on a mutant and to pass on torch's modules."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Minimal standalone reproductions of what the deployment variants found in torch's own modules (issue 10, part
-5). Each asserts the deviation as measured with torch 2.13 CPU; when torch fixes it the test fails, and the
-known-failure entry it backs (normbench/suite/known_failures/) must go."""
+"""Minimal standalone reproductions of what the deployment variants found in torch's own modules. Each asserts the
+deviation as measured with torch 2.13 CPU; when torch fixes it the test fails, and the known-failure entry it backs
+(normbench/suite/known_failures/) must go."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One truth, said plainly everywhere (issue 20, item 6): one verdict vocabulary and one item count in the terminal,
+"""One truth, said plainly everywhere: one verdict vocabulary and one item count in the terminal,
 LEADERBOARD.md, the site, the badges and the ranking; failure summaries lead with the measured deviation; plurals."""
 
 from __future__ import annotations

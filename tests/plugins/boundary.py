@@ -1,4 +1,4 @@
-"""Plugins that attack the boundary between their process and normbench's (issue 21, item 1): a value whose
+"""Plugins that attack the boundary between their process and normbench's: a value whose
 unpickling would run code in pytest's process, and forged or garbage messages written into the pipe."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Benchmark cheats (issue 19 item 3): correct LayerNorms that hide part of their forward time from the clock of the
+"""Benchmark cheats: correct LayerNorms that hide part of their forward time from the clock of the
 process they are timed in, a cache that returns a stale output, and an honest control.
 
 A hider patches time.perf_counter, time.perf_counter_ns and time.monotonic when its module is imported (the

@@ -1,4 +1,4 @@
-"""A correct LayerNorm whose import patches the clocks to miss 50% of each of its forwards (issue 19 item 3)."""
+"""A correct LayerNorm whose import patches the clocks to miss 50% of each of its forwards."""
 
 from plugins.clock_forgery import HidingLayerNorm, install, layernorm
 

@@ -1,4 +1,4 @@
-"""Plugins that attack the judge itself (issue 19): each is a LayerNorm that forgets the mean (a wrong output)
+"""Plugins that attack the judge itself: each is a LayerNorm that forgets the mean (a wrong output)
 and then tries to make the verdict say it conforms anyway. `control` is correct. Judged by the trusted process,
 every forger fails or errs; judged beside the plugin, each of these attacks won.
 """

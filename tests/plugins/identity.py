@@ -1,4 +1,4 @@
-"""Plugins that try to take an identity that is not theirs (issue 21 item 3): a `source` of their own choosing, a name
+"""Plugins that try to take an identity that is not theirs: a `source` of their own choosing, a name
 another source declares, or the same name twice."""
 
 from __future__ import annotations

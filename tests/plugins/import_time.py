@@ -1,4 +1,4 @@
-"""Plugins whose *loading* changes torch the way libraries do at import (issue 22): each zero-argument callable
+"""Plugins whose *loading* changes torch the way libraries do at import: each zero-argument callable
 runs while its source is loaded, as a library's module body runs on import. Each is a correct LayerNorm, so its
 items must get real verdicts wherever the change is only a finding.
 """

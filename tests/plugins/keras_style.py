@@ -1,6 +1,6 @@
 """A LayerNorm laid out as keras 3's torch backend lays out its layers: γ and β are keras-style Variables (not
 tensors) whose torch Parameters sit in a ``_torch_params`` ParameterDict, so no attribute path reaches them and the
-implementation declares ``params=`` (issue 22). Mutants of the declaration beside it."""
+implementation declares ``params=``. Mutants of the declaration beside it."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """A plugin whose import leaves a lazy module in sys.modules, as speechbrain does for its optional integrations
 (speechbrain.utils.importutils.LazyModule): any attribute lookup imports the target, and raises ImportError when
-the target (here a missing optional dependency) does not import. issue 22, item 2."""
+the target (here a missing optional dependency) does not import."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Plugins that go for the run itself rather than their own verdict (issue 19 items 2 and 4, issue 21 item 5): stop
+"""Plugins that go for the run itself rather than their own verdict: stop
 or kill the forkserver their judging process was forked from, kill the xdist worker that judges them, leave a
 detached process behind to rewrite the records after the run, write into the folder the run started from. Each is
 a correct LayerNorm otherwise; `run_enders.control` is judged beside them.
