@@ -1,4 +1,4 @@
-"""Benchmarks timed out of the plugin's reach (issue 19 item 3), end to end: correct LayerNorms that patch
+"""Benchmarks timed out of the plugin's reach, end to end: correct LayerNorms that patch
 time.perf_counter / perf_counter_ns / monotonic at import to hide 90% and 50% of their forward are published
 untrusted (the benchmark process's own clock disagrees), a cache returning a stale output is untrusted (the output
 check), and the control beside them, the same code with honest clocks, stays trusted; the benchmark process never

@@ -1,4 +1,4 @@
-"""A run whose judged files (references, specs, known failures) change under it writes no record (issue 21 item 2).
+"""A run whose judged files (references, specs, known failures) change under it writes no record.
 
 The plugin below edits a known-failures file given with --known-failures, from its own judging process, while
 its items run: the parent sees the change when it re-hashes at the end, refuses the records, names the file, and

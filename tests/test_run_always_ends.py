@@ -1,4 +1,4 @@
-"""A run that always ends (issue 19 item 4, issue 21 item 5): a judging process that stops or kills its forkserver
+"""A run that always ends: a judging process that stops or kills its forkserver
 costs one error item and the forkserver is replaced; one that kills its xdist worker costs its own implementation
 only (the items the lost worker took along are judged by the controller); an interrupted run keeps the stored
 outcomes of the items it never ran. The plugins are tests/plugins/run_enders.py, each beside a correct control."""

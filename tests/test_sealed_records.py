@@ -1,4 +1,4 @@
-"""Records only the parent writes (issue 19 item 2): a seal only the run can make, checked when the run reads its
+"""Records only the parent writes: a seal only the run can make, checked when the run reads its
 record back; no process a plugin started outlives the records; judging processes work in a scratch folder.
 
 The suite runs judge plugins of tests/plugins/run_enders.py beside a correct control, serially and under xdist: one

@@ -1,4 +1,4 @@
-"""The data-only boundary (issue 21, item 1): nothing a plugin's process sends is unpickled in normbench's, and a
+"""The data-only boundary: nothing a plugin's process sends is unpickled in normbench's, and a
 message that breaks the protocol costs that item alone, as an error that says what was wrong."""
 
 from __future__ import annotations
