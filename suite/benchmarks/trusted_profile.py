@@ -4,11 +4,11 @@ its own cProfile, and the same items judged directly (no protocol) for the CPU t
 
     python suite/benchmarks/trusted_profile.py [IMPLEMENTATION] [--top N] [--dump DIR]
 
-Prints the requests, each side's CPU time (thread time: a side waiting for the other spends none) against the
-direct run's, the CPU per request on each side, and each side's top functions by own time. --dump writes the two
-profiles (trusted.prof, plugin.prof) for pstats / snakeviz. Default: torch.nn.LayerNorm. The pipe between two
-processes (one wake-up each way per request) is not in these figures: suite/benchmarks/trusted_overhead.py
-measures the whole.
+Prints the requests, each side's CPU time (thread time, measured unprofiled: a side waiting for the other spends
+none) against the direct run's, the CPU per request on each side, and each side's top functions by own time.
+--dump writes the two profiles (trusted.prof, plugin.prof) for pstats / snakeviz. Default: torch.nn.LayerNorm.
+The pipe between two processes (one wake-up each way per request) is not in these figures:
+suite/benchmarks/trusted_overhead.py measures the whole.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pstats
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 
 def main(argv: list[str]) -> int:
@@ -50,17 +51,19 @@ def main(argv: list[str]) -> int:
              for d in item_dtypes(spec, impl, p)]
 
     plugin_side = cProfile.Profile()
-    served = {"requests": 0, "cpu": 0.0}
+    served: dict[str, Any] = {"requests": 0, "cpu": 0.0, "profile": None}
     handle = Server.handle
 
-    def profiled_handle(self: Server, conn: object, envelope: object) -> None:
+    def counted_handle(self: Server, conn: object, envelope: object) -> None:
         served["requests"] += 1
         start = time.thread_time()
-        plugin_side.enable()
+        if served["profile"] is not None:
+            served["profile"].enable()
         try:
             handle(self, conn, envelope)  # type: ignore[arg-type]
         finally:
-            plugin_side.disable()
+            if served["profile"] is not None:
+                served["profile"].disable()
             served["cpu"] += time.thread_time() - start
 
     def direct() -> tuple[float, list[str]]:
@@ -71,28 +74,36 @@ def main(argv: list[str]) -> int:
     direct()  # warm: first-call costs (lazy imports, kernels) in neither figure
     direct_cpu, direct_verdicts = direct()
 
-    trusted_side = cProfile.Profile()
-    Server.handle = profiled_handle  # type: ignore[method-assign]
-    try:
+    def through_protocol(profile: cProfile.Profile | None) -> tuple[float, list[str]]:
         verdicts = []
         start = time.thread_time()
         for p, m, d in items:
             with loopback.remote_view(impl, spec) as view:
-                trusted_side.enable()
+                if profile is not None:
+                    profile.enable()
                 verdicts.append(judge(PlanItem(spec, view, p, m, d), "ci").verdict)
-                trusted_side.disable()
-        trusted_cpu = time.thread_time() - start
+                if profile is not None:
+                    profile.disable()
+        return time.thread_time() - start, verdicts
+
+    # the CPU figures unprofiled (a profiler inflates each side by its own calls), then the profiles
+    Server.handle = counted_handle  # type: ignore[method-assign]
+    try:
+        trusted_cpu, verdicts = through_protocol(None)
+        n, plugin_cpu = served["requests"], served["cpu"]
+        served.update(requests=0, cpu=0.0, profile=plugin_side)
+        trusted_side = cProfile.Profile()
+        through_protocol(trusted_side)
     finally:
         Server.handle = handle  # type: ignore[method-assign]
     differ = [f"{p.name}-{m}-{d}: {a} / {b}" for (p, m, d), a, b in zip(items, verdicts, direct_verdicts, strict=True)
               if a != b]
 
-    n = served["requests"]
     print(f"{impl.name}: {len(items)} items, {n} requests ({n / len(items):.1f} per item)")
     print(f"  direct (no protocol) CPU      {direct_cpu:7.2f} s")
     print(f"  trusted side CPU              {trusted_cpu:7.2f} s  "
           f"({(trusted_cpu - direct_cpu) / n * 1e3:.3f} ms per request over the direct run)")
-    print(f"  plugin side CPU (in handle)   {served['cpu']:7.2f} s  ({served['cpu'] / n * 1e3:.3f} ms per request, "
+    print(f"  plugin side CPU (in handle)   {plugin_cpu:7.2f} s  ({plugin_cpu / n * 1e3:.3f} ms per request, "
           "the module's own compute included)")
     print(f"  verdicts that differ from the direct run: {'; '.join(differ) or 'none'}")
     for label, prof in (("trusted side", trusted_side), ("plugin side", plugin_side)):
