@@ -234,9 +234,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if not _collects_conformance(config):
         return []
     import normbench
+    from normbench.judge_user import describe
     from normbench.results import normbench_commit
 
-    return [f"normbench {normbench.__version__} (commit {normbench_commit()}), torch {torch.__version__}"]
+    return [f"normbench {normbench.__version__} (commit {normbench_commit()}), torch {torch.__version__}", describe()]
 
 
 def _keep_hypothesis_storage_out_of_the_folder(config: pytest.Config) -> None:

@@ -57,6 +57,7 @@ from normbench import wire
 from normbench.child_outcomes import IMPORT_CHANGES, death, tampering_summary, with_findings
 from normbench.child_outcomes import listing as _listing
 from normbench.implementation import Implementation, ImplementationError
+from normbench.judge_user import WORKDIR, assume, decide, die_with_parent, prepare
 from normbench.registry import ENTRY_POINT_GROUP, PluginError, PluginUnavailable, Registry, with_source
 from normbench.remote.judge import JUDGED_IN, TRUSTED_FALLBACK, judge_trusted, trusted
 from normbench.triton_failures import import_failure_reason, set_interpreter_environment
@@ -139,13 +140,7 @@ def _own_process_group() -> None:
     started (a detached ``sleep 300``, a SIGTERM-ignoring helper), and it dies with the forkserver that forked it,
     which ends with the run (Linux PR_SET_PDEATHSIG; elsewhere the process group kill alone)."""
     os.setsid()
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
-        except (OSError, AttributeError):
-            pass
+    die_with_parent()
 
 
 def _enter_workdir(output: str) -> str:
@@ -159,15 +154,13 @@ def _enter_workdir(output: str) -> str:
     for name in ("TMPDIR", "TEMP", "TMP"):
         os.environ[name] = workdir
     tempfile.tempdir = None  # tempfile caches the folder it found first
+    assume(workdir)  # before any plugin code: the user id the trusted process gave this folder (normbench.judge_user)
     return origin
 
 
 def _workdir(output: str) -> str:
     return os.path.join(os.path.dirname(output), WORKDIR)
 
-
-#: the judging and discovery children's working and temporary folder, inside the sandbox's scratch folder
-WORKDIR = "cwd"
 
 
 def _redirect_output(path: str) -> None:
@@ -480,9 +473,13 @@ class _Child:
 
 
 def _scratch_dir() -> Path:
-    scratch = Path(tempfile.mkdtemp(prefix="normbench-sandbox-"))
-    (scratch / WORKDIR).mkdir()
-    return scratch
+    return Path(tempfile.mkdtemp(prefix="normbench-sandbox-"))
+
+
+def child_output(scratch: Path, name: str, source: Source) -> Path:
+    """The output path of a child that imports `source`, in a folder of its own inside `scratch` (with its working
+    and spill folders, under a user id of their own where the run allows it: normbench.judge_user)."""
+    return prepare(scratch / name, decide(source))
 
 
 def discover_isolated(paths: Iterable[str] = (), families: Mapping[str, Any] | None = None,
@@ -501,9 +498,9 @@ def discover_isolated(paths: Iterable[str] = (), families: Mapping[str, Any] | N
     sources: list[Source] = [("entry_point", ep.name, ep.value)
                              for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)]
     sources += [("path", path) for path in dict.fromkeys(paths)]  # the same --impl-path twice is one source
-    for source in sources:
+    for number, source in enumerate(sources):
         label = source_label(source)
-        output = scratch / "discover.out"
+        output = child_output(scratch, f"discover-{number}", source)
         child = _Child(_discover_child, (source, limits), output)
         status, reply = child.request(..., limits.import_timeout)
         child.stop()
@@ -602,13 +599,16 @@ class Sandbox:
         self.specs = dict(specs)
         self.profile = profile
         self.limits = limits
-        self.output = scratch / f"{abs(hash(impl.name)):x}.out"
+        self.decision = decide(self.source)
+        self.output = prepare(scratch / f"{abs(hash(impl.name)):x}", self.decision)
         self.child: _Child | None = None
         self.spent = 0.0
         self.timeouts_in_a_row = 0
         self.gave_up: str | None = None
         #: whether an outcome of this sandbox already says what the implementation's import changed
         self.noted_import = False
+        #: whether an outcome already says that this implementation's process kept the run's user (judge_user)
+        self.noted_user = False
 
     def judge(self, family: str, prop: str, mode: str, dtype: str, device: str,
               variant: str = "eager", substitute_ops: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -653,6 +653,10 @@ class Sandbox:
                 self.child.kill()
         if status in ("reply", "judged"):
             self.timeouts_in_a_row = 0
+            if self.decision.stays_root and not self.noted_user:
+                self.noted_user = True  # said once, on the first item: a weaker sandbox than the run offers others
+                outcome["summary"] = (f"{outcome.get('summary', '')}\n  note: {self.impl.name!r} was judged as the "
+                                      f"run's own user, not under a user id of its own: {self.decision.reason}")
             found = (outcome.get("metrics") or {}).get(IMPORT_CHANGES)
             if found and not self.noted_import:
                 # Said once, on the first item judged here; every outcome carries the list in its metrics.

@@ -170,15 +170,14 @@ def probe_all(impls: Iterable[Implementation], specs: Mapping[str, Any], limits:
     timed out, crashed or broke the protocol shows nothing, and the implementation is planned as without the option."""
     import tempfile
 
-    from normbench.sandbox import WORKDIR, SandboxedFactory, _Child
+    from normbench.sandbox import SandboxedFactory, _Child, child_output
 
     results: dict[str, Probe] = {}
     with tempfile.TemporaryDirectory(prefix="normbench-probe-") as scratch:
-        output = Path(scratch) / "probe.out"
-        (Path(scratch) / WORKDIR).mkdir()  # the child's working folder (normbench.sandbox._enter_workdir)
-        for impl in impls:
+        for number, impl in enumerate(impls):
             if not isinstance(impl.factory, SandboxedFactory):
                 continue
+            output = child_output(Path(scratch), f"probe-{number}", impl.factory.source)
             child = _Child(_probe_child, (impl.factory.source, impl.name, specs[impl.family], limits), output)
             status, reply = child.request(..., limits.item_timeout)
             child.stop()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 
 from torch import nn
 
@@ -14,6 +16,16 @@ from normbench.remote.judge import trusted
 from normbench.remote.loopback import remote_view
 from normbench.runner import Outcome, PlanItem, judge
 from normbench.spec import Spec, load_specs
+
+
+def folder_plugins_may_write() -> Path:
+    """A fresh folder any user may write, for what a test's plugin reports back (a log, a pid file): where the run
+    is root, plugin code runs under a user id of its own (normbench.judge_user), which may not write into pytest's
+    tmp_path. The caller removes it."""
+    folder = Path(tempfile.mkdtemp(prefix="normbench-test-"))
+    folder.chmod(0o777)
+    return folder
+
 
 #: NORMBENCH_SELFTEST_REMOTE=1 judges the trusted checks of every self-test through the request protocol
 REMOTE_ENV = "NORMBENCH_SELFTEST_REMOTE"

@@ -6,12 +6,16 @@ the run fails."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from test_suite_runner import run_suite
 
 from normbench.integrity import changes, digest, judged_paths
+from normbench.judge_user import ENVIRONMENT
 
 
 def test_the_digest_sees_a_changed_removed_and_added_file(tmp_path):
@@ -33,7 +37,27 @@ def test_the_references_and_specs_are_among_the_judged_files():
 
 
 @pytest.mark.slow
-def test_a_plugin_that_edits_what_normbench_reads_gets_no_record(tmp_path):
+def test_a_plugin_that_edits_what_normbench_reads_gets_no_record(tmp_path, monkeypatch):
+    # the hash check is what stands where plugin code keeps the run's user; where it has its own id, the next test
+    monkeypatch.setenv(ENVIRONMENT, "same")
+    proc, target, out = _edited_run(tmp_path)
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    assert "refused to write this run's records" in proc.stdout and "editor.yaml was changed" in proc.stdout
+    assert not list(out.rglob("conformance.json"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux") or os.geteuid() != 0,
+                    reason="a user id of its own for plugin code needs a root run on Linux")
+def test_under_its_own_user_id_the_edit_is_refused_by_the_os_and_the_run_keeps_its_records(tmp_path):
+    proc, target, out = _edited_run(tmp_path)
+    assert "edited" not in target.read_text()
+    assert "PermissionError" in proc.stdout, proc.stdout[-2000:]  # its item: the plugin's own error
+    assert "refused to write this run's records" not in proc.stdout
+    assert list(out.rglob("conformance.json"))
+
+
+def _edited_run(tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], Path, Path]:
     known = tmp_path / "known"
     known.mkdir()
     target = known / "editor.yaml"
@@ -55,6 +79,4 @@ editor = Implementation(name="editor.LayerNorm", family="layernorm",
     out = tmp_path / "out"
     proc = run_suite("--impl-path", f"{plugin}:editor", "--impl", "editor.LayerNorm", "--known-failures", str(known),
                      "-k", "shift_invariance", "--results-dir", str(out))
-    assert proc.returncode != 0, proc.stdout[-2000:]
-    assert "refused to write this run's records" in proc.stdout and "editor.yaml was changed" in proc.stdout
-    assert not list(out.rglob("conformance.json"))
+    return proc, target, out

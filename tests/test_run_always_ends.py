@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from test_suite_runner import run_suite
 
+from normbench.judge_user import ENVIRONMENT
 from normbench.sandbox import Limits, SandboxPool, discover_isolated
 from normbench.spec import load_specs
 
@@ -33,6 +34,15 @@ def _record(results: Path) -> dict[str, Any]:
 
 def _outcomes(record: dict[str, Any], impl: str) -> list[dict[str, Any]]:
     return [o for o in record["outcomes"].values() if o.get("implementation") == impl and o["verdict"] != "unjudged"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _as_the_run_s_own_user():
+    """Where the run is root a plugin's process has a user id of its own and cannot signal its forkserver or worker
+    at all (tests/test_judge_user.py); what follows is what holds where it keeps the run's user."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(ENVIRONMENT, "same")
+        yield
 
 
 @pytest.mark.parametrize("attack,what", [("stops_forkserver", "stopped by signal SIGSTOP"),

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import folder_plugins_may_write
 from test_suite_runner import ROOT, run_suite
 
 from normbench.publish import write_leaderboard
@@ -145,7 +146,7 @@ _IMPLS = ("control", "leaves_a_writer", "writes_where_it_runs")
 @pytest.fixture(scope="module", params=["serial", "xdist"])
 def run_enders_run(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp("records")
-    results, pidfile = folder / "results", folder / "survivor.pid"
+    results, pidfile = folder / "results", folder_plugins_may_write() / "survivor.pid"
     args = ["-n", "2"] if request.param == "xdist" else ["-p", "no:xdist"]
     for name in _IMPLS:
         args += ["--impl-path", f"plugins.run_enders:{name}", "--impl", f"run_enders.{name}"]

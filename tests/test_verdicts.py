@@ -134,6 +134,7 @@ def test_the_suites_run_header_names_the_normbench_version():
     from normbench.pytest_plugin import pytest_report_header
 
     suite_run = SimpleNamespace(args=["suite"], option=SimpleNamespace(pyargs=False))
-    (line,) = pytest_report_header(suite_run)
+    line, user = pytest_report_header(suite_run)
     assert line.startswith(f"normbench {normbench.__version__} (commit ")
+    assert user.startswith("plugin code runs ")  # who plugin code runs as (normbench.judge_user.describe)
     assert pytest_report_header(SimpleNamespace(args=["tests"], option=SimpleNamespace(pyargs=False))) == []

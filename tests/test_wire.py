@@ -7,6 +7,7 @@ import dataclasses
 import multiprocessing
 
 import pytest
+from helpers import folder_plugins_may_write
 
 from normbench import wire
 from normbench.implementation import Implementation
@@ -118,7 +119,7 @@ def _alive(pid: int) -> bool:
 def test_what_a_plugin_started_dies_with_its_process(tmp_path):
     import time
 
-    pids = tmp_path / "pids"
+    pids = folder_plugins_may_write() / "pids"
     # The judging process forks from a forkserver started before this test, so it does not see this test's
     # environment: the plugin file sets the marker in its own process.
     plugin = tmp_path / "sleeper_case.py"

@@ -46,7 +46,7 @@ from normbench.bench.harness import BenchCase, input_shape
 from normbench.bench.timer import Schedule
 from normbench.bench.trust import BLOCK_MIN_S, Block, clock_agreement
 from normbench.implementation import Implementation
-from normbench.sandbox import Limits, SandboxedFactory, _Child, _excerpt, item_time_limit, source_label
+from normbench.sandbox import Limits, SandboxedFactory, _Child, _excerpt, child_output, item_time_limit, source_label
 
 #: rows of each round's checked output the parent compares with the truth
 CHECK_ROWS = 4
@@ -438,7 +438,7 @@ class BenchChild:
         if not isinstance(factory, SandboxedFactory):
             raise TypeError(f"implementation {impl.name!r} was not discovered by discover_isolated")
         self.impl, self.specs, self.limits = impl, dict(specs), limits
-        self.output = scratch / f"bench-{abs(hash(impl.name)):x}.out"
+        self.output = child_output(scratch, f"bench-{abs(hash(impl.name)):x}", factory.source)
         self.clock_ns = clock_ns
         self.child = _Child(_bench_child, (factory.source, impl.name, self.specs, limits), self.output)
         self.rng = random.Random()  # seeds of the parent's own choosing: OS entropy

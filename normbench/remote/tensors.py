@@ -104,7 +104,10 @@ def send(conn: Connection, message: Any, tensors: Sequence[torch.Tensor | None] 
         head, data = header(t, keep_strides), payload(t, keep_strides)
         if spill is not None and (data.nbytes >= SPILL_BYTES or size + data.nbytes > MAX_INLINE_BYTES):
             name = secrets.token_hex(16)
-            fd = os.open(spill / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            # readable by the other side, which may run under another user id (normbench.judge_user); the folder
+            # itself is entered only by that id and the run's user
+            fd = os.open(spill / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            os.fchmod(fd, 0o644)  # whatever the umask
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
             head.append(name)
@@ -123,7 +126,7 @@ def _read_spilled(spill: Path | None, name: Any, nbytes: int, where: str) -> byt
         raise wire.ProtocolError(f"{where}: a tensor in a spill file this side does not accept")
     path = spill / name
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO put there does not block
     except OSError as exc:
         raise wire.ProtocolError(f"{where}: its spill file cannot be opened ({exc.strerror})") from None
     try:
