@@ -29,6 +29,8 @@ CHEATS = {"cheat.hides_90": "plugins.clock_hides_90:implementation",
 def cheats_run(tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
     log = folder_plugins_may_write() / "imports.log"
+    log.touch(mode=0o666)  # every process appends, each under its own user id where the run is root
+    log.chmod(0o666)
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_XDIST_WORKER"}
     env.update(PYTHONPATH=str(ROOT / "tests") + os.pathsep + env.get("PYTHONPATH", ""),
                NORMBENCH_TEST_IMPORT_LOG=str(log))
