@@ -53,7 +53,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from normbench import wire
+from normbench import deploy, wire
 from normbench.child_outcomes import IMPORT_CHANGES, death, tampering_summary, with_findings
 from normbench.child_outcomes import listing as _listing
 from normbench.implementation import Implementation, ImplementationError
@@ -99,16 +99,18 @@ class Limits:
     triton_interpret: bool = False
 
 
-#: a compile or export item pays for its compilations (a cold Inductor compile is 20-30 s on a loaded 2-core
-#: machine) inside its time limit, so its limit is this multiple of --check-timeout
-VARIANT_TIMEOUT_FACTOR = 4
+#: a module that compiles per shape on its first call (declared compiles=True) pays its compilations inside the
+#: item, as a compile deployment does (a cold Inductor compile is 20-30 s on a loaded 2-core machine): its limit is
+#: the compile deployment's multiple of --check-timeout
+VARIANT_TIMEOUT_FACTOR = deploy.get("compile").timeout_factor
 
 
 def item_time_limit(limits: Limits, impl: Implementation, variant: str) -> tuple[float, str]:
     """An item's time limit and, when it is raised, why: a compile or export variant, or a module that compiles
     per shape on its first call (declared compiles=True), pays its compilations inside the item."""
-    if variant != "eager":
-        return limits.item_timeout * VARIANT_TIMEOUT_FACTOR, f"the {variant} variant"
+    factor = deploy.get(variant).timeout_factor
+    if factor != 1:
+        return limits.item_timeout * factor, f"the {variant} variant"
     if impl.compiles:
         return limits.item_timeout * VARIANT_TIMEOUT_FACTOR, "declared compiles=True"
     return limits.item_timeout, ""
@@ -255,7 +257,7 @@ def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str
     # The trusted process's requests for the items it judges itself (normbench.remote): build, set, call, grad.
     server = Server(None if load_error is not None or at_import.blocking else impl, load_error, findings,
                     spill_folder(output), verify=lambda: what_changed(before, fingerprint()))
-    prepared = {"eager"}
+    prepared = {deploy.DEFAULT.name}
     while True:
         try:
             request = wire.receive(conn)
@@ -312,8 +314,9 @@ FORKSERVER_HARMED = ("normbench's forkserver (the parent of the implementation's
 
 _CONTEXT: multiprocessing.context.BaseContext | None = None
 _WARM_VARIANTS: tuple[str, ...] = ()
-#: Not ``export``: importing ONNX Runtime starts a native thread, and a process with threads must not fork.
-_PRELOADED_VARIANTS = ("compile",)
+#: the deployments with a forkserver warm-up (export has none: importing ONNX Runtime starts a native thread, and
+#: a process with threads must not fork)
+_PRELOADED_VARIANTS = tuple(d.name for d in deploy.all() if d.preload)
 
 
 def warm_variants(variants: Iterable[str]) -> None:
@@ -330,10 +333,10 @@ def _context() -> multiprocessing.context.BaseContext:
         ctx = multiprocessing.get_context("forkserver")
         # The forkserver imports these once; every child then starts with torch and every check loaded.
         # torch.fx's symbolic shapes (and sympy with them) are imported by autograd's first backward (_make_grads):
-        # 0.5 s that every judging process paid again; imported once here, the forks share it (issue 17).
+        # 0.5 s that every judging process paid again; imported once here, the forks share it.
         ctx.set_forkserver_preload(["normbench.sandbox", "normbench.runner", "normbench.judge_guard",
                                     "torch.fx.experimental.symbolic_shapes",
-                                    *(f"normbench.preload.{v}" for v in _WARM_VARIANTS)])
+                                    *(str(deploy.get(v).preload) for v in _WARM_VARIANTS)])
         _CONTEXT = ctx
     return _CONTEXT
 
@@ -611,7 +614,7 @@ class Sandbox:
         self.noted_user = False
 
     def judge(self, family: str, prop: str, mode: str, dtype: str, device: str,
-              variant: str = "eager", substitute_ops: tuple[str, ...] = ()) -> dict[str, Any]:
+              variant: str = deploy.DEFAULT.name, substitute_ops: tuple[str, ...] = ()) -> dict[str, Any]:
         """The outcome fields the child measured, or an error saying why there is no verdict. A failing item is
         judged again with `substitute_ops` in float64 (the ops whose known failure it may inherit)."""
         if self.gave_up:
@@ -750,7 +753,7 @@ class SandboxPool:
         self.current: str | None = None
 
     def judge(self, impl: Implementation, family: str, prop: str, mode: str, dtype: str,
-              device: str, variant: str = "eager", substitute_ops: tuple[str, ...] = ()) -> dict[str, Any]:
+              device: str, variant: str = deploy.DEFAULT.name, substitute_ops: tuple[str, ...] = ()) -> dict[str, Any]:
         if self.current is not None and self.current != impl.name:
             # Items arrive grouped by implementation: one live child at a time keeps memory at one budget.
             self.sandboxes[self.current].close()

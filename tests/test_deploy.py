@@ -80,7 +80,7 @@ def test_each_deployment_declares_what_the_plan_and_the_benchmarks_read():
 
 
 def test_the_sandbox_follows_each_deployments_timeout_factor_and_preload():
-    # normbench.sandbox keeps its own constants (another engineer's file); they must say what the deployments do
+    # normbench.sandbox reads them from the deployments; what it derives must say what the deployments do
     plain = shipped(families=False)["torch.nn.LayerNorm"]
     limits = sandbox.Limits()
     for d in deploy.all():

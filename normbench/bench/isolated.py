@@ -1,4 +1,4 @@
-"""Benchmarks timed in the implementation's own process, checked by the benchmark process (issue 19 item 3).
+"""Benchmarks timed in the implementation's own process, checked by the benchmark process.
 
 The benchmark process (pytest with normbench.bench.pytest_plugin) never imports a plugin. Each implementation runs
 in a child forked from the sandbox's forkserver (normbench.sandbox), which builds the module, calibrates, warms up

@@ -215,7 +215,7 @@ class BenchSession:
             # Check names are not needed to time a module: a spec naming a check under construction still loads.
             spec_set = load_specs(_option(self.config, "spec_dir", []), known_checks=None)
             self.specs = spec_set.specs
-            # Imported in child processes only: the benchmark process never runs a plugin's code (issue 19 item 3).
+            # Imported in child processes only: the benchmark process never runs a plugin's code.
             self.registry = discover_isolated(_option(self.config, "impl_path", []), families=spec_set.specs,
                                               include_entry_points=not _option(self.config, "no_entry_points",
                                                                                False))

@@ -1,4 +1,4 @@
-"""When a benchmark figure is trusted (issue 19 item 3): the parent's clock, the output check and the roofline.
+"""When a benchmark figure is trusted: the parent's clock, the output check and the roofline.
 
 An implementation is timed in a process of its own (normbench.bench.isolated), and everything that process reports,
 its clock included, is the plugin's to forge: a LayerNorm that patched ``time.perf_counter`` at import to hide 90%

@@ -1,4 +1,4 @@
-"""Properties of the deployment variants themselves (issue 10), planned only under their variant.
+"""Properties of the deployment variants themselves, planned only under their variant.
 
 - variant_matches_eager (compile, export): the deployed module computes what the eager one does, within the
   family's tolerance, with the ulp distance reported (and whether it is bitwise).

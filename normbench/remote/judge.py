@@ -1,4 +1,4 @@
-"""Which items the trusted process judges itself, and how (issue 19, item 1).
+"""Which items the trusted process judges itself, and how: the verdicts a plugin's process cannot forge.
 
 An item of a check in `TRUSTED_CHECKS`, under the eager variant, runs its check here, in the process that never
 imports plugin code (pytest's, or an xdist worker), on a `RemoteModule` whose module lives in the implementation's
@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from normbench import wire
+from normbench import deploy, wire
 from normbench.remote import tensors as wire_tensors
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ def trusted(check: str, variant: str, device: str = "cpu") -> bool:
     """Whether this item is judged in the trusted process. CPU items only: tensors cross as host memory, and a
     check on an accelerator combines the module's tensors with its own on that device (a CUDA item is judged
     beside the plugin, as before, and says so)."""
-    return variant == "eager" and check in TRUSTED_CHECKS and device == "cpu"
+    return variant == deploy.DEFAULT.name and check in TRUSTED_CHECKS and device == "cpu"
 
 
 def judge_trusted(sandbox: Sandbox, family: str, prop_name: str, mode: str, dtype: str, device: str,
@@ -74,7 +74,8 @@ def judge_trusted(sandbox: Sandbox, family: str, prop_name: str, mode: str, dtyp
         if load_error is not None:
             return "outcome", (_with_findings({"verdict": "error", "summary": wire.text(load_error, "the load error"),
                                                "metrics": {}}, findings), False)
-        outcome = judge(PlanItem(spec, view, prop, mode, dtype, device, "eager"), sandbox.profile).as_dict()
+        outcome = judge(PlanItem(spec, view, prop, mode, dtype, device, deploy.DEFAULT.name),
+                        sandbox.profile).as_dict()
         # Freed, and asked what the calls changed of torch's global state, in one request: a module that leaves
         # grad mode off or replaces a torch function is an error, as when it was judged beside its module.
         session.pending.append({"op": "drop", "handles": [m._handle for m in factory.built]})

@@ -2,7 +2,7 @@
 
 Nothing is pickled either way. What the trusted process receives becomes a tensor it allocated itself, filled from
 a private copy of the bytes (`bytearray`), of exactly ``torch.Tensor``: no subclass, no ``__torch_function__``, no
-memory the plugin's process can still write (issue 19, item 1). Each frame's length must be exactly what its header
+memory the plugin's process can still write. Each frame's length must be exactly what its header
 declares, and a header is checked against a whitelist of dtypes and a size cap before a byte is read.
 
 A tensor of SPILL_BYTES or more goes through a file in a folder both sides know (on tmpfs where the scratch folder
