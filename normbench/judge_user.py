@@ -36,8 +36,6 @@ ENVIRONMENT = "NORMBENCH_JUDGE_USER"
 #: the ids plugin processes take: [FIRST_ID, FIRST_ID + ID_RANGE), above useradd's default SUB_UID_MAX (600100000)
 FIRST_ID = 1_800_000_000
 ID_RANGE = 1 << 24
-#: how a reason that comes from one source (not from the run) begins
-_SOURCE_REASONS = ("where its code lives", "its code")
 #: the user name a judging process reports (getpass and torch's cache paths read USER / LOGNAME first)
 USER_NAME = "normbench-judge"
 
@@ -45,16 +43,13 @@ USER_NAME = "normbench-judge"
 @dataclass(frozen=True)
 class Decision:
     """Whether one source's processes take an id of their own (`unprivileged`), and why, in words for the run;
-    `closed`: folders on the way to what they must read that only the run's user may enter (`assume`)."""
+    `closed`: folders on the way to what they must read that only the run's user may enter (`assume`);
+    `stays_root`: kept under the run's user (root) for a reason of this source's own, where others are not."""
 
     unprivileged: bool
     reason: str
     closed: tuple[str, ...] = ()
-
-    @property
-    def stays_root(self) -> bool:
-        """Kept under the run's user (root) for a reason of its own source, where other sources are not."""
-        return not self.unprivileged and self.reason.startswith(_SOURCE_REASONS)
+    stays_root: bool = False
 
 
 def _mode(path: Path) -> int | None:
@@ -107,7 +102,7 @@ def decide(source: tuple[str, ...], origin: str | None = None) -> Decision:
     origin = origin or os.getcwd()
     locations = _source_locations(source, origin)
     if locations is None:
-        return Decision(False, f"{_SOURCE_REASONS[0]} cannot be told without importing it")
+        return Decision(False, "where its code lives cannot be told without importing it", stays_root=True)
     needed = [*locations, *(Path(p) for p in sys.path if p and os.path.isdir(p)), Path(__file__).parent.parent,
               Path(origin)]
     closed: dict[str, None] = {}
@@ -117,9 +112,9 @@ def decide(source: tuple[str, ...], origin: str | None = None) -> Decision:
         if mode is None:
             continue
         if not _others_may_read(mode) and resolved != Path(origin).resolve():
-            return Decision(False, f"{_SOURCE_REASONS[1]} (or a folder it imports from) {resolved} may be read "
-                                   "only by the run's own user, so a process under another id could not import it "
-                                   "(chmod o+r makes it judged under an id of its own)")
+            return Decision(False, f"its code (or a folder it imports from) {resolved} may be read only by the "
+                                   "run's own user, so a process under another id could not import it (chmod o+r "
+                                   "makes it judged under an id of its own)", stays_root=True)
         closed.update(dict.fromkeys(_closed_on_the_way(resolved)))
     return Decision(True, "its processes run under a user id of their own", tuple(closed))
 
