@@ -32,6 +32,7 @@ import pytest
 import torch
 
 import normbench.suite
+from normbench import run_accounting
 from normbench.checks.base import CHECKS, PROFILES
 from normbench.known_failures import (
     KnownFailures,
@@ -56,6 +57,8 @@ from normbench.results import (
 from normbench.runner import PlanItem, build_plan, error_outcome
 from normbench.sandbox import IMPORT_CHANGES, Limits, SandboxPool, discover_isolated, warm_variants
 from normbench.spec import load_specs
+from normbench.stale_known_failures import files_for_missing_implementations, stale_entries
+from normbench.stale_known_failures import known_entry_applies as entry_applies_to_variant
 from normbench.variants import DEFAULT_VARIANT, VARIANTS
 from normbench.verdicts import INHERITED, NOT_CONFORMING, WORDS, Counts, did_you_mean, plural
 
@@ -453,17 +456,9 @@ class ConformanceFile(pytest.File):
         return items
 
 
-def _names_variant(prefix: str, variant: str) -> bool:
-    return prefix.endswith(f"-{variant}") or f"-{variant}]" in prefix
-
-
 def known_entry_applies(prefix: str, variant: str) -> bool:
-    """A known failure found in eager mode says nothing about a compiled or exported module (Inductor and ONNX
-    Runtime run other kernels), so an entry applies to a deployment-variant item only when its id names that
-    variant (`...-bfloat16-compile]`), and to eager items only when it names none."""
-    if variant == DEFAULT_VARIANT:
-        return not any(_names_variant(prefix, v) for v in VARIANTS if v != DEFAULT_VARIANT)
-    return _names_variant(prefix, variant)
+    """Whether a known-failure entry applies to an item of `variant` (normbench.stale_known_failures)."""
+    return entry_applies_to_variant(prefix, variant, DEFAULT_VARIANT, VARIANTS)
 
 
 def _known_reason(known: KnownFailures, item: PlanItem) -> str | None:
@@ -574,37 +569,22 @@ def _unjudged(config: pytest.Config, test_id: str, verdict: str, summary: str) -
 
 
 def complete_outcomes(config: pytest.Config, interrupted: bool) -> dict[str, dict[str, Any]]:
-    """The run's outcomes with every planned item of every selected implementation accounted for: a selected item
-    that never reported is an error; an item this run did not select (-k, deselection) is `unjudged`."""
-    outcomes: dict[str, dict[str, Any]] = dict(config._normbench_outcomes)  # type: ignore[attr-defined]
-    expected: set[str] = config._normbench_expected  # type: ignore[attr-defined]
-    plan = _plan(config)
-    why = ("the run was interrupted (-x, --maxfail or ^C) before it" if interrupted
-           else "no report came back for it (a lost xdist worker?)")
-    killers = _worker_killers(config)
-    for test_id in sorted(expected - set(outcomes)):
-        item = plan.by_id.get(test_id)
-        killed = killers.get(item.impl.name) if item is not None else None
-        because = (f"an item of this implementation ({killed}) ended the xdist worker judging it, so its items are "
-                   "not judged again" if killed and not interrupted else why)
-        outcomes[test_id] = _unjudged(config, test_id, "error", f"not judged: {because}")
-    judged_impls = {o.get("implementation") for o in outcomes.values()}
-    for item in plan.items:
-        if item.impl.name in judged_impls and item.test_id not in outcomes:
-            outcomes[item.test_id] = _unjudged(config, item.test_id, "unjudged",
-                                               "not selected in this run (-k or deselected), so not judged")
-    return outcomes
+    """The run's outcomes with every planned item of every selected implementation accounted for
+    (normbench.run_accounting.complete_outcomes)."""
+    return run_accounting.complete_outcomes(
+        config._normbench_outcomes, config._normbench_expected,  # type: ignore[attr-defined]
+        _planned_implementations(config), config._normbench_crashed, interrupted,  # type: ignore[attr-defined]
+        lambda test_id, verdict, summary: _unjudged(config, test_id, verdict, summary))
+
+
+def _planned_implementations(config: pytest.Config) -> list[tuple[str, str]]:
+    return [(item.test_id, item.impl.name) for item in _plan(config).items]
 
 
 def _worker_killers(config: pytest.Config) -> dict[str, str]:
     """The implementations an xdist worker was judging when it was lost, each with the item it was on."""
-    plan = _plan(config)
-    found: dict[str, str] = {}
-    for test_id in sorted(config._normbench_crashed):  # type: ignore[attr-defined]
-        item = plan.by_id.get(test_id)
-        if item is not None:
-            found.setdefault(item.impl.name, test_id)
-    return found
+    return run_accounting.worker_killers(config._normbench_crashed,  # type: ignore[attr-defined]
+                                         dict(_planned_implementations(config)))
 
 
 def rejudge_unreported(session: pytest.Session) -> list[str]:
@@ -635,22 +615,21 @@ def rejudge_unreported(session: pytest.Session) -> list[str]:
 def _kept_over_interruption(results_dir: Path, outcomes: dict[str, dict[str, Any]], not_run: set[str]
                             ) -> dict[str, dict[str, Any]]:
     """An interrupted run (-x, --maxfail, ^C) stores its errors for the items it never ran over nothing: each
-    such item keeps the outcome stored for it, if any, marked `stale` (when it was judged, and why it was not
-    judged again)."""
+    such item keeps the outcome stored for it, if any, marked `stale` (normbench.run_accounting)."""
+    if not not_run:
+        return {}
+    return run_accounting.kept_over_interruption(_stored_outcomes(results_dir), outcomes, not_run)
+
+
+def _stored_outcomes(results_dir: Path) -> dict[str, Any]:
+    """This machine's stored conformance outcomes, or none where there is no record yet."""
     path = record_path(results_dir, {"kind": "conformance", "machine_id": machine_id()})
-    if not not_run or not path.exists():
+    if not path.exists():
         return {}
     try:
-        stored = load_record(path).get("outcomes", {})
+        return load_record(path).get("outcomes", {})
     except ResultsError:
         return {}  # validated before the run; a record that went bad since is the store's to report
-    kept = {}
-    for test_id in sorted(not_run):
-        old = stored.get(test_id)
-        if isinstance(old, dict) and old.get("implementation") == outcomes.get(test_id, {}).get("implementation"):
-            kept[test_id] = {**old, "stale": f"kept from the run of {old.get('recorded_utc', 'an earlier run')}: "
-                                             "the run after it was interrupted before this item"}
-    return kept
 
 
 def implementation_summaries(config: pytest.Config, outcomes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -780,16 +759,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def _other_variants(results_dir: Path, outcomes: dict[str, dict[str, Any]], variants: set[str]
                     ) -> dict[str, dict[str, Any]]:
     """The stored outcomes of the implementations judged now, in the variants this run did not judge."""
-    judged = {o.get("implementation") for o in outcomes.values()}
-    path = record_path(results_dir, {"kind": "conformance", "machine_id": machine_id()})
-    if not path.exists():
-        return {}
-    try:
-        stored = load_record(path).get("outcomes", {})
-    except ResultsError:
-        return {}  # validated before the run; a record that went bad since is the store's to report
-    return {tid: o for tid, o in stored.items() if tid not in outcomes and o.get("implementation") in judged
-            and o.get("variant", DEFAULT_VARIANT) not in variants}
+    return run_accounting.other_variants(_stored_outcomes(results_dir), outcomes, variants, DEFAULT_VARIANT)
 
 
 def _results_dir(config: pytest.Config) -> Path:
@@ -808,27 +778,22 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
     # Under xdist the controller collects nothing, so it builds the plan here to know every planned id.
     plan = _plan(config)
-    # Per variant: an entry is stale only among the items of the variant it applies to.
-    stale = []
-    for variant in dict.fromkeys(item.variant for item in plan.items):
-        planned = [(item.spec.family, item.impl.name, item.test_id) for item in plan.items if item.variant == variant]
-        ids = {t for _, _, t in planned}
-        of_variant = {tid: o for tid, o in outcomes.items() if tid in ids}
-        possible = planned
-        if variant != DEFAULT_VARIANT and config.option.variant_plan != "full":
-            # An entry for an item only the full variant plan judges (a float16 export of constant_rows) was not
-            # exercised by the bounded plan: not a typo, so not stale.
-            possible = [(i.spec.family, i.impl.name, i.test_id) for i in build_plan(
-                plan.specs, plan.registry, config.option.impl, plan.devices, [variant], full_variant_plan=True)]
-        stale += [e for e in plan.known.stale(of_variant, planned, possible) if known_entry_applies(e.prefix, variant)]
-    for entry in stale:
+    planned = [((item.spec.family, item.impl.name, item.test_id), item.variant) for item in plan.items]
+
+    def full_variant_plan(variant: str) -> list[tuple[str, str, str]]:
+        # A deployment variant's bounded plan leaves items out (a float16 export of constant_rows)
+        return [(i.spec.family, i.impl.name, i.test_id) for i in build_plan(
+            plan.specs, plan.registry, config.option.impl, plan.devices, [variant], full_variant_plan=True)]
+
+    bounded = config.option.variant_plan != "full"
+    for entry in stale_entries(plan.known, planned, outcomes, DEFAULT_VARIANT, VARIANTS,
+                               full_variant_plan if bounded else None):
         terminalreporter.write_line(f"stale known failure (no planned item, or every item run passed): {entry}",
                                     yellow=True)
-    explicit = {str(Path(p).resolve()) for p in config.option.known_failures}
-    for kf in plan.known.unknown_implementations(plan.registry.implementations):
-        if any(str(Path(kf.path).resolve()).startswith(e) for e in explicit):
-            terminalreporter.write_line(f"known failures for an implementation that is not installed: {kf.path} "
-                                        f"(implementation: {kf.implementation!r})", yellow=True)
+    for kf in files_for_missing_implementations(plan.known, plan.registry.implementations,
+                                                config.option.known_failures):
+        terminalreporter.write_line(f"known failures for an implementation that is not installed: {kf.path} "
+                                    f"(implementation: {kf.implementation!r})", yellow=True)
     width = terminalreporter._tw.fullwidth
     if config.option.matrix or config.option.verbose > 0:
         terminalreporter.section("normbench conformance matrix")

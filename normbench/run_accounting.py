@@ -1,0 +1,83 @@
+"""Fail-closed accounting of a conformance run: every planned item of a judged implementation ends with an outcome.
+
+A run may lose items (an xdist worker killed by a plugin, ^C, -x, -k): an implementation must never be said to
+conform on a partial plan, so what was never reported is an ``error`` that says why, what was not selected is
+``unjudged``, and an interrupted run keeps (marked ``stale``) the stored outcome of an item it never reached instead
+of overwriting it with nothing. Pure functions over outcome dicts: the pytest plugin gathers the inputs and stores
+the result (normbench.pytest_plugin).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+#: builds the outcome of an item that has no verdict: (test id, verdict, summary) -> outcome dict
+UnjudgedOutcome = Callable[[str, str, str], dict[str, Any]]
+
+INTERRUPTED = "the run was interrupted (-x, --maxfail or ^C) before it"
+NOT_REPORTED = "no report came back for it (a lost xdist worker?)"
+NOT_SELECTED = "not selected in this run (-k or deselected), so not judged"
+
+
+def worker_killers(crashed: Iterable[str], implementation_of: Mapping[str, str]) -> dict[str, str]:
+    """The implementations an xdist worker was judging when it was lost, each with the (first, sorted) item it was
+    on. `crashed` holds the test ids reported with when="???"; `implementation_of` maps a planned test id to its
+    implementation's name (an id outside the plan names no implementation)."""
+    found: dict[str, str] = {}
+    for test_id in sorted(crashed):
+        name = implementation_of.get(test_id)
+        if name is not None:
+            found.setdefault(name, test_id)
+    return found
+
+
+def complete_outcomes(outcomes: Mapping[str, dict[str, Any]], expected: Iterable[str],
+                      planned: Iterable[tuple[str, str]], crashed: Iterable[str], interrupted: bool,
+                      unjudged: UnjudgedOutcome) -> dict[str, dict[str, Any]]:
+    """`outcomes` with every planned item of every judged implementation accounted for.
+
+    `expected` holds the test ids this run selected; `planned` the (test id, implementation) of every item of the
+    plan, in plan order. A selected item that never reported is an error (why: interrupted, a lost worker, or the
+    worker it was on was ended by another item of its implementation); an item of an implementation that has an
+    outcome but that this run did not select is `unjudged`.
+    """
+    completed = dict(outcomes)
+    planned = list(planned)
+    implementation_of = dict(planned)
+    killers = worker_killers(crashed, implementation_of)
+    why = INTERRUPTED if interrupted else NOT_REPORTED
+    for test_id in sorted(set(expected) - set(completed)):
+        killed = killers.get(implementation_of.get(test_id, ""))
+        because = (f"an item of this implementation ({killed}) ended the xdist worker judging it, so its items are "
+                   "not judged again" if killed and not interrupted else why)
+        completed[test_id] = unjudged(test_id, "error", f"not judged: {because}")
+    judged_implementations = {o.get("implementation") for o in completed.values()}
+    for test_id, name in planned:
+        if name in judged_implementations and test_id not in completed:
+            completed[test_id] = unjudged(test_id, "unjudged", NOT_SELECTED)
+    return completed
+
+
+def kept_over_interruption(stored: Mapping[str, Any], outcomes: Mapping[str, Mapping[str, Any]],
+                           not_run: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The stored outcomes an interrupted run keeps: each item it never ran whose stored outcome is of the same
+    implementation, marked `stale` (when it was judged, and why it was not judged again)."""
+    kept = {}
+    for test_id in sorted(not_run):
+        old = stored.get(test_id)
+        if isinstance(old, dict) and old.get("implementation") == outcomes.get(test_id, {}).get("implementation"):
+            kept[test_id] = {**old, "stale": f"kept from the run of {old.get('recorded_utc', 'an earlier run')}: "
+                                             "the run after it was interrupted before this item"}
+    return kept
+
+
+def other_variants(stored: Mapping[str, Mapping[str, Any]], outcomes: Mapping[str, Mapping[str, Any]],
+                   variants: Iterable[str], default_variant: str) -> dict[str, Mapping[str, Any]]:
+    """The stored outcomes of the implementations judged now in the variants this run did not judge (the eager
+    ones, after a --variant compile run): carried over into the new record, not dropped. A stored outcome without
+    a variant is of `default_variant`."""
+    judged = {o.get("implementation") for o in outcomes.values()}
+    ran = set(variants)
+    return {tid: o for tid, o in stored.items() if tid not in outcomes and o.get("implementation") in judged
+            and o.get("variant", default_variant) not in ran}
