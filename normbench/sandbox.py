@@ -102,7 +102,7 @@ class Limits:
 #: a module that compiles per shape on its first call (declared compiles=True) pays its compilations inside the
 #: item, as a compile deployment does (a cold Inductor compile is 20-30 s on a loaded 2-core machine): its limit is
 #: the compile deployment's multiple of --check-timeout
-VARIANT_TIMEOUT_FACTOR = deploy.get("compile").timeout_factor
+VARIANT_TIMEOUT_FACTOR = deploy.COMPILE.timeout_factor
 
 
 def item_time_limit(limits: Limits, impl: Implementation, variant: str) -> tuple[float, str]:
