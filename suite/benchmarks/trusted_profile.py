@@ -19,19 +19,11 @@ import argparse
 import collections
 import cProfile
 import io
-import json
 import pstats
 import sys
 import time
 from pathlib import Path
 from typing import Any
-
-
-def _message_of(envelope: Any) -> dict[str, Any]:
-    """The request of a tensor message (normbench.remote.tensors), read from its JSON header alone."""
-    data = memoryview(envelope)
-    length = int.from_bytes(data[4:8], "little")
-    return json.loads(bytes(data[8:8 + length]))["message"]
 
 
 def main(argv: list[str]) -> int:
@@ -48,6 +40,7 @@ def main(argv: list[str]) -> int:
     from normbench.builtins import reference_implementations, torch_implementations
     from normbench.families import implementations as family_implementations
     from normbench.remote import loopback
+    from normbench.remote import tensors as wire_tensors
     from normbench.remote.judge import TRUSTED_CHECKS
     from normbench.remote.proxy import Speculation
     from normbench.remote.server import Server
@@ -70,7 +63,7 @@ def main(argv: list[str]) -> int:
 
     def counted_handle(self: Server, conn: object, envelope: object) -> None:
         served["requests"] += 1
-        message = _message_of(envelope)  # the header only: frames() would consume the spill files
+        message, _ = wire_tensors.frames(conn, envelope, "count")  # type: ignore[arg-type]
         served["ops"][message.get("op")] += 1
         for early in message.get("before", ()):
             served["ops"][f"{early['op']} (sent ahead)"] += 1
