@@ -13,7 +13,7 @@ from torch import nn
 from normbench import Implementation
 from normbench.checks import CHECKS
 from normbench.remote.judge import trusted
-from normbench.remote.loopback import judge_remotely
+from normbench.remote.loopback import remote_view
 from normbench.runner import Outcome, PlanItem, judge
 from normbench.spec import Spec, load_specs
 
@@ -54,9 +54,9 @@ def run(implementation: Implementation, prop: str, dtype: str = "float32", mode:
     chosen = mode or next(iter(p.expect))
     assert chosen in p.expect, f"{prop} has no expectation for mode {chosen!r}: {dict(p.expect)}"
     if os.environ.get(REMOTE_ENV) == "1" and trusted(p.check, variant):
-        # Every mutant through the trusted judge's request protocol (repeated builds and copies not waited for, as
-        # in a judging process): the verdict must be the one reached beside it.
-        return judge_remotely(PlanItem(spec, implementation, p, chosen, dtype, variant=variant), profile)
+        # Every mutant through the trusted judge's request protocol: the verdict must be the one reached beside it.
+        with remote_view(implementation, spec) as view:
+            return judge(PlanItem(spec, view, p, chosen, dtype, variant=variant), profile)
     return judge(PlanItem(spec, implementation, p, chosen, dtype, variant=variant), profile)
 
 

@@ -53,40 +53,33 @@ def judge_trusted(sandbox: Sandbox, family: str, prop_name: str, mode: str, dtyp
     from normbench.child_outcomes import death as _death
     from normbench.child_outcomes import tampering_summary
     from normbench.child_outcomes import with_findings as _with_findings
-    from normbench.remote.proxy import ChildLost, Session, Speculation, Unmirrored, judged_with
+    from normbench.remote.proxy import ChildLost, Session, Unmirrored, drop_all, remote_implementation
     from normbench.runner import PlanItem, judge
 
     child = sandbox.child
     assert child is not None
-    deadline = time.monotonic() + timeout
-    spill = wire_tensors.spill_folder(sandbox.output)
+    session = Session(child.conn, time.monotonic() + timeout,
+                      wire_tensors.spill_folder(sandbox.output))
     spec = sandbox.specs[family]
     prop = next(p for p in spec.properties if p.name == prop_name)
-    # once per judging process: what it has shown of its builds and copies (normbench.remote.proxy.Speculation)
-    speculation = getattr(child, "trusted_speculation", None)
-    if speculation is None:
-        speculation = child.trusted_speculation = Speculation()  # type: ignore[attr-defined]
+    view, factory = remote_implementation(sandbox.impl, session, tuple(spec.state))
     try:
         # once per judging process: what its import changed, or why it has no implementation
         hello = getattr(child, "trusted_hello", None)
         if hello is None:
-            hello, _ = Session(child.conn, deadline, spill).request({"op": "hello"})
+            hello, _ = session.request({"op": "hello"})
             child.trusted_hello = hello  # type: ignore[attr-defined]
         findings = [wire.text(f, "an import finding", 2000) for f in hello.get("findings") or []][:64]
         load_error = hello.get("load_error")
         if load_error is not None:
             return "outcome", (_with_findings({"verdict": "error", "summary": wire.text(load_error, "the load error"),
                                                "metrics": {}}, findings), False)
-
-        def item(view: Any) -> dict[str, Any]:
-            return judge(PlanItem(spec, view, prop, mode, dtype, device, deploy.DEFAULT.name),
-                         sandbox.profile).as_dict()
-
-        # Freed, and asked what the calls changed of torch's global state, in the request that ends the item: a
-        # module that leaves grad mode off or replaces a torch function is an error, as when it was judged beside
-        # its module.
-        outcome, verified = judged_with(lambda: Session(child.conn, deadline, spill, speculation), sandbox.impl,
-                                        tuple(spec.state), item, {"op": "verify"})
+        outcome = judge(PlanItem(spec, view, prop, mode, dtype, device, deploy.DEFAULT.name),
+                        sandbox.profile).as_dict()
+        # Freed, and asked what the calls changed of torch's global state, in one request: a module that leaves
+        # grad mode off or replaces a torch function is an error, as when it was judged beside its module.
+        session.pending.append({"op": "drop", "handles": [m._handle for m in factory.built]})
+        verified, _ = session.request({"op": "verify"})
         changed = [wire.text(c, "a change", 500) for c in verified.get("changed") or []][:64]
     except ChildLost as lost:
         if lost.status == "timeout":
@@ -96,7 +89,8 @@ def judge_trusted(sandbox: Sandbox, family: str, prop_name: str, mode: str, dtyp
             return "died", _death(child.process)
         child.kill()
         return "protocol", lost.detail
-    except Unmirrored as exc:  # its modules freed over there already
+    except Unmirrored as exc:
+        drop_all(factory.built)
         return "fallback", str(exc)
     fields = {k: outcome[k] for k in ("verdict", "observed", "summary", "metrics", "counterexample", "duration_s")
               if k in outcome}

@@ -17,13 +17,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
-import json
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -48,79 +47,10 @@ class Unmirrored(BaseException):  # noqa: N818 - not an Exception: the item fall
     plugin instead (as every item was before the trusted judge), and its outcome says so."""
 
 
-class Misspeculated(BaseException):  # noqa: N818 - not an Exception: no check may swallow it; the item is rerun
-    """A build or copy the trusted side did not wait for came out other than the earlier ones it was taken to
-    repeat (or failed): what the check did since rests on a listing the plugin's process never sent. The item is
-    judged again from its start, every request waited for (normbench.remote.judge)."""
-
-
-#: identical listings of one build request, in a row, after which the next such build is not waited for: a module
-#: whose initialisation draws random numbers lists differently every time, so it never gets that far
-SPECULATE_AFTER = 2
-
-
-@dataclasses.dataclass
-class _Seen:
-    body: dict[str, Any]
-    values: list[torch.Tensor]
-    repeats: int
-
-
-class Speculation:
-    """What one plugin's process has shown of its builds and copies, so that a repetition need not be waited for.
-
-    A check builds the same module tens of times (one per drawn case) and deep-copies it whole; each was a round
-    trip that returned a listing the trusted side had already seen. Once a build request has listed the same state
-    (names, flags, paths, mode and bitwise values) SPECULATE_AFTER times in a row, the next one is mirrored from that
-    listing at once and sent with the next request, whose reply carries its real listing; a copy, once one copy
-    listed exactly its original's state, likewise. The real listing is compared bit for bit: any difference, or an
-    error in the request sent ahead, raises Misspeculated, and the item is judged again with every request waited
-    for (`enabled` off for the rest of this process). The plugin's process sees the same requests in the same order
-    either way; only the trusted side stops waiting. It assigns the handles itself, so none is ever reused."""
-
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled
-        self._handles = itertools.count()
-        self.builds: dict[str, _Seen] = {}
-        self.faithful_copies = 0
-        #: builds and copies mirrored without a round trip, and the items judged again after a miss
-        self.hits = 0
-        self.misses = 0
-
-    def new_handle(self) -> int:
-        return next(self._handles)
-
-    def observe(self, key: str, body: dict[str, Any], values: list[torch.Tensor | None]) -> None:
-        if body.get("unmirrored") or any(v is None for v in values):
-            self.builds.pop(key, None)
-            return
-        seen = self.builds.get(key)
-        again = seen is not None and _same_listing(seen.body, seen.values, body, values)
-        self.builds[key] = _Seen({k: v for k, v in body.items() if k != "handle"},
-                                 [v.clone() for v in values], seen.repeats + 1 if again and seen else 1)
-
-    def repeated(self, key: str) -> _Seen | None:
-        seen = self.builds.get(key) if self.enabled else None
-        return seen if seen is not None and seen.repeats >= SPECULATE_AFTER else None
-
-
-_LISTED = ("state", "paths", "unmirrored", "training")
-
-
-def _same_listing(body: Mapping[str, Any], values: list[torch.Tensor], got: Any, got_values: list[Any]) -> bool:
-    """Whether `got` lists what `body` lists (the handle aside), every value bit for bit."""
-    if not isinstance(got, dict) or any(body.get(k) != got.get(k) for k in _LISTED):
-        return False
-    if len(values) != len(got_values):
-        return False
-    return all(type(g) is torch.Tensor and _same(g, (id(g), v)) for v, g in zip(values, got_values, strict=True))
-
-
 class Session:
     """One connection to a plugin's process, with the deadline of the item being judged."""
 
-    def __init__(self, conn: Connection, deadline: float, spill: Path | None = None,
-                 speculation: Speculation | None = None) -> None:
+    def __init__(self, conn: Connection, deadline: float, spill: Path | None = None) -> None:
         self.conn = conn
         self.spill = spill
         self.deadline = deadline
@@ -128,22 +58,7 @@ class Session:
         #: calls whose graph the trusted side dropped: the plugin's side may drop theirs (said with the next request;
         #: a finalizer may run in the middle of another request, so it never writes to the pipe itself)
         self.released: list[int] = []
-        #: what goes with the next request, done over there before it (a mode switch, a parameter write, a build or
-        #: a copy not waited for), and the tensors those carry
         self.pending: list[dict[str, Any]] = []
-        self.pending_tensors: list[torch.Tensor] = []
-        #: per build or copy not waited for: its handle, the listing taken for it and its values
-        self.expected: list[tuple[int, dict[str, Any], list[torch.Tensor]]] = []
-        self.speculation = speculation
-
-    def defer(self, message: dict[str, Any], tensors: list[torch.Tensor] = (),  # type: ignore[assignment]
-              expect: tuple[int, dict[str, Any], list[torch.Tensor]] | None = None) -> None:
-        """Send `message` with the next request instead of now (its tensors copied: a check may write into them
-        before then); `expect`: the listing its reply must carry."""
-        self.pending.append({**message, "tensors": len(tensors)} if tensors else message)
-        self.pending_tensors.extend(t.detach().clone() for t in tensors)
-        if expect is not None:
-            self.expected.append(expect)
 
     def request(self, message: dict[str, Any], tensors: list[torch.Tensor | None] = (),  # type: ignore[assignment]
                 keep_strides: bool = False) -> tuple[dict[str, Any], list[torch.Tensor | None]]:
@@ -152,12 +67,9 @@ class Session:
             message = {**message, "release": self.released}
             self.released = []
         if self.pending:
+            # what needs no reply (a mode switch) goes with the next request, done over there before it
             message = {**message, "before": self.pending}
-            if self.pending_tensors:
-                # every tensor a request sends keeps its strides where it asks to: a write ahead keeps them too
-                tensors, keep_strides = [*self.pending_tensors, *tensors], True
-            self.pending, self.pending_tensors = [], []
-        expected, self.expected = self.expected, []
+            self.pending = []
         try:
             wire_tensors.send(self.conn, message, tensors, keep_strides, self.spill)
             if not self.conn.poll(max(0.0, self.deadline - time.monotonic())):
@@ -167,16 +79,8 @@ class Session:
             raise ChildLost("protocol", str(exc)) from None
         except (EOFError, OSError) as exc:
             raise ChildLost("died", f"{type(exc).__name__}") from None
-        if not isinstance(reply, dict):
+        if not isinstance(reply, dict) or len(reply) != 1:
             raise ChildLost("protocol", f"{where}: neither ok nor error")
-        reply = dict(reply)
-        listed, failed_at = reply.pop("before", None), reply.pop("before_failed", None)
-        if len(reply) != 1 or not {"ok", "error"} & set(reply):
-            raise ChildLost("protocol", f"{where}: neither ok nor error")
-        if expected:
-            received = self._confirm(expected, listed, failed_at, received, where)
-        elif listed is not None:
-            raise ChildLost("protocol", f"{where}: listings of builds it was not asked for")
         if "error" in reply:
             error = reply["error"]
             if not (isinstance(error, list) and len(error) == 3 and all(isinstance(e, str) for e in error)):
@@ -187,25 +91,6 @@ class Session:
         if not isinstance(body, dict):
             raise ChildLost("protocol", f"{where}: a reply without a body")
         return body, received
-
-    def _confirm(self, expected: list[tuple[int, dict[str, Any], list[torch.Tensor]]], listed: Any, failed_at: Any,
-                 received: list[torch.Tensor | None], where: str) -> list[torch.Tensor | None]:
-        """The real listings of the builds and copies not waited for, against what was taken for them; the reply's
-        own tensors after them."""
-        if failed_at is not None:
-            raise Misspeculated(f"{where}: a request sent ahead of it failed over there")
-        if not (isinstance(listed, list) and len(listed) == len(expected)
-                and all(isinstance(b, dict) and isinstance(b.get("state"), list) for b in listed)):
-            raise ChildLost("protocol", f"{where}: not one listing per build or copy sent ahead")
-        for (handle, body, values), got in zip(expected, listed, strict=True):
-            count = len(got["state"])
-            if count > len(received):
-                raise ChildLost("protocol", f"{where}: a listing without its tensors")
-            got_values, received = received[:count], received[count:]
-            if got.get("handle") != handle or not _same_listing(body, values, got, got_values):
-                raise Misspeculated(f"{where}: a build or copy sent ahead listed other state than the one it "
-                                    "was taken to repeat")
-        return received
 
 
 def _version(t: torch.Tensor) -> int:
@@ -236,14 +121,11 @@ class _Path:
 class RemoteModule(nn.Module):
     """A module built and run in the plugin's process, with its parameters and buffers mirrored here."""
 
-    def __init__(self, session: Session, impl_name: str, request: dict[str, Any] | None,
-                 listing: tuple[dict[str, Any], list[torch.Tensor | None]] | None = None) -> None:
-        """The module `request` builds (or copies) over there, mirrored from the reply; or from `listing`, what
-        the trusted side already holds of it (a build or copy not waited for, `Speculation`)."""
+    def __init__(self, session: Session, impl_name: str, request: dict[str, Any]) -> None:
         super().__init__()
         object.__setattr__(self, "_session", session)
         object.__setattr__(self, "_impl_name", impl_name)
-        body, values = session.request(request) if listing is None else listing  # type: ignore[arg-type]
+        body, values = session.request(request)
         object.__setattr__(self, "_handle", int(body["handle"]))
         self._adopt(body, values)
         self.training = bool(body.get("training", True))
@@ -252,40 +134,9 @@ class RemoteModule(nn.Module):
         """The plugin's module deep-copied over there (with what a check wrote here sent first), mirrored anew."""
         self.__dict__.pop("_converted", None)
         self._sync_only()
-        session = self._session
-        speculation = session.speculation
-        request: dict[str, Any] = {"op": "copy", "handle": self._handle}
-        if speculation is None:
-            copied = RemoteModule(session, self._impl_name, request)
-        else:
-            into = speculation.new_handle()
-            request["into"] = into
-            body, values = self._listing_as_synced()
-            if speculation.enabled and speculation.faithful_copies:
-                # a faithful deepcopy lists exactly the state it copied: taken as that, confirmed by the next reply
-                session.defer(request, expect=(into, body, values))
-                speculation.hits += 1
-                copied = RemoteModule(session, self._impl_name, None,
-                                      ({**body, "handle": into}, [v.clone() for v in values]))
-            else:
-                got, got_values = session.request(request)
-                if got.get("handle") == into and _same_listing(body, values, got, got_values):
-                    speculation.faithful_copies += 1
-                copied = RemoteModule(session, self._impl_name, None, (got, got_values))
+        copied = RemoteModule(self._session, self._impl_name, {"op": "copy", "handle": self._handle})
         memo[id(self)] = copied
         return copied
-
-    def _listing_as_synced(self) -> tuple[dict[str, Any], list[torch.Tensor]]:
-        """The listing the plugin's side would send of this module now (after what is pending is done there):
-        its state as last synced, with the requires-grad flags last sent."""
-        flags = self.__dict__["_flags"]
-        state, values = [], []
-        for kind, tensors in (("param", self._parameters), ("buffer", self._buffers)):
-            for local, t in tensors.items():
-                assert t is not None
-                state.append([self._remote[local], kind, bool(flags.get(local, t.requires_grad))])
-                values.append(t.detach().clone())
-        return {"state": state, "paths": dict(self._paths), "unmirrored": [], "training": self.training}, values
 
     def __repr__(self) -> str:
         return f"RemoteModule({self._impl_name!r}, handle={self._handle})"
@@ -300,19 +151,15 @@ class RemoteModule(nn.Module):
         self._parameters.clear()
         self._buffers.clear()
         remote: dict[str, str] = {}
-        #: the requires-grad flags as the plugin's side holds them (listed, or last sent)
-        flags: dict[str, bool] = {}
         for (name, kind, requires_grad), value in zip(listing["state"], values, strict=True):
             assert value is not None
             local = _name(str(name))
             remote[local] = str(name)
-            flags[local] = bool(requires_grad)
             if kind == "param":
                 self._parameters[local] = nn.Parameter(value, requires_grad=bool(requires_grad))
             else:
                 self._buffers[local] = value
         object.__setattr__(self, "_remote", remote)
-        object.__setattr__(self, "_flags", flags)
         paths = listing.get("paths") or {}
         if not (isinstance(paths, dict) and all(v is None or (isinstance(v, str) and _name(v) in remote)
                                                 for v in paths.values())):
@@ -466,39 +313,8 @@ def drop_all(modules: list[RemoteModule]) -> None:
         return
     try:
         modules[0]._session.request({"op": "drop", "handles": [m._handle for m in modules]})
-    except (ChildLost, Misspeculated, RuntimeError):
+    except (ChildLost, RuntimeError):
         pass
-
-
-T = TypeVar("T")
-
-
-def judged_with(new_session: Callable[[], Session], impl: Implementation, state_names: tuple[str, ...],
-                run: Callable[[Implementation], T], closing: dict[str, Any]) -> tuple[T, dict[str, Any]]:
-    """`run(view)` on `impl` as the trusted side sees it, through a fresh session, then the `closing` request (with
-    the modules built freed ahead of it, and whatever else is pending): the result and the closing reply's body.
-    After a Misspeculated (a build or copy not waited for came out otherwise), `run` again from its start with
-    every request waited for, and none after in this process: the verdict rests only on listings received. An
-    Unmirrored item has its modules freed before it propagates."""
-    for attempt in range(2):
-        session = new_session()
-        view, factory = remote_implementation(impl, session, state_names)
-        try:
-            result = run(view)
-            session.defer({"op": "drop", "handles": [m._handle for m in factory.built]})
-            body, _ = session.request(closing)
-            return result, body
-        except Misspeculated as exc:
-            if attempt or session.speculation is None:
-                raise ChildLost("protocol", f"{exc} (with nothing sent ahead)") from None
-            session.speculation.enabled = False
-            session.speculation.misses += 1
-            session.pending, session.pending_tensors, session.expected = [], [], []
-            drop_all(factory.built)
-        except Unmirrored:
-            drop_all(factory.built)
-            raise
-    raise AssertionError("unreachable: the second attempt returns or raises")
 
 
 class _Call:
@@ -531,16 +347,13 @@ class _Call:
                    "differentiable_params": [module._remote[n] for n in self.param_names],
                    "args": self.args, "kwargs": self.kwargs, "grad": self.grad,
                    "inference": torch.is_inference_mode_enabled()}
-        module.__dict__["_flags"].update({n: bool(p.requires_grad) for n, p in zip(self.param_names, params,
-                                                                                   strict=True)})
-        sent = [tensors[n].detach() for n in dirty] + [t.detach() for t in inputs]
         if self.sync_only:
-            # no reply needed: sent with the next request (a copy or a conversion, at once), done there first
-            module._session.defer({**message, "op": "sync"}, sent)
-            module._mark_synced(dirty)
-            return []
+            message["op"] = "sync"
+        sent = [tensors[n].detach() for n in dirty] + [t.detach() for t in inputs]
         body, received = module._session.request(message, sent, keep_strides=True)
         module._mark_synced(dirty)
+        if self.sync_only:
+            return []
         outputs = received[:len(body["differentiable"])]
         self.is_tuple = bool(body["tuple"])
         self.differentiable = [bool(d) for d in body["differentiable"]]
@@ -621,7 +434,7 @@ class RemoteFactory:
         conversion = self.conversion[0] if self.conversion else None
         if conversion is not None:
             request["to"] = {"device": str(conversion[0]), "dtype": wire_tensors.dtype_name(conversion[1])}
-        module = _build(self.session, self.name, request)
+        module = RemoteModule(self.session, self.name, request)
         if conversion is not None:
             object.__setattr__(module, "_converted", conversion)
         self.built.append(module)
@@ -636,28 +449,6 @@ class RemoteFactory:
             yield
         finally:
             self.conversion.pop()
-
-
-def _build(session: Session, impl_name: str, request: dict[str, Any]) -> RemoteModule:
-    """The module `request` builds: mirrored from its reply, or, where this build listed the same state the last
-    SPECULATE_AFTER times, from that listing at once, the request going with the next one (`Speculation`)."""
-    speculation = session.speculation
-    if speculation is None:
-        return RemoteModule(session, impl_name, request)
-    key = json.dumps(request, sort_keys=True, default=repr)
-    handle = speculation.new_handle()
-    request = {**request, "handle": handle}
-    seen = speculation.repeated(key)
-    if seen is not None:
-        session.defer(request, expect=(handle, seen.body, seen.values))
-        speculation.hits += 1
-        return RemoteModule(session, impl_name, None, ({**seen.body, "handle": handle},
-                                                        [v.clone() for v in seen.values]))
-    body, values = session.request(request)
-    if body.get("handle") != handle:
-        raise ChildLost("protocol", f"a build that answered with handle {str(body.get('handle'))[:40]}, not {handle}")
-    speculation.observe(key, body, values)
-    return RemoteModule(session, impl_name, None, (body, values))
 
 
 def remote_implementation(impl: Implementation, session: Session, state_names: tuple[str, ...]

@@ -28,8 +28,6 @@ PARAMS_WEIGHT, PARAMS_BIAS = "params()[0]", "params()[1]"
 #: forward calls whose graphs the child keeps for a later backward: the trusted side releases each one its own graph
 #: dropped (gradcheck differentiates a forward after hundreds of numerical ones); this bounds a leak, not a check
 KEPT_CALLS = 4096
-#: requests sent ahead of another whose listings go back with its reply (the trusted side did not wait for them)
-LISTED_BEFORE = frozenset({"build", "copy"})
 
 
 def _named_state(module: nn.Module) -> dict[str, tuple[str, torch.Tensor]]:
@@ -53,7 +51,7 @@ def _same(t: torch.Tensor, held: tuple[int, torch.Tensor]) -> bool:
     if torch.equal(a, b):  # the common case, one call (+0.0 and -0.0 read as the same here, harmlessly)
         return True
     if a.dtype.is_floating_point or a.dtype.is_complex:  # bitwise: NaN equals NaN
-        return bool(torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8)))  # 0-d too
+        return bool(torch.equal(a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8)))
     return False
 
 
@@ -122,23 +120,9 @@ class Server:
         op = message.get("op") if isinstance(message, Mapping) else None
         for call in message.get("release", ()) if isinstance(message, Mapping) else ():
             self.calls.pop(call, None)
-        # What the trusted side sent ahead of this request (a mode switch, a parameter write, a build or a copy it
-        # did not wait for), done first, in order: each takes its tensors from the front. The listings of the
-        # builds and copies go back ahead of the reply's own tensors, and an error in one of them says which.
-        listed: list[dict[str, Any]] = []
-        listed_values: list[torch.Tensor] = []
-        failed_at: int | None = None
         try:
-            for index, early in enumerate(message.get("before", ()) if isinstance(message, Mapping) else ()):
-                failed_at = index
-                count = int(early.get("tensors", 0))
-                taken, received = received[:count], received[count:]
-                body, values = getattr(self, f"_op_{early['op']}")(early, taken)
-                if early["op"] in LISTED_BEFORE:
-                    # the values as listed now: the request after it may write into the same tensors
-                    listed.append(body)
-                    listed_values.extend(v.detach().clone() for v in values)
-            failed_at = None
+            for early in message.get("before", ()) if isinstance(message, Mapping) else ():
+                getattr(self, f"_op_{early['op']}")(early, [])
             if op == "hello":
                 reply, out = {"findings": self.findings, "load_error": self.load_error}, []
             elif op == "verify":
@@ -148,22 +132,14 @@ class Server:
             else:
                 reply, out = getattr(self, f"_op_{op}")(message, received)
         except ImplementationError as exc:
-            self._reply(conn, {"error": ["ImplementationError", str(exc), ""]}, [], listed, listed_values, failed_at)
+            wire_tensors.send(conn, {"error": ["ImplementationError", str(exc), ""]}, spill=self.spill)
             return
         except BaseException as exc:  # noqa: BLE001 - plugin code: SystemExit, KeyboardInterrupt included
             frames = "".join(traceback.format_list(traceback.extract_tb(exc.__traceback__)[-3:])).rstrip()
-            self._reply(conn, {"error": [type(exc).__name__, str(exc)[:20_000], frames[-4000:]]}, [], listed,
-                        listed_values, failed_at)
+            wire_tensors.send(conn, {"error": [type(exc).__name__, str(exc)[:20_000], frames[-4000:]]},
+                              spill=self.spill)
             return
-        self._reply(conn, {"ok": reply}, out, listed, listed_values, None)
-
-    def _reply(self, conn: Connection, reply: dict[str, Any], out: list[torch.Tensor | None],
-               listed: list[dict[str, Any]], listed_values: list[torch.Tensor], failed_at: int | None) -> None:
-        if listed:
-            reply["before"] = listed
-        if failed_at is not None:
-            reply["before_failed"] = failed_at
-        wire_tensors.send(conn, reply, [*listed_values, *out], spill=self.spill)
+        wire_tensors.send(conn, {"ok": reply}, out, spill=self.spill)
 
     def _listing(self, module: nn.Module) -> tuple[dict[str, Any], list[torch.Tensor]]:
         """Every parameter and buffer (name, kind, requires_grad) with its value, and which of them the declaration
@@ -205,17 +181,12 @@ class Server:
         if message.get("to"):  # the conversion the trusted side asks right after the build (CheckContext.build)
             to = message["to"]
             module = module.to(device=to["device"], dtype=wire_tensors.DTYPES[to["dtype"]])
-        return self._register(module, list(message.get("state_names", [])), message.get("handle"))
+        return self._register(module, list(message.get("state_names", [])))
 
-    def _register(self, module: nn.Module, state_names: list[str], handle: Any = None) -> tuple[dict[str, Any], list]:
-        """A module built or copied for the trusted side: its handle (the one the trusted side chose, when it
-        chose one: it does when it does not wait for the listing) and its full listing."""
-        if handle is None:
-            handle = self.next_handle
-        elif not isinstance(handle, int) or isinstance(handle, bool) or handle < 0 or handle in self.modules:
-            raise ValueError(f"the trusted process asked for module handle {str(handle)[:40]}, which is taken or "
-                             "not a handle")
-        self.next_handle = max(self.next_handle, handle + 1)
+    def _register(self, module: nn.Module, state_names: list[str]) -> tuple[dict[str, Any], list]:
+        """A module built or copied for the trusted side: its handle and its full listing."""
+        handle = self.next_handle
+        self.next_handle += 1
         self.modules[handle] = module
         self.state_names[id(module)] = state_names
         listing, values = self._listing(module)
@@ -226,7 +197,7 @@ class Server:
         import copy
 
         original = self._module(message)
-        return self._register(copy.deepcopy(original), self.state_names[id(original)], message.get("into"))
+        return self._register(copy.deepcopy(original), self.state_names[id(original)])
 
     def _module(self, message: Mapping[str, Any]) -> nn.Module:
         return self.modules[int(message["handle"])]

@@ -2,12 +2,10 @@
 protocol with the plugin's side served from a thread of this process (normbench.remote.loopback), each side under
 its own cProfile, and the same items judged directly (no protocol) for the CPU the checks themselves cost.
 
-    python suite/benchmarks/trusted_profile.py [IMPLEMENTATION] [--top N] [--dump DIR] [--wait-for-all]
+    python suite/benchmarks/trusted_profile.py [IMPLEMENTATION] [--top N] [--dump DIR]
 
-Prints the requests (per item, and by operation), each side's CPU time (thread time, measured unprofiled: a side
-waiting for the other spends none) against the direct run's, the CPU per request on each side, and each side's top
-functions by own time. The items share one `Speculation`, as a judging process's do: repeated builds and copies are
-not waited for (normbench.remote.proxy); --wait-for-all waits for every request, for the figures without that.
+Prints the requests, each side's CPU time (thread time, measured unprofiled: a side waiting for the other spends
+none) against the direct run's, the CPU per request on each side, and each side's top functions by own time.
 --dump writes the two profiles (trusted.prof, plugin.prof) for pstats / snakeviz. Default: torch.nn.LayerNorm.
 The pipe between two processes (one wake-up each way per request) is not in these figures:
 suite/benchmarks/trusted_overhead.py measures the whole.
@@ -16,7 +14,6 @@ suite/benchmarks/trusted_overhead.py measures the whole.
 from __future__ import annotations
 
 import argparse
-import collections
 import cProfile
 import io
 import pstats
@@ -31,8 +28,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("implementation", nargs="?", default="torch.nn.LayerNorm")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--dump", type=Path, default=None)
-    parser.add_argument("--wait-for-all", action="store_true",
-                        help="wait for every build and copy (no Speculation): the request count without it")
     args = parser.parse_args(argv)
 
     import torch
@@ -40,9 +35,7 @@ def main(argv: list[str]) -> int:
     from normbench.builtins import reference_implementations, torch_implementations
     from normbench.families import implementations as family_implementations
     from normbench.remote import loopback
-    from normbench.remote import tensors as wire_tensors
     from normbench.remote.judge import TRUSTED_CHECKS
-    from normbench.remote.proxy import Speculation
     from normbench.remote.server import Server
     from normbench.runner import PlanItem, item_dtypes, judge
     from normbench.spec import load_specs
@@ -58,15 +51,11 @@ def main(argv: list[str]) -> int:
              for d in item_dtypes(spec, impl, p)]
 
     plugin_side = cProfile.Profile()
-    served: dict[str, Any] = {"requests": 0, "cpu": 0.0, "profile": None, "ops": collections.Counter()}
+    served: dict[str, Any] = {"requests": 0, "cpu": 0.0, "profile": None}
     handle = Server.handle
 
     def counted_handle(self: Server, conn: object, envelope: object) -> None:
         served["requests"] += 1
-        message, _ = wire_tensors.frames(conn, envelope, "count")  # type: ignore[arg-type]
-        served["ops"][message.get("op")] += 1
-        for early in message.get("before", ()):
-            served["ops"][f"{early['op']} (sent ahead)"] += 1
         start = time.thread_time()
         if served["profile"] is not None:
             served["profile"].enable()
@@ -87,22 +76,22 @@ def main(argv: list[str]) -> int:
 
     def through_protocol(profile: cProfile.Profile | None) -> tuple[float, list[str]]:
         verdicts = []
-        speculation = Speculation(enabled=not args.wait_for_all)  # one per judging process
         start = time.thread_time()
         for p, m, d in items:
-            if profile is not None:
-                profile.enable()
-            verdicts.append(loopback.judge_remotely(PlanItem(spec, impl, p, m, d), "ci", speculation).verdict)
-            if profile is not None:
-                profile.disable()
+            with loopback.remote_view(impl, spec) as view:
+                if profile is not None:
+                    profile.enable()
+                verdicts.append(judge(PlanItem(spec, view, p, m, d), "ci").verdict)
+                if profile is not None:
+                    profile.disable()
         return time.thread_time() - start, verdicts
 
     # the CPU figures unprofiled (a profiler inflates each side by its own calls), then the profiles
     Server.handle = counted_handle  # type: ignore[method-assign]
     try:
         trusted_cpu, verdicts = through_protocol(None)
-        n, plugin_cpu, ops = served["requests"], served["cpu"], served["ops"]
-        served.update(requests=0, cpu=0.0, profile=plugin_side, ops=collections.Counter())
+        n, plugin_cpu = served["requests"], served["cpu"]
+        served.update(requests=0, cpu=0.0, profile=plugin_side)
         trusted_side = cProfile.Profile()
         through_protocol(trusted_side)
     finally:
@@ -110,9 +99,7 @@ def main(argv: list[str]) -> int:
     differ = [f"{p.name}-{m}-{d}: {a} / {b}" for (p, m, d), a, b in zip(items, verdicts, direct_verdicts, strict=True)
               if a != b]
 
-    print(f"{impl.name}: {len(items)} items, {n} requests ({n / len(items):.1f} per item; "
-          f"{'every request waited for' if args.wait_for_all else 'repeated builds and copies sent ahead'})")
-    print("  by operation: " + ", ".join(f"{op} {count}" for op, count in ops.most_common()))
+    print(f"{impl.name}: {len(items)} items, {n} requests ({n / len(items):.1f} per item)")
     print(f"  direct (no protocol) CPU      {direct_cpu:7.2f} s")
     print(f"  trusted side CPU              {trusted_cpu:7.2f} s  "
           f"({(trusted_cpu - direct_cpu) / n * 1e3:.3f} ms per request over the direct run)")
