@@ -51,7 +51,9 @@ def _same(t: torch.Tensor, held: tuple[int, torch.Tensor]) -> bool:
     if torch.equal(a, b):  # the common case, one call (+0.0 and -0.0 read as the same here, harmlessly)
         return True
     if a.dtype.is_floating_point or a.dtype.is_complex:  # bitwise: NaN equals NaN
-        return bool(torch.equal(a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8)))
+        # reshape(-1) first: a 0-d tensor (a scalar parameter such as DyT's alpha) cannot be viewed as bytes
+        return bool(torch.equal(a.reshape(-1).contiguous().view(torch.uint8),
+                                b.reshape(-1).contiguous().view(torch.uint8)))
     return False
 
 
