@@ -47,9 +47,6 @@ from normbench.results import (
     ForgedRecord,
     ResultsError,
     conformance_record,
-    load_record,
-    machine_id,
-    record_path,
     store_conformance,
     validate_results_dir,
     write_fallback,
@@ -612,26 +609,6 @@ def rejudge_unreported(session: pytest.Session) -> list[str]:
     return todo
 
 
-def _kept_over_interruption(results_dir: Path, outcomes: dict[str, dict[str, Any]], not_run: set[str]
-                            ) -> dict[str, dict[str, Any]]:
-    """An interrupted run (-x, --maxfail, ^C) stores its errors for the items it never ran over nothing: each
-    such item keeps the outcome stored for it, if any, marked `stale` (normbench.run_accounting)."""
-    if not not_run:
-        return {}
-    return run_accounting.kept_over_interruption(_stored_outcomes(results_dir), outcomes, not_run)
-
-
-def _stored_outcomes(results_dir: Path) -> dict[str, Any]:
-    """This machine's stored conformance outcomes, or none where there is no record yet."""
-    path = record_path(results_dir, {"kind": "conformance", "machine_id": machine_id()})
-    if not path.exists():
-        return {}
-    try:
-        return load_record(path).get("outcomes", {})
-    except ResultsError:
-        return {}  # validated before the run; a record that went bad since is the store's to report
-
-
 def implementation_summaries(config: pytest.Config, outcomes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per implementation, in the item groups of normbench.verdicts: planned = judged (a verdict) + skipped (with
     the reason) + errors (no verdict) + unjudged; failed and known (declared known failures) are of the judged."""
@@ -724,14 +701,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if config.option.no_record:
         return
     results_dir = _results_dir(config)
-    # A stored run replaces every older outcome of the implementations it judged; the outcomes of variants this
-    # run did not judge (the eager ones, after a --variant compile run) are carried over, not dropped.
-    outcomes = {**outcomes, **_other_variants(results_dir, outcomes, {item.variant for item in _plan(config).items})}
-    if interrupted:
-        outcomes = {**outcomes, **_kept_over_interruption(results_dir, outcomes, not_run)}
+    # The record replaces, under the store's lock, the (implementation, variant) units this run judged, and keeps
+    # every other unit stored (the eager outcomes after a --variant compile run): the run never reads the store.
+    # An interrupted run (-x, --maxfail, ^C) names the items it never ran: the store keeps their stored outcomes,
+    # marked stale, instead of its errors.
     record = conformance_record([o for o in outcomes.values() if o.get("implementation")],
                                 profile=config.option.profile,
-                                implementations=implementation_summaries(config, outcomes))
+                                implementations=implementation_summaries(config, outcomes),
+                                units=_judged_units(config, outcomes),
+                                not_reached=not_run if interrupted else ())
     record["errors"] = {tid: o["summary"] for tid, o in outcomes.items()
                         if tid.startswith(CONFIGURATION_PREFIXES) and o.get("verdict") == "error"}
     record["unavailable"] = {tid: o["summary"] for tid, o in outcomes.items()
@@ -756,10 +734,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-def _other_variants(results_dir: Path, outcomes: dict[str, dict[str, Any]], variants: set[str]
-                    ) -> dict[str, dict[str, Any]]:
-    """The stored outcomes of the implementations judged now, in the variants this run did not judge."""
-    return run_accounting.other_variants(_stored_outcomes(results_dir), outcomes, variants, DEFAULT_VARIANT)
+def _judged_units(config: pytest.Config, outcomes: Mapping[str, Mapping[str, Any]]) -> set[tuple[str, str]]:
+    """The (implementation, variant) units this run judged: every variant of its plan, for each implementation
+    with an outcome (one whose items a variant's plan leaves out has that unit judged empty)."""
+    variants = {item.variant for item in _plan(config).items}
+    judged = {str(o["implementation"]) for o in outcomes.values() if o.get("implementation")}
+    return {(name, variant) for name in judged for variant in variants}
 
 
 def _results_dir(config: pytest.Config) -> Path:

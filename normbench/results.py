@@ -10,8 +10,12 @@ does not know) is refused with a message, never misread. One file per machine an
 
 Every entry carries the UTC time it was measured, so merging is per entry, the newer wins, and merging the same
 records again changes nothing (`normbench merge` is idempotent, and the order of its inputs does not matter).
-Conformance outcomes merge per implementation instead: the newer run of an implementation replaces all of its
-outcomes, so a pass that the latest run did not confirm never survives.
+Conformance outcomes merge by unit instead. A run's record (one with a `run` section, which only a run writes and
+no stored file keeps) replaces exactly the (implementation, variant) units it judged and keeps every other unit as
+stored: a `--variant compile` run leaves the eager outcomes alone, without reading the store first, and an
+interrupted run keeps, marked `stale`, the stored outcome of each item it never reached. A stored record (a
+snapshot, as `normbench merge` reads) merges per implementation: the newer snapshot of an implementation replaces all
+of its outcomes. Either way, a pass that the latest run did not confirm never survives.
 
 Results are never lost: every read-merge-write holds a lock on the results folder (`<results>/.normbench.lock`,
 via filelock), so concurrent runs keep each other's records; files are written to hidden temporaries
@@ -32,6 +36,7 @@ import platform
 import re
 import subprocess
 import tempfile
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,6 +50,7 @@ from filelock import FileLock, Timeout
 import normbench
 from normbench import deploy
 from normbench.record_seal import SealError, seal_path, seal_text, verify
+from normbench.verdicts import Counts
 
 API_VERSION = 1
 #: where runs write by default, relative to the current folder: a clone's committed results/ is the
@@ -65,6 +71,14 @@ LOCK_TIMEOUT_S = 300.0
 #: the keys (and types) of each entry of a conformance record's `implementations` mapping
 IMPLEMENTATION_FIELDS: dict[str, type] = {"family": str, "source": str, "planned": int, "judged": int,
                                           "unjudged": int, "recorded_utc": str}
+#: the key of a run's record that says what its write replaces: {"units": [[implementation, variant], ...],
+#: "not_reached": [test id, ...]}; merged into the store, never stored
+RUN_KEY = "run"
+#: the counts of an implementation's entry (normbench.verdicts.Counts): a run that replaced some of its units has them
+#: counted again over every unit stored, as a run that had carried the other units over would have counted them
+COUNT_FIELDS: tuple[str, ...] = ("planned", "judged", "skipped", "errors", "unjudged", "failed", "known")
+#: why an interrupted run's record keeps a stored outcome of an item the run never reached
+STALE_REASON = "kept from the run of {when}: the run after it was interrupted before this item"
 #: machine ids and devices name folders and files: nothing that could leave raw/ or hide a file
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
@@ -149,10 +163,16 @@ def header(kind: str) -> dict[str, Any]:
 
 
 def conformance_record(outcomes: list[dict[str, Any]], profile: str,
-                       implementations: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+                       implementations: dict[str, dict[str, Any]] | None = None,
+                       units: Iterable[tuple[str, str]] | None = None,
+                       not_reached: Iterable[str] = ()) -> dict[str, Any]:
     """A conformance record. `implementations` (name -> family, source, planned/judged/unjudged counts, and
-    recorded_utc, defaulted to the record's time) names every implementation this run judged: storing the record
-    replaces all older outcomes of each of them."""
+    recorded_utc, defaulted to the record's time) names every implementation this run judged.
+
+    Without `units`, storing the record replaces all older outcomes of each of them. With `units` (the
+    (implementation, variant) pairs the run judged: a run's record), it replaces those units only, keeps the other
+    units stored, and keeps each stored outcome of the same implementation that `not_reached` names (the items an
+    interrupted run never ran), marked `stale`; every outcome must belong to one of the units."""
     record = header("conformance")
     record["profile"] = profile
     stamp = record["created_utc"]
@@ -161,6 +181,9 @@ def conformance_record(outcomes: list[dict[str, Any]], profile: str,
     if implementations is not None:
         record["implementations"] = {name: {**entry, "recorded_utc": entry.get("recorded_utc", stamp)}
                                      for name, entry in sorted(implementations.items())}
+    if units is not None:
+        record[RUN_KEY] = {"units": sorted([str(name), str(variant)] for name, variant in set(units)),
+                           "not_reached": sorted(set(not_reached))}
     return record
 
 
@@ -315,6 +338,24 @@ def _check_implementations(value: Any, source: str) -> None:
                 raise ResultsError(f"{source}: implementations[{name!r}][{key!r}] must be {want}, not {item!r}")
 
 
+def _check_run(data: dict[str, Any], source: str) -> None:
+    run = data[RUN_KEY]
+    if not isinstance(run, dict) or set(run) != {"units", "not_reached"}:
+        raise ResultsError(f"{source}: `{RUN_KEY}` must be an object with exactly `units` and `not_reached`")
+    units = run["units"]
+    if not isinstance(units, list) or not all(
+            isinstance(u, list) and len(u) == 2 and all(isinstance(part, str) for part in u) for u in units):
+        raise ResultsError(f"{source}: {RUN_KEY}.units must be a list of [implementation, variant] string pairs")
+    if not isinstance(run["not_reached"], list) or not all(isinstance(t, str) for t in run["not_reached"]):
+        raise ResultsError(f"{source}: {RUN_KEY}.not_reached must be a list of test ids")
+    # an outcome outside the units the record replaces would be stored without ever replacing its older self
+    declared = {tuple(u) for u in units}
+    outside = [key for key, outcome in data["outcomes"].items() if unit_of(outcome) not in declared]
+    if outside:
+        raise ResultsError(f"{source}: outcomes {outside[:3]} belong to no unit of {RUN_KEY}.units "
+                           "(implementation, variant)")
+
+
 def validate_record(data: Any, source: str) -> dict[str, Any]:
     """Refuse anything this normbench would misread: another api_version, an unknown kind, missing keys."""
     if not isinstance(data, dict):
@@ -340,6 +381,8 @@ def validate_record(data: Any, source: str) -> dict[str, Any]:
         raise ResultsError(f"{source}: {ENTRIES[kind]} entries must be objects; {bad[:3]} are not")
     if kind == "conformance" and "implementations" in data:
         _check_implementations(data["implementations"], source)
+    if kind == "conformance" and RUN_KEY in data:
+        _check_run(data, source)
     data[ENTRIES[kind]] = canonical_deployments(data[ENTRIES[kind]])
     return data
 
@@ -459,6 +502,84 @@ def _group_stamp(group: dict[str, Any], default: str) -> str:
     return max((_stamp(o, default) for o in group["outcomes"].values()), default=default)
 
 
+def _place(outcomes: dict[str, tuple[str, Any]], key: str, outcome: Any, stamp: str) -> None:
+    """Put one outcome (measured at `stamp`) in `outcomes` (test id -> (stamp, outcome))."""
+    # one test id from two implementations is a forged or colliding name: keep the newer, deterministically
+    if key in outcomes:
+        outcome = _newer(outcomes[key][1], outcomes[key][0], outcome, stamp)
+        stamp = max(stamp, outcomes[key][0])
+    outcomes[key] = (stamp, outcome)
+
+
+def unit_of(outcome: Any) -> tuple[str, str] | None:
+    """The merge unit of a stored outcome: (implementation, variant), an outcome without a variant being of the
+    default deployment; None for one that names no implementation."""
+    name = outcome.get("implementation") if isinstance(outcome, dict) else None
+    if not isinstance(name, str):
+        return None
+    return name, outcome.get("variant", deploy.DEFAULT.name)
+
+
+def _by_unit(outcomes: dict[str, Any]) -> dict[tuple[str, str] | None, dict[str, Any]]:
+    groups: dict[tuple[str, str] | None, dict[str, Any]] = defaultdict(dict)
+    for key, outcome in outcomes.items():
+        groups[unit_of(outcome)][key] = outcome
+    return groups
+
+
+def _stale(outcome: dict[str, Any]) -> dict[str, Any]:
+    return {**outcome, "stale": STALE_REASON.format(when=outcome.get("recorded_utc", "an earlier run"))}
+
+
+def _merge_run(old: dict[str, Any], new: dict[str, Any], stats: MergeStats) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Outcomes and `implementations` of a stored record `old` after the run's record `new` (one with a `run`
+    section). Each unit the run judged is replaced by the run's outcomes of it (an item the run did not produce
+    again is dropped), unless the stored unit is newer; of the items the run never reached (interrupted), the stored
+    outcome of the same implementation is kept, marked stale. Every other unit, and every outcome that names no
+    implementation, is kept as stored. An implementation the run replaced a unit of gets the run's entry, its counts
+    taken over all of its units stored."""
+    old_time, new_time = old.get("created_utc", ""), new.get("created_utc", "")
+    stored, run = old.get("outcomes", {}), new[RUN_KEY]
+    units = {(name, variant) for name, variant in run["units"]}
+    not_reached = set(run["not_reached"])
+    old_units, new_units = _by_unit(stored), _by_unit(new["outcomes"])
+    outcomes: dict[str, tuple[str, Any]] = {}  # test id -> (stamp, outcome)
+    replaced: set[str] = set()
+    for unit in sorted(set(old_units) | units, key=repr):
+        theirs = old_units.get(unit, {})
+        if unit not in units:
+            for key, outcome in theirs.items():
+                _place(outcomes, key, outcome, _stamp(outcome, old_time))
+            continue
+        mine = new_units.get(unit, {})
+        theirs_stamp = max((_stamp(o, old_time) for o in theirs.values()), default="")
+        mine_stamp = max((_stamp(o, new_time) for o in mine.values()), default=new_time)
+        if theirs and theirs_stamp > mine_stamp:  # a run stored after this one judged this unit later
+            stats.unchanged += len(mine)
+            chosen, stamp_default = theirs, old_time
+        else:
+            chosen = {key: _stale(stored[key]) if key in not_reached and isinstance(stored.get(key), dict)
+                      and stored[key].get("implementation") == outcome.get("implementation") else outcome
+                      for key, outcome in mine.items()}
+            _count(stats, theirs, chosen)
+            replaced.add(unit[0])
+            stamp_default = new_time
+        for key, outcome in chosen.items():
+            _place(outcomes, key, outcome, _stamp(outcome, stamp_default))
+    merged = {key: outcome for key, (_, outcome) in sorted(outcomes.items())}
+    implementations = dict(old.get("implementations") or {})
+    entries = new.get("implementations") or {}
+    for name in sorted(replaced):
+        entry = entries.get(name)
+        if entry is None:
+            # no entry to count with (as a snapshot naming none replaces the stored one): none is kept
+            implementations.pop(name, None)
+            continue
+        counts = Counts.of(o for o in merged.values() if o.get("implementation") == name)
+        implementations[name] = {**entry, **{f: getattr(counts, f) for f in COUNT_FIELDS if f in entry}}
+    return merged, implementations
+
+
 def _merge_conformance(old: dict[str, Any], new: dict[str, Any], stats: MergeStats) -> tuple[
         dict[str, Any], dict[str, Any]]:
     """Outcomes and `implementations` of two conformance records. The newer run of an implementation replaces
@@ -471,11 +592,7 @@ def _merge_conformance(old: dict[str, Any], new: dict[str, Any], stats: MergeSta
     implementations = {}
 
     def place(key: str, outcome: Any, stamp: str) -> None:
-        # one test id from two implementations is a forged or colliding name: keep the newer, deterministically
-        if key in outcomes:
-            outcome = _newer(outcomes[key][1], outcomes[key][0], outcome, stamp)
-            stamp = max(stamp, outcomes[key][0])
-        outcomes[key] = (stamp, outcome)
+        _place(outcomes, key, outcome, stamp)
 
     for name in sorted(set(old_groups) | set(new_groups)):
         a, b = old_groups.get(name), new_groups.get(name)
@@ -515,19 +632,23 @@ def _merge_conformance(old: dict[str, Any], new: dict[str, Any], stats: MergeSta
 
 def merge_records(old: dict[str, Any], new: dict[str, Any]) -> tuple[dict[str, Any], MergeStats]:
     """Merge two records of the same machine and kind (and device). Benchmark and claims entries merge one by one,
-    the newer winning; conformance outcomes merge per implementation (see `_merge_conformance`)."""
+    the newer winning; conformance outcomes merge per (implementation, variant) unit after a run's record (see
+    `_merge_run`), per implementation between stored records (see `_merge_conformance`)."""
     for key in ("kind", "machine_id", "device"):
         if old.get(key) != new.get(key):
             raise ResultsError(f"cannot merge records with different {key}: {old.get(key)!r} vs {new.get(key)!r}")
+    if RUN_KEY in old:
+        old = _as_first(old)  # a run's record as the older side: what storing it alone would have stored
     entries_key = ENTRIES[new["kind"]]
-    body = {entries_key, "implementations"} if new["kind"] == "conformance" else {entries_key}
+    body = {entries_key, "implementations", RUN_KEY} if new["kind"] == "conformance" else {entries_key}
     old_time, new_time = old.get("created_utc", ""), new.get("created_utc", "")
     old_head = {k: v for k, v in old.items() if k not in body}
     new_head = {k: v for k, v in new.items() if k not in body}
     merged = dict(_newer(old_head, old_time, new_head, new_time))
     stats = MergeStats()
     if new["kind"] == "conformance":
-        merged[entries_key], implementations = _merge_conformance(old, new, stats)
+        merge = _merge_run if RUN_KEY in new else _merge_conformance
+        merged[entries_key], implementations = merge(old, new, stats)
         if implementations or "implementations" in old or "implementations" in new:
             merged["implementations"] = dict(sorted(implementations.items()))
         return merged, stats
@@ -549,6 +670,10 @@ def merge_records(old: dict[str, Any], new: dict[str, Any]) -> tuple[dict[str, A
 
 
 def _as_first(record: dict[str, Any]) -> dict[str, Any]:
+    """A record stored where there is none yet (a run's record as merged into nothing: its `run` section dropped)."""
+    if RUN_KEY in record:
+        nothing = {"kind": record["kind"], "machine_id": record["machine_id"], "created_utc": "", "outcomes": {}}
+        return merge_records(nothing, record)[0]
     entries_key = ENTRIES[record["kind"]]
     first = {**record, entries_key: dict(sorted(record[entries_key].items()))}
     if "implementations" in record:

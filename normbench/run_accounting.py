@@ -2,9 +2,9 @@
 
 A run may lose items (an xdist worker killed by a plugin, ^C, -x, -k): an implementation must never be said to
 conform on a partial plan, so what was never reported is an ``error`` that says why, what was not selected is
-``unjudged``, and an interrupted run keeps (marked ``stale``) the stored outcome of an item it never reached instead
-of overwriting it with nothing. Pure functions over outcome dicts: the pytest plugin gathers the inputs and stores
-the result (normbench.pytest_plugin).
+``unjudged``. Pure functions over outcome dicts: the pytest plugin gathers the inputs and stores the result
+(normbench.pytest_plugin); the store keeps, marked ``stale``, the stored outcome of an item an interrupted run never
+reached (normbench.results, the run's record names those items).
 """
 
 from __future__ import annotations
@@ -57,27 +57,3 @@ def complete_outcomes(outcomes: Mapping[str, dict[str, Any]], expected: Iterable
         if name in judged_implementations and test_id not in completed:
             completed[test_id] = unjudged(test_id, "unjudged", NOT_SELECTED)
     return completed
-
-
-def kept_over_interruption(stored: Mapping[str, Any], outcomes: Mapping[str, Mapping[str, Any]],
-                           not_run: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """The stored outcomes an interrupted run keeps: each item it never ran whose stored outcome is of the same
-    implementation, marked `stale` (when it was judged, and why it was not judged again)."""
-    kept = {}
-    for test_id in sorted(not_run):
-        old = stored.get(test_id)
-        if isinstance(old, dict) and old.get("implementation") == outcomes.get(test_id, {}).get("implementation"):
-            kept[test_id] = {**old, "stale": f"kept from the run of {old.get('recorded_utc', 'an earlier run')}: "
-                                             "the run after it was interrupted before this item"}
-    return kept
-
-
-def other_variants(stored: Mapping[str, Mapping[str, Any]], outcomes: Mapping[str, Mapping[str, Any]],
-                   variants: Iterable[str], default_variant: str) -> dict[str, Mapping[str, Any]]:
-    """The stored outcomes of the implementations judged now in the variants this run did not judge (the eager
-    ones, after a --variant compile run): carried over into the new record, not dropped. A stored outcome without
-    a variant is of `default_variant`."""
-    judged = {o.get("implementation") for o in outcomes.values()}
-    ran = set(variants)
-    return {tid: o for tid, o in stored.items() if tid not in outcomes and o.get("implementation") in judged
-            and o.get("variant", default_variant) not in ran}

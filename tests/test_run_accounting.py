@@ -1,5 +1,5 @@
-"""normbench.run_accounting: every planned item of a judged implementation ends with an outcome (fail closed), an
-interrupted run keeps what it never reached, and a variant run carries the other variants' outcomes over."""
+"""normbench.run_accounting: every planned item of a judged implementation ends with an outcome (fail closed). What
+an interrupted run or a variant run keeps of the store is the store's merge (tests/test_results_merge_units.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from normbench.run_accounting import (
     NOT_REPORTED,
     NOT_SELECTED,
     complete_outcomes,
-    kept_over_interruption,
-    other_variants,
     worker_killers,
 )
 
@@ -51,30 +49,6 @@ def test_an_interruption_and_a_lost_worker_say_why() -> None:
 def test_worker_killers_ignore_ids_outside_the_plan() -> None:
     assert worker_killers(["zzz", "a[LN-p3]", "a[LN-p2]"], dict(PLAN)) == {"LN": "a[LN-p2]"}
     assert worker_killers([], dict(PLAN)) == {}
-
-
-def test_an_interrupted_run_keeps_stored_outcomes_of_the_same_implementation_only() -> None:
-    stored = {"a[LN-p2]": {**_passed("a[LN-p2]"), "recorded_utc": "2026-01-01T00:00:00Z"},
-              "b[RMS-p1]": {"implementation": "Other", "verdict": "pass"}}
-    outcomes = {"a[LN-p2]": _unjudged("a[LN-p2]", "error", "x"), "b[RMS-p1]": _unjudged("b[RMS-p1]", "error", "x")}
-    kept = kept_over_interruption(stored, outcomes, not_run=["a[LN-p2]", "b[RMS-p1]", "a[LN-p3]"])
-    assert set(kept) == {"a[LN-p2]"}
-    assert kept["a[LN-p2]"]["verdict"] == "pass"
-    assert "2026-01-01T00:00:00Z" in kept["a[LN-p2]"]["stale"]
-    # the stored dict itself is not edited
-    assert "stale" not in stored["a[LN-p2]"]
-
-
-def test_a_variant_run_carries_the_other_variants_of_judged_implementations_over() -> None:
-    stored = {"eager-LN": {"implementation": "LN"},  # no variant field: the default variant
-              "compile-LN": {"implementation": "LN", "variant": "compile"},
-              "export-LN": {"implementation": "LN", "variant": "export"},
-              "eager-RMS": {"implementation": "RMS"}}
-    outcomes = {"compile-LN": {"implementation": "LN", "variant": "compile"}}
-    carried = other_variants(stored, outcomes, variants=["compile"], default_variant="eager")
-    # LN's eager and export outcomes survive; its compile one is the new run's; RMS was not judged now
-    assert set(carried) == {"eager-LN", "export-LN"}
-    assert other_variants(stored, outcomes, variants=["compile", "eager", "export"], default_variant="eager") == {}
 
 
 def test_a_known_failure_applies_only_to_the_variant_its_id_names() -> None:
