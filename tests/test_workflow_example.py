@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import actions_emulator
 import pytest
 import yaml
 
@@ -148,3 +149,155 @@ def test_gate_compares_with_a_committed_baseline(workspace):
         assert gone in regressed.stdout
     finally:
         shutil.rmtree(ws / ".normbench")
+
+
+# examples/ci/normbench-matrix.yml: the scale-out recipe, one job per implementation into a folder of its own, then a
+# job that merges the folders and renders one leaderboard. Its jobs run here through tests/actions_emulator.py, each
+# judge job in a workspace of its own (its own machine), the artifacts exchanged as folders.
+
+MATRIX_WORKFLOW = ROOT / "examples" / "ci" / "normbench-matrix.yml"
+MATRIX_IMPLS = ["torch.nn.LayerNorm", "torch.nn.RMSNorm"]
+# LayerNorm's float16 / bfloat16 items here are declared known failures and RMSNorm's pass: more than one verdict to
+# compare, and few items (the others are planned and recorded as not judged)
+MATRIX_ARGS = "-k weight_gradient_reduction"
+MATRIX_ENV = {"NORMBENCH_IMPLS": json.dumps(MATRIX_IMPLS), "NORMBENCH_RUNNERS": json.dumps(["ubuntu-latest"]),
+              "NORMBENCH_ARGS": MATRIX_ARGS}
+MERGED = "normbench-results"
+
+
+def load_matrix() -> dict:
+    return yaml.safe_load(MATRIX_WORKFLOW.read_text())
+
+
+def conformance(results: Path) -> tuple[dict[str, str], dict[str, dict]]:
+    """{test id: verdict} of every stored outcome, and the per-implementation counts, over every machine's record."""
+    verdicts, counts = {}, {}
+    for path in sorted(results.glob("raw/*/conformance.json")):
+        record = json.loads(path.read_text())
+        verdicts.update({o["test_id"]: o["verdict"] for o in record["outcomes"].values()})
+        counts.update({name: {k: v for k, v in entry.items() if isinstance(v, int)}
+                       for name, entry in record["implementations"].items()})
+    return verdicts, counts
+
+
+def recipe_problems(final_ws: Path, final: actions_emulator.JobResult, single: Path) -> list[str]:
+    """What the merged folder of the matrix lacks against one run of the same implementations; [] when nothing."""
+    problems = [f"step {s.name!r} failed: {s.stdout[-1500:]}{s.stderr[-1500:]}" for s in final.steps if not s.ok]
+    merged = final_ws / MERGED
+    verdicts, counts = conformance(merged)
+    expected, expected_counts = conformance(single)
+    if not verdicts:
+        problems.append(f"no conformance records under {merged / 'raw'}")
+    problems += [f"{tid}: {verdicts.get(tid, 'missing')} in the merge, {v} in one run"
+                 for tid, v in expected.items() if verdicts.get(tid) != v]
+    problems += [f"{tid}: in the merge, not in one run" for tid in set(verdicts) - set(expected)]
+    problems += [f"{name}: counts {counts.get(name)} in the merge, {c} in one run"
+                 for name, c in expected_counts.items() if counts.get(name) != c]
+    board = merged / "LEADERBOARD.md"
+    text = board.read_text() if board.exists() else ""
+    problems += [f"{name} is not on the leaderboard" for name in MATRIX_IMPLS if f"| {name} " not in text]
+    return problems
+
+
+@pytest.fixture(scope="module")
+def matrix_recipe(tmp_path_factory):
+    """The plan job, then every judge job of the matrix in a workspace of its own, and one run of every
+    implementation of the matrix as the merge's reference."""
+    workflow, root = load_matrix(), tmp_path_factory.mktemp("matrix")
+    artifacts = root / "artifacts"
+    artifacts.mkdir()
+    plan = actions_emulator.Job(workflow, "plan", root / "plan", artifacts, env=MATRIX_ENV).run()
+    assert plan.ok, [(s.name, s.stderr) for s in plan.steps]
+    needs = {"plan": plan.outputs}
+    combos = actions_emulator.matrix_combinations(workflow, "judge", needs)
+    judged = {}
+    for index, combo in enumerate(combos):
+        judged[combo["impl"]] = actions_emulator.Job(workflow, "judge", root / f"judge-{index}", artifacts,
+                                                     env=MATRIX_ENV, matrix=combo, needs=needs,
+                                                     skip_ids=("install",)).run()
+    single = root / "single"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTEST_XDIST_WORKER")}
+    proc = subprocess.run(["normbench", "test", "-p", "no:cacheprovider", "-q", "--results-dir", str(single),
+                           *[a for name in MATRIX_IMPLS for a in ("--impl", name)], *MATRIX_ARGS.split()],
+                          cwd=root, capture_output=True, text=True, timeout=600,
+                          env={**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    return workflow, root, artifacts, needs, judged, single
+
+
+def final_job(workflow: dict, workspace: Path, artifacts: Path, needs: dict) -> actions_emulator.JobResult:
+    return actions_emulator.Job(workflow, "leaderboard", workspace, artifacts, env=MATRIX_ENV,
+                                needs={**needs, "judge": {}}, skip_ids=("install",)).run()
+
+
+def test_matrix_workflow_shape():
+    jobs = load_matrix()["jobs"]
+    assert jobs["judge"]["needs"] == "plan" and set(jobs["leaderboard"]["needs"]) == {"plan", "judge"}
+    assert jobs["judge"]["strategy"]["fail-fast"] is False
+    # the last job runs when a judge job failed its gate: that job's records are uploaded all the same
+    assert "always()" in jobs["leaderboard"]["if"]
+    judge = {s.get("name") or s["uses"].split("@")[0]: s for s in jobs["judge"]["steps"]}
+    assert "${{ matrix.impl }}" in judge["Conformance suite"]["run"]
+    assert '--results-dir "$SHARD"' in judge["Conformance suite"]["run"]
+    upload = judge["actions/upload-artifact"]
+    assert upload["with"]["path"] == upload["with"]["name"] == "${{ env.SHARD }}" and upload["if"] == "always()"
+    names = [s.get("name") for s in jobs["leaderboard"]["steps"]]
+    assert names.index("Merge") < names.index("Leaderboard") < names.index("Every job's folder arrived")
+
+
+@pytest.mark.parametrize("bad", ['["a", ', '"torch.nn.LayerNorm"', "[]", '[""]'])
+def test_plan_refuses_a_list_that_is_not_a_json_list_of_names(tmp_path, bad):
+    ok = actions_emulator.Job(load_matrix(), "plan", tmp_path / "ok", tmp_path, env=MATRIX_ENV).run()
+    assert ok.ok and json.loads(ok.outputs["impls"]) == MATRIX_IMPLS
+    refused = actions_emulator.Job(load_matrix(), "plan", tmp_path / "bad", tmp_path,
+                                   env={**MATRIX_ENV, "NORMBENCH_IMPLS": bad}).run()
+    assert not refused.ok and "NORMBENCH_IMPLS must be a JSON list" in refused.steps[0].stdout
+
+
+@pytest.mark.slow
+def test_every_job_judges_its_own_implementation_into_its_own_folder(matrix_recipe):
+    _, root, artifacts, _, judged, _ = matrix_recipe
+    assert list(judged) == MATRIX_IMPLS
+    for impl, job in judged.items():
+        assert job.ok, [(s.name, s.stdout[-2000:], s.stderr[-2000:]) for s in job.steps]
+        verdicts, counts = conformance(artifacts / f"normbench-shard-ubuntu-latest-{impl}")
+        assert list(counts) == [impl]
+        assert {v for v in verdicts.values() if v != "unjudged"} and all(
+            f"[{impl}-weight_gradient_reduction" in tid for tid, v in verdicts.items() if v != "unjudged")
+
+
+@pytest.mark.slow
+def test_merged_matrix_holds_every_item_with_the_verdicts_of_one_run(matrix_recipe, tmp_path):
+    workflow, _, artifacts, needs, _, single = matrix_recipe
+    final = final_job(workflow, tmp_path, artifacts, needs)
+    assert recipe_problems(tmp_path, final, single) == []
+    verdicts, _ = conformance(tmp_path / MERGED)
+    assert {"pass", "xfail"} <= set(verdicts.values()), set(verdicts.values())
+    assert "torch.nn.LayerNorm" in (tmp_path / "summary.md").read_text()
+    assert (tmp_path / MERGED / "site" / "index.html").exists()
+
+
+@pytest.mark.slow
+def test_without_the_merge_step_the_recipe_is_flagged(matrix_recipe, tmp_path):
+    workflow, _, artifacts, needs, _, single = matrix_recipe
+    broken = {**workflow, "jobs": {**workflow["jobs"], "leaderboard": {
+        **workflow["jobs"]["leaderboard"],
+        "steps": [s for s in workflow["jobs"]["leaderboard"]["steps"] if s.get("name") != "Merge"]}}}
+    problems = recipe_problems(tmp_path, final_job(broken, tmp_path, artifacts, needs), single)
+    assert any("no conformance records" in p for p in problems), problems
+    assert any("step 'Leaderboard' failed" in p for p in problems), problems
+
+
+@pytest.mark.slow
+def test_a_lost_job_folder_fails_the_last_job_and_is_flagged(matrix_recipe, tmp_path):
+    workflow, _, artifacts, needs, _, single = matrix_recipe
+    partial = tmp_path / "artifacts"
+    shutil.copytree(artifacts, partial)
+    lost = partial / "normbench-shard-ubuntu-latest-torch.nn.RMSNorm"
+    shutil.rmtree(lost)
+    final = final_job(workflow, tmp_path / "ws", partial, needs)
+    arrived = final.step("Every job's folder arrived")
+    assert not arrived.ok and "no results of torch.nn.RMSNorm on ubuntu-latest" in arrived.stdout
+    problems = recipe_problems(tmp_path / "ws", final, single)
+    assert any(p.startswith("rmsnorm[torch.nn.RMSNorm-") and "missing in the merge" in p for p in problems)
+    assert "torch.nn.RMSNorm is not on the leaderboard" in problems
