@@ -8,8 +8,9 @@ tensor subclass that compares equal to anything, swapped judge code or an edited
 process cannot change these verdicts.
 
 The other checks still run beside the plugin (their outcome says ``judged_in: plugin process``): they need what the
-protocol does not carry yet (a deepcopy or state_dict of the real module, second-order graphs, aliasing of the
-output with the input, deployment variants, folding).
+protocol does not carry yet (a deepcopy or state_dict of the real module, second-order graphs, the identity of an
+input across calls, deployment variants, folding). Aliasing crosses as a fact the plugin's side reports per output
+(normbench.remote.aliases).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ TRUSTED_CHECKS = frozenset({
     "normalization_statistics", "stateful_trajectory", "batch_invariance", "determinism", "frozen_parameters",
     "gradient_layout", "repeated_use", "masked_backward", "residual_identity", "fused_residual",
     "parameter_updates", "nonfinite_containment", "gradcheck",
+    # aliasing as a fact the plugin's side reports per output (normbench.remote.aliases)
+    "output_not_alias",
 })
 #: where an outcome's verdict was computed, in its metrics, and why an item of a trusted check was not
 JUDGED_IN = "judged_in"

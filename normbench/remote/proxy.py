@@ -29,6 +29,7 @@ from torch import nn
 
 from normbench import wire
 from normbench.implementation import Implementation
+from normbench.remote import aliases
 from normbench.remote import tensors as wire_tensors
 from normbench.remote.server import PARAMS_BIAS, PARAMS_WEIGHT, _same, _snapshot, raise_remote
 
@@ -91,6 +92,10 @@ class Session:
         if not isinstance(body, dict):
             raise ChildLost("protocol", f"{where}: a reply without a body")
         return body, received
+
+
+def _shape(t: torch.Tensor | None) -> str:
+    return "missing tensor" if t is None else f"tensor of shape {list(t.shape)}"
 
 
 def _version(t: torch.Tensor) -> int:
@@ -304,6 +309,10 @@ class RemoteModule(nn.Module):
         with torch.no_grad():
             for i, value in call.written:
                 inputs[i].copy_(value)  # what the module wrote into its input, written into the caller's
+        # the outputs are the very objects call.run made (autograd returns a custom Function's new outputs as they are)
+        for output, (shared_inputs, shared_state) in zip(result if call.is_tuple else (result,), call.aliases,
+                                                          strict=True):
+            aliases.record(output, [inputs[i] for i in shared_inputs] + [self._tensor(n) for n in shared_state])
         return result
 
 
@@ -332,6 +341,10 @@ class _Call:
         self.id = next(module._session.calls)
         self.is_tuple = False
         self.written: list[tuple[int, torch.Tensor | None]] = []
+        #: per output, the inputs (by index) and the state (by remote name) it shared storage with over there
+        self.aliases: list[tuple[list[int], list[str]]] = []
+        #: the caller's inputs, for what a backward writes into them over there (weak: the graph must not keep them)
+        self.inputs = [weakref.ref(t) for t in inputs]
 
     def run(self, inputs: list[torch.Tensor], params: list[torch.Tensor], needs: list[bool] | None) -> list[Any]:
         module = self.module
@@ -363,9 +376,31 @@ class _Call:
             raise ChildLost("protocol", "a reply whose written inputs do not match its tensors")
         module._take_changes(body, received[len(outputs):cut])
         self.written = list(zip(written, received[cut:], strict=True))
+        self.aliases = self._aliases(body.get("aliases"), len(outputs))
         if needs is None and not self.is_tuple:
             return outputs[0]  # type: ignore[return-value]
         return tuple(outputs) if needs is None else outputs  # type: ignore[return-value]
+
+    def _aliases(self, reported: Any, n_outputs: int) -> list[tuple[list[int], list[str]]]:
+        """The reply's `aliases`, checked: per output, indices of this call's inputs and names of the module's state
+        (normbench.remote.aliases says why a plugin gains nothing by lying here)."""
+        known = self.module._remote.values()
+        if not (isinstance(reported, list) and len(reported) == n_outputs and all(
+                isinstance(a, list) and len(a) == 2 and isinstance(a[0], list) and isinstance(a[1], list)
+                for a in reported)):
+            raise ChildLost("protocol", f"a reply whose aliases are not one [inputs, state] pair per output "
+                                        f"({n_outputs})")
+        out = []
+        for shared_inputs, shared_state in reported:
+            if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < self.n_inputs
+                       for i in shared_inputs):
+                raise ChildLost("protocol", f"a reply whose aliases name an input the call did not have: "
+                                            f"{str(shared_inputs)[:80]} of {self.n_inputs}")
+            if not all(isinstance(n, str) and n in known for n in shared_state):
+                raise ChildLost("protocol", f"a reply whose aliases name a tensor the module does not list: "
+                                            f"{str(shared_state)[:80]}")
+            out.append((list(shared_inputs), list(shared_state)))
+        return out
 
     def backward(self, grads: tuple[torch.Tensor, ...], needs: list[bool]) -> list[torch.Tensor | None]:
         module = self.module
@@ -375,11 +410,32 @@ class _Call:
             {"op": "backward", "call": self.id, "needs": needs, "grad_names": [n for n, _ in held]},
             [*grads, *(None if g is None else g.detach() for _, g in held)], keep_strides=True)
         written = [str(n) for n in body.get("grads_written") or []]
-        if len(received) < len(needs) + len(written):
+        inputs_written, upstream_written = body.get("inputs_written") or [], body.get("upstream_written") or []
+        if not (all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < self.n_inputs for i in inputs_written)
+                and all(isinstance(j, int) and not isinstance(j, bool) and 0 <= j < len(grads)
+                        for j in upstream_written)):
+            raise ChildLost("protocol", "a backward reply that writes into an input or an upstream gradient the call "
+                                        "did not have")
+        extra = len(written) + len(inputs_written) + len(upstream_written)
+        if len(received) < len(needs) + extra:
             raise ChildLost("protocol", "a backward reply with the wrong number of gradients")
-        cut = len(received) - len(written)
+        cut = len(received) - extra
         module._take_changes(body, received[len(needs):cut])
-        for name, grad in zip(written, received[cut:], strict=True):
+        rest = received[cut + len(written):]
+        with torch.no_grad():
+            # what the plugin's backward wrote into the call's input or into dy, written into the caller's tensors
+            for i, value in zip(inputs_written, rest[:len(inputs_written)], strict=True):
+                target = self.inputs[i]()
+                if value is None or (target is not None and target.shape != value.shape):
+                    raise ChildLost("protocol", f"a backward reply that writes a {_shape(value)} into input {i}")
+                if target is not None:
+                    target.copy_(value)
+            for j, value in zip(upstream_written, rest[len(inputs_written):], strict=True):
+                if value is None or grads[j].shape != value.shape:
+                    raise ChildLost("protocol", f"a backward reply that writes a {_shape(value)} into upstream "
+                                                f"gradient {j}")
+                grads[j].copy_(value)
+        for name, grad in zip(written, received[cut:cut + len(written)], strict=True):
             # what the plugin's backward wrote into `.grad`, written here (before autograd accumulates)
             local = _name(name)
             if local not in params:

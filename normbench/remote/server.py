@@ -22,6 +22,7 @@ from torch import nn
 
 from normbench.implementation import Implementation, ImplementationError
 from normbench.remote import tensors as wire_tensors
+from normbench.remote.aliases import storage_overlaps
 
 #: the declared paths under which a ``params=`` declaration's γ and β are mirrored (no attribute reaches them)
 PARAMS_WEIGHT, PARAMS_BIAS = "params()[0]", "params()[1]"
@@ -108,7 +109,9 @@ class Server:
         self.load_error = load_error
         self.findings = findings
         self.modules: dict[int, nn.Module] = {}
-        self.calls: OrderedDict[int, tuple[int, list[torch.Tensor], list[torch.Tensor]]] = OrderedDict()
+        #: call -> (its module's handle, its inputs then the parameters it was differentiable in, its outputs, how many
+        #: of those tensors are inputs)
+        self.calls: OrderedDict[int, tuple[int, list[torch.Tensor], list[torch.Tensor], int]] = OrderedDict()
         #: per module, the state as the trusted process last received or sent it
         self.held: dict[int, dict[str, tuple[int, torch.Tensor]]] = {}
         #: per module, the family's statistics the trusted side asked for (kept here, never set on the module)
@@ -220,7 +223,7 @@ class Server:
             if module is not None:
                 self.held.pop(id(module), None)
                 self.state_names.pop(id(module), None)
-            for call in [c for c, (h, _, _) in self.calls.items() if h == int(handle)]:
+            for call in [c for c, (h, *_) in self.calls.items() if h == int(handle)]:
                 del self.calls[call]
         return {}, []
 
@@ -276,13 +279,16 @@ class Server:
         after = _named_state(module)
         if any(differentiable):
             params = [after[n][1] for n in message["differentiable_params"] if n in after]
-            self.calls[int(message["call"])] = (int(message["handle"]), leaves + params, outputs)
+            self.calls[int(message["call"])] = (int(message["handle"]), leaves + params, outputs, len(leaves))
             while len(self.calls) > KEPT_CALLS:
                 self.calls.popitem(last=False)
         changes, values = self._changes(module, after)
         written = [i for i, t in enumerate(leaves) if not _same(t, received_inputs[i])]
+        # per output, what of the call it shares storage with: only this side can see it (normbench.remote.aliases)
+        aliases = [[[i for i, t in enumerate(leaves) if storage_overlaps(o, t)],
+                    [n for n, (_, t) in after.items() if storage_overlaps(o, t)]] for o in outputs]
         return {"tuple": isinstance(out, tuple | list), "differentiable": differentiable, "inputs_written": written,
-                **changes}, [*outputs, *values, *(leaves[i] for i in written)]
+                "aliases": aliases, **changes}, [*outputs, *values, *(leaves[i] for i in written)]
 
     def _changes(self, module: nn.Module, named: dict[str, tuple[str, torch.Tensor]] | None = None
                  ) -> tuple[dict[str, Any], list[torch.Tensor]]:
@@ -304,7 +310,7 @@ class Server:
         if call not in self.calls:
             raise RuntimeError("the forward call of this backward was released (normbench keeps the graphs of the "
                                f"last {KEPT_CALLS} calls)")
-        handle, inputs, outputs = self.calls[call]
+        handle, inputs, outputs, n_inputs = self.calls[call]
         needs = list(message["needs"])
         # `.grad` as the trusted side holds it: a backward that writes into it (BUGS.md: a gradient assigned
         # instead of accumulated, one written into a frozen γ) acts on the same value it would beside the check
@@ -316,17 +322,27 @@ class Server:
             named[name].grad = held
         before = {n: (id(named[n].grad), None if named[n].grad is None else named[n].grad.clone())
                   for n in grad_names}
-        pairs = [(o, g) for o, g in zip(outputs, received[:len(outputs)], strict=True) if o.requires_grad]
+        upstream = received[:len(outputs)]
+        # a backward that writes into the call's input or into the upstream gradient (BUGS.md: dy reused as scratch)
+        # does it to the caller's tensors beside the check: written into the trusted side's too
+        upstream_before = [None if g is None else (id(g), g.detach().clone()) for g in upstream]
+        inputs_before = [(id(t), t.detach().clone()) for t in inputs[:n_inputs]]
+        pairs = [(o, g) for o, g in zip(outputs, upstream, strict=True) if o.requires_grad]
         chosen = [t for t, need in zip(inputs, needs, strict=True) if need]
         grads = torch.autograd.grad([o for o, _ in pairs], chosen, [g for _, g in pairs], allow_unused=True,
                                     retain_graph=True) if chosen else ()
         written = [n for n in grad_names if not _same_grad(named[n].grad, before[n])]
+        inputs_written = [i for i, t in enumerate(inputs[:n_inputs]) if not _same(t, inputs_before[i])]
+        upstream_written = [j for j, g in enumerate(upstream) if g is not None and upstream_before[j] is not None
+                            and not _same(g, upstream_before[j])]
         it = iter(grads)
         # a backward may move state too (PowerNorm's gradient EMA): sent back like a forward's
         changes, values = self._changes(self.modules[handle]) if handle in self.modules else (
             {"listing": None, "changed": []}, [])
-        return {**changes, "grads_written": written}, [*(next(it) if need else None for need in needs), *values,
-                                                       *(named[n].grad for n in written)]
+        return {**changes, "grads_written": written, "inputs_written": inputs_written,
+                "upstream_written": upstream_written}, [
+            *(next(it) if need else None for need in needs), *values, *(named[n].grad for n in written),
+            *(inputs[i] for i in inputs_written), *(upstream[j] for j in upstream_written)]
 
 
 def raise_remote(kind: str, message: str, frames: str) -> None:
