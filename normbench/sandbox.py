@@ -57,6 +57,7 @@ from normbench import deploy, wire
 from normbench.child_outcomes import IMPORT_CHANGES, death, tampering_summary, with_findings
 from normbench.child_outcomes import listing as _listing
 from normbench.implementation import Implementation, ImplementationError
+from normbench.item_clock import ItemClock
 from normbench.judge_user import WORKDIR, assume, decide, die_with_parent, prepare
 from normbench.registry import ENTRY_POINT_GROUP, PluginError, PluginUnavailable, Registry, with_source
 from normbench.remote.judge import JUDGED_IN, TRUSTED_FALLBACK, judge_trusted, trusted
@@ -428,22 +429,27 @@ class _Child:
             self.process.start()
         child_conn.close()
 
-    def request(self, message: Any, timeout: float) -> tuple[str, Any]:
+    def clock(self, limit: float) -> ItemClock:
+        """A clock for an item of this child's, started now: `limit` is in CPU seconds (normbench.item_clock)."""
+        return ItemClock(limit, self.process.pid)
+
+    def request(self, message: Any, limit: float | ItemClock) -> tuple[str, Any]:
         """("reply", plain data) / ("timeout", None) / ("died", why) / ("protocol", what was wrong) /
         ("forkserver", what happened to it: the child stopped or killed the forkserver, whatever it replied). A
-        reply is decoded as data only (normbench.wire): nothing the child sends is unpickled here."""
-        answer = self._request(message, timeout)
+        reply is decoded as data only (normbench.wire): nothing the child sends is unpickled here. `limit`: CPU
+        seconds from now, or the clock of the item this request belongs to."""
+        answer = self._request(message, limit if isinstance(limit, ItemClock) else self.clock(limit))
         harm = forkserver_harm()
         if harm is not None:
             self.kill()
             return "forkserver", harm
         return answer
 
-    def _request(self, message: Any, timeout: float) -> tuple[str, Any]:
+    def _request(self, message: Any, clock: ItemClock) -> tuple[str, Any]:
         try:
             if message is not ...:
                 wire.send(self.conn, message)
-            if not self.conn.poll(timeout):
+            if not clock.wait(self.conn):
                 self.kill()
                 return "timeout", None
             return "reply", wire.receive(self.conn)
@@ -505,13 +511,14 @@ def discover_isolated(paths: Iterable[str] = (), families: Mapping[str, Any] | N
         label = source_label(source)
         output = child_output(scratch, f"discover-{number}", source)
         child = _Child(_discover_child, (source, limits), output)
-        status, reply = child.request(..., limits.import_timeout)
+        clock = child.clock(limits.import_timeout)
+        status, reply = child.request(..., clock)
         child.stop()
         printed = _excerpt(output, limits.output_excerpt)
         tail = f"; it printed: {printed.strip()[-500:]}" if printed.strip() else ""
         if status == "timeout":
             registry.errors.append(PluginError(label, f"importing it did not finish within "
-                                               f"{limits.import_timeout:g} s (its process was killed){tail}"))
+                                               f"{clock.describe()} (its process was killed){tail}"))
             continue
         if status == "died":
             registry.errors.append(PluginError(label, f"importing it ended the process: {reply}{tail}"))
@@ -624,14 +631,15 @@ class Sandbox:
                                 self.output)
         start = time.perf_counter()
         timeout, cause = item_time_limit(self.limits, self.impl, variant)
+        clock = self.child.clock(timeout)
         check = next(p.check for p in self.specs[family].properties if p.name == prop)
         status, reply = "fallback", None
         if trusted(check, variant, device):
-            status, reply = judge_trusted(self, family, prop, mode, dtype, device, timeout)
+            status, reply = judge_trusted(self, family, prop, mode, dtype, device, clock)
         fallback = reply if status == "fallback" else None
         if status == "fallback":
             status, reply = self.child.request((family, prop, mode, dtype, device, variant, list(substitute_ops)),
-                                               timeout)
+                                               clock)
         else:
             harm = forkserver_harm()  # the trusted path talks to the child directly, not through request()
             if harm is not None:
@@ -640,7 +648,8 @@ class Sandbox:
             elif status == "outcome" and reply[0].get("verdict") == "fail" and substitute_ops:
                 self._second_judging(reply[0], (family, prop, mode, dtype, device, variant), substitute_ops, timeout)
         elapsed = time.perf_counter() - start
-        self.spent += elapsed
+        # the budget counts what the limits count: CPU seconds where they can be read (normbench.item_clock)
+        self.spent += clock.used()
         printed = _excerpt(self.output, self.limits.output_excerpt)
         if status == "outcome":
             (outcome, tainted), status = reply, "judged"
@@ -673,7 +682,7 @@ class Sandbox:
             self.child = None
             self.timeouts_in_a_row += 1
             why = f" ({VARIANT_TIMEOUT_FACTOR}x --check-timeout: {cause})" if cause else ""
-            outcome = {"verdict": "error", "summary": f"timed out: no verdict within {timeout:g} s{why}; "
+            outcome = {"verdict": "error", "summary": f"timed out: no verdict within {clock.describe()}{why}; "
                                                       "the implementation's process was killed (--check-timeout)"}
             if self.timeouts_in_a_row >= self.limits.max_consecutive_timeouts:
                 self.gave_up = (f"implementation {self.impl.name!r} timed out on {self.timeouts_in_a_row} items in a "

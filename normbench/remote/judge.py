@@ -15,13 +15,13 @@ input across calls, deployment variants, folding). Aliasing crosses as a fact th
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from normbench import deploy, wire
 from normbench.remote import tensors as wire_tensors
 
 if TYPE_CHECKING:
+    from normbench.item_clock import ItemClock
     from normbench.sandbox import Sandbox
 
 #: checks whose every step is a build, a parameter write, a forward or a backward: run here on the remote module
@@ -49,7 +49,7 @@ def trusted(check: str, variant: str, device: str = "cpu") -> bool:
 
 
 def judge_trusted(sandbox: Sandbox, family: str, prop_name: str, mode: str, dtype: str, device: str,
-                  timeout: float) -> tuple[str, Any]:
+                  clock: ItemClock) -> tuple[str, Any]:
     """("outcome", (fields, tainted)) computed here (tainted: the plugin's process changed torch's global state, so
     it is replaced), or the sandbox's own statuses: ("timeout", None), ("died", why),
     ("protocol", what), and ("fallback", why) for an item the protocol cannot carry."""
@@ -61,7 +61,7 @@ def judge_trusted(sandbox: Sandbox, family: str, prop_name: str, mode: str, dtyp
 
     child = sandbox.child
     assert child is not None
-    session = Session(child.conn, time.monotonic() + timeout,
+    session = Session(child.conn, clock,
                       wire_tensors.spill_folder(sandbox.output))
     spec = sandbox.specs[family]
     prop = next(p for p in spec.properties if p.name == prop_name)

@@ -13,12 +13,12 @@ import multiprocessing
 import shutil
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from normbench import wire
 from normbench.implementation import Implementation
+from normbench.item_clock import ItemClock
 from normbench.remote.proxy import Session, remote_implementation
 from normbench.remote.server import Server
 from normbench.remote.tensors import is_envelope
@@ -47,7 +47,7 @@ def remote_view(impl: Implementation, spec: Spec) -> Iterator[Implementation]:
     thread = threading.Thread(target=_serve, args=(theirs, Server(impl, None, [], spill)), daemon=True,
                               name=f"normbench-loopback-{impl.name}")
     thread.start()
-    session = Session(ours, time.monotonic() + NO_DEADLINE_S, spill)
+    session = Session(ours, ItemClock(NO_DEADLINE_S, None), spill)
     view, _ = remote_implementation(impl, session, tuple(spec.state))
     try:
         yield dataclasses.replace(view)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
-import time
 import weakref
 from collections.abc import Iterator, Mapping
 from multiprocessing.connection import Connection
@@ -29,6 +28,7 @@ from torch import nn
 
 from normbench import wire
 from normbench.implementation import Implementation
+from normbench.item_clock import ItemClock
 from normbench.remote import aliases
 from normbench.remote import tensors as wire_tensors
 from normbench.remote.server import PARAMS_BIAS, PARAMS_WEIGHT, _same, _snapshot, raise_remote
@@ -49,12 +49,12 @@ class Unmirrored(BaseException):  # noqa: N818 - not an Exception: the item fall
 
 
 class Session:
-    """One connection to a plugin's process, with the deadline of the item being judged."""
+    """One connection to a plugin's process, with the clock of the item being judged (normbench.item_clock)."""
 
-    def __init__(self, conn: Connection, deadline: float, spill: Path | None = None) -> None:
+    def __init__(self, conn: Connection, clock: ItemClock, spill: Path | None = None) -> None:
         self.conn = conn
         self.spill = spill
-        self.deadline = deadline
+        self.clock = clock
         self.calls = itertools.count()
         #: calls whose graph the trusted side dropped: the plugin's side may drop theirs (said with the next request;
         #: a finalizer may run in the middle of another request, so it never writes to the pipe itself)
@@ -73,8 +73,8 @@ class Session:
             self.pending = []
         try:
             wire_tensors.send(self.conn, message, tensors, keep_strides, self.spill)
-            if not self.conn.poll(max(0.0, self.deadline - time.monotonic())):
-                raise ChildLost("timeout", "no reply within the item's time limit")
+            if not self.clock.wait(self.conn):
+                raise ChildLost("timeout", f"no reply within the item's time limit ({self.clock.describe()})")
             reply, received = wire_tensors.receive(self.conn, where, self.spill)
         except wire.ProtocolError as exc:
             raise ChildLost("protocol", str(exc)) from None
