@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from normbench.verdicts import Verdict
+
 aten = torch.ops.aten
 
 
@@ -194,5 +196,5 @@ def judge_with_float64_ops(item: Any, ops: Iterable[str], profile: str) -> dict[
             again = judge(item, profile)
         verdict, summary = again.verdict, again.summary
     except Exception as exc:  # the implementation or a substitute raised: nothing is shown to be the op's
-        verdict, summary = "error", f"{type(exc).__name__}: {exc}"
+        verdict, summary = Verdict.ERROR, f"{type(exc).__name__}: {exc}"
     return {DISPATCHED: sorted(mode.replaced), REJUDGED: verdict, REJUDGED_SUMMARY: summary[:500]}

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from normbench import deploy, safe_yaml
+from normbench.verdicts import Verdict
 
 #: the characters that may follow an entry id inside a test id: the next segment, the end of the
 #: parameters, or the end of the id. Anything else means the id stopped inside a segment.
@@ -152,7 +153,7 @@ class KnownFailures:
                 stale.append(entry)
                 continue
             matched = [o for tid, o in outcomes.items() if entry.matches(tid, str(o.get("implementation", "")))]
-            if matched and all(o.get("verdict") in ("pass", "report") for o in matched):
+            if matched and all(o.get("verdict") in (Verdict.PASS, Verdict.REPORT) for o in matched):
                 stale.append(entry)
         return stale
 
@@ -279,7 +280,7 @@ def inherited_failure(candidates: Iterable[KnownFailure], metrics: Mapping[str, 
     nothing: neither is excused."""
     from normbench.float64_ops import DISPATCHED, REJUDGED
 
-    if metrics.get(REJUDGED) != "pass":
+    if metrics.get(REJUDGED) != Verdict.PASS:
         return None
     dispatched = metrics.get(DISPATCHED)
     dispatched = set(dispatched) if isinstance(dispatched, list) else set()

@@ -19,7 +19,7 @@ from tabulate import tabulate
 
 from normbench import deploy
 from normbench.compare import ULP_DEFINITION
-from normbench.verdicts import NOT_CONFORMING, status_of
+from normbench.verdicts import NOT_CONFORMING, Verdict, status_of
 
 LEGEND = ("✓ expectation met (H: property holds, V: property violated, as the spec requires) · "
           "✗ expectation NOT met · E error (crash, timeout, tampering: no verdict) · R reported only · "
@@ -37,8 +37,8 @@ PASS_ORDER = {"forward": 0, "backward": 1, "forward+backward": 2, "inference": 3
 def _symbol(outcome: dict[str, Any]) -> str:
     verdict = outcome.get("verdict")
     observed = {"holds": "H", "violated": "V"}.get(outcome.get("observed") or "", "")
-    return {"pass": f"✓{observed}", "fail": f"✗{observed}", "error": "E", "skip": "-",
-            "report": f"R{observed}", "xfail": "xf", "unjudged": "∅"}.get(str(verdict), "?")
+    return {Verdict.PASS: f"✓{observed}", Verdict.FAIL: f"✗{observed}", Verdict.ERROR: "E", Verdict.SKIP: "-",
+            Verdict.REPORT: f"R{observed}", Verdict.XFAIL: "xf", Verdict.UNJUDGED: "∅"}.get(str(verdict), "?")
 
 
 def _worst(symbols: list[str]) -> str:
@@ -278,7 +278,7 @@ def _accuracy(machines: list[Machine], outcomes: dict[str, list[dict[str, Any]]]
     cells: dict[tuple[str, str, str, str], dict[str, dict[str, float]]] = defaultdict(dict)
     for mid, os_ in outcomes.items():
         for o in os_:
-            if o.get("check") not in ACCURACY_CHECKS or o.get("verdict") in ("error", "skip"):
+            if o.get("check") not in ACCURACY_CHECKS or o.get("verdict") in (Verdict.ERROR, Verdict.SKIP):
                 continue
             metrics = o.get("metrics") or {}
             slot = cells[(o["family"], o["implementation"], o["dtype"], o.get("device", "cpu"))].setdefault(mid, {})

@@ -57,7 +57,7 @@ from normbench.spec import load_specs
 from normbench.stale_known_failures import files_for_missing_implementations, stale_entries
 from normbench.stale_known_failures import known_entry_applies as entry_applies_to_variant
 from normbench.variants import DEFAULT_VARIANT, VARIANTS
-from normbench.verdicts import INHERITED, NOT_CONFORMING, WORDS, Counts, did_you_mean, plural
+from normbench.verdicts import INHERITED, NOT_CONFORMING, WORDS, Counts, Verdict, did_you_mean, plural
 
 #: the report attribute that carries an item's outcome to the controller (xdist serializes report attributes)
 STASH_KEY = "normbench_outcome"
@@ -284,7 +284,7 @@ class ConfigurationItem(pytest.Item):
         self.message = message
 
     def runtest(self) -> None:
-        setattr(self, STASH_KEY, {"test_id": self.name, "verdict": "error", "summary": self.message})
+        setattr(self, STASH_KEY, {"test_id": self.name, "verdict": Verdict.ERROR, "summary": self.message})
         raise ConformanceFailure(self.message)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
@@ -298,7 +298,7 @@ class UnavailableItem(ConfigurationItem):
     """A plugin (or part of one) whose library is missing or broken here: one skipped item with the reason."""
 
     def runtest(self) -> None:
-        setattr(self, STASH_KEY, {"test_id": self.name, "verdict": "skip", "summary": self.message})
+        setattr(self, STASH_KEY, {"test_id": self.name, "verdict": Verdict.SKIP, "summary": self.message})
         pytest.skip(self.message)
 
 
@@ -327,9 +327,9 @@ def no_device_outcome(impl: Any, devices: list[str]) -> dict[str, Any]:
         why = f"this run judges {', '.join(devices)} only (--device)"
     return {"test_id": f"{impl.family}[{impl.name}-devices]", "family": impl.family, "implementation": impl.name,
             "property": "devices", "check": "devices", "mode": "any", "dtype": "any", "device": declared,
-            "variant": DEFAULT_VARIANT, "expect": "holds", "verdict": "skip", "observed": None, "source": impl.source,
-            "summary": f"devices: declares {declared} only; {why}", "metrics": {}, "counterexample": None,
-            "duration_s": 0.0}
+            "variant": DEFAULT_VARIANT, "expect": "holds", "verdict": Verdict.SKIP, "observed": None,
+            "source": impl.source, "summary": f"devices: declares {declared} only; {why}", "metrics": {},
+            "counterexample": None, "duration_s": 0.0}
 
 
 class ConformanceFailure(AssertionError):
@@ -361,7 +361,7 @@ class ConformanceItem(pytest.Item):
         outcome = {**measured, **{k: v for k, v in _base_outcome(item).items() if k not in measured
                                   or k in ("test_id", "family", "implementation", "property", "check", "mode",
                                            "dtype", "device", "variant", "expect", "source")}}
-        inherited = inherited_failure(candidates, outcome.get("metrics") or {}) if outcome["verdict"] == "fail" \
+        inherited = inherited_failure(candidates, outcome.get("metrics") or {}) if outcome["verdict"] == Verdict.FAIL \
             else None
         if inherited is not None:
             outcome[INHERITED] = inherited.inherited_label
@@ -372,14 +372,14 @@ class ConformanceItem(pytest.Item):
                                  ("observed", outcome.get("observed")), ("summary", str(outcome["summary"])[:1000])]
         self.user_properties += [(k, v) for k, v in metrics.items()
                                  if k == "tol_ratio" or k.endswith((".max_ulp", ".max_abs"))]
-        if outcome["verdict"] == "skip":
+        if outcome["verdict"] == Verdict.SKIP:
             pytest.skip(outcome["summary"])
         message = f"[{outcome['verdict']}] {outcome['summary']}" + _counterexample(outcome)
         if inherited is not None:
             pytest.xfail(inherited_reason(inherited))
-        if outcome["verdict"] == "fail":
+        if outcome["verdict"] == Verdict.FAIL:
             raise ConformanceFailure(message + _repro_line(self.config, item.test_id))
-        if outcome["verdict"] == "error":
+        if outcome["verdict"] == Verdict.ERROR:
             raise ConformanceError(message)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
@@ -441,7 +441,7 @@ class ConformanceFile(pytest.File):
         for plan_item in plan.items:
             not_here = plan.interpreter.skip_reason(plan_item.impl.name, plan_item.dtype)
             if not_here is not None:
-                outcome = {**_base_outcome(plan_item), "verdict": "skip", "summary": not_here}
+                outcome = {**_base_outcome(plan_item), "verdict": Verdict.SKIP, "summary": not_here}
                 items.append(NoDeviceItem.from_parent(self, name=plan_item.test_id, outcome=outcome))
                 continue
             item = ConformanceItem.from_parent(self, name=plan_item.test_id, plan_item=plan_item)
@@ -509,12 +509,12 @@ def _record_outcome(config: pytest.Config, report: pytest.TestReport) -> None:
     if data is None:
         if report.when == "call" or report.outcome != "passed":
             # crashed outside judging (a lost xdist worker reports when="???"): still an outcome for this item
-            outcomes[test_id] = _unjudged(config, test_id, "error",
+            outcomes[test_id] = _unjudged(config, test_id, Verdict.ERROR,
                                           f"not judged: {str(report.longrepr)[-1500:]}")
         return
     data = dict(data)
-    if hasattr(report, "wasxfail") and data.get("verdict") == "fail":
-        data["verdict"] = "xfail"
+    if hasattr(report, "wasxfail") and data.get("verdict") == Verdict.FAIL:
+        data["verdict"] = Verdict.XFAIL
         data["known_failure"] = report.wasxfail
     outcomes[test_id] = data
 
@@ -558,7 +558,7 @@ def _is_controller(config: pytest.Config) -> bool:
     return not hasattr(config, "workerinput")
 
 
-def _unjudged(config: pytest.Config, test_id: str, verdict: str, summary: str) -> dict[str, Any]:
+def _unjudged(config: pytest.Config, test_id: str, verdict: Verdict, summary: str) -> dict[str, Any]:
     item = _plan(config).by_id.get(test_id)
     if item is None:
         return {"test_id": test_id, "verdict": verdict, "summary": summary}
@@ -711,7 +711,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                                 units=_judged_units(config, outcomes),
                                 not_reached=not_run if interrupted else ())
     record["errors"] = {tid: o["summary"] for tid, o in outcomes.items()
-                        if tid.startswith(CONFIGURATION_PREFIXES) and o.get("verdict") == "error"}
+                        if tid.startswith(CONFIGURATION_PREFIXES) and o.get("verdict") == Verdict.ERROR}
     record["unavailable"] = {tid: o["summary"] for tid, o in outcomes.items()
                              if tid.startswith("plugin_unavailable")}
     from normbench.record_seal import new_key

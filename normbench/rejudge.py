@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from normbench.registry import ENTRY_POINT_GROUP
+from normbench.verdicts import Verdict
 
 REPRODUCED, PASSES_NOW, CANNOT_RUN = 1, 0, 2
 #: metrics printed first, when a check measured them: how far from its bound the item was
@@ -240,10 +241,10 @@ def rejudge(item: Mapping[str, Any], found: Any) -> int:
         print(f"recorded counterexample: {item['counterexample']}")
     if outcome.counterexample:
         print(f"counterexample now:      {outcome.counterexample}")
-    if outcome.verdict == "fail":
+    if outcome.verdict == Verdict.FAIL:
         print(f"REPRODUCED: {outcome.test_id} fails again")
         return REPRODUCED
-    if outcome.verdict in ("pass", "report"):
+    if outcome.verdict in (Verdict.PASS, Verdict.REPORT):
         print(f"NOT REPRODUCED: {outcome.test_id} passes now")
         return PASSES_NOW
     print(f"CANNOT RUN: the item was not judged here ({outcome.verdict}): {outcome.summary}")

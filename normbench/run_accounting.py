@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from normbench.verdicts import Verdict
+
 #: builds the outcome of an item that has no verdict: (test id, verdict, summary) -> outcome dict
-UnjudgedOutcome = Callable[[str, str, str], dict[str, Any]]
+UnjudgedOutcome = Callable[[str, Verdict, str], dict[str, Any]]
 
 INTERRUPTED = "the run was interrupted (-x, --maxfail or ^C) before it"
 NOT_REPORTED = "no report came back for it (a lost xdist worker?)"
@@ -51,9 +53,9 @@ def complete_outcomes(outcomes: Mapping[str, dict[str, Any]], expected: Iterable
         killed = killers.get(implementation_of.get(test_id, ""))
         because = (f"an item of this implementation ({killed}) ended the xdist worker judging it, so its items are "
                    "not judged again" if killed and not interrupted else why)
-        completed[test_id] = unjudged(test_id, "error", f"not judged: {because}")
+        completed[test_id] = unjudged(test_id, Verdict.ERROR, f"not judged: {because}")
     judged_implementations = {o.get("implementation") for o in completed.values()}
     for test_id, name in planned:
         if name in judged_implementations and test_id not in completed:
-            completed[test_id] = unjudged(test_id, "unjudged", NOT_SELECTED)
+            completed[test_id] = unjudged(test_id, Verdict.UNJUDGED, NOT_SELECTED)
     return completed

@@ -29,6 +29,7 @@ from normbench.variants import (
     skip_reason,
     variant_judges,
 )
+from normbench.verdicts import Verdict
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class Outcome:
     device: str
     variant: str
     expect: str
-    verdict: str
+    verdict: Verdict
     observed: str | None  # "holds" / "violated" / None when it could not be measured
     summary: str
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -123,7 +124,7 @@ def build_plan(specs: dict[str, Spec], registry: Registry, selected: Iterable[st
     return items
 
 
-def _outcome(item: PlanItem, verdict: str, observed: str | None, summary: str, **extra: Any) -> Outcome:
+def _outcome(item: PlanItem, verdict: Verdict, observed: str | None, summary: str, **extra: Any) -> Outcome:
     return Outcome(test_id=item.test_id, family=item.spec.family, implementation=item.impl.name,
                    property=item.prop.name, check=item.prop.check, mode=item.mode, dtype=item.dtype,
                    device=item.device, variant=item.variant, expect=item.expect, verdict=verdict, observed=observed,
@@ -132,7 +133,7 @@ def _outcome(item: PlanItem, verdict: str, observed: str | None, summary: str, *
 
 def error_outcome(item: PlanItem, summary: str) -> Outcome:
     """An item that has no verdict: the implementation crashed, hung, or could not be judged."""
-    return _outcome(item, "error", None, summary)
+    return _outcome(item, Verdict.ERROR, None, summary)
 
 
 def _plugin_frames(exc: BaseException) -> str:
@@ -158,32 +159,32 @@ def judge(item: PlanItem, profile: str = "ci") -> Outcome:
                        mode=item.mode, device=torch.device(item.device), profile=profile, variant=item.variant)
     reason = skip_reason(item.variant, CHECKS[item.prop.check])
     if reason is not None:
-        return _outcome(item, "skip", None, reason)
+        return _outcome(item, Verdict.SKIP, None, reason)
     start = time.perf_counter()
     try:
         obs = CHECKS[item.prop.check].fn(ctx)
     except Skip as exc:
-        return _outcome(item, "skip", None, str(exc), duration_s=time.perf_counter() - start)
+        return _outcome(item, Verdict.SKIP, None, str(exc), duration_s=time.perf_counter() - start)
     except RuntimeError as exc:
         if item.impl.inference_only and "does not require grad" in str(exc):
             # A kernel without autograd (declared inference_only=True): the check needed a backward pass.
-            return _outcome(item, "skip", None, f"inference only: implementation {item.impl.name!r} declares "
+            return _outcome(item, Verdict.SKIP, None, f"inference only: implementation {item.impl.name!r} declares "
                                                 f"inference_only=True and {item.prop.check} differentiates through "
                                                 "the module", duration_s=time.perf_counter() - start)
         if ctx.deployment.inference_only and "does not require grad" in str(exc):
             # The deployed graph's outputs carry no autograd history: the check differentiated through them.
-            return _outcome(item, "skip", None, f"{inference_only_reason(ctx.deployment)}: {item.prop.check} "
+            return _outcome(item, Verdict.SKIP, None, f"{inference_only_reason(ctx.deployment)}: {item.prop.check} "
                                                 "differentiates through the module",
                             duration_s=time.perf_counter() - start)
         summary = (f"implementation {item.impl.name!r} raised {type(exc).__name__}: {exc}\n"
                    f"{_plugin_frames(exc)}")
-        return _outcome(item, "error", None, summary, duration_s=time.perf_counter() - start)
+        return _outcome(item, Verdict.ERROR, None, summary, duration_s=time.perf_counter() - start)
     except ImplementationError as exc:
-        return _outcome(item, "error", None, str(exc), duration_s=time.perf_counter() - start)
+        return _outcome(item, Verdict.ERROR, None, str(exc), duration_s=time.perf_counter() - start)
     except Exception as exc:  # the implementation (or its inputs) raised: an error for this item only
         summary = (f"implementation {item.impl.name!r} raised {type(exc).__name__}: {exc}\n"
                    f"{_plugin_frames(exc)}")
-        return _outcome(item, "error", None, summary, duration_s=time.perf_counter() - start)
+        return _outcome(item, Verdict.ERROR, None, summary, duration_s=time.perf_counter() - start)
     duration = time.perf_counter() - start
     if ctx.not_declared:
         # Cases outside the implementation's declared ranks / hidden sizes: the verdict covers the others only.
@@ -192,11 +193,11 @@ def judge(item: PlanItem, profile: str = "ci") -> Outcome:
                         f"{ctx.not_declared[0]}]")
     observed = "holds" if obs.holds else "violated"
     if item.expect == "report":
-        verdict = "report"
+        verdict = Verdict.REPORT
     else:
-        verdict = "pass" if observed == item.expect else "fail"
+        verdict = Verdict.PASS if observed == item.expect else Verdict.FAIL
     summary = obs.summary
-    if verdict == "fail":
+    if verdict == Verdict.FAIL:
         summary = failure_summary(item.expect, obs.summary)
     return _outcome(item, verdict, observed, summary, metrics=obs.metrics, counterexample=obs.counterexample,
                     duration_s=duration)

@@ -44,6 +44,7 @@ from normbench.triton_failures import (  # noqa: F401 - re-exported: the names t
     triton_folder,
 )
 from normbench.variants import DEFAULT_VARIANT
+from normbench.verdicts import Verdict
 
 #: the property name of the one skipped item of an implementation the interpreter cannot run
 SKIP_PROPERTY = "triton_interpreter"
@@ -192,7 +193,7 @@ def interpreter_skip_outcome(impl: Implementation, failure: str) -> dict[str, An
     """The one skipped outcome of an implementation whose kernels Triton's interpreter cannot run."""
     return {"test_id": f"{impl.family}[{impl.name}-{SKIP_PROPERTY}]", "family": impl.family,
             "implementation": impl.name, "property": SKIP_PROPERTY, "check": SKIP_PROPERTY, "mode": "any",
-            "dtype": "any", "device": "cpu", "variant": DEFAULT_VARIANT, "expect": "holds", "verdict": "skip",
+            "dtype": "any", "device": "cpu", "variant": DEFAULT_VARIANT, "expect": "holds", "verdict": Verdict.SKIP,
             "observed": None, "source": impl.source, "metrics": {}, "counterexample": None, "duration_s": 0.0,
             "summary": f"Triton's interpreter (--triton-interpret) cannot run it: {failure}; none of its items were "
                        "judged (on a CUDA machine, without --triton-interpret, they may be)"}

@@ -32,20 +32,41 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
+
+class Verdict(StrEnum):
+    """One item's verdict. Each value is the string records store: a member is that string (equal to it, hashed as
+    it, and written by json as it), so an outcome holding a member serializes byte for byte as one holding the
+    string, and a stored outcome read back compares equal to the member."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    #: a declared known failure
+    XFAIL = "xfail"
+    #: measured and reported, never a failure
+    REPORT = "report"
+    SKIP = "skip"
+    #: no verdict: a crash, a timeout, tampering, an unusable result
+    ERROR = "error"
+    #: planned but not judged in that run
+    UNJUDGED = "unjudged"
+
+
 #: item verdicts in each group
-JUDGED = ("pass", "fail", "xfail", "report")
-SKIPPED = ("skip",)
-ERRORS = ("error",)
+JUDGED = (Verdict.PASS, Verdict.FAIL, Verdict.XFAIL, Verdict.REPORT)
+SKIPPED = (Verdict.SKIP,)
+ERRORS = (Verdict.ERROR,)
 #: verdicts that make an implementation not conform (an error is never excused by a known failure)
-FAILING = ("fail", "error")
-KNOWN = ("xfail",)
+FAILING = (Verdict.FAIL, Verdict.ERROR)
+KNOWN = (Verdict.XFAIL,)
 #: the outcome field naming the torch op whose known failure an ``xfail`` item inherits
 INHERITED = "inherited_from"
 #: one item's verdict in words, where a page or a line names it
-ITEM_WORDS = {"pass": "pass", "fail": "fail", "error": "error (no verdict)", "xfail": "known failure",
-              "report": "reported", "skip": "skipped", "unjudged": "not judged"}
+ITEM_WORDS = {Verdict.PASS: "pass", Verdict.FAIL: "fail", Verdict.ERROR: "error (no verdict)",
+              Verdict.XFAIL: "known failure", Verdict.REPORT: "reported", Verdict.SKIP: "skipped",
+              Verdict.UNJUDGED: "not judged"}
 
 CONFORMS, KNOWN_ONLY, NOT_JUDGED, NOT_CONFORMING = "conforms", "known", "unjudged", "failing"
 #: the words of each status, as every publisher prints them
@@ -91,7 +112,7 @@ class Counts:
         groups = [group(v) for v in verdicts]
         return cls(planned=len(verdicts), judged=groups.count("judged"), skipped=groups.count("skipped"),
                    errors=groups.count("errors"), unjudged=groups.count("unjudged"),
-                   failed=verdicts.count("fail"), known=sum(v in KNOWN for v in verdicts),
+                   failed=verdicts.count(Verdict.FAIL), known=sum(v in KNOWN for v in verdicts),
                    inherited=sum(bool(inherited_from(o)) for o in outcomes))
 
     def __add__(self, other: Counts) -> Counts:

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from multiprocessing.connection import Connection
 from typing import Any
 
+from normbench.verdicts import Verdict
+
 #: the largest message a plugin's process may send (an outcome with its metrics and output excerpt is ~10 KB)
 MAX_MESSAGE_BYTES = 4 << 20
 #: the longest string accepted in an outcome's summary / a description; longer ones are cut, saying so
@@ -84,7 +86,7 @@ def plain_mapping(value: Any, what: str) -> dict[str, Any]:
 
 #: what an outcome from a judging process may hold, and the verdicts it may carry; identity fields (test id,
 #: implementation, family, ...) come from the plan in the parent, never from the child
-OUTCOME_VERDICTS = ("pass", "fail", "error", "skip", "report")
+OUTCOME_VERDICTS = (Verdict.PASS, Verdict.FAIL, Verdict.ERROR, Verdict.SKIP, Verdict.REPORT)
 OUTCOME_OBSERVED = ("holds", "violated", None)
 
 
@@ -98,7 +100,8 @@ def outcome(message: Any) -> tuple[dict[str, Any], bool]:
         raise ProtocolError("the outcome's taint flag is not a boolean")
     verdict = fields.get("verdict")
     if verdict not in OUTCOME_VERDICTS:
-        raise ProtocolError(f"an outcome with verdict {str(verdict)[:40]!r}; allowed: {list(OUTCOME_VERDICTS)}")
+        allowed = [str(v) for v in OUTCOME_VERDICTS]
+        raise ProtocolError(f"an outcome with verdict {str(verdict)[:40]!r}; allowed: {allowed}")
     checked: dict[str, Any] = {"verdict": verdict, "summary": text(fields.get("summary", ""), "the summary")}
     observed = fields.get("observed")
     if observed not in OUTCOME_OBSERVED:

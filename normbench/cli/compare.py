@@ -23,12 +23,14 @@ from typing import Any
 
 from tabulate import tabulate
 
+from normbench.verdicts import Verdict
+
 VERB = "compare"
 OK, REGRESSION, BAD_INPUT = 0, 1, 2
 #: verdicts that met the spec's expectation (or were declared / reported only) ...
-KEPT = frozenset({"pass", "report", "xfail"})
+KEPT = frozenset({Verdict.PASS, Verdict.REPORT, Verdict.XFAIL})
 #: ... and those that regress them: any other verdict, except a skip, which is listed but does not fail the gate
-SKIPPED = "skip"
+SKIPPED = Verdict.SKIP
 
 Key = tuple[str, str]  # (machine id, case or test id)
 

@@ -32,6 +32,8 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from normbench.verdicts import Verdict
+
 VERB = "repro"
 SUPPORTED_FAMILIES = ("layernorm", "rmsnorm")
 #: check -> (tolerance kind, the compared tensors in the record's metrics): the items the standalone script judges
@@ -39,7 +41,7 @@ SUPPORTED_CHECKS = {"forward_equivalence": ("forward", ("output",)),
                     "gradient_equivalence": ("backward", ("grad_input", "grad_weight", "grad_bias")),
                     "weight_gradient_reduction": ("reduction", ("grad_weight", "grad_bias"))}
 #: the verdicts with a measured deviation to reproduce: a failure, declared known or not (an error has none)
-REPRODUCIBLE_VERDICTS = ("fail", "xfail")
+REPRODUCIBLE_VERDICTS = (Verdict.FAIL, Verdict.XFAIL)
 #: torch built-ins (entry point torch-builtins) built directly in the script, without normbench
 TORCH_BUILTINS = {
     "torch.nn.LayerNorm": "torch.nn.LayerNorm(num_features, eps=eps, elementwise_affine=affine)",
@@ -123,8 +125,8 @@ def find_outcome(item: str, results_dir: Path) -> tuple[dict[str, Any], dict[str
     failing = [(o, r) for o, r in found if offers_repro(o)]
     if not failing:
         verdicts = sorted({str(o.get("verdict")) for o, _ in found})
-        why = ("an error has no measured deviation to reproduce; its summary says what raised" if "error" in verdicts
-               else "there is no counterexample to reproduce")
+        why = ("an error has no measured deviation to reproduce; its summary says what raised"
+               if Verdict.ERROR in verdicts else "there is no counterexample to reproduce")
         raise ReproError(f"item {item!r} did not fail in the records (verdict {', '.join(verdicts)}): {why}")
     return max(failing, key=lambda pair: str(pair[1].get("created_utc", "")))
 

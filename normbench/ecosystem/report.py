@@ -21,9 +21,9 @@ from normbench.ecosystem import catalogue
 from normbench.ecosystem._catalogue import Entry
 from normbench.ecosystem.findings import explain, harness_issue
 from normbench.float64_ops import REJUDGED_SUMMARY
-from normbench.verdicts import Counts, inherited_from
+from normbench.verdicts import Counts, Verdict, inherited_from
 
-FAILING = ("fail", "error", "xfail")
+FAILING = (Verdict.FAIL, Verdict.ERROR, Verdict.XFAIL)
 
 
 def _outcomes(results_dir: Path) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
@@ -63,7 +63,7 @@ def _verdict(outcomes: list[dict[str, Any]], harness: int) -> str:
     failing = sum(o.get("verdict") in FAILING and not inherited_from(o) for o in outcomes)
     counts = Counts.of(outcomes)
     inherited = f", {counts.known_text}" if counts.inherited else ""
-    judged = sum(o.get("verdict") != "skip" for o in outcomes)
+    judged = sum(o.get("verdict") != Verdict.SKIP for o in outcomes)
     if not judged:  # every item skipped (e.g. no case in the ranks it declares): no verdict, not "conforms"
         why = next((o.get("summary") or "" for o in outcomes if o.get("summary")), "").splitlines()
         return f"not judged: all {len(outcomes)} items skipped" + (f" ({why[0][:200]})" if why else "")

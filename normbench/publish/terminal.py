@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from normbench.leaderboard import conformance_matrix_text
-from normbench.verdicts import NOT_JUDGED, Counts, Status, group, inherited_from, plural, status_of
+from normbench.verdicts import NOT_JUDGED, Counts, Status, Verdict, group, inherited_from, plural, status_of
 
 #: how a failing item's verdict is marked after its property's name
-_MARKS = {"fail": "", "error": " (E)", "xfail": " (xf)", "unjudged": " (∅)"}
-_BAD = ("fail", "error", "xfail", "unjudged")
+_MARKS = {Verdict.FAIL: "", Verdict.ERROR: " (E)", Verdict.XFAIL: " (xf)", Verdict.UNJUDGED: " (∅)"}
+_BAD = tuple(_MARKS)
 
 
 def _details(items: list[Mapping[str, Any]], status: Status) -> list[str]:
