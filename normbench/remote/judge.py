@@ -8,9 +8,9 @@ tensor subclass that compares equal to anything, swapped judge code or an edited
 process cannot change these verdicts.
 
 The other checks still run beside the plugin (their outcome says ``judged_in: plugin process``): they need what the
-protocol does not carry yet (a deepcopy or state_dict of the real module, second-order graphs, the identity of an
-input across calls, deployment variants, folding). Aliasing crosses as a fact the plugin's side reports per output
-(normbench.remote.aliases).
+protocol does not carry yet (a deepcopy or state_dict of the real module, second-order graphs, deployment variants,
+folding). Aliasing crosses as a fact the plugin's side reports per output (normbench.remote.aliases), an input's
+identity across calls as a handle to the tensor kept over there (normbench.remote.identity).
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ TRUSTED_CHECKS = frozenset({
     "normalization_statistics", "stateful_trajectory", "batch_invariance", "determinism", "frozen_parameters",
     "gradient_layout", "repeated_use", "masked_backward", "residual_identity", "fused_residual",
     "parameter_updates", "nonfinite_containment", "gradcheck",
-    # aliasing as a fact the plugin's side reports per output (normbench.remote.aliases)
-    "output_not_alias",
+    # aliasing as a fact the plugin's side reports per output (normbench.remote.aliases); an input's identity
+    # across calls kept by handle over there (normbench.remote.identity)
+    "output_not_alias", "no_stale_output",
 })
 #: where an outcome's verdict was computed, in its metrics, and why an item of a trusted check was not
 JUDGED_IN = "judged_in"
@@ -81,7 +82,7 @@ def judge_trusted(sandbox: Sandbox, family: str, prop_name: str, mode: str, dtyp
                         sandbox.profile).as_dict()
         # Freed, and asked what the calls changed of torch's global state, in one request: a module that leaves
         # grad mode off or replaces a torch function is an error, as when it was judged beside its module.
-        session.pending.append({"op": "drop", "handles": [m._handle for m in factory.built]})
+        session.pending.append({"op": "drop", "handles": [m._handle for m in factory.built], "kept": "all"})
         verified, _ = session.request({"op": "verify"})
         changed = [wire.text(c, "a change", 500) for c in verified.get("changed") or []][:64]
     except ChildLost as lost:

@@ -31,6 +31,7 @@ from normbench.implementation import Implementation
 from normbench.item_clock import ItemClock
 from normbench.remote import aliases
 from normbench.remote import tensors as wire_tensors
+from normbench.remote.identity import KeptTensors, ProtocolViolation
 from normbench.remote.server import PARAMS_BIAS, PARAMS_WEIGHT, _same, _snapshot, raise_remote
 
 
@@ -60,6 +61,8 @@ class Session:
         #: a finalizer may run in the middle of another request, so it never writes to the pipe itself)
         self.released: list[int] = []
         self.pending: list[dict[str, Any]] = []
+        #: the item's inputs and outputs kept over there, by handle: an input's identity across calls
+        self.kept = KeptTensors()
 
     def request(self, message: dict[str, Any], tensors: list[torch.Tensor | None] = (),  # type: ignore[assignment]
                 keep_strides: bool = False) -> tuple[dict[str, Any], list[torch.Tensor | None]]:
@@ -67,6 +70,9 @@ class Session:
         if self.released:
             message = {**message, "release": self.released}
             self.released = []
+        forgotten = self.kept.take_forgotten()
+        if forgotten:
+            message = {**message, "forget": forgotten}
         if self.pending:
             # what needs no reply (a mode switch) goes with the next request, done over there before it
             message = {**message, "before": self.pending}
@@ -309,11 +315,29 @@ class RemoteModule(nn.Module):
         with torch.no_grad():
             for i, value in call.written:
                 inputs[i].copy_(value)  # what the module wrote into its input, written into the caller's
+        self._session.kept.settle(inputs)
+        if not differentiable and any(i is not None for i in call.is_input):
+            result = self._returned_inputs(result, call, inputs)
         # the outputs are the very objects call.run made (autograd returns a custom Function's new outputs as they are)
         for output, (shared_inputs, shared_state) in zip(result if call.is_tuple else (result,), call.aliases,
                                                           strict=True):
             aliases.record(output, [inputs[i] for i in shared_inputs] + [self._tensor(n) for n in shared_state])
         return result
+
+    def _returned_inputs(self, result: Any, call: _Call, inputs: list[torch.Tensor]) -> Any:
+        """Outside autograd, an output that over there is the very tensor passed as an input is that input here too
+        (a module that normalizes x in place and returns it): beside the check it would be, so a later in-place
+        update of x shows in it at once. Its bytes must be the input's as written back."""
+        outputs = list(result) if call.is_tuple else [result]
+        for j, i in enumerate(call.is_input):
+            if i is None:
+                continue
+            if not (isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(inputs)
+                    and _same(inputs[i], (id(inputs[i]), outputs[j]))):
+                raise ChildLost("protocol", f"a reply whose output {j} is said to be input {str(i)[:20]} but is not "
+                                            "that input as written back")
+            outputs[j] = inputs[i]
+        return tuple(outputs) if call.is_tuple else outputs[0]
 
 
 def drop_all(modules: list[RemoteModule]) -> None:
@@ -321,7 +345,7 @@ def drop_all(modules: list[RemoteModule]) -> None:
     if not modules:
         return
     try:
-        modules[0]._session.request({"op": "drop", "handles": [m._handle for m in modules]})
+        modules[0]._session.request({"op": "drop", "handles": [m._handle for m in modules], "kept": "all"})
     except (ChildLost, RuntimeError):
         pass
 
@@ -343,6 +367,8 @@ class _Call:
         self.written: list[tuple[int, torch.Tensor | None]] = []
         #: per output, the inputs (by index) and the state (by remote name) it shared storage with over there
         self.aliases: list[tuple[list[int], list[str]]] = []
+        #: per output, the index of the input it is over there (the same tensor object), or None
+        self.is_input: list[Any] = []
         #: the caller's inputs, for what a backward writes into them over there (weak: the graph must not keep them)
         self.inputs = [weakref.ref(t) for t in inputs]
 
@@ -350,7 +376,12 @@ class _Call:
         module = self.module
         dirty = module._dirty()
         tensors = dict(module._local_tensors())
-        message = {"op": "call", "handle": module._handle, "call": self.id, "set": [module._remote[n] for n in dirty],
+        kept = module._session.kept
+        # each input by its handle: sent once, then only what the check wrote into it (normbench.remote.identity)
+        passed = [kept.input(t) for t in inputs]
+        base = None if self.sync_only else kept.reserve_outputs()
+        message = {"op": "call", "inputs": [spec for spec, _ in passed], "outputs_from": base,
+                   "handle": module._handle, "call": self.id, "set": [module._remote[n] for n in dirty],
                    "replace": [module._remote[n] for n in module._replaced(dirty)],
                    "bump": [module._remote[n] for n in module._bumped(dirty)],
                    "requires_grad": {module._remote[n]: bool(p.requires_grad) for n, p in zip(
@@ -362,7 +393,8 @@ class _Call:
                    "inference": torch.is_inference_mode_enabled()}
         if self.sync_only:
             message["op"] = "sync"
-        sent = [tensors[n].detach() for n in dirty] + [t.detach() for t in inputs]
+        sent = [tensors[n].detach() for n in dirty] + [t.detach() for t, (_, send) in zip(inputs, passed, strict=True)
+                                                       if send]
         body, received = module._session.request(message, sent, keep_strides=True)
         module._mark_synced(dirty)
         if self.sync_only:
@@ -371,12 +403,23 @@ class _Call:
         self.is_tuple = bool(body["tuple"])
         self.differentiable = [bool(d) for d in body["differentiable"]]
         written = [int(i) for i in body.get("inputs_written") or []]
-        cut = len(received) - len(written)
+        changed_kept = body.get("kept_changed") or []
+        cut = len(received) - len(written) - (len(changed_kept) if isinstance(changed_kept, list) else 0)
         if cut < len(outputs) or any(not 0 <= i < self.n_inputs for i in written):
             raise ChildLost("protocol", "a reply whose written inputs do not match its tensors")
         module._take_changes(body, received[len(outputs):cut])
-        self.written = list(zip(written, received[cut:], strict=True))
+        self.written = list(zip(written, received[cut:cut + len(written)], strict=True))
+        try:
+            kept.take_changes(changed_kept, received[cut + len(written):])
+        except ProtocolViolation as exc:
+            raise ChildLost("protocol", str(exc)) from None
+        assert base is not None
+        kept.adopt_outputs(base, [o for o in outputs if o is not None])
         self.aliases = self._aliases(body.get("aliases"), len(outputs))
+        is_input = body.get("is_input") or [None] * len(outputs)
+        if not (isinstance(is_input, list) and len(is_input) == len(outputs)):
+            raise ChildLost("protocol", "a reply that does not say, per output, whether it is an input")
+        self.is_input = is_input
         if needs is None and not self.is_tuple:
             return outputs[0]  # type: ignore[return-value]
         return tuple(outputs) if needs is None else outputs  # type: ignore[return-value]
@@ -406,9 +449,17 @@ class _Call:
         module = self.module
         params = dict(module._parameters)
         held = [(module._remote[n], params[n].grad) for n in self.param_names if n in params]
+        # what the check wrote into the call's inputs since (gradcheck restores x after its perturbations, through
+        # .data): beside the check the graph's saved x is that very tensor, so over there it is written first too
+        kept = module._session.kept
+        live = [t for t in (ref() for ref in self.inputs) if t is not None]
+        writes = [(t, w) for t, w in ((t, kept.written_since(t)) for t in live) if w is not None]
         body, received = module._session.request(
-            {"op": "backward", "call": self.id, "needs": needs, "grad_names": [n for n, _ in held]},
-            [*grads, *(None if g is None else g.detach() for _, g in held)], keep_strides=True)
+            {"op": "backward", "call": self.id, "needs": needs, "grad_names": [n for n, _ in held],
+             "inputs": [w for _, w in writes]},
+            [*grads, *(None if g is None else g.detach() for _, g in held), *(t.detach() for t, _ in writes)],
+            keep_strides=True)
+        kept.settle([t for t, _ in writes])
         written = [str(n) for n in body.get("grads_written") or []]
         inputs_written, upstream_written = body.get("inputs_written") or [], body.get("upstream_written") or []
         if not (all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < self.n_inputs for i in inputs_written)
@@ -430,6 +481,7 @@ class _Call:
                     raise ChildLost("protocol", f"a backward reply that writes a {_shape(value)} into input {i}")
                 if target is not None:
                     target.copy_(value)
+                    module._session.kept.resnap(target)
             for j, value in zip(upstream_written, rest[len(inputs_written):], strict=True):
                 if value is None or grads[j].shape != value.shape:
                     raise ChildLost("protocol", f"a backward reply that writes a {_shape(value)} into upstream "

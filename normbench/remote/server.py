@@ -29,6 +29,8 @@ PARAMS_WEIGHT, PARAMS_BIAS = "params()[0]", "params()[1]"
 #: forward calls whose graphs the child keeps for a later backward: the trusted side releases each one its own graph
 #: dropped (gradcheck differentiates a forward after hundreds of numerical ones); this bounds a leak, not a check
 KEPT_CALLS = 4096
+#: the most tensors a forward may return (a tuple); the trusted side reserves this many handles per call
+MAX_OUTPUTS = 8
 
 
 def _named_state(module: nn.Module) -> dict[str, tuple[str, torch.Tensor]]:
@@ -85,7 +87,7 @@ def _set_tensor(module: nn.Module, name: str, value: torch.Tensor, replace: bool
 def _exactly_tensors(out: Any) -> tuple[list[torch.Tensor] | None, str]:
     """The output's tensors, or None and what it is instead."""
     items = list(out) if isinstance(out, tuple | list) else [out]
-    if isinstance(out, tuple | list) and len(items) > 8:
+    if isinstance(out, tuple | list) and len(items) > MAX_OUTPUTS:
         return None, f"a {type(out).__name__} of {len(items)} elements"
     for t in items:
         if type(t) is not torch.Tensor:
@@ -117,6 +119,9 @@ class Server:
         #: per module, the family's statistics the trusted side asked for (kept here, never set on the module)
         self.state_names: dict[int, list[str]] = {}
         self.next_handle = 0
+        #: the item's inputs and outputs by the trusted side's handle (normbench.remote.identity), with what the
+        #: trusted side holds of each (None: not said yet)
+        self.kept: dict[int, tuple[torch.Tensor, tuple[int, torch.Tensor] | None]] = {}
 
     # -- replies ------------------------------------------------------------------------------------------
 
@@ -125,6 +130,8 @@ class Server:
         op = message.get("op") if isinstance(message, Mapping) else None
         for call in message.get("release", ()) if isinstance(message, Mapping) else ():
             self.calls.pop(call, None)
+        for handle in message.get("forget", ()) if isinstance(message, Mapping) else ():
+            self.kept.pop(handle, None)
         try:
             for early in message.get("before", ()) if isinstance(message, Mapping) else ():
                 getattr(self, f"_op_{early['op']}")(early, [])
@@ -218,6 +225,8 @@ class Server:
         return {}, []
 
     def _op_drop(self, message: Mapping[str, Any], _: list[torch.Tensor | None]) -> tuple[dict[str, Any], list]:
+        if message.get("kept") == "all":  # the item is over: its inputs and outputs too
+            self.kept.clear()
         for handle in message["handles"]:
             module = self.modules.pop(int(handle), None)
             if module is not None:
@@ -252,13 +261,29 @@ class Server:
     def _op_call(self, message: Mapping[str, Any], received: list[torch.Tensor | None]
                  ) -> tuple[dict[str, Any], list]:
         module = self._module(message)
-        inputs = received[self._write(module, message, received):]
+        sent = iter(received[self._write(module, message, received):])
         wants_grad = list(message["input_requires_grad"])
         leaves: list[torch.Tensor] = []
-        for i, t in enumerate(inputs):
+        for i, spec in enumerate(message["inputs"]):
+            # the same tensor object as the last time the trusted side passed it, written in place with what the
+            # check wrote into it since (normbench.remote.identity): a cache on id(x) or x.data_ptr() sees it as
+            # it would beside the check
+            handle = spec.get("h")
+            if spec.get("new") or handle is None:
+                t = next(sent)
+                if handle is not None:
+                    self.kept[int(handle)] = (t, None)
+            else:
+                if int(handle) not in self.kept:
+                    raise RuntimeError(f"normbench: input {i} names a kept tensor {handle} this side does not hold")
+                t = self.kept[int(handle)][0]
+                if spec.get("write"):
+                    value = next(sent)
+                    with torch.no_grad():
+                        (t if spec["write"] == "bump" else t.data).copy_(value)
             assert t is not None
-            if wants_grad[i]:
-                t.requires_grad_(True)
+            if t.requires_grad != bool(wants_grad[i]) and t.is_leaf:
+                t.requires_grad_(bool(wants_grad[i]))
             leaves.append(t)
 
         def value(spec: Any) -> Any:
@@ -287,8 +312,38 @@ class Server:
         # per output, what of the call it shares storage with: only this side can see it (normbench.remote.aliases)
         aliases = [[[i for i, t in enumerate(leaves) if storage_overlaps(o, t)],
                     [n for n, (_, t) in after.items() if storage_overlaps(o, t)]] for o in outputs]
+        kept_changed = self._kept_changes(message, outputs)
         return {"tuple": isinstance(out, tuple | list), "differentiable": differentiable, "inputs_written": written,
-                "aliases": aliases, **changes}, [*outputs, *values, *(leaves[i] for i in written)]
+                "aliases": aliases, "kept_changed": kept_changed,
+                "is_input": [next((i for i, t in enumerate(leaves) if o is t), None) for o in outputs], **changes}, [
+            *outputs, *values, *(leaves[i] for i in written), *(self.kept[h][0] for h in kept_changed)]
+
+    def _write_kept(self, writes: list[Any], values: list[torch.Tensor | None]) -> None:
+        """Kept inputs the check wrote into since, written in place (before a backward: its graph saved them)."""
+        for spec, value in zip(writes, values, strict=True):
+            handle = int(spec["h"])
+            if handle not in self.kept or value is None:
+                raise RuntimeError(f"normbench: a write into a kept tensor {handle} this side does not hold")
+            t = self.kept[handle][0]
+            with torch.no_grad():
+                (t if spec.get("write") == "bump" else t.data).copy_(value)
+            self.kept[handle] = (t, _snapshot(t))
+
+    def _kept_changes(self, message: Mapping[str, Any], outputs: list[torch.Tensor]) -> list[int]:
+        """The kept tensors that changed since the trusted side last heard of them (an output of an earlier call
+        overwritten by this one, or one that is this call's input), but this call's inputs under the handles it
+        passed them by (`inputs_written` says those); and this call's outputs kept."""
+        mine = {int(spec["h"]) for spec in message["inputs"] if spec.get("h") is not None}
+        changed = [h for h, (t, held) in self.kept.items()
+                   if held is not None and h not in mine and not _same(t, held)]
+        base = message.get("outputs_from")
+        if base is not None:
+            for j, o in enumerate(outputs):
+                self.kept[int(base) + j] = (o, None)
+        for h, (t, held) in self.kept.items():
+            if held is None or h in mine or h in changed:
+                self.kept[h] = (t, _snapshot(t))
+        return changed
 
     def _changes(self, module: nn.Module, named: dict[str, tuple[str, torch.Tensor]] | None = None
                  ) -> tuple[dict[str, Any], list[torch.Tensor]]:
@@ -317,9 +372,11 @@ class Server:
         module = self.modules.get(handle)
         named = dict(module.named_parameters()) if module is not None else {}
         grad_names = [n for n in message.get("grad_names", []) if n in named]
-        present = received[len(outputs):]
+        sent_grads = len(message.get("grad_names", []))
+        present = received[len(outputs):len(outputs) + sent_grads]
         for name, held in zip(grad_names, present, strict=True):
             named[name].grad = held
+        self._write_kept(message.get("inputs") or [], received[len(outputs) + sent_grads:])
         before = {n: (id(named[n].grad), None if named[n].grad is None else named[n].grad.clone())
                   for n in grad_names}
         upstream = received[:len(outputs)]
@@ -333,6 +390,10 @@ class Server:
                                     retain_graph=True) if chosen else ()
         written = [n for n in grad_names if not _same_grad(named[n].grad, before[n])]
         inputs_written = [i for i, t in enumerate(inputs[:n_inputs]) if not _same(t, inputs_before[i])]
+        rewritten = {id(inputs[i]) for i in inputs_written}
+        for h, (t, _held) in self.kept.items():
+            if id(t) in rewritten:  # sent back below: the trusted side holds it as it is now
+                self.kept[h] = (t, _snapshot(t))
         upstream_written = [j for j, g in enumerate(upstream) if g is not None and upstream_before[j] is not None
                             and not _same(g, upstream_before[j])]
         it = iter(grads)
