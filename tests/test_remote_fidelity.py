@@ -4,7 +4,8 @@ for the plugin's process), flag every planted bug and pass every correct control
 
 The whole self-test suite passes the same way (`NORMBENCH_SELFTEST_REMOTE=1 pytest tests`); this test keeps the
 suites whose bugs live where the protocol has to be faithful (frozen parameters, dy's layout, in-place writes into
-the residual, state moved in forward and in backward, .grad written by a backward, masks) in every CI run."""
+the residual, state moved in forward and in backward, .grad written by a backward, masks, an output
+aliasing its input, writes into dy, caches keyed on an input's identity, static output buffers) in every CI run."""
 
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ from pathlib import Path
 import pytest
 from helpers import REMOTE_ENV
 
-# slow (`pytest tests -m slow`, .ci/run): starts a `pytest` session of four mutant modules in a subprocess
+# slow (`pytest tests -m slow`, .ci/run): starts a `pytest` session of five mutant modules in a subprocess
 pytestmark = pytest.mark.slow
 
 HERE = Path(__file__).parent
 SUITES = ("test_checks_contexts.py", "test_checks_contexts_masks.py", "test_checks_fused.py",
-          "test_checks_stateful.py")
+          "test_checks_stateful.py", "test_checks_honesty.py")
 
 
 def test_the_mutant_suites_reach_the_same_verdicts_through_the_protocol():
