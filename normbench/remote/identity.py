@@ -11,9 +11,10 @@ output is kept over there under a handle too, and after every call the plugin's 
 since (a static output overwritten, an earlier input written later): written into the trusted side's tensor, as it
 would have changed beside the check.
 
-A hostile plugin's side can only report changes to tensors of this item that the trusted side still holds, with the
-dtype and shape they have here; anything else is a protocol error. What it reports is data written into tensors
-the trusted process owns, compared by the check as before.
+A hostile plugin's side can only report changes to tensors it was given or returned in this item that the trusted
+side still holds, with the dtype and shape they have here (anything else is a protocol error): exactly what a module
+that kept references to them could write beside the check, and nothing else of the trusted process. What it reports
+is data written into tensors the trusted process owns, compared by the check as before.
 """
 
 from __future__ import annotations
