@@ -57,7 +57,7 @@ from normbench.spec import load_specs
 from normbench.stale_known_failures import files_for_missing_implementations, stale_entries
 from normbench.stale_known_failures import known_entry_applies as entry_applies_to_variant
 from normbench.variants import DEFAULT_VARIANT, VARIANTS
-from normbench.verdicts import INHERITED, NOT_CONFORMING, WORDS, Counts, Verdict, did_you_mean, plural
+from normbench.verdicts import INHERITED, NOT_CONFORMING, WORDS, Counts, Verdict, did_you_mean, plain, plural
 
 #: the report attribute that carries an item's outcome to the controller (xdist serializes report attributes)
 STASH_KEY = "normbench_outcome"
@@ -368,8 +368,9 @@ class ConformanceItem(pytest.Item):
         setattr(self, STASH_KEY, outcome)
         # --junitxml writes user properties: the verdict and the measured error of every item, for CI tools to show.
         metrics = outcome.get("metrics") or {}
-        self.user_properties += [("verdict", outcome["verdict"]), ("expect", outcome["expect"]),
-                                 ("observed", outcome.get("observed")), ("summary", str(outcome["summary"])[:1000])]
+        self.user_properties += plain([("verdict", outcome["verdict"]), ("expect", outcome["expect"]),
+                                       ("observed", outcome.get("observed")),
+                                       ("summary", str(outcome["summary"])[:1000])])
         self.user_properties += [(k, v) for k, v in metrics.items()
                                  if k == "tol_ratio" or k.endswith((".max_ulp", ".max_abs"))]
         if outcome["verdict"] == Verdict.SKIP:
@@ -524,7 +525,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     outcome = getattr(item, STASH_KEY, None)
     if call.when == "call" and outcome is not None:
-        setattr(report, STASH_KEY, outcome)
+        setattr(report, STASH_KEY, plain(outcome))  # an xdist worker sends it to the controller (execnet)
     return report
 
 

@@ -54,6 +54,18 @@ class Verdict(StrEnum):
     UNJUDGED = "unjudged"
 
 
+def plain(value: Any) -> Any:
+    """`value` with every Verdict member as its plain string: for what leaves this process through a serializer
+    that takes builtin types only (xdist's execnet refuses any other class, a str subclass too)."""
+    if isinstance(value, Verdict):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(plain(v) for v in value)
+    return value
+
+
 #: item verdicts in each group
 JUDGED = (Verdict.PASS, Verdict.FAIL, Verdict.XFAIL, Verdict.REPORT)
 SKIPPED = (Verdict.SKIP,)

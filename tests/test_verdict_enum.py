@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from normbench.results import conformance_record, dumps, load_record, store_conformance
 from normbench.run_accounting import complete_outcomes
 from normbench.verdicts import ITEM_WORDS, Counts, Verdict, group
@@ -66,3 +68,17 @@ def test_the_accounting_produces_members() -> None:
                       planned=[("a", "X"), ("b", "X"), ("c", "X")], crashed=[], interrupted=False,
                       unjudged=unjudged)
     assert produced == [Verdict.ERROR, Verdict.UNJUDGED] and all(type(v) is Verdict for v in produced)
+
+
+def test_what_an_xdist_worker_sends_holds_plain_strings_only():
+    # execnet (xdist's wire) serializes builtin types only: a Verdict member in a report attribute ended the worker
+    import execnet
+
+    from normbench.verdicts import plain
+
+    outcome = {"verdict": Verdict.FAIL, "metrics": {"seen": [Verdict.PASS, ("x", Verdict.ERROR)]}}
+    with pytest.raises(execnet.DataFormatError):
+        execnet.dumps(outcome)
+    sent = execnet.loads(execnet.dumps(plain(outcome)))
+    assert sent == {"verdict": "fail", "metrics": {"seen": ["pass", ("x", "error")]}}
+    assert type(sent["verdict"]) is str
