@@ -6,14 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from normbench.bench.claims import (
-    DOES_NOT_HOLD,
-    HOLDS,
-    INCONCLUSIVE,
-    PreNormBlock,
-    folded_norm_vs_layernorm,
-    rmsnorm_vs_layernorm,
-)
+from normbench.claims.result import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
+from normbench.claims.speed import PreNormBlock, folded_norm_vs_layernorm, rmsnorm_vs_layernorm
 
 
 def test_rmsnorm_vs_layernorm_reports_every_case():

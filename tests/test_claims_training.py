@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from normbench.bench import claims_training as ct
-from normbench.bench.claims import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
+from normbench.claims import training as ct
+from normbench.claims.result import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 
 TINY = {"dim": 16, "heads": 2, "vocab": 32, "batch": 4, "seq": 8}
 

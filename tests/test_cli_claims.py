@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import torch
 
-from normbench.bench import claims
+from normbench.claims import registry
+from normbench.claims.speed import rmsnorm_vs_layernorm
 from normbench.cli.main import main
 from normbench.results import load_record
 
 
 def test_claims_are_recorded_and_shown(tmp_path, capsys, monkeypatch):
     def tiny(device, variants=("eager",)):
-        return [claims.rmsnorm_vs_layernorm(device, tokens=32, hidden=(64,), dtypes=("float32",),
-                                            passes=("inference",), repeats=1, budget_s=0.01, variant=v)
+        return [rmsnorm_vs_layernorm(device, tokens=32, hidden=(64,), dtypes=("float32",),
+                                     passes=("inference",), repeats=1, budget_s=0.01, variant=v)
                 for v in variants]
 
-    monkeypatch.setitem(claims.CLAIMS, "rmsnorm_vs_layernorm", tiny)
+    monkeypatch.setitem(registry.CLAIMS, "rmsnorm_vs_layernorm", tiny)
     code = main(["claims", "--only", "rmsnorm_vs_layernorm", "--device", "cpu", "--threads", "1",
                  "--variant", "eager", "--variant", "onnxruntime", "--results-dir", str(tmp_path)])
     assert code == 0
@@ -37,15 +38,15 @@ def test_cuda_without_a_gpu_is_refused(capsys):
 
 def test_training_claims_stay_out_of_the_default_run(monkeypatch):
     ran = []
-    for name in claims.CLAIMS:
-        monkeypatch.setitem(claims.CLAIMS, name, lambda device, variants, name=name: ran.append(name) or [])
-    claims.run_claims("cpu")
+    for name in registry.CLAIMS:
+        monkeypatch.setitem(registry.CLAIMS, name, lambda device, variants, name=name: ran.append(name) or [])
+    registry.run_claims("cpu")
     assert set(ran) == {"rmsnorm_vs_layernorm", "folded_norm_vs_layernorm"}
     ran.clear()
-    claims.run_claims("cpu", training=True)
-    assert set(ran) == set(claims.CLAIMS)
+    registry.run_claims("cpu", training=True)
+    assert set(ran) == set(registry.CLAIMS)
     ran.clear()
-    claims.run_claims("cpu", only=["deepnorm_depth"])
+    registry.run_claims("cpu", only=["deepnorm_depth"])
     assert ran == ["deepnorm_depth"]
 
 
@@ -53,4 +54,4 @@ def test_an_unknown_variant_is_refused():
     import pytest
 
     with pytest.raises(ValueError, match="unknown variant 'tensorrt'"):
-        claims.run_claims("cpu", variants=("tensorrt",))
+        registry.run_claims("cpu", variants=("tensorrt",))

@@ -13,7 +13,7 @@ VERB = "claims"
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from normbench import deploy
-    from normbench.bench.claims import CLAIMS, TRAINING_CLAIMS
+    from normbench.claims.registry import CLAIMS, TRAINING_CLAIMS
     from normbench.results import DEFAULT_RESULTS_DIR
 
     parser = sub.add_parser(VERB, help="the claims lab: RMSNorm vs LayerNorm, folded offline norm vs LayerNorm, per "
@@ -36,8 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from normbench.bench.allocator import pin_malloc
-    from normbench.bench.claims import run_claims
     from normbench.bench.roofline import cpu_threads_available
+    from normbench.claims.registry import run_claims
     from normbench.publish import write_leaderboard
     from normbench.results import claims_record, store_record
 

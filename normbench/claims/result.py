@@ -1,6 +1,6 @@
-"""What a claim of the claims lab ends in: its verdicts and its result. Apart from normbench.bench.claims so that
-the training-dynamics claims (normbench.bench.claims_training), which claims.py runs, can build results without
-importing the module that imports them."""
+"""What a claim of the claims lab ends in: its verdicts and its result. Below every claim module (speed.py,
+training.py) and the registry that runs them (registry.py), so that a claim builds its result without importing the
+module that imports it."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from torch import nn
 
-from normbench.bench.claim_result import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ClaimResult
+from normbench.claims.result import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ClaimResult
 
 #: (c) the Transformer's deviations must be at least this many times the CNN's
 POWERNORM_FACTOR = 2.0

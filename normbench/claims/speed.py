@@ -1,4 +1,4 @@
-"""The claims lab: published speed / memory claims about norms, re-measured on the machine at hand.
+"""The claims lab's speed and memory claims: published claims about norms, re-measured on the machine at hand.
 
 Each claim ends in a verdict that says where it was measured: "holds here" or "does not hold here" (device,
 thread count and torch version are in the record), never whether the paper was wrong.
@@ -18,7 +18,8 @@ Both speed claims are measured per deployment (normbench.deploy): eager (claim i
 torch's eager kernels, not the code people deploy. Build time (compile, export) is paid before timing and
 recorded, never timed.
 
-The training-dynamics claims (PowerNorm, Pre-LN vs Post-LN, DeepNorm) live in normbench.bench.claims_training.
+The training-dynamics claims (PowerNorm, Pre-LN vs Post-LN, DeepNorm) live in normbench.claims.training;
+normbench.claims.registry names every claim and runs them.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from torch import nn
 
 from normbench import deploy
-from normbench.bench.claim_result import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ClaimResult
 from normbench.bench.harness import BenchCase, peak_memory_bytes, prepare
 from normbench.bench.timer import Timing, measure
+from normbench.claims.result import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, ClaimResult
 
 
 def _interleaved(fns: dict[str, Callable[[], Any]], device: str, repeats: int, budget_s: float) -> dict[str, Timing]:
@@ -245,61 +246,3 @@ def folded_norm_vs_layernorm(device: str = "cpu", *, batch: int = 8, seq: int = 
         f"peak memory of one inference call: folded {(p_fold or 0) / 2**20:.2f} MiB vs LayerNorm "
         f"{(p_ln or 0) / 2**20:.2f} MiB ({less:+.1%} less)", memory_verdict, str(torch.device(device)), details)
     return speed, memory
-
-
-def _rmsnorm_claims(device: str, variants: tuple[str, ...] = (deploy.DEFAULT.name,)) -> list[ClaimResult]:
-    out = []
-    for variant in variants:
-        if deploy.get(variant).default:
-            out.append(rmsnorm_vs_layernorm(device))
-        else:
-            # each case costs a compile / export per module: float32 only keeps it to a few minutes on 2 cores
-            out.append(rmsnorm_vs_layernorm(device, dtypes=("float32",), variant=variant))
-    return out
-
-
-def _folded_claims(device: str, variants: tuple[str, ...] = (deploy.DEFAULT.name,)) -> list[ClaimResult]:
-    return [c for variant in variants for c in folded_norm_vs_layernorm(device, variant=variant)]
-
-
-def _training(name: str) -> Callable[..., list[ClaimResult]]:
-    def run(device: str, variants: tuple[str, ...] = (deploy.DEFAULT.name,)) -> list[ClaimResult]:
-        from normbench.bench import claims_training
-
-        # Small models: their ops are too small to gain from a second thread, and on a shared CPU each parallel
-        # region can wait a scheduler tick for its other thread. One thread makes their minutes predictable.
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return [getattr(claims_training, name)(device)]
-        finally:
-            torch.set_num_threads(threads)
-    return run
-
-
-#: every claim: a function of (device, variants) returning its results
-CLAIMS: dict[str, Callable[..., list[ClaimResult]]] = {
-    "rmsnorm_vs_layernorm": _rmsnorm_claims,
-    "folded_norm_vs_layernorm": _folded_claims,
-    "powernorm_batch_statistics": _training("powernorm_batch_statistics"),
-    "prenorm_postnorm_gradients": _training("prenorm_postnorm_gradients"),
-    "deepnorm_depth": _training("deepnorm_depth"),
-}
-#: the training-dynamics claims train small models for minutes: only with --training or when named by --only
-TRAINING_CLAIMS: tuple[str, ...] = ("powernorm_batch_statistics", "prenorm_postnorm_gradients", "deepnorm_depth")
-
-
-def run_claims(device: str = "cpu", only: list[str] | None = None, variants: tuple[str, ...] = (deploy.DEFAULT.name,),
-               training: bool = False) -> list[ClaimResult]:
-    unknown = sorted(set(only or []) - set(CLAIMS))
-    if unknown:
-        raise ValueError(f"unknown claim(s) {unknown}; known: {sorted(CLAIMS)}")
-    variants = tuple(dict.fromkeys(deploy.canonical(v) for v in variants))
-    results: list[ClaimResult] = []
-    for name, run in CLAIMS.items():
-        if only and name not in only:
-            continue
-        if not only and name in TRAINING_CLAIMS and not training:
-            continue
-        results += run(device, variants)
-    return results
