@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from test_results_leaderboard import outcome, records
+from factories.records import outcome, records
 
 from normbench.leaderboard import Leaderboard, build_leaderboard
 from normbench.publish import publish_all

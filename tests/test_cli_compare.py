@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 import pytest
-from test_results_leaderboard import case, on_machine
+from factories.records import case, on_machine
 
 from normbench.cli.compare import threshold
 from normbench.cli.main import main

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from test_results_leaderboard import records
+from factories.records import records
 
 from normbench.cli.main import main
 from normbench.results import store_record

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from test_results_leaderboard import records
+from factories.records import records
 
 from normbench.cli.main import main
 from normbench.results import PYTEST_BENCHMARK_DIR, store_record

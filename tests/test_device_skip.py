@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from test_suite_runner import run_suite
+from factories.suite_runs import run_suite
 
 # slow (`pytest tests -m slow`, .ci/run): every test starts `pytest suite` in a subprocess
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ import html
 import re
 
 import pytest
-from test_results_leaderboard import case, outcome
+from factories.records import case, outcome
 
 from normbench.leaderboard import build_leaderboard
 from normbench.publish import publish_all

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from test_suite_runner import run_suite
+from factories.suite_runs import run_suite
 
 from normbench.judge_guard import fingerprint, import_changes, what_changed
 from normbench.sandbox import IMPORT_CHANGES, Limits, SandboxPool, discover_isolated

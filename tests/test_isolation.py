@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from factories.suite_runs import run_suite
 from plugins.hostile import HOSTILE
-from test_suite_runner import run_suite
 
 # slow (`pytest tests -m slow`, .ci/run): every test reads the hostile plugins' `pytest suite` runs
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from test_suite_runner import run_suite
+from factories.suite_runs import run_suite
 
 from normbench.judge_user import ENVIRONMENT, FIRST_ID, VIEW, decide, prepare
 

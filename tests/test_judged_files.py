@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_suite_runner import run_suite
+from factories.suite_runs import run_suite
 
 from normbench.integrity import changes, digest, judged_paths
 from normbench.judge_user import ENVIRONMENT

@@ -3,7 +3,7 @@ unbenchmarked implementation never above a conforming, benchmarked one."""
 
 from __future__ import annotations
 
-from test_results_leaderboard import case, outcome
+from factories.records import case, outcome
 
 from normbench.leaderboard import build_leaderboard, is_reference
 from normbench.results import benchmark_record, conformance_record

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 
 import pytest
-from test_results_leaderboard import records
+from factories.records import records
 
 from normbench.leaderboard import build_leaderboard
 from normbench.publish import PUBLISHERS, publish_all, write_leaderboard

@@ -3,49 +3,9 @@ non-conforming implementation above a conforming one."""
 
 from __future__ import annotations
 
-import copy
+from factories.records import records
 
 from normbench.leaderboard import build_leaderboard, conformance_matrix_text, geomean
-from normbench.results import benchmark_record, claims_record, conformance_record
-
-
-def on_machine(record: dict, machine: str) -> dict:
-    record = copy.deepcopy(record)
-    record["machine_id"] = machine
-    record["machine"] = {**record["machine"], "cpu": f"cpu of {machine}"}
-    return record
-
-
-def outcome(impl: str, prop: str, verdict: str, dtype: str = "float32", **metrics):
-    return {"test_id": f"layernorm[{impl}-{prop}-{dtype}]", "family": "layernorm", "implementation": impl,
-            "property": prop, "check": prop, "mode": "any", "dtype": dtype, "device": "cpu", "expect": "holds",
-            "verdict": verdict, "observed": "holds" if verdict == "pass" else "violated", "summary": "",
-            "metrics": metrics, "ulp": "output-scale"}
-
-
-def case(impl: str, median: float, roofline_pct: float, shape=(4, 8), pass_name="forward"):
-    return {"id": f"layernorm[{impl}-{'x'.join(map(str, shape))}-float32-{pass_name}]", "family": "layernorm",
-            "implementation": impl, "shape": list(shape), "dtype": "float32", "pass": pass_name, "device": "cpu",
-            "baseline": "torch.nn.LayerNorm", "features": shape[-1], "numel": shape[0] * shape[-1],
-            "reduce": "token", "median_s": median, "iqr_s": median / 10, "q1_s": median, "q3_s": median,
-            "gbps": roofline_pct / 10, "roofline_pct": roofline_pct, "roofline_gbps": 10.0, "peak_gbps": None,
-            "peak_mem_bytes": 2**20, "measured_utc": "2026-01-01T00:00:00"}
-
-
-def records(machine: str, speed: float = 1.0) -> list[dict]:
-    conformance = conformance_record([
-        outcome("torch.nn.LayerNorm", "forward_equivalence", "pass", **{"output.max_ulp": 2.0, "tol_ratio": 0.1}),
-        outcome("fast.broken", "forward_equivalence", "fail", **{"output.max_ulp": 900.0, "tol_ratio": 30.0}),
-        outcome("slow.correct", "forward_equivalence", "pass", **{"output.max_ulp": 1.0, "tol_ratio": 0.05}),
-    ], profile="ci")
-    bench = benchmark_record("cpu", [case("torch.nn.LayerNorm", 2e-3 / speed, 40.0 * speed),
-                                     case("fast.broken", 1e-3 / speed, 80.0 * speed),
-                                     case("slow.correct", 4e-3 / speed, 20.0 * speed),
-                                     case("unjudged.fast", 0.5e-3 / speed, 160.0 * speed)],
-                             {"copy_gbps": 10.0, "copy_bytes": 2**28}, threads=2)
-    claims = claims_record([{"id": "k", "claim": "X is faster", "source": "paper", "measured": "1.1x",
-                             "verdict": "holds here", "measured_utc": "2026-01-01T00:00:00"}])
-    return [on_machine(r, machine) for r in (conformance, bench, claims)]
 
 
 def test_non_conforming_never_ranks_above_conforming():

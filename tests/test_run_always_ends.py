@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_suite_runner import run_suite
+from factories.suite_runs import run_suite
 
 from normbench.judge_user import ENVIRONMENT
 from normbench.sandbox import Limits, SandboxPool, discover_isolated

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from factories.suite_runs import ROOT, run_suite
 from helpers import folder_plugins_may_write
-from test_suite_runner import ROOT, run_suite
 
 from normbench.publish import write_leaderboard
 from normbench.record_seal import new_key, seal_path

@@ -11,7 +11,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from test_results_leaderboard import outcome, records
+from factories.records import outcome, records
 
 from normbench.leaderboard import Machine, build_leaderboard
 from normbench.publish import publish_all, write_leaderboard

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import matplotlib
 import pytest
-from test_results_leaderboard import records
+from factories.records import records
 
 from normbench.leaderboard import build_leaderboard
 from normbench.publish.bench_entries import bench_entries

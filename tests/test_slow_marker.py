@@ -5,8 +5,9 @@ replaces it: `pytest tests -m slow`, `pytest tests -m "slow or not slow"`); .ci/
 after the fast loop; and every test that starts a pytest session in a subprocess (`pytest suite`, `--pyargs
 normbench.suite`, `normbench test`, a pytest run of other self-tests) or drives a browser is marked slow, by a
 decorator or its module's pytestmark. The last rule reads the test modules: a test is such a test when its own code,
-a helper it calls (in its module, or imported from another test module) or a fixture it requests does it. A run
-started through a shell script (the CI workflow example's steps) is not seen, and is marked by hand."""
+a helper it calls (in its module, or imported from a module beside it or from tests/factories/) or a fixture it
+requests does it. A run started through a shell script (the CI workflow example's steps) is not seen, and is marked
+by hand."""
 
 from __future__ import annotations
 
@@ -109,7 +110,10 @@ def unmarked_starters(modules: dict[str, str]) -> list[str]:
 
 
 def _test_modules() -> dict[str, str]:
-    return {p.stem: p.read_text() for p in sorted(TESTS.glob("*.py"))}
+    """The test modules and the helpers beside them by the name they are imported under (`factories.suite_runs`
+    for tests/factories/suite_runs.py, whose run_suite the end-to-end tests call)."""
+    paths = sorted([*TESTS.glob("*.py"), *(TESTS / "factories").glob("*.py")])
+    return {".".join(p.relative_to(TESTS).with_suffix("").parts): p.read_text() for p in paths}
 
 
 # -- the project's files ------------------------------------------------------------------------------------------

@@ -5,37 +5,11 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-import pytest
+from factories.spec_files import GOOD, error_of, write
 from helpers import specs
 
 from normbench.checks import CHECKS
-from normbench.spec import SpecError, builtin_spec_paths, load_defaults, load_spec, load_specs
-
-GOOD = textwrap.dedent("""\
-    family: toy
-    summary: a toy family
-    reference: layernorm
-    layout: {features_axis: -1, ranks: [2], reduce: token, moments: centred}
-    params:
-      eps: {type: number, default: 1.0e-5}
-      affine: {type: boolean, default: true}
-    tolerances:
-      float32: {forward: {rel: 8, abs: 8, red: 2}, backward: {rel: 32, abs: 32, red: 8}}
-    properties:
-      forward_equivalence: holds
-    """)
-
-
-def write(tmp_path: Path, text: str, name: str = "toy.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
-
-def error_of(path: Path) -> SpecError:
-    with pytest.raises(SpecError) as info:
-        load_spec(path, known_checks=CHECKS)
-    return info.value
+from normbench.spec import builtin_spec_paths, load_defaults, load_spec, load_specs
 
 
 def test_builtin_specs_load_and_name_registered_checks():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import normbench.reference
 import pytest
-from test_spec_loader import GOOD, error_of, write
+from factories.spec_files import GOOD, error_of, write
 
 import normbench.spec
 from normbench.checks import CHECKS

@@ -4,24 +4,14 @@ known failures apply, a hanging implementation fails alone, results and the lead
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from factories.suite_runs import run_suite
 
 # slow (`pytest tests -m slow`, .ci/run): every test starts `pytest suite` in a subprocess
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_suite(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    env.pop("PYTEST_XDIST_WORKER", None)
-    return subprocess.run([sys.executable, "-m", "pytest", "suite", "-p", "no:cacheprovider", "-q", "-rA",
-                           *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def line_for(output: str, needle: str) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_suite_runner import run_suite
+from factories.suite_runs import run_suite
 
 from normbench.triton_interpret import import_failure_reason, interpreter_failure
 

@@ -308,7 +308,7 @@ def test_an_exported_module_follows_its_weights_and_its_mode():
 
 @pytest.mark.slow
 def test_the_suite_runs_a_compile_subset_and_records_the_variant(tmp_path):
-    from test_suite_runner import run_suite
+    from factories.suite_runs import run_suite
 
     eager = run_suite("--results-dir", str(tmp_path), "--impl", "torch.nn.LayerNorm",
                       "-k", "forward_equivalence-float32")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 
 import torch
+from factories.records import case, outcome
 from helpers import impl, run
-from test_results_leaderboard import case, outcome
 
 from normbench.leaderboard import build_leaderboard
 from normbench.publish import publish_all
