@@ -301,3 +301,22 @@ def test_a_lost_job_folder_fails_the_last_job_and_is_flagged(matrix_recipe, tmp_
     problems = recipe_problems(tmp_path / "ws", final, single)
     assert any(p.startswith("rmsnorm[torch.nn.RMSNorm-") and "missing in the merge" in p for p in problems)
     assert "torch.nn.RMSNorm is not on the leaderboard" in problems
+
+
+def test_the_emulator_refuses_what_it_does_not_run(tmp_path):
+    def job(*steps: dict) -> actions_emulator.Job:
+        workflow = {"env": {"A": "1"}, "jobs": {"j": {"steps": list(steps)}}}
+        return actions_emulator.Job(workflow, "j", tmp_path / "ws", tmp_path)
+
+    ran = job({"name": "echo", "run": 'echo "${{ env.A }}$A"'}).run()
+    assert ran.ok and ran.step("echo").stdout == "11\n"
+    with pytest.raises(actions_emulator.UnsupportedWorkflow, match=r"steps\[0\] \(cache\).*actions/cache@v4"):
+        job({"name": "cache", "uses": "actions/cache@v4"}).run()
+    with pytest.raises(actions_emulator.UnsupportedWorkflow, match=r"secrets\.TOKEN"):
+        job({"name": "token", "run": "echo ${{ secrets.TOKEN }}"}).run()
+    # an upload that finds no files fails when the template says so, as upload-artifact does
+    upload = {"uses": "actions/upload-artifact@v4",
+              "with": {"name": "x", "path": "absent", "if-no-files-found": "error"}}
+    after = {"name": "after", "run": "true"}
+    failed = job(upload, after, {**after, "name": "always", "if": "always()"}).run()
+    assert [s.name for s in failed.steps] == ["actions/upload-artifact@v4", "always"] and not failed.steps[0].ok
