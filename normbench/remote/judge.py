@@ -36,6 +36,8 @@ TRUSTED_CHECKS = frozenset({
     # aliasing as a fact the plugin's side reports per output (normbench.remote.aliases); an input's identity
     # across calls kept by handle over there (normbench.remote.identity)
     "output_not_alias", "no_stale_output",
+    # a fixed per-channel affine map, measured from the outside: builds, deep copies and forwards only
+    "foldability",
 })
 #: where an outcome's verdict was computed, in its metrics, and why an item of a trusted check was not
 JUDGED_IN = "judged_in"
