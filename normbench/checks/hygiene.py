@@ -35,6 +35,7 @@ from normbench.checks.honesty import bitwise_equal, deviation
 from normbench.compare import compare
 from normbench.implementation import ImplementationError
 from normbench.inputs import random_like
+from normbench.remote import attributes
 
 #: training steps (forward + backward) taken before the round trip, so state has moved off its initial values
 STEPS = 2
@@ -80,20 +81,12 @@ def _conversion_problems(ctx: CheckContext, params: dict[str, Any], c: int, exem
     module = ctx.impl.build(c, params)
     module.to(device=ctx.device, dtype=torch.float32).to(target)
     problems = []
-    for prefix, sub in module.named_modules():
-        for attr, value in vars(sub).items():
-            candidates: list[tuple[str, Any]] = []
-            if attr in ("_parameters", "_buffers"):
-                candidates = [(k, v) for k, v in value.items() if isinstance(v, torch.Tensor)]
-            elif isinstance(value, torch.Tensor):
-                candidates = [(attr, value)]
-            elif isinstance(value, list | tuple):
-                candidates = [(f"{attr}[{i}]", v) for i, v in enumerate(value) if isinstance(v, torch.Tensor)]
-            for name, tensor in candidates:
-                if tensor.is_floating_point() and tensor.dtype != target and not (prefix == "" and name in exempt):
-                    where = f"{prefix}.{name}" if prefix else name
-                    problems.append(f"{where} is still {str(tensor.dtype).removeprefix('torch.')} after "
-                                    f".to({str(target).removeprefix('torch.')})")
+    # every tensor it holds, plain attributes too: asked over there for a module in the plugin's process
+    for prefix, name, dtype, _ in attributes.of(module):
+        if dtype.is_floating_point and dtype != target and not (prefix == "" and name in exempt):
+            where = f"{prefix}.{name}" if prefix else name
+            problems.append(f"{where} is still {str(dtype).removeprefix('torch.')} after "
+                            f".to({str(target).removeprefix('torch.')})")
     return problems
 
 

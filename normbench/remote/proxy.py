@@ -9,7 +9,9 @@ here unchanged: it builds, randomizes, calls, differentiates and compares as it 
 tensor it compares is data it received and copied.
 
 What the proxy cannot mirror is refused loudly (`Unmirrored`), never approximated: a γ that is not a registered
-parameter or buffer, a conversion other than ``.to(dtype / device)``, a second-order gradient.
+parameter or buffer, a conversion other than ``.to(dtype / device)``, a second-order gradient, a state_dict entry
+that is not a tensor. A deepcopy, ``state_dict`` and ``load_state_dict`` are the plugin's module's own, run over
+there (module_hygiene judges exactly that machinery).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import contextlib
 import dataclasses
 import itertools
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -63,6 +66,10 @@ class Session:
         self.pending: list[dict[str, Any]] = []
         #: the item's inputs and outputs kept over there, by handle: an input's identity across calls
         self.kept = KeptTensors()
+        #: the modules built or copied over there, by the handle the plugin's side gave them (weak: a module the
+        #: check dropped needs no news), and every handle ever given, to tell a stranger from a module gone here
+        self.modules: weakref.WeakValueDictionary[int, RemoteModule] = weakref.WeakValueDictionary()
+        self.issued: set[int] = set()
 
     def request(self, message: dict[str, Any], tensors: list[torch.Tensor | None] = (),  # type: ignore[assignment]
                 keep_strides: bool = False) -> tuple[dict[str, Any], list[torch.Tensor | None]]:
@@ -97,7 +104,34 @@ class Session:
         body = reply.get("ok")
         if not isinstance(body, dict):
             raise ChildLost("protocol", f"{where}: a reply without a body")
+        if "relatives" in body:
+            received = self._take_relatives(body.pop("relatives"), received, where)
         return body, received
+
+    def _take_relatives(self, relatives: Any, received: list[torch.Tensor | None], where: str
+                        ) -> list[torch.Tensor | None]:
+        """What moved in the modules deep-copied from or into the one the request acted on (their tensors close the
+        reply), written into their mirrors; the rest of the reply's tensors. A hostile plugin's side can only write
+        here what a module it built or copied for this item holds, as `_take_changes` checks it: what a copy sharing
+        state with its original would show beside the check, and no other tensor of the trusted process."""
+        try:
+            counts = [len(c["listing"]["state"]) if c.get("listing") is not None else len(c.get("changed") or [])
+                      for _, c in relatives]
+            handles = [int(h) for h, _ in relatives]
+        except (TypeError, ValueError, KeyError, AttributeError):
+            raise ChildLost("protocol", f"{where}: malformed changes of related modules") from None
+        total = sum(counts)
+        if total > len(received):
+            raise ChildLost("protocol", f"{where}: related modules' changes without their tensors")
+        rest, tail = received[:len(received) - total], received[len(received) - total:]
+        for handle, (_, changes), n in zip(handles, relatives, counts, strict=True):
+            values, tail = tail[:n], tail[n:]
+            if handle not in self.issued:
+                raise ChildLost("protocol", f"{where}: changes of a module {handle} this item never built")
+            module = self.modules.get(handle)
+            if module is not None:  # gone here since: nobody can see it change
+                module._take_changes(changes, values)
+        return rest
 
 
 def _shape(t: torch.Tensor | None) -> str:
@@ -138,6 +172,8 @@ class RemoteModule(nn.Module):
         object.__setattr__(self, "_impl_name", impl_name)
         body, values = session.request(request)
         object.__setattr__(self, "_handle", int(body["handle"]))
+        session.issued.add(self._handle)
+        session.modules[self._handle] = self
         self._adopt(body, values)
         self.training = bool(body.get("training", True))
 
@@ -271,6 +307,108 @@ class RemoteModule(nn.Module):
         self._adopt(body, values)
         return self
 
+    def state_dict(self, *args: Any, destination: Any = None, prefix: str = "",  # type: ignore[override]
+                   keep_vars: bool = False) -> dict[str, Any]:
+        """The plugin's module's own ``state_dict``, taken over there (its overrides and hooks run, a
+        non-persistent buffer is left out), crossing as plain tensors by key. An entry that over there is one of
+        the module's listed tensors (keep_vars) or a whole view of one (a detached parameter) is the mirror's here,
+        as beside the check it would be that tensor, so ``id`` and in-place writes behave as they would there.
+
+        What a hostile plugin's side can forge: which tensors its module persists. An entry said to be a listed
+        tensor must hold that tensor's very bits (else a protocol error); one that lists a tensor the module does
+        not persist, or leaves out one it does, describes a module that persists it, and its load into a fresh
+        module (load_state_dict, over there) and the outputs after it must then agree: a module that behaves so in
+        everything the trusted process observes, the harness-detecting plugin's case, not a forged verdict."""
+        if args or destination is not None or prefix:
+            raise Unmirrored(f"implementation {self._impl_name!r}: a state_dict into a destination or under a prefix "
+                             "is not carried to the plugin's process")
+        self._sync_only()
+        body, values = self._session.request({"op": "state_dict", "handle": self._handle,
+                                              "keep_vars": bool(keep_vars)})
+        if body.get("unmirrored"):
+            raise Unmirrored(f"implementation {self._impl_name!r}: its state_dict holds "
+                             f"{', '.join(str(k)[:80] for k in body['unmirrored'][:8])}, not tensors, which the "
+                             "trusted process cannot carry")
+        entries = body.get("entries")
+        if not (isinstance(entries, list) and len(entries) == len(values) and all(
+                isinstance(e, list) and len(e) == 2 and isinstance(e[0], str)
+                and (e[1] is None or isinstance(e[1], str)) for e in entries)):
+            raise ChildLost("protocol", "a state_dict reply whose entries do not match its tensors")
+        out: OrderedDict[str, Any] = OrderedDict()
+        for (key, same), value in zip(entries, values, strict=True):
+            if value is None:
+                raise ChildLost("protocol", f"a state_dict reply without the tensor of {key[:80]!r}")
+            if same is not None:
+                if _name(same) not in self._remote:
+                    raise ChildLost("protocol", f"a state_dict entry {key[:80]!r} said to be a tensor the module "
+                                                f"does not list: {same[:80]!r}")
+                local = self._tensor(same)
+                if not _same(local, (id(local), value)):
+                    raise ChildLost("protocol", f"a state_dict entry {key[:80]!r} said to be {same[:80]!r} but not "
+                                                "holding its value")
+                value = local if keep_vars else local.detach()
+            out[key] = value
+        metadata = body.get("metadata")
+        if metadata is not None:
+            out._metadata = _plain_metadata(metadata)  # type: ignore[attr-defined]
+        return out
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True,  # type: ignore[override]
+                        assign: bool = False) -> Any:
+        """The plugin's module's own ``load_state_dict`` of these tensors, run over there (its overrides and
+        hooks run: a module that refreshes a cache on load is judged as it is), after what the check wrote here
+        since; the state that moved comes back as a call's does. An error over there is raised here as the check
+        would see it beside the plugin. A hostile plugin's side can only send back state of this module, checked
+        as every call's (`_take_changes`)."""
+        from torch.nn.modules.module import _IncompatibleKeys
+
+        keys, tensors = [], []
+        for key, value in state_dict.items():
+            if not isinstance(value, torch.Tensor):
+                raise Unmirrored(f"implementation {self._impl_name!r}: a state_dict entry {str(key)[:80]!r} that is "
+                                 f"a {type(value).__name__}, not a tensor, is not carried to the plugin's process")
+            keys.append(str(key))
+            tensors.append(value.detach())
+        metadata = getattr(state_dict, "_metadata", None)
+        self._sync_only()
+        body, values = self._session.request(
+            {"op": "load_state_dict", "handle": self._handle, "keys": keys, "strict": bool(strict),
+             "assign": bool(assign), "metadata": None if metadata is None else _plain_metadata(metadata)}, tensors)
+        self._take_changes(body, values)
+        missing, unexpected = body.get("missing_keys"), body.get("unexpected_keys")
+        if not all(isinstance(k, list) and all(isinstance(n, str) for n in k) for k in (missing, unexpected)):
+            raise ChildLost("protocol", "a load_state_dict reply whose missing or unexpected keys are not names")
+        return _IncompatibleKeys(missing, unexpected)
+
+    def tensor_attributes(self) -> list[tuple[str, str, torch.dtype, str | None]]:
+        """normbench.remote.attributes.tensor_attributes of the plugin's module, scanned over there (plain tensor
+        attributes are not mirrored). Every registered tensor of the report must be one the mirror lists, with the
+        mirror's dtype, and every tensor the mirror lists must be reported: what the report can still leave out is
+        a plain attribute (normbench.remote.attributes says what that costs)."""
+        self._sync_only()
+        body, _ = self._session.request({"op": "attributes", "handle": self._handle})
+        found = body.get("attributes")
+        if not (isinstance(found, list) and all(
+                isinstance(a, list) and len(a) == 4 and all(isinstance(v, str) for v in a[:3])
+                and (a[3] is None or isinstance(a[3], str)) for a in found)):
+            raise ChildLost("protocol", "an attributes reply that is not [prefix, name, dtype, registered] entries")
+        out: list[tuple[str, str, torch.dtype, str | None]] = []
+        for prefix, name, dtype_name, registered in found:
+            dtype = getattr(torch, dtype_name, None)
+            if not isinstance(dtype, torch.dtype):
+                raise ChildLost("protocol", f"an attributes reply with a dtype {dtype_name[:40]!r}")
+            if registered is not None and _name(registered) in self._remote \
+                    and self._tensor(registered).dtype != dtype:
+                raise ChildLost("protocol", f"an attributes reply that says {registered[:80]!r} is {dtype_name} while "
+                                            f"it lists it as {self._tensor(registered).dtype}")
+            out.append((prefix, name, dtype, registered))
+        reported = {_name(r) for *_, r in out if r is not None}
+        unreported = [self._remote[n] for n in self._remote if n not in reported]
+        if unreported:
+            raise ChildLost("protocol", f"an attributes reply that leaves out {', '.join(unreported)[:200]}, which "
+                                        "the module lists")
+        return out
+
     def _apply(self, fn: Any, recurse: bool = True) -> RemoteModule:  # type: ignore[override]
         raise Unmirrored(f"implementation {self._impl_name!r}: a conversion other than .to(dtype / device) is not "
                          "carried to the plugin's process")
@@ -338,6 +476,18 @@ class RemoteModule(nn.Module):
                                             "that input as written back")
             outputs[j] = inputs[i]
         return tuple(outputs) if call.is_tuple else outputs[0]
+
+
+def _plain_metadata(metadata: Any) -> OrderedDict[str, dict[str, Any]]:
+    """A state_dict's ``_metadata`` (per submodule prefix, its class's version) as plain data, or a protocol error:
+    it crosses in both directions, and nothing else may ride on it."""
+    plain = (int, float, str, bool, type(None))
+    if not (isinstance(metadata, Mapping) and all(
+            isinstance(k, str) and isinstance(v, Mapping) and all(isinstance(a, str) and type(b) in plain
+                                                                  for a, b in v.items())
+            for k, v in metadata.items())):
+        raise ChildLost("protocol", "a state_dict whose metadata is not plain names and values")
+    return OrderedDict((k, dict(v)) for k, v in metadata.items())
 
 
 def drop_all(modules: list[RemoteModule]) -> None:

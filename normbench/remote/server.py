@@ -1,8 +1,9 @@
 """The plugin's side of the request protocol: it only does what the trusted process asks.
 
-Build the module, move it to a dtype, set its mode, write the parameters and buffers it is sent, call forward on
-the tensors it is sent, differentiate a kept call by the gradients it is sent, and send back the tensors that came
-out and the state that changed. It computes no truth, compares nothing and decides nothing: every tolerance and
+Build the module, deep-copy it, move it to a dtype, set its mode, write the parameters and buffers it is sent, call
+forward on the tensors it is sent, differentiate a kept call by the gradients it is sent, take and load its own
+state_dict, list the tensors it holds, and send back the tensors that came out and the state that changed (its
+copies' too). It computes no truth, compares nothing and decides nothing: every tolerance and
 verdict is the trusted process's (normbench.remote.proxy). It runs in the judging child, beside the plugin, and so
 is the plugin's to tamper with; tampering can only change what it sends, which the trusted process checks as data.
 """
@@ -23,6 +24,7 @@ from torch import nn
 from normbench.implementation import Implementation, ImplementationError
 from normbench.remote import tensors as wire_tensors
 from normbench.remote.aliases import storage_overlaps
+from normbench.remote.attributes import tensor_attributes
 
 #: the declared paths under which a ``params=`` declaration's γ and β are mirrored (no attribute reaches them)
 PARAMS_WEIGHT, PARAMS_BIAS = "params()[0]", "params()[1]"
@@ -114,10 +116,14 @@ class Server:
         #: call -> (its module's handle, its inputs then the parameters it was differentiable in, its outputs, how many
         #: of those tensors are inputs)
         self.calls: OrderedDict[int, tuple[int, list[torch.Tensor], list[torch.Tensor], int]] = OrderedDict()
-        #: per module, the state as the trusted process last received or sent it
+        #: per handle, the state as the trusted process last received or sent it (per handle, not per module object:
+        #: a ``__deepcopy__`` may return the very module, and the trusted side then holds two mirrors of it)
         self.held: dict[int, dict[str, tuple[int, torch.Tensor]]] = {}
-        #: per module, the family's statistics the trusted side asked for (kept here, never set on the module)
+        #: per handle, the family's statistics the trusted side asked for (kept here, never set on the module)
         self.state_names: dict[int, list[str]] = {}
+        #: per handle, the handle it was deep-copied from, first to last (itself for a build): its relatives are the
+        #: modules that may share state with it over there (a copy whose closure still reads the original's γ)
+        self.family: dict[int, int] = {}
         self.next_handle = 0
         #: the item's inputs and outputs by the trusted side's handle (normbench.remote.identity), with what the
         #: trusted side holds of each (None: not said yet)
@@ -142,7 +148,10 @@ class Server:
             elif self.impl is None:
                 raise ImplementationError(self.load_error or "the implementation did not load")
             else:
+                subject = self._subject(message)
                 reply, out = getattr(self, f"_op_{op}")(message, received)
+                if subject is not None:
+                    reply, out = self._with_relatives(subject, reply, out)
         except ImplementationError as exc:
             wire_tensors.send(conn, {"error": ["ImplementationError", str(exc), ""]}, spill=self.spill)
             return
@@ -153,10 +162,35 @@ class Server:
             return
         wire_tensors.send(conn, {"ok": reply}, out, spill=self.spill)
 
-    def _listing(self, module: nn.Module) -> tuple[dict[str, Any], list[torch.Tensor]]:
+    def _subject(self, message: Mapping[str, Any]) -> int | None:
+        """The handle of the module a request acts on (a backward's: its call's), or None."""
+        if message.get("op") == "backward":
+            kept = self.calls.get(int(message["call"]))
+            return kept[0] if kept is not None else None
+        handle = message.get("handle")
+        return int(handle) if isinstance(handle, int) and not isinstance(handle, bool) else None
+
+    def _with_relatives(self, handle: int, reply: dict[str, Any], out: list) -> tuple[dict[str, Any], list]:
+        """The reply, with what moved in the modules deep-copied from or into `handle` (a copy whose closure reads and
+        writes the original's tensors): beside the check the original shows it at once, so its mirror must too.
+        Their tensors go last; the trusted side strips them before it reads the reply (Session.request)."""
+        root = self.family.get(handle)
+        relatives = [g for g, r in self.family.items() if r == root and g != handle and g in self.modules]
+        if root is None or not relatives:
+            return reply, out
+        moved, values = [], []
+        for g in relatives:
+            changes, tensors = self._changes(g)
+            if changes["listing"] is not None or changes["changed"]:
+                moved.append([g, changes])
+                values += tensors
+        return ({**reply, "relatives": moved}, [*out, *values]) if moved else (reply, out)
+
+    def _listing(self, handle: int) -> tuple[dict[str, Any], list[torch.Tensor]]:
         """Every parameter and buffer (name, kind, requires_grad) with its value, and which of them the declaration
         names as γ, β and the family's running statistics."""
         assert self.impl is not None
+        module = self.modules[handle]
         named = _named_state(module)
         by_id = {id(t): n for n, (_, t) in named.items()}
 
@@ -174,12 +208,12 @@ class Server:
             targets: dict[str, Any] = {PARAMS_WEIGHT: declared[0], PARAMS_BIAS: declared[1]}
         else:
             targets = {impl.weight_attr: weight, impl.bias_attr: bias}
-        for s in self.state_names[id(module)]:
+        for s in self.state_names[handle]:
             targets[f"{impl.state_attr}.{s}" if impl.state_attr else s] = impl.state_tensor(module, s)
         paths = {path: find(t) for path, t in targets.items()}
         unmirrored = [path for path, t in targets.items() if isinstance(t, torch.Tensor) and paths[path] is None]
         entries = [[n, kind, bool(t.requires_grad)] for n, (kind, t) in named.items()]
-        self.held[id(module)] = {n: _snapshot(t) for n, (_, t) in named.items()}
+        self.held[handle] = {n: _snapshot(t) for n, (_, t) in named.items()}
         return {"state": entries, "paths": paths, "unmirrored": unmirrored}, [t for _, t in named.values()]
 
     # -- operations ---------------------------------------------------------------------------------------
@@ -195,21 +229,23 @@ class Server:
             module = module.to(device=to["device"], dtype=wire_tensors.DTYPES[to["dtype"]])
         return self._register(module, list(message.get("state_names", [])))
 
-    def _register(self, module: nn.Module, state_names: list[str]) -> tuple[dict[str, Any], list]:
+    def _register(self, module: nn.Module, state_names: list[str], copied_from: int | None = None
+                  ) -> tuple[dict[str, Any], list]:
         """A module built or copied for the trusted side: its handle and its full listing."""
         handle = self.next_handle
         self.next_handle += 1
         self.modules[handle] = module
-        self.state_names[id(module)] = state_names
-        listing, values = self._listing(module)
+        self.state_names[handle] = state_names
+        self.family[handle] = handle if copied_from is None else self.family.get(copied_from, copied_from)
+        listing, values = self._listing(handle)
         return {"handle": handle, **listing, "training": module.training}, values
 
     def _op_copy(self, message: Mapping[str, Any], _: list[torch.Tensor | None]) -> tuple[dict[str, Any], list]:
         """copy.deepcopy of the remote module, as a check deep-copies the module it was given."""
         import copy
 
-        original = self._module(message)
-        return self._register(copy.deepcopy(original), self.state_names[id(original)])
+        handle = int(message["handle"])
+        return self._register(copy.deepcopy(self.modules[handle]), self.state_names[handle], copied_from=handle)
 
     def _module(self, message: Mapping[str, Any]) -> nn.Module:
         return self.modules[int(message["handle"])]
@@ -218,7 +254,52 @@ class Server:
         module = self._module(message)
         dtype = wire_tensors.DTYPES[message["dtype"]] if message.get("dtype") else None
         module.to(device=message.get("device"), dtype=dtype)
-        return self._listing(module)
+        return self._listing(int(message["handle"]))
+
+    def _op_state_dict(self, message: Mapping[str, Any], _: list[torch.Tensor | None]
+                       ) -> tuple[dict[str, Any], list]:
+        """The module's own ``state_dict`` (its overrides and hooks run here), as plain tensors by key: per key, the
+        listed tensor it is (keep_vars) or views whole (a detached parameter), so the trusted side can hand out its
+        mirror there, as beside the check the entry is that tensor; and the metadata (versions) as plain data."""
+        handle = int(message["handle"])
+        keep_vars = bool(message.get("keep_vars"))
+        state = self.modules[handle].state_dict(keep_vars=keep_vars)
+        named = _named_state(self.modules[handle])
+        entries, values, unmirrored = [], [], []
+        for key, value in state.items():
+            if type(value) not in (torch.Tensor, nn.Parameter):
+                unmirrored.append(str(key))
+                continue
+            same = next((n for n, (_, t) in named.items() if value is t or (
+                not keep_vars and value.data_ptr() == t.data_ptr() and value.dtype == t.dtype
+                and value.shape == t.shape and value.stride() == t.stride())), None)
+            entries.append([str(key), same])
+            values.append(value.detach())
+        metadata = getattr(state, "_metadata", None)
+        return {"entries": entries, "unmirrored": unmirrored,
+                "metadata": {str(k): dict(v) for k, v in metadata.items()} if metadata is not None else None}, values
+
+    def _op_load_state_dict(self, message: Mapping[str, Any], received: list[torch.Tensor | None]
+                            ) -> tuple[dict[str, Any], list]:
+        """The module's own ``load_state_dict`` (its overrides and hooks run here) of the keys and tensors sent;
+        replies with the state that moved, as a call does, and the keys it reports missing or unexpected."""
+        handle = int(message["handle"])
+        keys = list(message["keys"])
+        state: OrderedDict[str, Any] = OrderedDict(zip(keys, received, strict=True))
+        if message.get("metadata") is not None:
+            state._metadata = OrderedDict(dict(message["metadata"]))  # type: ignore[attr-defined]
+        result = self.modules[handle].load_state_dict(state, strict=bool(message["strict"]),
+                                                      assign=bool(message["assign"]))
+        changes, values = self._changes(handle)
+        return {**changes, "missing_keys": list(result.missing_keys),
+                "unexpected_keys": list(result.unexpected_keys)}, values
+
+    def _op_attributes(self, message: Mapping[str, Any], _: list[torch.Tensor | None]
+                       ) -> tuple[dict[str, Any], list]:
+        """Every tensor the module and its submodules hold (normbench.remote.attributes), with its dtype."""
+        found = tensor_attributes(self.modules[int(message["handle"])])
+        return {"attributes": [[prefix, name, wire_tensors.dtype_name(dtype), registered]
+                               for prefix, name, dtype, registered in found]}, []
 
     def _op_train(self, message: Mapping[str, Any], _: list[torch.Tensor | None]) -> tuple[dict[str, Any], list]:
         self._module(message).train(bool(message["mode"]))
@@ -228,28 +309,29 @@ class Server:
         if message.get("kept") == "all":  # the item is over: its inputs and outputs too
             self.kept.clear()
         for handle in message["handles"]:
-            module = self.modules.pop(int(handle), None)
-            if module is not None:
-                self.held.pop(id(module), None)
-                self.state_names.pop(id(module), None)
+            self.modules.pop(int(handle), None)
+            self.held.pop(int(handle), None)
+            self.state_names.pop(int(handle), None)
+            self.family.pop(int(handle), None)
             for call in [c for c, (h, *_) in self.calls.items() if h == int(handle)]:
                 del self.calls[call]
         return {}, []
 
     def _op_sync(self, message: Mapping[str, Any], received: list[torch.Tensor | None]
                  ) -> tuple[dict[str, Any], list]:
-        self._write(self._module(message), message, received)
+        self._write(int(message["handle"]), message, received)
         return {}, []
 
-    def _write(self, module: nn.Module, message: Mapping[str, Any], received: list[torch.Tensor | None]) -> int:
+    def _write(self, handle: int, message: Mapping[str, Any], received: list[torch.Tensor | None]) -> int:
         """Write what the trusted process changed, and the requires-grad flags; the count of tensors used."""
+        module = self.modules[handle]
         sync = list(message["set"])
         replace, bump = set(message.get("replace") or ()), set(message.get("bump") or ())
         for name, value in zip(sync, received[:len(sync)], strict=True):
             assert value is not None
             _set_tensor(module, name, value, replace=name in replace, bump=name in bump)
         named = _named_state(module)
-        held = self.held[id(module)]
+        held = self.held[handle]
         for name in sync:
             held[name] = _snapshot(named[name][1])
         for name, flag in dict(message["requires_grad"]).items():
@@ -261,7 +343,7 @@ class Server:
     def _op_call(self, message: Mapping[str, Any], received: list[torch.Tensor | None]
                  ) -> tuple[dict[str, Any], list]:
         module = self._module(message)
-        sent = iter(received[self._write(module, message, received):])
+        sent = iter(received[self._write(int(message["handle"]), message, received):])
         wants_grad = list(message["input_requires_grad"])
         leaves: list[torch.Tensor] = []
         for i, spec in enumerate(message["inputs"]):
@@ -307,7 +389,7 @@ class Server:
             self.calls[int(message["call"])] = (int(message["handle"]), leaves + params, outputs, len(leaves))
             while len(self.calls) > KEPT_CALLS:
                 self.calls.popitem(last=False)
-        changes, values = self._changes(module, after)
+        changes, values = self._changes(int(message["handle"]), after)
         written = [i for i, t in enumerate(leaves) if not _same(t, received_inputs[i])]
         # per output, what of the call it shares storage with: only this side can see it (normbench.remote.aliases)
         aliases = [[[i for i, t in enumerate(leaves) if storage_overlaps(o, t)],
@@ -345,14 +427,14 @@ class Server:
                 self.kept[h] = (t, _snapshot(t))
         return changed
 
-    def _changes(self, module: nn.Module, named: dict[str, tuple[str, torch.Tensor]] | None = None
+    def _changes(self, handle: int, named: dict[str, tuple[str, torch.Tensor]] | None = None
                  ) -> tuple[dict[str, Any], list[torch.Tensor]]:
         """The state that differs from what the trusted process holds: a full listing when the names changed
         (a buffer registered in forward), else the changed tensors by name. `named`: the state as just read."""
-        named = _named_state(module) if named is None else named
-        held = self.held[id(module)]
+        named = _named_state(self.modules[handle]) if named is None else named
+        held = self.held[handle]
         if list(named) != list(held):
-            listing, values = self._listing(module)
+            listing, values = self._listing(handle)
             return {"listing": listing, "changed": []}, values
         changed = [n for n, (_, t) in named.items() if not _same(t, held[n])]
         for n in changed:
@@ -398,7 +480,7 @@ class Server:
                             and not _same(g, upstream_before[j])]
         it = iter(grads)
         # a backward may move state too (PowerNorm's gradient EMA): sent back like a forward's
-        changes, values = self._changes(self.modules[handle]) if handle in self.modules else (
+        changes, values = self._changes(handle) if handle in self.modules else (
             {"listing": None, "changed": []}, [])
         return {**changes, "grads_written": written, "inputs_written": inputs_written,
                 "upstream_written": upstream_written}, [
