@@ -83,13 +83,13 @@ def test_a_value_whose_unpickling_runs_code_never_runs_it_in_the_parent(tmp_path
 
 
 # shift_invariance is judged in the trusted process, which expects a tensor message (normbench.remote);
-# module_hygiene beside the plugin, whose process sends outcomes
+# second_order_gradients beside the plugin, whose process sends outcomes
 @pytest.mark.parametrize(("name", "prop", "problem"), [
     ("boundary.garbage", "shift_invariance", "not UTF-8 JSON"),
     ("boundary.huge", "shift_invariance", "over the 4 MiB limit"),
     ("boundary.wrong_verdict", "shift_invariance", "not a normbench tensor message"),
-    ("boundary.garbage", "module_hygiene", "not UTF-8 JSON"),
-    ("boundary.wrong_verdict", "module_hygiene", "verdict 'conforms'"),
+    ("boundary.garbage", "second_order_gradients", "not UTF-8 JSON"),
+    ("boundary.wrong_verdict", "second_order_gradients", "verdict 'conforms'"),
 ])
 def test_a_forged_message_costs_its_item_and_the_next_item_is_judged(name, prop, problem):
     specs = load_specs().specs

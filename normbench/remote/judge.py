@@ -8,9 +8,10 @@ tensor subclass that compares equal to anything, swapped judge code or an edited
 process cannot change these verdicts.
 
 The other checks still run beside the plugin (their outcome says ``judged_in: plugin process``): they need what the
-protocol does not carry yet (a deepcopy or state_dict of the real module, second-order graphs, deployment variants,
-folding). Aliasing crosses as a fact the plugin's side reports per output (normbench.remote.aliases), an input's
-identity across calls as a handle to the tensor kept over there (normbench.remote.identity).
+protocol does not carry yet (second-order graphs, deployment variants). Aliasing crosses as a fact the plugin's side
+reports per output (normbench.remote.aliases), an input's identity across calls as a handle to the tensor kept over
+there (normbench.remote.identity), a deepcopy as a new handle, the module's own state_dict as plain tensors by key,
+and what .to(dtype) left as a report checked against the mirror (normbench.remote.attributes).
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ TRUSTED_CHECKS = frozenset({
     "output_not_alias", "no_stale_output",
     # a fixed per-channel affine map, measured from the outside: builds, deep copies and forwards only
     "foldability",
+    # the module's own state_dict / load_state_dict run over there and cross as plain tensors by key, a deepcopy by
+    # handle, the tensors .to(dtype) left as a report checked against the mirror (normbench.remote.attributes)
+    "module_hygiene",
 })
 #: where an outcome's verdict was computed, in its metrics, and why an item of a trusted check was not
 JUDGED_IN = "judged_in"
