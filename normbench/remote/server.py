@@ -121,9 +121,11 @@ class Server:
         self.held: dict[int, dict[str, tuple[int, torch.Tensor]]] = {}
         #: per handle, the family's statistics the trusted side asked for (kept here, never set on the module)
         self.state_names: dict[int, list[str]] = {}
-        #: per handle, the handle it was deep-copied from, first to last (itself for a build): its relatives are the
-        #: modules that may share state with it over there (a copy whose closure still reads the original's γ)
+        #: per handle, the module it was deep-copied from, first to last (itself for a build), and per such root every
+        #: live handle of its family: the modules that may share state over there (a copy whose closure still reads
+        #: the original's γ); indexed by root, so a module without copies costs a request nothing
         self.family: dict[int, int] = {}
+        self.families: dict[int, set[int]] = {}
         self.next_handle = 0
         #: the item's inputs and outputs by the trusted side's handle (normbench.remote.identity), with what the
         #: trusted side holds of each (None: not said yet)
@@ -175,8 +177,8 @@ class Server:
         writes the original's tensors): beside the check the original shows it at once, so its mirror must too.
         Their tensors go last; the trusted side strips them before it reads the reply (Session.request)."""
         root = self.family.get(handle)
-        relatives = [g for g, r in self.family.items() if r == root and g != handle and g in self.modules]
-        if root is None or not relatives:
+        relatives = sorted(g for g in self.families.get(root, ()) if g != handle) if root is not None else []
+        if not relatives:
             return reply, out
         moved, values = [], []
         for g in relatives:
@@ -236,7 +238,9 @@ class Server:
         self.next_handle += 1
         self.modules[handle] = module
         self.state_names[handle] = state_names
-        self.family[handle] = handle if copied_from is None else self.family.get(copied_from, copied_from)
+        root = handle if copied_from is None else self.family.get(copied_from, copied_from)
+        self.family[handle] = root
+        self.families.setdefault(root, set()).add(handle)
         listing, values = self._listing(handle)
         return {"handle": handle, **listing, "training": module.training}, values
 
@@ -312,7 +316,11 @@ class Server:
             self.modules.pop(int(handle), None)
             self.held.pop(int(handle), None)
             self.state_names.pop(int(handle), None)
-            self.family.pop(int(handle), None)
+            root = self.family.pop(int(handle), None)
+            if root is not None:
+                self.families[root].discard(int(handle))
+                if not self.families[root]:
+                    del self.families[root]
             for call in [c for c, (h, *_) in self.calls.items() if h == int(handle)]:
                 del self.calls[call]
         return {}, []
