@@ -64,3 +64,15 @@ class HidesWeightFromTheAttributeScan(PlainLayerNorm):
 
         server.Server._op_attributes = hiding  # type: ignore[method-assign]
         return super().forward(x)
+
+
+class CountsLiveLayerNorm(PlainLayerNorm):
+    """Correct; each forward prints how many modules of its class are alive in its process (deep copies included),
+    so a test can see what the trusted judge leaves behind over there between items."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import gc
+
+        gc.collect()
+        print(f"live: {sum(type(o) is CountsLiveLayerNorm for o in gc.get_objects())}", flush=True)
+        return super().forward(x)

@@ -72,7 +72,7 @@ def judge_trusted(sandbox: Sandbox, family: str, prop_name: str, mode: str, dtyp
                       wire_tensors.spill_folder(sandbox.output))
     spec = sandbox.specs[family]
     prop = next(p for p in spec.properties if p.name == prop_name)
-    view, factory = remote_implementation(sandbox.impl, session, tuple(spec.state))
+    view, _ = remote_implementation(sandbox.impl, session, tuple(spec.state))
     try:
         # once per judging process: what its import changed, or why it has no implementation
         hello = getattr(child, "trusted_hello", None)
@@ -88,7 +88,8 @@ def judge_trusted(sandbox: Sandbox, family: str, prop_name: str, mode: str, dtyp
                         sandbox.profile).as_dict()
         # Freed, and asked what the calls changed of torch's global state, in one request: a module that leaves
         # grad mode off or replaces a torch function is an error, as when it was judged beside its module.
-        session.pending.append({"op": "drop", "handles": [m._handle for m in factory.built], "kept": "all"})
+        # every module of the item, its deep copies too (beside the check they die with it)
+        session.pending.append({"op": "drop", "handles": sorted(session.issued), "kept": "all"})
         verified, _ = session.request({"op": "verify"})
         changed = [wire.text(c, "a change", 500) for c in verified.get("changed") or []][:64]
     except ChildLost as lost:
@@ -100,7 +101,7 @@ def judge_trusted(sandbox: Sandbox, family: str, prop_name: str, mode: str, dtyp
         child.kill()
         return "protocol", lost.detail
     except Unmirrored as exc:
-        drop_all(factory.built)
+        drop_all(session)
         return "fallback", str(exc)
     fields = {k: outcome[k] for k in ("verdict", "observed", "summary", "metrics", "counterexample", "duration_s")
               if k in outcome}

@@ -490,12 +490,12 @@ def _plain_metadata(metadata: Any) -> OrderedDict[str, dict[str, Any]]:
     return OrderedDict((k, dict(v)) for k, v in metadata.items())
 
 
-def drop_all(modules: list[RemoteModule]) -> None:
-    """Free these modules over there, in one request (an item builds a dozen)."""
-    if not modules:
+def drop_all(session: Session) -> None:
+    """Free every module this item built or copied over there, in one request (an item builds a dozen)."""
+    if not session.issued:
         return
     try:
-        modules[0]._session.request({"op": "drop", "handles": [m._handle for m in modules], "kept": "all"})
+        session.request({"op": "drop", "handles": sorted(session.issued), "kept": "all"})
     except (ChildLost, RuntimeError):
         pass
 

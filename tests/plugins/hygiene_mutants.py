@@ -13,6 +13,7 @@ from mutants_contexts import (
 )
 from mutants_hygiene import (
     CheckpointDropsMeanBatchNorm,
+    CountsLiveLayerNorm,
     HidesWeightFromTheAttributeScan,
     IgnoresLoadLayerNorm,
     PlainLayerNorm,
@@ -30,6 +31,7 @@ MUTANTS = {
     "control": ("layernorm", PlainLayerNorm), "closure": ("layernorm", ClosureLayerNorm),
     "fp32_const": ("layernorm", Float32ConstantLayerNorm), "plain": ("layernorm", PlainAttributeLayerNorm),
     "ignores_load": ("layernorm", IgnoresLoadLayerNorm), "hides_weight": ("layernorm", HidesWeightFromTheAttributeScan),
+    "counts_live": ("layernorm", CountsLiveLayerNorm),
     "control_bn": ("batchnorm", nn.BatchNorm1d), "nonpersistent": ("batchnorm", NonPersistentStatsBatchNorm),
     "self_copy": ("batchnorm", SelfCopyBatchNorm), "drops_mean": ("batchnorm", CheckpointDropsMeanBatchNorm),
     "batch_stats_in_eval": ("batchnorm", BatchStatsInEvalBatchNorm),
