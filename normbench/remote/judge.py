@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from normbench.item_clock import ItemClock
     from normbench.sandbox import Sandbox
 
-#: checks whose every step is a build, a parameter write, a forward or a backward: run here on the remote module
+#: checks whose every step is a build, a deep copy, a parameter write, a forward, a backward or the module's own
+#: state_dict / load_state_dict (or a fact the plugin's side reports, checked here): run here on the remote module
 TRUSTED_CHECKS = frozenset({
     "forward_equivalence", "gradient_equivalence", "weight_gradient_reduction", "shift_invariance",
     "scale_invariance", "permutation_equivariance", "batch_independence", "pad_mask_independence",
