@@ -88,7 +88,7 @@ def test_a_schedule_outside_calibrates_limits_is_refused():
 ])
 def test_the_output_check_applies_where_one_truth_holds_for_every_round(family, pass_name, applies):
     from normbench.bench.isolated import state_free_truth
-    from normbench.checks.base import load_reference
+    from normbench.checks.toolkit.reference import load_reference
     from normbench.spec import load_specs
 
     spec = load_specs([], known_checks=None).specs[family]

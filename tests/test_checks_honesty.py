@@ -22,7 +22,8 @@ from mutants_honesty import (
     VersionCacheLayerNorm,
 )
 
-from normbench.checks.honesty import BATCH_SIZES, bitwise_equal, deviation, shares_memory
+from normbench.checks.honesty import BATCH_SIZES
+from normbench.checks.toolkit.bitwise import bitwise_equal, deviation, shares_memory
 
 PROPERTIES = ("determinism", "batch_invariance", "no_stale_output", "output_not_alias")
 

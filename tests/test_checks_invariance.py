@@ -21,7 +21,7 @@ from mutants_invariance import (
     SigmaEpsLayerNorm,
 )
 
-from normbench.checks.invariance import rounding_condition, statistic_groups
+from normbench.checks.toolkit.reductions import rounding_condition, statistic_groups
 from normbench.runner import Outcome, PlanItem, judge
 
 PROPERTIES = ("shift_invariance", "scale_invariance", "permutation_equivariance", "batch_independence",

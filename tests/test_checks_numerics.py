@@ -18,8 +18,8 @@ from mutants_numerics import (
 )
 
 from normbench.builtins import reference_implementations, torch_implementations
-from normbench.checks.base import reduction_length
 from normbench.checks.numerics import LONG_REDUCTION, SHORT_REDUCTION, shape_with_reduction
+from normbench.checks.toolkit.reductions import reduction_length
 from normbench.inputs import Case, make_input
 from normbench.runner import item_dtypes
 
@@ -146,7 +146,7 @@ def test_one_pass_variance_is_flagged_on_large_constants() -> None:
 
 def test_constant_groups_follow_the_layout() -> None:
     """Every statistic group of the constant domain is constant, for each layout's reduction."""
-    from normbench.checks.invariance import statistic_groups
+    from normbench.checks.toolkit.reductions import statistic_groups
 
     for family in ("layernorm", "batchnorm", "batchnorm_masked", "groupnorm", "instancenorm"):
         spec = specs()[family]

@@ -572,7 +572,7 @@ class BenchChild:
         None for a train-mode pass whose truth depends on the running state (each timed call moves the module's, so
         no one truth holds for every round). BatchNorm's train-mode output uses the batch's statistics only: the
         truth computed again with the state shifted is the same, and the check applies."""
-        from normbench.checks.base import load_reference
+        from normbench.checks.toolkit.reference import load_reference
 
         features = x.shape[spec.layout.features_axis]
         ref = load_reference(spec)(features, **spec.default_params())
@@ -613,7 +613,7 @@ class BenchChild:
                     timeout: float) -> list[str]:
         """Ask for CHECK_ROWS rows (chosen now, after the block) of every round's kept output; compare each with the
         truth in that round's order. Returns a description of every round that fails."""
-        from normbench.checks.base import reduction_length
+        from normbench.checks.toolkit.reductions import reduction_length
         from normbench.compare import compare
 
         n = truth.shape[0]

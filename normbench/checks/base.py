@@ -9,8 +9,6 @@ with the spec's expectation (holds / violated / report), so one check serves "mu
 from __future__ import annotations
 
 import contextlib
-import importlib
-import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +18,14 @@ from hypothesis import HealthCheck, Phase, settings
 from torch import nn
 
 from normbench import deploy
-from normbench.compare import Comparison, TermScale, compare
+
+# reduction_length and weight_reduction_length live in the toolkit; normbench/checks/second_order.py still imports
+# them from here, so they stay importable from here until it imports them from there
+from normbench.checks.toolkit.reductions import reduction_length as reduction_length
+from normbench.checks.toolkit.reductions import weight_reduction_length as weight_reduction_length
+from normbench.checks.toolkit.reference import load_reference
+from normbench.checks.toolkit.seeds import stable_seed
+from normbench.compare import Comparison, compare
 from normbench.implementation import Implementation, ImplementationError
 from normbench.inputs import Case, make_input
 from normbench.skip import Skip
@@ -99,11 +104,6 @@ def register_check(name: str, *, dtypes: tuple[str, ...] = ("float32",), descrip
         return fn
 
     return decorate
-
-
-def stable_seed(*parts: object) -> int:
-    """A seed that depends only on the parts (test id pieces), identical across processes and runs."""
-    return zlib.crc32("|".join(map(str, parts)).encode()) & 0x7FFFFFFF
 
 
 @dataclass
@@ -373,12 +373,6 @@ def randomize_module(impl: Implementation, spec: Spec, module: nn.Module, seed: 
             buf.copy_(values.to(buf.dtype))
 
 
-def load_reference(spec: Spec) -> Callable[..., nn.Module]:
-    """The `build` function of normbench.reference.<spec.reference>."""
-    module = importlib.import_module(f"normbench.reference.{spec.reference}")
-    return module.build
-
-
 def reference_like(impl: Implementation, spec: Spec, module: nn.Module, num_features: int,
                    params: dict[str, Any]) -> nn.Module:
     ref = load_reference(spec)(num_features, **params)
@@ -405,65 +399,3 @@ def reference_like(impl: Implementation, spec: Spec, module: nn.Module, num_feat
                 dst.copy_(src.detach().cpu().to(dst.dtype))
     ref.train(module.training)
     return ref
-
-
-def reference_forward(ref: nn.Module, x: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """The reference output in float64 on the CPU for the same input values."""
-    x64 = x.detach().to(torch.float64).cpu()
-    if pad_mask is not None:
-        return ref(x64, pad_mask=pad_mask.cpu())
-    return ref(x64)
-
-
-def reduction_length(spec: Spec, shape: tuple[int, ...], num_groups: int | None = None) -> int:
-    """How many elements share one statistic: the length of the reduction behind each output."""
-    numel = 1
-    for s in shape:
-        numel *= s
-    if not numel:
-        return 1
-    axis = spec.layout.features_axis
-    c = shape[axis]
-    if spec.layout.reduce == "token":
-        return c
-    batch = shape[0]
-    spatial = numel // (batch * c)
-    if spec.layout.reduce == "channel":
-        return batch * spatial
-    if spec.layout.reduce == "instance":
-        return spatial
-    groups = num_groups or 1
-    return (c // groups) * spatial
-
-
-def weight_reduction_length(spec: Spec, shape: tuple[int, ...]) -> int:
-    """How many terms are summed into each dγ/dβ element: every element of one channel."""
-    numel = 1
-    for s in shape:
-        numel *= s
-    c = shape[spec.layout.features_axis]
-    return max(1, numel // max(c, 1))
-
-
-def affine_gradient_comparisons(ctx: CheckContext, module: nn.Module, ref: nn.Module, reduction_length: int,
-                                kind: str = "backward", require: bool = False,
-                                terms: dict[str, TermScale] | None = None) -> dict[str, Comparison]:
-    """dγ and dβ of `module` against the reference's, for each one the reference has. A parameter that got no
-    gradient is compared as zeros, or, with `require`, raises (the item then reports an error naming it).
-    `terms` (by label) scales a bound by what the reduction sums (see compare)."""
-    terms = terms or {}
-    weight, bias = ctx.impl.affine_tensors(module)
-    comparisons: dict[str, Comparison] = {}
-    for label, got, want in (("grad_weight", weight, getattr(ref, "weight", None)),
-                             ("grad_bias", bias, getattr(ref, "bias", None))):
-        if want is None or want.grad is None:
-            continue
-        if got is None or got.grad is None:
-            if require:
-                raise AssertionError(f"{label}: no gradient reached the module's parameter")
-            got_grad = torch.zeros_like(want.grad)
-        else:
-            got_grad = got.grad
-        comparisons[label] = compare(got_grad, want.grad, ctx.dtype, ctx.tolerance(kind), reduction_length,
-                                     terms=terms.get(label))
-    return comparisons

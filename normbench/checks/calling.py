@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from normbench.checks._search import SearchResult, Trial
 from normbench.checks.base import CheckContext, Observation
-from normbench.checks.invariance import comparisons_trial, doubled
+from normbench.checks.toolkit.comparison import comparisons_trial, doubled
+from normbench.checks.toolkit.search import SearchResult, Trial
 from normbench.compare import Comparison, compare
 from normbench.inputs import Case, input_shape
 from normbench.spec import Tolerance

@@ -30,9 +30,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from normbench.checks._search import Trial, find_counterexample
-from normbench.checks.base import CheckContext, Observation, reduction_length, register_check, stable_seed
+from normbench.checks.base import CheckContext, Observation, register_check
 from normbench.checks.calling import ContextProbe, Run, compare_runs, context_probes, runs_trial, worst_trial
+from normbench.checks.toolkit.reductions import reduction_length
+from normbench.checks.toolkit.search import Trial, find_counterexample
+from normbench.checks.toolkit.seeds import stable_seed
 from normbench.inputs import Case, random_like
 
 #: what the poisoned element holds, one call each

@@ -17,20 +17,13 @@ from hypothesis import strategies as st
 from torch.autograd.gradcheck import GradcheckError
 from torch.func import functional_call
 
-from normbench.checks._search import Trial, find_counterexample
-from normbench.checks.base import (
-    CheckContext,
-    Observation,
-    Skip,
-    affine_gradient_comparisons,
-    reduction_length,
-    reference_forward,
-    register_check,
-    stable_seed,
-    weight_reduction_length,
-)
-from normbench.checks.invariance import statistic_groups
+from normbench.checks.base import CheckContext, Observation, Skip, register_check
 from normbench.checks.numerics import STABILITY_SAFETY
+from normbench.checks.toolkit.comparison import affine_gradient_comparisons
+from normbench.checks.toolkit.reductions import reduction_length, statistic_groups, weight_reduction_length
+from normbench.checks.toolkit.reference import reference_forward
+from normbench.checks.toolkit.search import Trial, find_counterexample
+from normbench.checks.toolkit.seeds import stable_seed
 from normbench.compare import Comparison, channel_bias, compare, dtype_eps
 from normbench.inputs import THRESHOLD_FEATURES, Case, case_strategy, input_shape, kernel_threshold_cases, random_like
 from normbench.variants import VARIANT_EPS_VARIANTS, VARIANT_THRESHOLD_FEATURES

@@ -20,9 +20,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from normbench.checks._search import Trial
-from normbench.checks.base import CheckContext, Observation, reduction_length, register_check, stable_seed
-from normbench.checks.invariance import comparisons_trial, doubled, fresh_forward, num_groups_of, observation, search
+from normbench.checks.base import CheckContext, Observation, register_check
+from normbench.checks.toolkit.comparison import comparisons_trial, doubled
+from normbench.checks.toolkit.probes import fresh_forward
+from normbench.checks.toolkit.reductions import num_groups_of, reduction_length
+from normbench.checks.toolkit.search import Trial, observation, search
+from normbench.checks.toolkit.seeds import stable_seed
 from normbench.compare import Comparison, compare
 from normbench.inputs import input_shape
 

@@ -12,15 +12,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from normbench.checks._search import Trial, find_counterexample
-from normbench.checks.base import (
-    CheckContext,
-    Observation,
-    reduction_length,
-    register_check,
-    stable_seed,
-    weight_reduction_length,
-)
+from normbench.checks.base import CheckContext, Observation, register_check
 from normbench.checks.calling import (
     ContextProbe,
     Run,
@@ -31,6 +23,9 @@ from normbench.checks.calling import (
     runs_trial,
     worst_trial,
 )
+from normbench.checks.toolkit.reductions import reduction_length, weight_reduction_length
+from normbench.checks.toolkit.search import Trial, find_counterexample
+from normbench.checks.toolkit.seeds import stable_seed
 from normbench.inputs import random_like
 
 

@@ -22,18 +22,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from normbench.checks._search import Trial, find_counterexample
-from normbench.checks.base import (
-    CheckContext,
-    Observation,
-    Skip,
-    affine_gradient_comparisons,
-    reference_forward,
-    register_check,
-    weight_reduction_length,
-)
-from normbench.checks.honesty import bitwise_equal, deviation, shares_memory
-from normbench.checks.invariance import comparisons_trial, observation
+from normbench.checks.base import CheckContext, Observation, Skip, register_check
+from normbench.checks.toolkit.bitwise import bitwise_equal, deviation, shares_memory
+from normbench.checks.toolkit.comparison import affine_gradient_comparisons, comparisons_trial
+from normbench.checks.toolkit.reductions import weight_reduction_length
+from normbench.checks.toolkit.reference import reference_forward
+from normbench.checks.toolkit.search import Trial, find_counterexample, observation
 from normbench.compare import Comparison
 from normbench.implementation import ImplementationError
 from normbench.inputs import Case, input_shape, make_input, random_like

@@ -21,17 +21,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from normbench.checks._search import Trial, find_counterexample
-from normbench.checks.base import (
-    CheckContext,
-    Observation,
-    reduction_length,
-    reference_forward,
-    register_check,
-    stable_seed,
-)
+from normbench.checks.base import CheckContext, Observation, register_check
 from normbench.checks.calling import ContextProbe, affine_of, context_probes, state_of
-from normbench.checks.honesty import bitwise_equal, deviation
+from normbench.checks.toolkit.bitwise import bitwise_equal, deviation
+from normbench.checks.toolkit.reductions import reduction_length
+from normbench.checks.toolkit.reference import reference_forward
+from normbench.checks.toolkit.search import Trial, find_counterexample
+from normbench.checks.toolkit.seeds import stable_seed
 from normbench.compare import compare
 from normbench.implementation import ImplementationError
 from normbench.inputs import random_like

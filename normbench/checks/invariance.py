@@ -13,21 +13,30 @@ would swallow a real violation is not measured (see MEASURABLE).
 
 from __future__ import annotations
 
-import copy
 import math
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from hypothesis import strategies as st
 from torch import nn
 
-from normbench.checks._search import SearchResult, Trial, find_counterexample
-from normbench.checks.base import CheckContext, Observation, Skip, reduction_length, register_check, stable_seed
+from normbench.checks.base import CheckContext, Observation, Skip, register_check
+from normbench.checks.toolkit.comparison import comparisons_trial, doubled
+from normbench.checks.toolkit.probes import (
+    Probe,
+    counterexample,
+    feature_probes,
+    fresh_forward,
+    probe_strategy,
+    tokens_view,
+)
+from normbench.checks.toolkit.reductions import num_groups_of, reduction_length, rounding_condition
+from normbench.checks.toolkit.search import Trial, observation, search
+from normbench.checks.toolkit.seeds import stable_seed
 from normbench.compare import Comparison, compare, dtype_eps
-from normbench.inputs import Case, case_strategy, input_shape, make_input, pad_mask
-from normbench.spec import Spec, Tolerance
+from normbench.inputs import Case, input_shape, make_input, pad_mask
+from normbench.spec import Tolerance
 
 #: The rounding allowance is SAFETY·eps(dtype)·κ·S (κ: worst |value|/σ over the statistic groups,
 #: S: output scale). Perturbing every input by a relative eps/2 moves a normalized output by at most
@@ -48,144 +57,6 @@ SCALES: tuple[float, ...] = (1e-2, 10.0, 1e3)
 LARGE_EPS = 1.0
 #: What the pads are filled with, besides zeros: garbage, +inf, NaN (pytorch#70529, tensorflow#30161).
 PAD_FILLS: tuple[str, ...] = ("garbage", "+inf", "nan")
-
-T = TypeVar("T")
-
-
-# -- shared helpers (modes.py uses them too) ------------------------------------------------------------
-
-def doubled(tol: Tolerance, extra_abs: float = 0.0) -> Tolerance:
-    """The bound on the difference of two outputs each within `tol` of the truth, plus `extra_abs` in
-    units of eps(dtype)·S (the compare() convention for the abs term)."""
-    return Tolerance(rel=2 * tol.rel, abs=2 * tol.abs + extra_abs, red=2 * tol.red)
-
-
-def fresh_forward(ctx: CheckContext, module: nn.Module, x: torch.Tensor,
-                  pad: torch.Tensor | None = None) -> tuple[torch.Tensor, nn.Module]:
-    """Forward on a deep copy of `module` (same state every call); returns the output and the copy."""
-    clone = copy.deepcopy(module)
-    with torch.no_grad():
-        y = ctx.forward(clone, x, pad_mask=pad)
-    return y, clone
-
-
-def statistic_groups(spec: Spec, v: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
-    """`v` (float64) rearranged as (groups, members): each row the elements that share one statistic."""
-    axis = spec.layout.features_axis % v.dim()
-    c = v.shape[axis]
-    last = v.movedim(axis, -1)
-    reduce = spec.layout.reduce
-    if reduce == "token":
-        return last.reshape(-1, c)
-    if reduce == "channel":
-        return last.reshape(-1, c).T
-    n = v.shape[0]
-    if reduce == "instance":
-        return last.reshape(n, -1, c).permute(0, 2, 1).reshape(n * c, -1)
-    groups = int(params.get("num_groups") or 1)
-    return last.reshape(n, -1, groups, c // groups).permute(0, 2, 1, 3).reshape(n * groups, -1)
-
-
-def rounding_condition(spec: Spec, v: torch.Tensor, params: dict[str, Any]) -> float:
-    """κ = max over statistic groups of max|v|/σ: how much a relative rounding of the inputs is magnified
-    by centring and normalizing. inf when a group has no spread."""
-    g = statistic_groups(spec, v.detach().to(torch.float64).cpu(), params)
-    if g.numel() == 0 or g.shape[1] == 0:
-        return 0.0
-    sigma = g.std(dim=1, unbiased=False)
-    peak = g.abs().amax(dim=1)
-    if bool((sigma == 0).any()):
-        return math.inf
-    return float((peak / sigma).max().item())
-
-
-def num_groups_of(params: dict[str, Any]) -> int | None:
-    value = params.get("num_groups")
-    return int(value) if value is not None else None
-
-
-def comparisons_trial(ctx: CheckContext, comparisons: dict[str, Comparison], counterexample: dict[str, Any],
-                      extra_metrics: dict[str, Any] | None = None, skipped: Sequence[str] = ()) -> Trial:
-    """A Trial from named comparisons: ok when all are; metrics of every one; the worst summarized."""
-    metrics: dict[str, Any] = dict(extra_metrics or {})
-    metrics["measured"] = len(comparisons)
-    if skipped:
-        metrics["not_measurable"] = list(skipped)
-    if not comparisons:
-        return Trial(ok=True, summary="nothing measurable: " + "; ".join(skipped), metrics=metrics,
-                     counterexample=counterexample)
-    name, worst = max(comparisons.items(), key=lambda kv: kv[1].tol_ratio)
-    # Worst first: the summary leads with the clearest evidence.
-    failing = sorted((k for k, c in comparisons.items() if not c.ok), key=lambda k: -comparisons[k].tol_ratio)
-    text = "; ".join(comparisons[k].describe(k) for k in failing) or worst.describe(name)
-    if failing:
-        counterexample = {**counterexample, "failing": failing}
-    metrics.update({"tol_ratio": worst.tol_ratio, "worst": name, "max_abs": worst.max_abs,
-                    "max_rel": worst.max_rel, "max_ulp": worst.max_ulp})
-    for key, comp in comparisons.items():
-        metrics[f"{key}.max_abs"] = comp.max_abs
-        metrics[f"{key}.tol_ratio"] = comp.tol_ratio
-    return Trial(ok=not failing, summary=text, metrics=metrics, counterexample=counterexample)
-
-
-def measured_score(trial: Trial) -> float:
-    """How much tolerance a trial used; a trial that measured nothing ranks below every measured one."""
-    if not trial.metrics.get("measured", 1):
-        return -1.0
-    return float(trial.metrics.get("tol_ratio", 0.0))
-
-
-def search(ctx: CheckContext, evaluate: Callable[[T], Trial], explicit: Sequence[T],
-           strategy: st.SearchStrategy[T] | None) -> SearchResult:
-    """find_counterexample, ranking unmeasurable trials last so the reported worst one was measured."""
-    return find_counterexample(ctx, evaluate, explicit, strategy, score=measured_score)
-
-
-def observation(what: str, result: SearchResult) -> Observation:
-    """Turn a search result into an Observation; raises Skip when nothing at all could be measured."""
-    trial = result.failure or result.worst
-    if trial is None:
-        raise Skip(f"{what}: no case to run")
-    if result.ok and not trial.metrics.get("measured", 1):
-        raise Skip(f"{what}: not measurable in this dtype ({trial.summary})")
-    if result.ok:
-        summary = f"{what} holds within tolerance over {result.trials} cases; worst: {trial.summary}"
-    else:
-        summary = f"{what} does not hold: {trial.summary}"
-    return Observation(holds=result.ok, summary=summary, metrics={**trial.metrics, "cases": result.trials},
-                       counterexample=None if result.ok else trial.counterexample)
-
-
-@dataclass(frozen=True)
-class Probe:
-    """A reproducible input and the constructor parameters it runs with."""
-
-    case: Case
-    params: tuple[tuple[str, Any], ...]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"input": self.case.as_dict(), "params": dict(self.params)}
-
-
-def feature_probes(ctx: CheckContext, batch: int = 4, length: int = 3, domain: str = "normal",
-                   ranks: Sequence[int] | None = None) -> list[Probe]:
-    """One deterministic probe per feature count of the spec, cycling through the layout's ranks."""
-    layout = ctx.spec.layout
-    ranks = tuple(ranks or layout.ranks)
-    out = []
-    for i, c in enumerate(ctx.spec.features):
-        shape = input_shape(layout, batch=batch, features=c, rank=ranks[i % len(ranks)], length=length)
-        out.append(Probe(Case(shape, domain, seed=ctx.seed + i), tuple(ctx.params().items())))
-    return out
-
-
-def probe_strategy(ctx: CheckContext, domains: tuple[str, ...] = ("normal", "scaled")) -> st.SearchStrategy[Probe]:
-    params = tuple(ctx.params().items())
-    return st.builds(lambda case: Probe(case, params), case_strategy(ctx.spec.layout, ctx.spec.features, domains))
-
-
-def counterexample(ctx: CheckContext, probe: Probe | PadProbe, **extra: Any) -> dict[str, Any]:
-    return {**probe.as_dict(), "dtype": ctx.dtype_name, "mode": ctx.mode, **extra}
 
 
 def representable(values: torch.Tensor, dtype: torch.dtype) -> bool:
@@ -413,11 +284,6 @@ def _pad_strategy(ctx: CheckContext) -> st.SearchStrategy[PadProbe]:
     # Batch statistics need several real values per channel; sequences need two positions to hold a pad.
     return st.builds(build, st.integers(1 if per_token else 2, 5), st.integers(2, 8),
                      st.sampled_from(ctx.spec.features), st.integers(0, 2**16))
-
-
-def tokens_view(ctx: CheckContext, t: torch.Tensor) -> torch.Tensor:
-    """(B, T, C) view of a sequence tensor whatever the layout: channel-first (N, C, L) is transposed."""
-    return t if ctx.spec.layout.features_axis in (-1, t.dim() - 1) else t.transpose(1, 2)
 
 
 def _filled(ctx: CheckContext, x64: torch.Tensor, mask: torch.Tensor, fill: str, seed: int) -> torch.Tensor:

@@ -16,17 +16,11 @@ import torch
 from hypothesis import strategies as st
 from torch import nn
 
-from normbench.checks._search import Trial, find_counterexample
-from normbench.checks.base import (
-    CheckContext,
-    Observation,
-    Skip,
-    reduction_length,
-    register_check,
-    stable_seed,
-    weight_reduction_length,
-)
-from normbench.checks.invariance import doubled
+from normbench.checks.base import CheckContext, Observation, Skip, register_check
+from normbench.checks.toolkit.comparison import doubled
+from normbench.checks.toolkit.reductions import reduction_length, weight_reduction_length
+from normbench.checks.toolkit.search import Trial, find_counterexample
+from normbench.checks.toolkit.seeds import stable_seed
 from normbench.compare import compare
 from normbench.implementation import ImplementationError
 from normbench.inputs import Case, case_strategy, input_shape, random_like

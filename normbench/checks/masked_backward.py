@@ -43,18 +43,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from normbench.checks._search import Trial, find_counterexample
-from normbench.checks.base import (
-    CheckContext,
-    Observation,
-    Skip,
-    reduction_length,
-    register_check,
-    stable_seed,
-    weight_reduction_length,
-)
+from normbench.checks.base import CheckContext, Observation, Skip, register_check
 from normbench.checks.calling import Run, compare_runs, parameter_grads, runs_trial, state_of, worst_trial
 from normbench.checks.padding import from_tokens, token_view
+from normbench.checks.toolkit.reductions import reduction_length, weight_reduction_length
+from normbench.checks.toolkit.search import Trial, find_counterexample
+from normbench.checks.toolkit.seeds import stable_seed
 from normbench.inputs import Case, input_shape, make_input, pad_mask, random_like
 
 #: the mask shapes, each a case: right padding (the fills only), then those pad_mask_independence never builds

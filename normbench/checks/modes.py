@@ -15,29 +15,20 @@ import torch
 from hypothesis import strategies as st
 from torch import nn
 
-from normbench.checks._search import Trial
-from normbench.checks.base import (
-    CheckContext,
-    Observation,
-    Skip,
-    reduction_length,
-    reference_forward,
-    register_check,
-    stable_seed,
-)
-from normbench.checks.invariance import (
+from normbench.checks.base import CheckContext, Observation, Skip, register_check
+from normbench.checks.toolkit.comparison import comparisons_trial, doubled
+from normbench.checks.toolkit.probes import (
     Probe,
-    comparisons_trial,
     counterexample,
-    doubled,
     feature_probes,
     fresh_forward,
-    num_groups_of,
-    observation,
     probe_strategy,
-    search,
     tokens_view,
 )
+from normbench.checks.toolkit.reductions import num_groups_of, reduction_length
+from normbench.checks.toolkit.reference import reference_forward
+from normbench.checks.toolkit.search import Trial, observation, search
+from normbench.checks.toolkit.seeds import stable_seed
 from normbench.compare import Comparison, compare
 from normbench.inputs import Case, input_shape, make_input, pad_mask
 from normbench.spec import Tolerance

@@ -21,15 +21,11 @@ import torch
 from hypothesis import strategies as st
 from torch import nn
 
-from normbench.checks._search import Trial
-from normbench.checks.base import (
-    CheckContext,
-    Observation,
-    reduction_length,
-    register_check,
-    stable_seed,
-)
-from normbench.checks.invariance import comparisons_trial, num_groups_of, observation, rounding_condition, search
+from normbench.checks.base import CheckContext, Observation, register_check
+from normbench.checks.toolkit.comparison import comparisons_trial
+from normbench.checks.toolkit.reductions import num_groups_of, reduction_length, rounding_condition
+from normbench.checks.toolkit.search import Trial, observation, search
+from normbench.checks.toolkit.seeds import stable_seed
 from normbench.compare import Comparison, accumulate_eps, compare, dtype_eps
 from normbench.inputs import DEGENERATE_FEATURES, Case, input_shape, random_like
 from normbench.spec import Layout, Spec, Tolerance

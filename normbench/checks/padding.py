@@ -31,17 +31,11 @@ import torch
 from hypothesis import strategies as st
 from torch import nn
 
-from normbench.checks._search import Trial, find_counterexample
-from normbench.checks.base import (
-    CheckContext,
-    Observation,
-    Skip,
-    reduction_length,
-    register_check,
-    stable_seed,
-    weight_reduction_length,
-)
-from normbench.checks.invariance import comparisons_trial, doubled, num_groups_of, observation
+from normbench.checks.base import CheckContext, Observation, Skip, register_check
+from normbench.checks.toolkit.comparison import comparisons_trial, doubled
+from normbench.checks.toolkit.reductions import num_groups_of, reduction_length, weight_reduction_length
+from normbench.checks.toolkit.search import Trial, find_counterexample, observation
+from normbench.checks.toolkit.seeds import stable_seed
 from normbench.compare import Comparison, compare
 from normbench.inputs import Case, input_shape, make_input, pad_mask, random_like
 from normbench.spec import Layout, Tolerance

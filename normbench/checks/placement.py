@@ -13,9 +13,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from normbench.checks._search import Trial, find_counterexample
-from normbench.checks.base import CheckContext, Observation, load_reference, register_check, stable_seed
-from normbench.checks.invariance import Probe, comparisons_trial, counterexample, feature_probes, probe_strategy
+from normbench.checks.base import CheckContext, Observation, register_check
+from normbench.checks.toolkit.comparison import comparisons_trial
+from normbench.checks.toolkit.probes import Probe, counterexample, feature_probes, probe_strategy
+from normbench.checks.toolkit.reference import load_reference
+from normbench.checks.toolkit.search import Trial, find_counterexample
+from normbench.checks.toolkit.seeds import stable_seed
 from normbench.implementation import ImplementationError
 
 # -- residual identity -------------------------------------------------------------------------------------

@@ -13,16 +13,7 @@ from typing import Any
 
 import torch
 
-from normbench.checks._search import Trial, find_counterexample
-from normbench.checks.base import (
-    CheckContext,
-    Observation,
-    Skip,
-    reduction_length,
-    register_check,
-    stable_seed,
-    weight_reduction_length,
-)
+from normbench.checks.base import CheckContext, Observation, Skip, register_check
 from normbench.checks.calling import (
     ContextProbe,
     Run,
@@ -32,6 +23,9 @@ from normbench.checks.calling import (
     runs_trial,
     worst_trial,
 )
+from normbench.checks.toolkit.reductions import reduction_length, weight_reduction_length
+from normbench.checks.toolkit.search import Trial, find_counterexample
+from normbench.checks.toolkit.seeds import stable_seed
 from normbench.inputs import Case, random_like
 
 #: the leading sizes per rank: small, unequal, so a swapped pair of dims shows

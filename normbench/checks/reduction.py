@@ -16,16 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from normbench.checks._search import Trial, find_counterexample
-from normbench.checks.base import (
-    CheckContext,
-    Observation,
-    Skip,
-    affine_gradient_comparisons,
-    register_check,
-    weight_reduction_length,
-)
-from normbench.checks.invariance import comparisons_trial, observation
+from normbench.checks.base import CheckContext, Observation, Skip, register_check
+from normbench.checks.toolkit.comparison import affine_gradient_comparisons, comparisons_trial
+from normbench.checks.toolkit.reductions import weight_reduction_length
+from normbench.checks.toolkit.search import Trial, find_counterexample, observation
 from normbench.compare import TermScale
 from normbench.inputs import Case, input_shape, random_like
 

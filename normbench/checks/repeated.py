@@ -17,15 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from normbench.checks._search import Trial, find_counterexample
-from normbench.checks.base import (
-    CheckContext,
-    Observation,
-    reduction_length,
-    register_check,
-    stable_seed,
-    weight_reduction_length,
-)
+from normbench.checks.base import CheckContext, Observation, register_check
 from normbench.checks.calling import (
     ContextProbe,
     Run,
@@ -37,6 +29,9 @@ from normbench.checks.calling import (
     state_of,
     worst_trial,
 )
+from normbench.checks.toolkit.reductions import reduction_length, weight_reduction_length
+from normbench.checks.toolkit.search import Trial, find_counterexample
+from normbench.checks.toolkit.seeds import stable_seed
 from normbench.inputs import Case, random_like
 
 SCENARIOS = ("two forwards, one backward", "two backward passes accumulate")

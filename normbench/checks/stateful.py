@@ -42,15 +42,10 @@ import torch
 from hypothesis import strategies as st
 from torch import nn
 
-from normbench.checks._search import Trial
-from normbench.checks.base import (
-    CheckContext,
-    Observation,
-    Skip,
-    register_check,
-    stable_seed,
-)
-from normbench.checks.invariance import comparisons_trial, observation, search
+from normbench.checks.base import CheckContext, Observation, Skip, register_check
+from normbench.checks.toolkit.comparison import comparisons_trial
+from normbench.checks.toolkit.search import Trial, observation, search
+from normbench.checks.toolkit.seeds import stable_seed
 from normbench.compare import Comparison, compare
 from normbench.inputs import Case, input_shape, make_input, pad_mask
 from normbench.spec import Tolerance

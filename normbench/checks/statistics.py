@@ -22,10 +22,11 @@ import torch
 from hypothesis import strategies as st
 from torch import nn
 
-from normbench.checks._search import Trial
 from normbench.checks.base import CheckContext, Observation, register_check
-from normbench.checks.invariance import fresh_forward, observation, search, statistic_groups
 from normbench.checks.numerics import STABILITY_SAFETY
+from normbench.checks.toolkit.probes import fresh_forward
+from normbench.checks.toolkit.reductions import statistic_groups
+from normbench.checks.toolkit.search import Trial, observation, search
 from normbench.compare import accumulate_eps, dtype_eps
 from normbench.inputs import Case, case_strategy, input_shape
 

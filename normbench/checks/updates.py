@@ -18,8 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from normbench.checks._search import Trial, find_counterexample
-from normbench.checks.base import CheckContext, Observation, Skip, reduction_length, reference_forward, register_check
+from normbench.checks.base import CheckContext, Observation, Skip, register_check
 from normbench.checks.calling import (
     ContextProbe,
     Run,
@@ -30,6 +29,9 @@ from normbench.checks.calling import (
     runs_trial,
     worst_trial,
 )
+from normbench.checks.toolkit.reductions import reduction_length
+from normbench.checks.toolkit.reference import reference_forward
+from normbench.checks.toolkit.search import Trial, find_counterexample
 from normbench.implementation import ImplementationError
 
 UPDATE_KINDS = ("in-place step", "new Parameter", "load_state_dict")

@@ -17,8 +17,9 @@ from typing import Any
 
 import torch
 
-from normbench.checks.base import CheckContext, Observation, Skip, reduction_length, register_check
+from normbench.checks.base import CheckContext, Observation, Skip, register_check
 from normbench.checks.folding import per_channel_affine
+from normbench.checks.toolkit.reductions import reduction_length
 from normbench.compare import Comparison, compare
 from normbench.deploy import COMPILE, EAGER, EXPORT, DeploymentUnavailable, base_class
 from normbench.deploy.compile import compiled_forward, compiler_guarded
