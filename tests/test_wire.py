@@ -11,6 +11,7 @@ from helpers import folder_plugins_may_write
 
 from normbench import wire
 from normbench.implementation import Implementation
+from normbench.remote.judge import trusted
 from normbench.sandbox import Limits, SandboxPool, discover_isolated
 from normbench.spec import load_specs
 
@@ -82,24 +83,26 @@ def test_a_value_whose_unpickling_runs_code_never_runs_it_in_the_parent(tmp_path
     assert not marker.exists()
 
 
-# shift_invariance is judged in the trusted process, which expects a tensor message (normbench.remote);
-# second_order_gradients beside the plugin, whose process sends outcomes
-@pytest.mark.parametrize(("name", "prop", "problem"), [
-    ("boundary.garbage", "shift_invariance", "not UTF-8 JSON"),
-    ("boundary.huge", "shift_invariance", "over the 4 MiB limit"),
-    ("boundary.wrong_verdict", "shift_invariance", "not a normbench tensor message"),
-    ("boundary.garbage", "second_order_gradients", "not UTF-8 JSON"),
-    ("boundary.wrong_verdict", "second_order_gradients", "verdict 'conforms'"),
+# shift_invariance is judged in the trusted process under the eager variant, which expects a tensor message
+# (normbench.remote); under the export variant beside the plugin, whose process sends outcomes (every check of the
+# eager variant on the CPU is the trusted process's now: normbench.remote.judge.trusted)
+@pytest.mark.parametrize(("name", "prop", "variant", "problem"), [
+    ("boundary.garbage", "shift_invariance", "eager", "not UTF-8 JSON"),
+    ("boundary.huge", "shift_invariance", "eager", "over the 4 MiB limit"),
+    ("boundary.wrong_verdict", "shift_invariance", "eager", "not a normbench tensor message"),
+    ("boundary.garbage", "shift_invariance", "export", "not UTF-8 JSON"),
+    ("boundary.wrong_verdict", "shift_invariance", "export", "verdict 'conforms'"),
 ])
-def test_a_forged_message_costs_its_item_and_the_next_item_is_judged(name, prop, problem):
+def test_a_forged_message_costs_its_item_and_the_next_item_is_judged(name, prop, variant, problem):
+    assert trusted(prop, variant) == (variant == "eager")
     specs = load_specs().specs
     registry = discover_isolated([f"plugins.boundary:{name.split('.')[1]}", "plugins.hostile:control"],
                                  families=specs, include_entry_points=False)
     pool = SandboxPool(specs, "ci", Limits())
     try:
-        forged = pool.judge(registry.implementations[name], "layernorm", prop, "any", "float32", "cpu")
+        forged = pool.judge(registry.implementations[name], "layernorm", prop, "any", "float32", "cpu", variant)
         control = pool.judge(registry.implementations["hostile.control"], "layernorm", prop, "any",
-                             "float32", "cpu")
+                             "float32", "cpu", variant)
     finally:
         pool.close()
     assert forged["verdict"] == "error" and "broke normbench's protocol" in forged["summary"]

@@ -8,7 +8,7 @@ tensor subclass that compares equal to anything, swapped judge code or an edited
 process cannot change these verdicts.
 
 The other checks still run beside the plugin (their outcome says ``judged_in: plugin process``): they need what the
-protocol does not carry yet (second-order graphs, deployment variants). Aliasing crosses as a fact the plugin's side
+protocol does not carry yet (deployment variants, accelerators). Aliasing crosses as a fact the plugin's side
 reports per output (normbench.remote.aliases), an input's identity across calls as a handle to the tensor kept over
 there (normbench.remote.identity), a deepcopy as a new handle, the module's own state_dict as plain tensors by key,
 and what .to(dtype) left as a report checked against the mirror (normbench.remote.attributes).
@@ -43,6 +43,9 @@ TRUSTED_CHECKS = frozenset({
     # the module's own state_dict / load_state_dict run over there and cross as plain tensors by key, a deepcopy by
     # handle, the tensors .to(dtype) left as a report checked against the mirror (normbench.remote.attributes)
     "module_hygiene",
+    # double backward run over there: a create_graph=True backward keeps the first-order gradients' graph there,
+    # and a second backward through them asks the plugin's second-order gradients (proxy._RemoteGrad)
+    "second_order_gradients",
 })
 #: where an outcome's verdict was computed, in its metrics, and why an item of a trusted check was not
 JUDGED_IN = "judged_in"

@@ -9,9 +9,10 @@ here unchanged: it builds, randomizes, calls, differentiates and compares as it 
 tensor it compares is data it received and copied.
 
 What the proxy cannot mirror is refused loudly (`Unmirrored`), never approximated: a γ that is not a registered
-parameter or buffer, a conversion other than ``.to(dtype / device)``, a second-order gradient, a state_dict entry
-that is not a tensor. A deepcopy, ``state_dict`` and ``load_state_dict`` are the plugin's module's own, run over
-there (module_hygiene judges exactly that machinery).
+parameter or buffer, a conversion other than ``.to(dtype / device)``, a third-order gradient, a state_dict entry
+that is not a tensor. A second-order gradient is the plugin's double backward, run over there (`_RemoteGrad`). A
+deepcopy, ``state_dict`` and ``load_state_dict`` are the plugin's module's own, run over there (module_hygiene
+judges exactly that machinery).
 """
 
 from __future__ import annotations
@@ -595,7 +596,12 @@ class _Call:
             out.append((list(shared_inputs), list(shared_state)))
         return out
 
-    def backward(self, grads: tuple[torch.Tensor, ...], needs: list[bool]) -> list[torch.Tensor | None]:
+    def backward(self, grads: tuple[torch.Tensor, ...], needs: list[bool], graph: dict[str, Any] | None = None
+                 ) -> list[torch.Tensor | None]:
+        """The plugin's backward of this call. `graph` (a create_graph=True backward): the gradients are kept over
+        there with their graph, under `graph["id"]`, for a later `_RemoteGrad.backward`; `graph["needs"]` says which
+        of dy, the inputs and the parameters that graph must reach. Which returned gradient is differentiable over
+        there is left in `self.grad_differentiable`."""
         module = self.module
         params = dict(module._parameters)
         held = [(module._remote[n], params[n].grad) for n in self.param_names if n in params]
@@ -606,10 +612,16 @@ class _Call:
         writes = [(t, w) for t, w in ((t, kept.written_since(t)) for t in live) if w is not None]
         body, received = module._session.request(
             {"op": "backward", "call": self.id, "needs": needs, "grad_names": [n for n, _ in held],
-             "inputs": [w for _, w in writes]},
+             "inputs": [w for _, w in writes], "graph": graph},
             [*grads, *(None if g is None else g.detach() for _, g in held), *(t.detach() for t, _ in writes)],
             keep_strides=True)
         kept.settle([t for t, _ in writes])
+        if graph is not None:
+            flags = body.get("grad_differentiable")
+            if not (isinstance(flags, list) and len(flags) == len(needs) and all(isinstance(f, bool) for f in flags)):
+                raise ChildLost("protocol", "a create_graph backward reply that does not say, per gradient, whether "
+                                            "it is differentiable")
+            self.grad_differentiable = flags
         written = [str(n) for n in body.get("grads_written") or []]
         inputs_written, upstream_written = body.get("inputs_written") or [], body.get("upstream_written") or []
         if not (all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < self.n_inputs for i in inputs_written)
@@ -658,19 +670,82 @@ class _RemoteFunction(torch.autograd.Function):
         ctx.call = call
         ctx.needs = needs
         ctx.shapes = [tuple(t.shape) for t in tensors]
+        # the graph's leaves for a create_graph=True backward (the inputs are weak in `call`: the graph must not
+        # keep them, and a parameter is the module's anyway)
+        ctx.params = list(tensors[call.n_inputs:])
         ctx.mark_non_differentiable(*(o for o, d in zip(outputs, call.differentiable, strict=True) if not d))
         return tuple(outputs)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx: Any, *grads: torch.Tensor) -> tuple[Any, ...]:
         if not any(ctx.call.differentiable):
             raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
-        received = ctx.call.backward(grads, ctx.needs)
+        if torch.is_grad_enabled():  # create_graph=True: the gradients keep their graph, over there
+            call = ctx.call
+            inputs = [ref() for ref in call.inputs]
+            if any(t is None and need for t, need in zip(inputs, ctx.needs, strict=False)):
+                raise Unmirrored("a create_graph=True backward through an input the check no longer holds (an "
+                                 "intermediate tensor) is not carried to the plugin's process")
+            received = list(_RemoteGrad.apply(call, ctx.needs, len(grads), *grads, *inputs, *ctx.params))
+        else:
+            received = ctx.call.backward(grads, ctx.needs)
         out: list[Any] = [None]
         for need, shape, g in zip(ctx.needs, ctx.shapes, received, strict=True):
             if need and g is not None and tuple(g.shape) != shape:
                 raise ChildLost("protocol", f"a gradient of shape {tuple(g.shape)} for an input of shape {shape}")
+            out.append(g if need else None)
+        return tuple(out)
+
+
+class _RemoteGrad(torch.autograd.Function):
+    """A create_graph=True backward of a call as one node of the trusted process's graph: its outputs are the
+    plugin's first-order gradients (dX, dγ, dβ), kept over there with their graph; its backward sends the gradients
+    of those (a gradient penalty's v, gradgradcheck's probes) and gets the plugin's second-order gradients back,
+    with respect to dy, the call's inputs and its parameters. Third order is not carried (Unmirrored).
+
+    What a hostile plugin's side can forge with it: the second-order numbers and which first-order gradient it
+    calls differentiable. Neither is a verdict: second_order_gradients compares the numbers with the float64
+    truth it computes here, and gradgradcheck compares them with the numerical derivative of first-order gradients
+    the same side sent, so numbers that pass are a double backward that is right in everything observed. A
+    gradient said not to be differentiable makes double backward raise here, which is what a once_differentiable
+    module does: it passes only where the module declares double_backward=False, where raising is conforming; a
+    side could as well send that error itself. So it can only make its module behave, where normbench looks, as a
+    conforming one (the harness detector's case), never write a pass for numbers it sent."""
+
+    @staticmethod
+    def forward(ctx: Any, call: _Call, needs: list[bool], n_upstream: int,  # type: ignore[override]
+                *tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+        wrt_needs = [bool(n) for n in ctx.needs_input_grad[3:]]
+        session = call.module._session
+        graph_id = next(session.calls)
+        received = call.backward(tuple(tensors[:n_upstream]), needs,  # type: ignore[arg-type]
+                                 graph={"id": graph_id, "needs": wrt_needs})
+        weakref.finalize(ctx, session.released.append, graph_id)
+        ctx.call, ctx.graph_id, ctx.wrt_needs = call, graph_id, wrt_needs
+        ctx.shapes = [None if t is None else tuple(t.shape) for t in tensors]
+        outputs = [g if need else None for g, need in zip(received, needs, strict=True)]
+        ctx.mark_non_differentiable(*(g for g, d in zip(outputs, call.grad_differentiable, strict=True)
+                                      if g is not None and not d))
+        return tuple(outputs)
+
+    @staticmethod
+    def backward(ctx: Any, *ggs: torch.Tensor | None) -> tuple[Any, ...]:
+        if torch.is_grad_enabled():
+            raise Unmirrored("a second-order backward with create_graph=True (the graph of a third-order gradient) "
+                             "is not carried to the plugin's process")
+        session = ctx.call.module._session
+        body, received = session.request(
+            {"op": "grad_backward", "call": ctx.graph_id, "needs": ctx.wrt_needs},
+            [None if g is None else g.detach() for g in ggs], keep_strides=True)
+        n = len(ctx.wrt_needs)
+        if len(received) < n:
+            raise ChildLost("protocol", "a second-order backward reply with the wrong number of gradients")
+        ctx.call.module._take_changes(body, received[n:])
+        out: list[Any] = [None, None, None]
+        for need, shape, g in zip(ctx.wrt_needs, ctx.shapes, received[:n], strict=True):
+            if need and g is not None and tuple(g.shape) != shape:
+                raise ChildLost("protocol", f"a second-order gradient of shape {tuple(g.shape)} for a tensor of "
+                                            f"shape {shape}")
             out.append(g if need else None)
         return tuple(out)
 

@@ -1,7 +1,8 @@
 """The plugin's side of the request protocol: it only does what the trusted process asks.
 
 Build the module, deep-copy it, move it to a dtype, set its mode, write the parameters and buffers it is sent, call
-forward on the tensors it is sent, differentiate a kept call by the gradients it is sent, take and load its own
+forward on the tensors it is sent, differentiate a kept call by the gradients it is sent (and, for a create_graph=True
+backward, differentiate those gradients again: double backward), take and load its own
 state_dict, list the tensors it holds, and send back the tensors that came out and the state that changed (its
 copies' too). It computes no truth, compares nothing and decides nothing: every tolerance and
 verdict is the trusted process's (normbench.remote.proxy). It runs in the judging child, beside the plugin, and so
@@ -116,6 +117,9 @@ class Server:
         #: call -> (its module's handle, its inputs then the parameters it was differentiable in, its outputs, how many
         #: of those tensors are inputs)
         self.calls: OrderedDict[int, tuple[int, list[torch.Tensor], list[torch.Tensor], int]] = OrderedDict()
+        #: create_graph=True backwards: id -> (its module's handle, the first-order gradients with their graph, what
+        #: that graph may be differentiated in: dy, the call's inputs and parameters)
+        self.graphs: OrderedDict[int, tuple[int, list[torch.Tensor | None], list[torch.Tensor | None]]] = OrderedDict()
         #: per handle, the state as the trusted process last received or sent it (per handle, not per module object:
         #: a ``__deepcopy__`` may return the very module, and the trusted side then holds two mirrors of it)
         self.held: dict[int, dict[str, tuple[int, torch.Tensor]]] = {}
@@ -138,6 +142,7 @@ class Server:
         op = message.get("op") if isinstance(message, Mapping) else None
         for call in message.get("release", ()) if isinstance(message, Mapping) else ():
             self.calls.pop(call, None)
+            self.graphs.pop(call, None)
         for handle in message.get("forget", ()) if isinstance(message, Mapping) else ():
             self.kept.pop(handle, None)
         try:
@@ -166,8 +171,8 @@ class Server:
 
     def _subject(self, message: Mapping[str, Any]) -> int | None:
         """The handle of the module a request acts on (a backward's: its call's), or None."""
-        if message.get("op") == "backward":
-            kept = self.calls.get(int(message["call"]))
+        if message.get("op") in ("backward", "grad_backward"):
+            kept = (self.calls if message["op"] == "backward" else self.graphs).get(int(message["call"]))
             return kept[0] if kept is not None else None
         handle = message.get("handle")
         return int(handle) if isinstance(handle, int) and not isinstance(handle, bool) else None
@@ -323,6 +328,8 @@ class Server:
                     del self.families[root]
             for call in [c for c, (h, *_) in self.calls.items() if h == int(handle)]:
                 del self.calls[call]
+            for call in [c for c, (h, *_) in self.graphs.items() if h == int(handle)]:
+                del self.graphs[call]
         return {}, []
 
     def _op_sync(self, message: Mapping[str, Any], received: list[torch.Tensor | None]
@@ -470,6 +477,12 @@ class Server:
         before = {n: (id(named[n].grad), None if named[n].grad is None else named[n].grad.clone())
                   for n in grad_names}
         upstream = received[:len(outputs)]
+        graph = message.get("graph")
+        if graph is not None:
+            # create_graph=True: what the second-order gradients are asked in must be differentiable here (dy is a
+            # fresh leaf; gradgradcheck differentiates in it)
+            upstream = [g if g is None or not need else g.requires_grad_(True)
+                        for g, need in zip(upstream, graph["needs"][:len(outputs)], strict=True)]
         # a backward that writes into the call's input or into the upstream gradient (BUGS.md: dy reused as scratch)
         # does it to the caller's tensors beside the check: written into the trusted side's too
         upstream_before = [None if g is None else (id(g), g.detach().clone()) for g in upstream]
@@ -477,7 +490,15 @@ class Server:
         pairs = [(o, g) for o, g in zip(outputs, upstream, strict=True) if o.requires_grad]
         chosen = [t for t, need in zip(inputs, needs, strict=True) if need]
         grads = torch.autograd.grad([o for o, _ in pairs], chosen, [g for _, g in pairs], allow_unused=True,
-                                    retain_graph=True) if chosen else ()
+                                    retain_graph=True, create_graph=graph is not None) if chosen else ()
+        extra: dict[str, Any] = {}
+        if graph is not None:
+            it = iter(grads)
+            firsts = [next(it) if need else None for need in needs]
+            self.graphs[int(graph["id"])] = (handle, firsts, [*upstream, *inputs])
+            while len(self.graphs) > KEPT_CALLS:
+                self.graphs.popitem(last=False)
+            extra["grad_differentiable"] = [g is not None and bool(g.requires_grad) for g in firsts]
         written = [n for n in grad_names if not _same_grad(named[n].grad, before[n])]
         inputs_written = [i for i, t in enumerate(inputs[:n_inputs]) if not _same(t, inputs_before[i])]
         rewritten = {id(inputs[i]) for i in inputs_written}
@@ -490,10 +511,31 @@ class Server:
         # a backward may move state too (PowerNorm's gradient EMA): sent back like a forward's
         changes, values = self._changes(handle) if handle in self.modules else (
             {"listing": None, "changed": []}, [])
-        return {**changes, "grads_written": written, "inputs_written": inputs_written,
+        return {**changes, **extra, "grads_written": written, "inputs_written": inputs_written,
                 "upstream_written": upstream_written}, [
             *(next(it) if need else None for need in needs), *values, *(named[n].grad for n in written),
             *(inputs[i] for i in inputs_written), *(upstream[j] for j in upstream_written)]
+
+    def _op_grad_backward(self, message: Mapping[str, Any], received: list[torch.Tensor | None]
+                          ) -> tuple[dict[str, Any], list]:
+        """The gradients of a create_graph=True backward's first-order gradients, by the gradients it is sent of
+        them (one per first-order gradient): with respect to dy, the call's inputs and parameters, as `needs` asks.
+        Written state (.grad, the inputs) is not watched here: no double backward in the wild writes it."""
+        call = int(message["call"])
+        if call not in self.graphs:
+            raise RuntimeError("the create_graph backward of this second-order backward was released (normbench "
+                               f"keeps the last {KEPT_CALLS})")
+        handle, firsts, wrt = self.graphs[call]
+        needs = list(message["needs"])
+        pairs = [(f, g) for f, g in zip(firsts, received, strict=True)
+                 if f is not None and f.requires_grad and g is not None]
+        chosen = [i for i, (t, need) in enumerate(zip(wrt, needs, strict=True))
+                  if need and t is not None and t.requires_grad]
+        grads = torch.autograd.grad([f for f, _ in pairs], [wrt[i] for i in chosen], [g for _, g in pairs],
+                                    allow_unused=True, retain_graph=True) if chosen and pairs else ()
+        by_index = dict(zip(chosen, grads, strict=False))
+        changes, values = self._changes(handle) if handle in self.modules else ({"listing": None, "changed": []}, [])
+        return changes, [*(by_index.get(i) for i in range(len(needs))), *values]
 
 
 def raise_remote(kind: str, message: str, frames: str) -> None:
