@@ -31,7 +31,8 @@ from normbench.checks.toolkit.seeds import stable_seed
 from normbench.compare import compare
 from normbench.implementation import ImplementationError
 from normbench.inputs import random_like
-from normbench.remote import attributes
+from normbench.remote.attributes import tensor_attributes
+from normbench.remote.proxy import RemoteModule
 
 #: training steps (forward + backward) taken before the round trip, so state has moved off its initial values
 STEPS = 2
@@ -78,7 +79,7 @@ def _conversion_problems(ctx: CheckContext, params: dict[str, Any], c: int, exem
     module.to(device=ctx.device, dtype=torch.float32).to(target)
     problems = []
     # every tensor it holds, plain attributes too: asked over there for a module in the plugin's process
-    for prefix, name, dtype, _ in attributes.of(module):
+    for prefix, name, dtype, _ in _tensor_attributes(module):
         if dtype.is_floating_point and dtype != target and not (prefix == "" and name in exempt):
             where = f"{prefix}.{name}" if prefix else name
             problems.append(f"{where} is still {str(dtype).removeprefix('torch.')} after "
@@ -165,3 +166,9 @@ def module_hygiene(ctx: CheckContext) -> Observation:
         return Observation(True, trial.summary, trial.metrics)
     return Observation(False, f"the module breaks what frameworks assume of it: {trial.summary}", trial.metrics,
                        trial.counterexample)
+
+
+def _tensor_attributes(module: nn.Module) -> list[tuple[str, str, torch.dtype, str | None]]:
+    """The tensors a module holds (normbench.remote.attributes), of the module here or, for the plugin's module a
+    RemoteModule stands for, as scanned over there (the proxy validates the listing against its mirrors)."""
+    return module.tensor_attributes() if isinstance(module, RemoteModule) else tensor_attributes(module)

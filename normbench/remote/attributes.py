@@ -42,10 +42,3 @@ def tensor_attributes(module: nn.Module) -> list[tuple[str, str, torch.dtype, st
                 found.append((prefix, name, tensor.dtype, (f"{prefix}.{name}" if prefix else name) if registered
                               else None))
     return found
-
-
-def of(module: nn.Module) -> list[tuple[str, str, torch.dtype, str | None]]:
-    """`tensor_attributes` of a module here, or of the plugin's module a RemoteModule stands for (asked over there)."""
-    from normbench.remote.proxy import RemoteModule  # the proxy imports the server, which imports this module
-
-    return module.tensor_attributes() if isinstance(module, RemoteModule) else tensor_attributes(module)
