@@ -18,11 +18,6 @@ from hypothesis import HealthCheck, Phase, settings
 from torch import nn
 
 from normbench import deploy
-
-# reduction_length and weight_reduction_length live in the toolkit; normbench/checks/second_order.py still imports
-# them from here, so they stay importable from here until it imports them from there
-from normbench.checks.toolkit.reductions import reduction_length as reduction_length
-from normbench.checks.toolkit.reductions import weight_reduction_length as weight_reduction_length
 from normbench.checks.toolkit.reference import load_reference
 from normbench.checks.toolkit.seeds import stable_seed
 from normbench.compare import Comparison, compare

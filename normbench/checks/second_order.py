@@ -18,16 +18,7 @@ import torch
 from torch.autograd.gradcheck import GradcheckError
 from torch.func import functional_call
 
-from normbench.checks._search import Trial, find_counterexample
-from normbench.checks.base import (
-    CheckContext,
-    Observation,
-    Skip,
-    reduction_length,
-    register_check,
-    stable_seed,
-    weight_reduction_length,
-)
+from normbench.checks.base import CheckContext, Observation, Skip, register_check
 from normbench.checks.calling import (
     ContextProbe,
     Run,
@@ -37,6 +28,9 @@ from normbench.checks.calling import (
     context_probes,
     runs_trial,
 )
+from normbench.checks.toolkit.reductions import reduction_length, weight_reduction_length
+from normbench.checks.toolkit.search import Trial, find_counterexample
+from normbench.checks.toolkit.seeds import stable_seed
 from normbench.implementation import ImplementationError
 from normbench.inputs import Case, input_shape, random_like
 
