@@ -342,6 +342,16 @@ def _context() -> multiprocessing.context.BaseContext:
     return _CONTEXT
 
 
+def start_forkserver() -> None:
+    """Start the forkserver now, without waiting for it: it imports what `_context` preloads while this process
+    goes on, and the first child waits only for what is left of that (normbench.pytest_plugin, at configure)."""
+    from multiprocessing import forkserver
+
+    _context()
+    with _main_module_hidden():  # as when a child starts it (the caller's script is not run again in it)
+        forkserver.ensure_running()
+
+
 def forkserver_harm() -> str | None:
     """Whether the forkserver was stopped or killed (a judging child's parent is the forkserver: a plugin can
     ``os.kill(os.getppid(), SIGSTOP)``); if so, what happened to it, after ending it and clearing multiprocessing's
