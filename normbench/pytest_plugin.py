@@ -49,6 +49,7 @@ from normbench.results import (
     ResultsError,
     conformance_record,
     store_conformance,
+    unit_of,
     validate_results_dir,
     write_fallback,
 )
@@ -763,7 +764,10 @@ def _judged_units(config: pytest.Config, outcomes: Mapping[str, Mapping[str, Any
     with an outcome (one whose items a variant's plan leaves out has that unit judged empty)."""
     variants = {item.variant for item in _plan(config).items}
     judged = {str(o["implementation"]) for o in outcomes.values() if o.get("implementation")}
-    return {(name, variant) for name in judged for variant in variants}
+    # and the unit of every outcome: one with no planned item (a CUDA-only plugin on a CPU machine is one explained
+    # skip) is still this run's to replace
+    own = {unit for unit in map(unit_of, outcomes.values()) if unit is not None}
+    return {(name, variant) for name in judged for variant in variants} | own
 
 
 def _results_dir(config: pytest.Config) -> Path:
