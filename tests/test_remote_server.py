@@ -19,3 +19,37 @@ def test_same_compares_every_shape_bitwise_a_scalar_too(before, after, same):
 def test_same_is_false_for_another_tensor_object_with_equal_values():
     held = torch.ones(3)
     assert not _same(torch.ones(3), (id(held), held))
+
+
+class _RandomInit(torch.nn.Module):
+    """Initializes its weight from the global RNG, as nn.Linear does."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(num_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight
+
+
+def test_a_remote_build_takes_the_checks_seed_and_leaves_the_rng_as_it_was():
+    # init_scaling seeds, then builds: a module that draws its initial weights must come out the same every time
+    from normbench.implementation import Implementation
+    from normbench.remote.loopback import remote_view
+    from normbench.spec import load_specs
+
+    spec = load_specs().specs["layernorm"]
+    impl = Implementation(name="test.random_init", family="layernorm", factory=_RandomInit)
+    with remote_view(impl, spec) as view:
+        torch.manual_seed(7)
+        first = view.factory(16).weight.detach().clone()
+        state = torch.get_rng_state()
+        other = view.factory(16).weight.detach().clone()
+        assert torch.equal(torch.get_rng_state(), state)  # read, not advanced (the loopback shares this RNG)
+        torch.manual_seed(7)
+        again = view.factory(16).weight.detach().clone()
+    assert torch.equal(first, again)
+    assert torch.equal(first, other)  # the same state gives the same module
+    torch.manual_seed(8)
+    with remote_view(impl, spec) as view:
+        assert not torch.equal(view.factory(16).weight.detach(), first)

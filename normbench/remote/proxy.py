@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import itertools
 import weakref
+import zlib
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from multiprocessing.connection import Connection
@@ -750,6 +751,13 @@ class _RemoteGrad(torch.autograd.Function):
         return tuple(out)
 
 
+def build_seed() -> int:
+    """The seed a remote build initializes its module with: a digest of this process's torch RNG state, so a check
+    that seeds before it builds (init_scaling averages the norms of initial weights over seeds) gets the same module
+    every run, wherever the item ran before in the plugin's process. The state is read, not advanced."""
+    return zlib.crc32(torch.get_rng_state().numpy().tobytes()) & 0x7FFFFFFF
+
+
 @dataclasses.dataclass(frozen=True)
 class RemoteFactory:
     """The factory of the trusted process's view of an implementation: each module it builds is remote."""
@@ -763,7 +771,7 @@ class RemoteFactory:
 
     def __call__(self, num_features: int, **params: Any) -> RemoteModule:
         request: dict[str, Any] = {"op": "build", "num_features": num_features, "params": dict(params),
-                                   "state_names": list(self.state_names)}
+                                   "state_names": list(self.state_names), "seed": build_seed()}
         conversion = self.conversion[0] if self.conversion else None
         if conversion is not None:
             request["to"] = {"device": str(conversion[0]), "dtype": wire_tensors.dtype_name(conversion[1])}

@@ -227,7 +227,11 @@ class Server:
 
     def _op_build(self, message: Mapping[str, Any], _: list[torch.Tensor | None]) -> tuple[dict[str, Any], list]:
         assert self.impl is not None
-        module = self.impl.factory(int(message["num_features"]), **dict(message["params"]))
+        seed = message.get("seed")
+        with torch.random.fork_rng(devices=[]):  # the process's own RNG goes on as it was (the loopback shares it)
+            if isinstance(seed, int) and not isinstance(seed, bool):
+                torch.manual_seed(seed)  # the check's seeding reaches the module's initialization (proxy.build_seed)
+            module = self.impl.factory(int(message["num_features"]), **dict(message["params"]))
         if not isinstance(module, nn.Module):
             raise ImplementationError(f"implementation {self.impl.name!r}: factory returned "
                                       f"{type(module).__name__}, not an nn.Module")
