@@ -53,3 +53,22 @@ def test_a_remote_build_takes_the_checks_seed_and_leaves_the_rng_as_it_was():
     torch.manual_seed(8)
     with remote_view(impl, spec) as view:
         assert not torch.equal(view.factory(16).weight.detach(), first)
+
+
+def test_a_forward_that_leaves_grad_mode_off_is_tampering_in_the_trusted_process_too():
+    # the server calls forward inside set_grad_enabled(...), whose exit would undo the plugin's switch unseen
+    from normbench.remote.judge import JUDGED_IN
+    from normbench.sandbox import Limits, SandboxPool, discover_isolated
+    from normbench.spec import load_specs
+
+    specs = load_specs().specs
+    registry = discover_isolated(["plugins.hostile:grad_mode_off"], families=specs, include_entry_points=False)
+    pool = SandboxPool(specs, "ci", Limits())
+    try:
+        outcome = pool.judge(registry.implementations["hostile.grad_mode_off"], "layernorm", "forward_equivalence",
+                             "any", "float32", "cpu")
+    finally:
+        pool.close()
+    assert outcome["verdict"] == "error"
+    assert "torch state: grad mode is False, was True" in outcome["summary"]
+    assert outcome["metrics"][JUDGED_IN] == "trusted process"

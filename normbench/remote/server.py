@@ -397,6 +397,12 @@ class Server:
         received_inputs = [(id(t), t.detach().clone()) for t in leaves]
         with torch.inference_mode(bool(message["inference"])), torch.set_grad_enabled(bool(message["grad"])):
             out = module(*args, **kwargs)
+            left_grad = torch.is_grad_enabled()
+        if left_grad != bool(message["grad"]):
+            # The forward switched grad mode and left it so: beside the check that change would outlive the call,
+            # and the verify after the item names it (tampering). The context above would undo it unseen, so it
+            # is left as the module left it.
+            torch.set_grad_enabled(left_grad)
         outputs, what = _exactly_tensors(out)
         if outputs is None:
             raise ImplementationError(f"implementation {self.impl.name!r}: forward returned {what}, "  # type: ignore
