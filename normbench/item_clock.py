@@ -84,17 +84,22 @@ class ItemClock:
         """The item's time so far: wall seconds less the waits for a CPU since its start (never less than a reading
         before: two threads waiting at once cannot take time back)."""
         wall = self.wall()
-        waits = self._waits() if self.adjusted else 0.0
-        if waits is None:  # killed and reaped (after a timeout): the time it had used when it was last read
+        waits = self._waits() if self.adjusted else None
+        if not self.adjusted:
+            used = wall
+        elif waits is None:  # killed and reaped (after a timeout): the time it had used when it was last read
             used = self._seen + (wall - self._seen_at)
         else:
             used = max(self._seen, wall - (waits - (self._waits0 or 0.0)))
         self._seen, self._seen_at = used, wall
         return used
 
+    def _limit_text(self) -> str:
+        return f"{self.limit:g} s{' (not counting waits for a CPU)' if self.adjusted else ''}"
+
     def expired(self) -> bool:
         if self.used() > self.limit:
-            self.ran_out = f"{self.limit:g} s{' (not counting waits for a CPU)' if self.adjusted else ''}"
+            self.ran_out = self._limit_text()
         elif self.adjusted and self.wall() > self.backstop_s:
             self.ran_out = (f"{self.backstop_s:g} s of wall time (the backstop, {WALL_BACKSTOP:g}x the {self.limit:g} "
                             "s limit, for an item that waited for a CPU that long)")
@@ -119,4 +124,4 @@ class ItemClock:
 
     def describe(self) -> str:
         """The limit, for a timeout's message: what ran out, or what would."""
-        return self.ran_out or f"{self.limit:g} s{' (not counting waits for a CPU)' if self.adjusted else ''}"
+        return self.ran_out or self._limit_text()
