@@ -14,15 +14,15 @@ from torch.autograd.function import once_differentiable
 FUSED = {"dtypes": ("float32", "float16", "bfloat16"), "supports_gradcheck": False}
 
 
-def _stats(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    xf = x.float()
+def _stats(x: torch.Tensor, eps: float, compute: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    xf = x.to(compute)
     mean = xf.mean(-1, keepdim=True)
     rstd = torch.rsqrt(((xf - mean) ** 2).mean(-1, keepdim=True) + eps)
     return (xf - mean) * rstd, rstd
 
 
 def _dx(xhat: torch.Tensor, rstd: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """LayerNorm's dX from g = dy·γ (float32): rstd·(g − mean(g) − x̂·mean(g·x̂))."""
+    """LayerNorm's dX from g = dy·γ (in the compute dtype): rstd·(g − mean(g) − x̂·mean(g·x̂))."""
     return rstd * (g - g.mean(-1, keepdim=True) - xhat * (g * xhat).mean(-1, keepdim=True))
 
 
@@ -201,23 +201,22 @@ class Float32ConstantLayerNorm(nn.Module):
 
 class _DetachedBackwardFn(torch.autograd.Function):
     """A LayerNorm whose backward is right at first order but built from detached statistics: differentiating it
-    again misses every term through x̂ and rstd, silently."""
+    again misses every term through x̂ and rstd, silently (in any dtype, float64 included). `compute` is the dtype
+    the statistics and the gradients are computed in."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, eps):  # noqa: ANN001, ANN205
-        with torch.no_grad():
-            xhat, rstd = _stats(x, eps)
+    def forward(ctx, x, weight, bias, eps, compute):  # noqa: ANN001, ANN205
+        xhat, rstd = _stats(x, eps, compute)
         ctx.save_for_backward(xhat, rstd, weight)
-        ctx.dtype = x.dtype
-        return (xhat * weight.float() + bias.float()).to(x.dtype)
+        ctx.dtype, ctx.compute = x.dtype, compute
+        return (xhat * weight.to(compute) + bias.to(compute)).to(x.dtype)
 
     @staticmethod
     def backward(ctx, dy):  # noqa: ANN001, ANN205
         xhat, rstd, weight = ctx.saved_tensors
-        g = dy.float() * weight.float()
-        dx = _dx(xhat, rstd, g).to(ctx.dtype)
-        return dx, (dy.float() * xhat).reshape(-1, xhat.shape[-1]).sum(0), dy.float().reshape(
-            -1, xhat.shape[-1]).sum(0), None
+        dyc = dy.to(ctx.compute)
+        dx = _dx(xhat, rstd, dyc * weight.to(ctx.compute)).to(ctx.dtype)
+        return dx, (dyc * xhat).reshape(-1, xhat.shape[-1]).sum(0), dyc.reshape(-1, xhat.shape[-1]).sum(0), None, None
 
 
 class _OnceDifferentiableFn(_DetachedBackwardFn):
@@ -228,7 +227,12 @@ class _OnceDifferentiableFn(_DetachedBackwardFn):
 
 
 class DetachedBackwardLayerNorm(nn.Module):
+    """LayerNorm through _DetachedBackwardFn. With `promote` it computes as a fused kernel does, in float32 whatever
+    the input's dtype (declared FUSED: no float64 path); the ...64 classes compute in the input's own dtype, a float64
+    path that the float64 second-order tests judge (tests/test_second_order_float64.py)."""
+
     fn: type[torch.autograd.Function] = _DetachedBackwardFn
+    promote: bool = True
 
     def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True) -> None:
         super().__init__()
@@ -237,10 +241,18 @@ class DetachedBackwardLayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn.apply(x, self.weight, self.bias, self.eps)
+        return self.fn.apply(x, self.weight, self.bias, self.eps, torch.float32 if self.promote else x.dtype)
 
 
 class OnceDifferentiableLayerNorm(DetachedBackwardLayerNorm):
     """The same backward marked once_differentiable: double backward raises (correct when declared)."""
 
     fn = _OnceDifferentiableFn
+
+
+class DetachedBackwardLayerNorm64(DetachedBackwardLayerNorm):
+    promote = False
+
+
+class OnceDifferentiableLayerNorm64(OnceDifferentiableLayerNorm):
+    promote = False

@@ -5,14 +5,14 @@ kernel with a float64 path (the Triton example). Double backward is asked direct
 from __future__ import annotations
 
 from helpers import assert_flags, assert_passes, impl
-from mutants_second_order import DetachedLayerNorm, OnceDifferentiableLayerNorm
+from mutants_contexts import DetachedBackwardLayerNorm64, OnceDifferentiableLayerNorm64
 
 
 def test_a_declared_once_differentiable_float64_backward_passes_because_double_backward_raises():
-    declared = impl("once64", "layernorm", OnceDifferentiableLayerNorm, double_backward=False, affine="always")
+    declared = impl("once64", "layernorm", OnceDifferentiableLayerNorm64, double_backward=False, affine="always")
     assert "raised, as declared" in assert_passes(declared, "second_order_gradients", dtype="float64").summary
 
 
 def test_a_declared_first_order_float64_backward_that_returns_wrong_numbers_is_still_flagged():
-    declared = impl("detached64", "layernorm", DetachedLayerNorm, double_backward=False, affine="always")
+    declared = impl("detached64", "layernorm", DetachedBackwardLayerNorm64, double_backward=False, affine="always")
     assert "gradgradcheck failed" in assert_flags(declared, "second_order_gradients", dtype="float64").summary

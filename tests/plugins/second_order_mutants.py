@@ -1,14 +1,18 @@
 """The second-order mutants as plugins, judged by the sandbox: their items are judged in the trusted process, so
 double backward runs over there (a create_graph=True backward keeps the first-order gradients' graph in the
 plugin's process, and a second backward through them sends the second-order gradients back). `control` and
-`control64` are torch's LayerNorm; the rest are the mutants of tests/mutants_contexts.py (float32) and
-tests/mutants_second_order.py (float64), under the declarations their self-tests give them."""
+`control64` are torch's LayerNorm; the rest are the mutants of tests/mutants_contexts.py (computing in float32, and
+the ...64 ones in float64), under the declarations their self-tests give them."""
 
 from __future__ import annotations
 
-from mutants_contexts import FUSED, DetachedBackwardLayerNorm, OnceDifferentiableLayerNorm
-from mutants_second_order import DetachedLayerNorm
-from mutants_second_order import OnceDifferentiableLayerNorm as Once64LayerNorm
+from mutants_contexts import (
+    FUSED,
+    DetachedBackwardLayerNorm,
+    DetachedBackwardLayerNorm64,
+    OnceDifferentiableLayerNorm,
+    OnceDifferentiableLayerNorm64,
+)
 from torch import nn
 
 from normbench import Implementation
@@ -34,8 +38,8 @@ MUTANTS = {
     "once_undeclared": (OnceDifferentiableLayerNorm, FUSED, "float32"),
     "detached_declared": (DetachedBackwardLayerNorm, {**FUSED, "double_backward": False}, "float32"),
     "torch_declared": (_torch_layernorm_always_affine, {"double_backward": False}, "float32"),
-    "once64": (Once64LayerNorm, {**FLOAT64, "double_backward": False}, "float64"),
-    "detached64": (DetachedLayerNorm, {**FLOAT64, "double_backward": False}, "float64"),
+    "once64": (OnceDifferentiableLayerNorm64, {**FLOAT64, "double_backward": False}, "float64"),
+    "detached64": (DetachedBackwardLayerNorm64, {**FLOAT64, "double_backward": False}, "float64"),
 }
 
 
