@@ -5,6 +5,6 @@
 from normbench.fold import FoldError, fold
 from normbench.implementation import Implementation, ImplementationError
 from normbench.registry import PluginUnavailable
+from normbench.version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["FoldError", "Implementation", "ImplementationError", "PluginUnavailable", "__version__", "fold"]

@@ -14,7 +14,7 @@ says so (an interrupted run keeps the stored outcome of an item it never ran, ma
 item that this run did not select is recorded as ``unjudged``, so an implementation is said to conform only when
 its whole plan was judged and met the spec. Before records are written, every process a plugin started is ended
 (normbench.strays), and the record is sealed with the run's secret and checked when read back
-(normbench.record_seal).
+(normbench.store.seal).
 """
 
 from __future__ import annotations
@@ -43,16 +43,6 @@ from normbench.known_failures import (
     load_known_failures,
 )
 from normbench.publish.terminal import summary_lines, totals_line, write_matrix
-from normbench.results import (
-    DEFAULT_RESULTS_DIR,
-    ForgedRecord,
-    ResultsError,
-    conformance_record,
-    store_conformance,
-    unit_of,
-    validate_results_dir,
-    write_fallback,
-)
 from normbench.runner import PlanItem, build_plan, error_outcome
 from normbench.sandbox import (
     IMPORT_CHANGES,
@@ -66,6 +56,11 @@ from normbench.spec import load_specs
 from normbench.stale_known_failures import files_for_missing_implementations, stale_entries
 from normbench.stale_known_failures import known_entry_applies as entry_applies_to_variant
 from normbench.variants import DEFAULT_VARIANT, VARIANTS
+from normbench.store.errors import ForgedRecord, ResultsError
+from normbench.store.files import write_fallback
+from normbench.store.records import DEFAULT_RESULTS_DIR, conformance_record, unit_of
+from normbench.store.scan import validate_results_dir
+from normbench.store.write import store_conformance
 from normbench.verdicts import INHERITED, NOT_CONFORMING, WORDS, Counts, Verdict, did_you_mean, plain, plural
 
 #: the report attribute that carries an item's outcome to the controller (xdist serializes report attributes)
@@ -211,9 +206,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
         roots = judged_paths([*config.option.spec_dir, *config.option.known_failures])
         config._normbench_judged_files = (roots, digest(roots))  # type: ignore[attr-defined]
-        from normbench.record_seal import new_key
+        from normbench.store.seal import new_key
 
-        # This run's secret (normbench.record_seal): in this process's memory only, made before any plugin runs.
+        # This run's secret (normbench.store.seal): in this process's memory only, made before any plugin runs.
         config._normbench_run_key = new_key()  # type: ignore[attr-defined]
     if _is_controller(config) and not config.option.no_record and _collects_conformance(config):
         # A results folder that cannot take the record must stop the run before anything is judged.
@@ -248,7 +243,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         return []
     import normbench
     from normbench.judge_user import describe
-    from normbench.results import normbench_commit
+    from normbench.store.machine import normbench_commit
 
     return [f"normbench {normbench.__version__} (commit {normbench_commit()}), torch {torch.__version__}", describe()]
 
@@ -739,7 +734,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                         if tid.startswith(CONFIGURATION_PREFIXES) and o.get("verdict") == Verdict.ERROR}
     record["unavailable"] = {tid: o["summary"] for tid, o in outcomes.items()
                              if tid.startswith("plugin_unavailable")}
-    from normbench.record_seal import new_key
+    from normbench.store.seal import new_key
 
     key = getattr(config, "_normbench_run_key", None) or new_key()
     try:

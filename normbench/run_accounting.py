@@ -4,7 +4,7 @@ A run may lose items (an xdist worker killed by a plugin, ^C, -x, -k): an implem
 conform on a partial plan, so what was never reported is an ``error`` that says why, what was not selected is
 ``unjudged``. Pure functions over outcome dicts: the pytest plugin gathers the inputs and stores the result
 (normbench.pytest_plugin); the store keeps, marked ``stale``, the stored outcome of an item an interrupted run never
-reached (normbench.results, the run's record names those items).
+reached (normbench.store, the run's record names those items).
 """
 
 from __future__ import annotations

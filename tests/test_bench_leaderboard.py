@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from normbench.leaderboard import build_leaderboard
 from normbench.publish import publish_all
-from normbench.results import benchmark_record, claims_record
+from normbench.store.records import benchmark_record, claims_record
 
 
 def entry(impl: str, variant: str, median: float, level: str = "L3") -> dict:

@@ -112,7 +112,7 @@ def entry(impl: str, median: float, roofline_pct: float = 50.0) -> dict:
 
 
 def _records(untrusted: str | None) -> list[dict]:
-    from normbench.results import benchmark_record
+    from normbench.store.records import benchmark_record
 
     forged = entry("cheat.hides_90", 1e-4, roofline_pct=503.0)
     if untrusted:

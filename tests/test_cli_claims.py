@@ -7,7 +7,7 @@ import torch
 from normbench.claims import registry
 from normbench.claims.speed import rmsnorm_vs_layernorm
 from normbench.cli.main import main
-from normbench.results import load_record
+from normbench.store.validate import load_record
 
 
 def test_claims_are_recorded_and_shown(tmp_path, capsys, monkeypatch):

@@ -9,7 +9,8 @@ from factories.records import case, on_machine
 
 from normbench.cli.compare import threshold
 from normbench.cli.main import main
-from normbench.results import benchmark_record, store_record
+from normbench.store.records import benchmark_record
+from normbench.store.write import store_record
 
 
 def results(tmp_path, name, medians, machine="m1"):

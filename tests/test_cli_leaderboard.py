@@ -5,7 +5,7 @@ from __future__ import annotations
 from factories.records import records
 
 from normbench.cli.main import main
-from normbench.results import store_record
+from normbench.store.write import store_record
 
 
 def test_renders_every_format(tmp_path, capsys):

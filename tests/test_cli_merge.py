@@ -8,7 +8,8 @@ import json
 from factories.records import records
 
 from normbench.cli.main import main
-from normbench.results import PYTEST_BENCHMARK_DIR, store_record
+from normbench.store.records import PYTEST_BENCHMARK_DIR
+from normbench.store.write import store_record
 
 
 def results_of(tmp_path, name, machine, speed=1.0):

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from normbench.cli.main import main
-from normbench.results import benchmark_record, conformance_record, store_record
+from normbench.store.records import benchmark_record, conformance_record
+from normbench.store.write import store_record
 
 CASE = "layernorm[k-1024x4096-float32-forward]"
 

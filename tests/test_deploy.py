@@ -19,9 +19,9 @@ from normbench.bench import variants_bench
 from normbench.checks.base import CHECKS, CheckContext, register_check
 from normbench.deploy.base import Deployment
 from normbench.registry import Registry
-from normbench.results import canonical_deployments
 from normbench.runner import PlanItem, build_plan, judge
 from normbench.skip import Skip
+from normbench.store.validate import canonical_deployments
 from normbench.variants import skip_reason
 
 # -- names, aliases, the registry -----------------------------------------------------------------------------

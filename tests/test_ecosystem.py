@@ -31,7 +31,8 @@ from normbench.ecosystem import x_transformers as xt_adapter
 from normbench.ecosystem._catalogue import ClassFactory, Entry
 from normbench.ecosystem.findings import explain, mixed_precision_dtype, zero_row_nan
 from normbench.ecosystem.report import build_report
-from normbench.results import conformance_record, store_record
+from normbench.store.records import conformance_record
+from normbench.store.write import store_record
 
 FAKES = "plugins.norm_fakes"
 ROOT = Path(__file__).resolve().parent.parent

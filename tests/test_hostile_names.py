@@ -15,7 +15,7 @@ from normbench.publish import publish_all
 from normbench.publish._format import cell
 from normbench.publish.badges import badge_files, slug
 from normbench.publish.plots import MAX_LABEL, plain
-from normbench.results import benchmark_record, conformance_record
+from normbench.store.records import benchmark_record, conformance_record
 
 PIPE = "evil | conforms"
 SCRIPT = "<script>alert(1)</script>"

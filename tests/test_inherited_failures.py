@@ -343,7 +343,8 @@ def test_a_class_calling_f_batch_norm_inherits_torchs_float16_invstd():
 def test_the_ecosystem_report_says_inherited_and_does_not_count_it_failing(tmp_path):
     from normbench.ecosystem import _catalogue
     from normbench.ecosystem.report import build_report
-    from normbench.results import conformance_record, store_record
+    from normbench.store.records import conformance_record
+    from normbench.store.write import store_record
 
     implementation = _calls()
     base = {"family": "layernorm", "implementation": implementation.name, "check": ITEM, "property": ITEM,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from factories.records import case, outcome
 
 from normbench.leaderboard import build_leaderboard, is_reference
-from normbench.results import benchmark_record, conformance_record
+from normbench.store.records import benchmark_record, conformance_record
 
 
 def _in_family(entry: dict, family: str) -> dict:

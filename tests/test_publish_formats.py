@@ -10,7 +10,7 @@ from factories.records import records
 from normbench.leaderboard import build_leaderboard
 from normbench.publish import PUBLISHERS, publish_all, write_leaderboard
 from normbench.publish._format import cell
-from normbench.results import store_record
+from normbench.store.write import store_record
 
 
 @pytest.fixture(scope="module")

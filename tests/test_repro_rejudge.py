@@ -21,9 +21,10 @@ from normbench.cli.main import main
 from normbench.cli.repro import offers_repro, repro_command
 from normbench.registry import ENTRY_POINT_GROUP, Registry, _resolve, load_path, with_source
 from normbench.rejudge import plugin_entry, plugin_from_label
-from normbench.results import conformance_record, store_conformance
 from normbench.runner import build_plan, judge
 from normbench.spec import load_specs
+from normbench.store.records import conformance_record
+from normbench.store.write import store_conformance
 
 ROOT = Path(__file__).resolve().parent.parent
 #: an invariance check (a LayerNorm that subtracts half the mean is not shift invariant) and a calling-context one

@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 from normbench.cli.main import main
-from normbench.results import load_record, record_files, store_record
+from normbench.store.scan import record_files
+from normbench.store.validate import load_record
+from normbench.store.write import store_record
 
 ROUNDS = 20
 OUTCOMES = 300  # a record of realistic size, so that two unlocked read-merge-writes would overlap
@@ -22,7 +24,8 @@ OUTCOMES = 300  # a record of realistic size, so that two unlocked read-merge-wr
 WRITER = r"""
 import sys, time
 from pathlib import Path
-from normbench.results import benchmark_record, conformance_record, store_record
+from normbench.store.records import benchmark_record, conformance_record
+from normbench.store.write import store_record
 
 def barrier(folder, name):
     (folder / f"{name}-{impl}").touch()
@@ -35,15 +38,15 @@ if unlocked == "1":
     # after its read-merge until the other writer has read too, so both always write over what they read: the
     # lost update every unlocked overlap makes, on every store, not only when the scheduler interleaves them.
     import contextlib
-    import normbench.results as results
-    results.results_lock = lambda folder, timeout=None: contextlib.nullcontext(Path(folder) / "raw")
-    merge_into, stores = results.merge_into, iter(range(10**9))
+    import normbench.store.write as write
+    write.results_lock = lambda folder, timeout=None: contextlib.nullcontext(Path(folder) / "raw")
+    merge_into, stores = write.merge_into, iter(range(10**9))
 
     def merge_then_wait(results_dir, records):
         merged = merge_into(results_dir, records)
         barrier(Path(results_dir), f"merged{next(stores)}")
         return merged
-    results.merge_into = merge_then_wait
+    write.merge_into = merge_then_wait
 for r in range(rounds):
     folder = root / f"round-{r}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -103,18 +106,20 @@ def test_without_the_lock_the_same_writers_lose_records(tmp_path):
 KILLED = r"""
 import os, sys, time
 from pathlib import Path
-import normbench.results as results
+import normbench.store.files as files
+from normbench.store.records import conformance_record
+from normbench.store.write import store_record
 
 folder, signal_file = Path(sys.argv[1]), Path(sys.argv[2])
 def half_write(fd, text):
     os.write(fd, text[: len(text) // 2].encode())
     signal_file.touch()
     time.sleep(600)
-results._write_new_file = half_write
-record = results.conformance_record([{"test_id": "layernorm[impl.k-p-float32]", "implementation": "impl.k",
-                                      "verdict": "pass"}], "ci")
+files._write_new_file = half_write
+record = conformance_record([{"test_id": "layernorm[impl.k-p-float32]", "implementation": "impl.k",
+                              "verdict": "pass"}], "ci")
 record["machine_id"] = "m1"
-results.store_record(folder, record)
+store_record(folder, record)
 """
 
 
@@ -125,7 +130,7 @@ def _outcome(impl: str, verdict: str = "pass") -> dict:
 
 
 def test_a_writer_killed_mid_write_blocks_nothing(tmp_path, capsys, monkeypatch):
-    from normbench.results import conformance_record
+    from normbench.store.records import conformance_record
 
     results = tmp_path / "results"
     first = conformance_record([_outcome("impl.first")], "ci")
@@ -158,7 +163,7 @@ def test_a_writer_killed_mid_write_blocks_nothing(tmp_path, capsys, monkeypatch)
     assert not list((tmp_path / "merged").rglob(".*tmp-*"))
 
     # the kernel released the dead writer's lock: the next run stores at once, and clears the temporaries
-    monkeypatch.setattr("normbench.results.LOCK_TIMEOUT_S", 5.0)
+    monkeypatch.setattr("normbench.store.files.LOCK_TIMEOUT_S", 5.0)
     second = conformance_record([_outcome("impl.second")], "ci")
     second["machine_id"] = "m1"
     store_record(results, second)

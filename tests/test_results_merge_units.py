@@ -12,17 +12,12 @@ from typing import Any
 
 import pytest
 
-import normbench.results as results
-from normbench.results import (
-    RUN_KEY,
-    ResultsError,
-    conformance_record,
-    dumps,
-    load_record,
-    merge_records,
-    store_conformance,
-    validate_record,
-)
+import normbench.store.records as records
+from normbench.store.errors import ResultsError
+from normbench.store.merge import merge_records
+from normbench.store.records import RUN_KEY, conformance_record, dumps
+from normbench.store.validate import load_record, validate_record
+from normbench.store.write import store_conformance
 from normbench.verdicts import Counts
 
 LN, RMS = "torch.nn.LayerNorm", "normbench.RMSNorm"
@@ -32,7 +27,7 @@ LN, RMS = "torch.nn.LayerNorm", "normbench.RMSNorm"
 def fake_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each record is a second newer than the one before (no test depends on the wall clock)."""
     ticks = iter(range(10**6))
-    monkeypatch.setattr(results, "utc_now", lambda: f"2026-03-01T00:00:{next(ticks):02d}.000000+00:00")
+    monkeypatch.setattr(records, "utc_now", lambda: f"2026-03-01T00:00:{next(ticks):02d}.000000+00:00")
     yield
 
 

@@ -13,17 +13,13 @@ from pathlib import Path
 import pytest
 
 from normbench.cli.main import main
-from normbench.results import (
-    API_VERSION,
-    ResultsError,
-    conformance_record,
-    load_record,
-    merge_records,
-    store_conformance,
-    store_record,
-    validate_results_dir,
-    write_fallback,
-)
+from normbench.store.errors import ResultsError
+from normbench.store.files import write_fallback
+from normbench.store.merge import merge_records
+from normbench.store.records import API_VERSION, conformance_record
+from normbench.store.scan import validate_results_dir
+from normbench.store.validate import load_record
+from normbench.store.write import store_conformance, store_record
 
 
 def outcome(impl: str, prop: str, verdict: str = "pass") -> dict:
@@ -194,8 +190,8 @@ def test_files_are_written_with_the_umask(tmp_path, monkeypatch, umask, mode):
 
 
 def test_the_store_imports_nothing_of_the_publishers():
-    code = ("import sys, normbench.results; "
-            "print(sorted(m for m in sys.modules if m.startswith(('normbench.leaderboard', 'normbench.publish'))))")
+    code = ("import sys, normbench.store.scan, normbench.store.write; "
+            "print(sorted(m for m in sys.modules if m.startswith(('normbench.board', 'normbench.publish'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

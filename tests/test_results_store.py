@@ -6,19 +6,12 @@ import json
 
 import pytest
 
-from normbench.results import (
-    API_VERSION,
-    ResultsError,
-    benchmark_record,
-    claims_record,
-    conformance_record,
-    load_record,
-    merge_records,
-    record_files,
-    scan_records,
-    store_conformance,
-    store_record,
-)
+from normbench.store.errors import ResultsError
+from normbench.store.merge import merge_records
+from normbench.store.records import API_VERSION, benchmark_record, claims_record, conformance_record
+from normbench.store.scan import record_files, scan_records
+from normbench.store.validate import load_record
+from normbench.store.write import store_conformance, store_record
 
 
 def outcome(test_id: str, verdict: str = "pass", **extra):

@@ -20,15 +20,11 @@ from factories.suite_runs import ROOT, run_suite
 from helpers import folder_plugins_may_write
 
 from normbench.publish import write_leaderboard
-from normbench.record_seal import new_key, seal_path
-from normbench.results import (
-    ForgedRecord,
-    conformance_record,
-    load_record,
-    record_path,
-    store_conformance,
-    store_record,
-)
+from normbench.store.errors import ForgedRecord
+from normbench.store.records import conformance_record, record_path
+from normbench.store.seal import new_key, seal_path
+from normbench.store.validate import load_record
+from normbench.store.write import store_conformance, store_record
 
 
 def _record(verdict: str = "pass") -> dict[str, Any]:

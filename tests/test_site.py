@@ -19,7 +19,8 @@ from normbench.publish.machine_labels import machine_labels, relabel
 from normbench.publish.site import family_page, implementation_page
 from normbench.publish.site_summary import LEAD_FAMILIES
 from normbench.publish.site_text import site_text
-from normbench.results import scan_records, store_record
+from normbench.store.scan import scan_records
+from normbench.store.write import store_record
 
 ROOT = Path(__file__).resolve().parent.parent
 ITEM = "layernorm[torch.nn.LayerNorm-weight_gradient_reduction-bfloat16]"
@@ -301,7 +302,7 @@ def test_unjudged_and_multi_machine(tmp_path):
 
 
 def test_write_leaderboard_writes_the_site_and_drops_stale_pages(tmp_path):
-    from normbench.results import store_record
+    from normbench.store.write import store_record
 
     for record in records("m1"):
         store_record(tmp_path, record)

@@ -18,7 +18,7 @@ import pytest
 
 from normbench.leaderboard import build_leaderboard
 from normbench.publish import publish_all
-from normbench.results import scan_records
+from normbench.store.scan import scan_records
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

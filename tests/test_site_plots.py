@@ -15,7 +15,8 @@ from normbench.leaderboard import build_leaderboard
 from normbench.publish.bench_entries import bench_entries
 from normbench.publish.machine_labels import machine_labels
 from normbench.publish.plots import PlotPublisher, plot_title, point_stats
-from normbench.results import scan_records, store_record
+from normbench.store.scan import scan_records
+from normbench.store.write import store_record
 
 matplotlib.use("Agg")
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
-from normbench.results import conformance_record, dumps, load_record, store_conformance
 from normbench.run_accounting import complete_outcomes
+from normbench.store.records import conformance_record, dumps
+from normbench.store.validate import load_record
+from normbench.store.write import store_conformance
 from normbench.verdicts import ITEM_WORDS, Counts, Verdict, group
 
 STORED = {"pass", "fail", "xfail", "report", "skip", "error", "unjudged"}

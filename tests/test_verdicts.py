@@ -13,8 +13,8 @@ from normbench.leaderboard import build_leaderboard
 from normbench.publish import publish_all
 from normbench.publish.badges import badge_files
 from normbench.publish.terminal import summary_lines, totals_line
-from normbench.results import benchmark_record, conformance_record
 from normbench.runner import failure_summary
+from normbench.store.records import benchmark_record, conformance_record
 from normbench.verdicts import Counts, did_you_mean, plural, status_of
 
 

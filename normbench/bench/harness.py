@@ -22,8 +22,8 @@ from normbench.bench.bytes_model import Traffic, bytes_moved, copy_bytes
 from normbench.bench.roofline import Roofline, RooflineLevel
 from normbench.implementation import Implementation, ImplementationError
 from normbench.registry import Registry
-from normbench.results import utc_now
 from normbench.spec import Spec
+from normbench.store.records import utc_now
 
 PASSES: tuple[str, ...] = ("forward", "backward", "forward+backward", "inference")
 #: pseudo-family of the copy cases that check the harness against the roofline

@@ -197,7 +197,7 @@ def default_copy_bytes(device: str) -> int:
 def device_name(device: str) -> str:
     if torch.device(device).type == "cuda":
         return torch.cuda.get_device_name(torch.device(device))
-    from normbench.results import cpu_model
+    from normbench.store.machine import cpu_model
 
     return cpu_model()
 

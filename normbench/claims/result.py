@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from normbench.results import utc_now
+from normbench.store.records import utc_now
 
 HOLDS, DOES_NOT_HOLD, INCONCLUSIVE = "holds here", "does not hold here", "inconclusive here"
 

@@ -14,7 +14,7 @@ VERB = "claims"
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from normbench import deploy
     from normbench.claims.registry import CLAIMS, TRAINING_CLAIMS
-    from normbench.results import DEFAULT_RESULTS_DIR
+    from normbench.store.records import DEFAULT_RESULTS_DIR
 
     parser = sub.add_parser(VERB, help="the claims lab: RMSNorm vs LayerNorm, folded offline norm vs LayerNorm, per "
                                        "deployment variant; training dynamics (PowerNorm, Pre/Post-LN, DeepNorm)")
@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     from normbench.bench.roofline import cpu_threads_available
     from normbench.claims.registry import run_claims
     from normbench.publish import write_leaderboard
-    from normbench.results import claims_record, store_record
+    from normbench.store.records import claims_record
+    from normbench.store.write import store_record
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print("normbench claims: --device cuda, but torch sees no CUDA device here")

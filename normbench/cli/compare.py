@@ -77,7 +77,9 @@ def _seconds(value: Any) -> bool:
 
 def read_inputs(source: Path, metric: str) -> Inputs:
     """Every benchmark case and conformance outcome under `source`, each checked before anything is compared."""
-    from normbench.results import ResultsError, load_record, source_files
+    from normbench.store.errors import ResultsError
+    from normbench.store.scan import source_files
+    from normbench.store.validate import load_record
 
     side = Inputs()
     if not source.exists():

@@ -11,7 +11,7 @@ VERB = "leaderboard"
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from normbench.publish import PUBLISHERS
-    from normbench.results import DEFAULT_RESULTS_DIR
+    from normbench.store.records import DEFAULT_RESULTS_DIR
 
     parser = sub.add_parser(VERB, help="render the leaderboard from the stored records")
     parser.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR,
@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from normbench.leaderboard import build_leaderboard
     from normbench.publish import publish_all
     from normbench.publish._format import rows_text
-    from normbench.results import scan_records
+    from normbench.store.scan import scan_records
 
     results = Path(args.results_dir)
     if not (results / "raw").is_dir():

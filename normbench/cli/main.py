@@ -25,7 +25,7 @@ def _version() -> str:
     import torch
 
     import normbench
-    from normbench.results import normbench_commit
+    from normbench.store.machine import normbench_commit
 
     return f"normbench {normbench.__version__} (commit {normbench_commit()}, torch {torch.__version__})"
 

@@ -18,7 +18,7 @@ VERB = "merge"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from normbench.results import DEFAULT_RESULTS_DIR
+    from normbench.store.records import DEFAULT_RESULTS_DIR
     parser = sub.add_parser(VERB, help="merge result records from other machines into a results folder")
     parser.add_argument("sources", nargs="+", metavar="SOURCE",
                         help="a results folder (with raw/), a raw/<machine-id> folder, or a record .json file")
@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _pytest_benchmark_files(source: Path) -> list[tuple[str, Path]]:
     """(machine id, file) of pytest-benchmark JSON kept beside the records."""
-    from normbench.results import PYTEST_BENCHMARK_DIR
+    from normbench.store.records import PYTEST_BENCHMARK_DIR
 
     if (source / "raw").is_dir():
         return [(p.parent.parent.name, p) for p in sorted((source / "raw").glob(f"*/{PYTEST_BENCHMARK_DIR}/*.json"))
@@ -50,7 +50,7 @@ def _pytest_benchmark_time(text: str) -> str:
 
 def _pytest_benchmark_copies(sources: list[Path], into: Path, errors: list[str]) -> dict[Path, tuple[str, str]]:
     """destination -> (datetime, text) of the newest pytest-benchmark JSON of each machine and device."""
-    from normbench.results import pytest_benchmark_path
+    from normbench.store.records import pytest_benchmark_path
 
     newest: dict[Path, tuple[str, str]] = {}
     for source in sources:
@@ -82,15 +82,11 @@ def _newer_than_target(copies: dict[Path, tuple[str, str]]) -> dict[Path, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from normbench.results import (
-        ResultsError,
-        changed_texts,
-        load_record,
-        merge_into,
-        results_lock,
-        source_files,
-        write_texts,
-    )
+    from normbench.store.errors import ResultsError
+    from normbench.store.files import results_lock, write_texts
+    from normbench.store.scan import source_files
+    from normbench.store.validate import load_record
+    from normbench.store.write import changed_texts, merge_into
 
     into = Path(args.into)
     sources = list(map(Path, args.sources))

@@ -69,14 +69,14 @@ def offers_repro(outcome: Mapping[str, Any]) -> bool:
 
 def repro_command(test_id: str, results_dir: str | Path | None = None) -> str:
     """The shell command that writes `test_id`'s script; `--results-dir` only where it is not the default."""
-    from normbench.results import DEFAULT_RESULTS_DIR
+    from normbench.store.records import DEFAULT_RESULTS_DIR
 
     extra = "" if results_dir in (None, DEFAULT_RESULTS_DIR) else f" --results-dir {shlex.quote(str(results_dir))}"
     return f"normbench repro {shlex.quote(test_id)}{extra}"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from normbench.results import DEFAULT_RESULTS_DIR
+    from normbench.store.records import DEFAULT_RESULTS_DIR
     parser = sub.add_parser(VERB, help="write a Python script reproducing a failing item")
     parser.add_argument("item", metavar="ITEM_ID", help="the item's test id, e.g. "
                         "'layernorm[torch.nn.LayerNorm-weight_gradient_reduction-bfloat16]'")
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
 def find_outcome(item: str, results_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(outcome, its record) for `item`: the latest failing one when several machines recorded it."""
-    from normbench.results import scan_records
+    from normbench.store.scan import scan_records
 
     if not (results_dir / "raw").is_dir():
         raise ReproError(f"no records under {results_dir / 'raw'} (run `pytest suite` first, or pass --results-dir)")

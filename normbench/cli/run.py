@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     from normbench import deploy
     from normbench.bench.harness import PASSES
     from normbench.implementation import ALL_DTYPES
-    from normbench.results import DEFAULT_RESULTS_DIR
+    from normbench.store.records import DEFAULT_RESULTS_DIR
 
     parser = sub.add_parser(VERB, help="conformance, then benchmarks, then the claims lab; writes the results and "
                                        "the leaderboard")
@@ -113,7 +113,8 @@ def _environment(**values: str) -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from normbench.results import machine_id, pytest_benchmark_path
+    from normbench.store.machine import machine_id
+    from normbench.store.records import pytest_benchmark_path
 
     suite = _suite_dir(args.suite)
     root = suite.parent

@@ -27,7 +27,7 @@ FAILING = (Verdict.FAIL, Verdict.ERROR, Verdict.XFAIL)
 
 
 def _outcomes(results_dir: Path) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
-    from normbench.results import scan_records
+    from normbench.store.scan import scan_records
 
     records, refused = scan_records(results_dir)
     by_impl: dict[str, list[dict[str, Any]]] = defaultdict(list)

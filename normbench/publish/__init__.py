@@ -21,7 +21,8 @@ from normbench.publish.html import HtmlPublisher
 from normbench.publish.markdown import MarkdownPublisher
 from normbench.publish.plots import PlotPublisher
 from normbench.publish.site import SitePublisher
-from normbench.results import ForgedRecord, scan_records
+from normbench.store.errors import ForgedRecord
+from normbench.store.scan import scan_records
 
 
 class Publisher(Protocol):
@@ -52,7 +53,7 @@ def write_leaderboard(results_dir: Path, formats: Iterable[str] | None = None,
                       sealed: dict[Path, bytes] | None = None) -> Path:
     """Render every stored record under results_dir into LEADERBOARD.md and friends; returns the markdown path.
     Records this normbench cannot read are refused (listed in the leaderboard), never misread. `sealed` maps the
-    records the calling run wrote to its key (normbench.record_seal): one whose bytes are not what that run sealed
+    records the calling run wrote to its key (normbench.store.seal): one whose bytes are not what that run sealed
     is refused too, and after rendering, ForgedRecord is raised naming every such file."""
     records, errors = scan_records(Path(results_dir), sealed)
     board = build_leaderboard(records, refused=errors)

@@ -15,7 +15,7 @@ from typing import Any
 
 from normbench import deploy
 from normbench.leaderboard import Leaderboard
-from normbench.results import scan_records
+from normbench.store.scan import scan_records
 
 #: machine id, implementation, variant, shape ("1024x768"), dtype, pass, device: one timed case, as the performance
 #: tables' rows name it

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from normbench.results import benchmark_record, claims_record, conformance_record
+from normbench.store.records import benchmark_record, claims_record, conformance_record
 
 
 def on_machine(record: dict[str, Any], machine: str) -> dict[str, Any]:
