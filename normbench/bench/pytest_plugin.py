@@ -619,7 +619,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not bench.results or _option(config, "no_record", False):
         return
     from normbench.publish import write_leaderboard
-    from normbench.results import DEFAULT_RESULTS_DIR, benchmark_record, store_record
+    from normbench.store.records import DEFAULT_RESULTS_DIR, benchmark_record
+    from normbench.store.write import store_record
 
     results_dir = Path(_option(config, "results_dir", None) or config.invocation_params.dir / DEFAULT_RESULTS_DIR)
     written = []
