@@ -298,6 +298,15 @@ def test_observation_reports_the_failure_or_the_worst_and_skips_when_nothing_was
         observation("f", find_counterexample(ctx, _threshold(5), []))
 
 
+def test_observation_words_its_summary_as_the_check_asks() -> None:
+    ctx = _ctx()
+    words = {"held": "within tolerance", "broken": "out of tolerance"}
+    failed = observation("output", find_counterexample(ctx, _threshold(5), [1, 7]), **words)
+    assert failed.summary == "output out of tolerance: n=7"
+    held = observation("output", find_counterexample(ctx, _threshold(50), [1, 7]), **words)
+    assert held.summary == "output within tolerance over 2 cases; worst: n=7"
+
+
 # -- probes ---------------------------------------------------------------------------------------------------------
 
 def test_feature_probes_give_one_seeded_probe_per_feature_count_cycling_the_ranks() -> None:

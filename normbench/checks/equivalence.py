@@ -22,7 +22,7 @@ from normbench.checks.numerics import STABILITY_SAFETY
 from normbench.checks.toolkit.comparison import affine_gradient_comparisons
 from normbench.checks.toolkit.reductions import reduction_length, statistic_groups, weight_reduction_length
 from normbench.checks.toolkit.reference import reference_forward
-from normbench.checks.toolkit.search import Trial, find_counterexample
+from normbench.checks.toolkit.search import Trial, find_counterexample, observation
 from normbench.checks.toolkit.seeds import stable_seed
 from normbench.compare import Comparison, channel_bias, compare, dtype_eps
 from normbench.inputs import THRESHOLD_FEATURES, Case, case_strategy, input_shape, kernel_threshold_cases, random_like
@@ -192,16 +192,6 @@ def conditioning_allowance(ctx: CheckContext, x: torch.Tensor, truth: torch.Tens
     return STABILITY_SAFETY * dtype_eps(ctx.dtype) * per_element.reshape(x64.shape) * scale
 
 
-def _observation(ctx: CheckContext, what: str, result: Any) -> Observation:
-    trial = result.failure or result.worst
-    if result.ok:
-        summary = f"{what} within tolerance over {result.trials} cases; worst: {trial.summary}"
-    else:
-        summary = f"{what} out of tolerance: {trial.summary}"
-    return Observation(holds=result.ok, summary=summary, metrics={**trial.metrics, "cases": result.trials},
-                       counterexample=None if result.ok else trial.counterexample)
-
-
 def no_float64_path(ctx: CheckContext) -> tuple[str, dict[str, Any]] | None:
     """For a float64 item: the explanation when the module computes float64 inputs in float32 (its error on one
     plain case is out of the float64 tolerance but within float32's), with the measured error; else None.
@@ -242,7 +232,7 @@ def forward_equivalence(ctx: CheckContext) -> Observation:
         return Observation(False, reason, metrics, {**_variants(ctx)[0].as_dict(), "dtype": ctx.dtype_name})
     explicit = _variants(ctx) + kernel_variants(ctx)
     result = find_counterexample(ctx, lambda v: _forward_trial(ctx, v), explicit, _strategy(ctx))
-    return _observation(ctx, "forward output", result)
+    return observation("forward output", result, held="within tolerance", broken="out of tolerance")
 
 
 def _gradient_trial(ctx: CheckContext, variant: Variant) -> Trial:
@@ -275,7 +265,7 @@ def gradient_equivalence(ctx: CheckContext) -> Observation:
     if float32_only is not None:  # reported once, by forward_equivalence
         raise Skip(float32_only[0])
     result = find_counterexample(ctx, lambda v: _gradient_trial(ctx, v), _variants(ctx, True), _strategy(ctx))
-    return _observation(ctx, "gradients", result)
+    return observation("gradients", result, held="within tolerance", broken="out of tolerance")
 
 
 @register_check("gradcheck", dtypes=("float64",),

@@ -133,16 +133,19 @@ def search(ctx: CheckContext, evaluate: Callable[[T], Trial], explicit: Sequence
     return find_counterexample(ctx, evaluate, explicit, strategy, score=measured_score)
 
 
-def observation(what: str, result: SearchResult) -> Observation:
-    """Turn a search result into an Observation; raises Skip when nothing at all could be measured."""
+def observation(what: str, result: SearchResult, *, held: str = "holds within tolerance",
+                broken: str = "does not hold") -> Observation:
+    """Turn a search result into an Observation, `what` followed by `held` or `broken` (the equivalence checks say
+    "within tolerance" / "out of tolerance": nothing there holds or not, it is near the truth or not); raises Skip
+    when nothing at all could be measured."""
     trial = result.failure or result.worst
     if trial is None:
         raise Skip(f"{what}: no case to run")
     if result.ok and not trial.metrics.get("measured", 1):
         raise Skip(f"{what}: not measurable in this dtype ({trial.summary})")
     if result.ok:
-        summary = f"{what} holds within tolerance over {result.trials} cases; worst: {trial.summary}"
+        summary = f"{what} {held} over {result.trials} cases; worst: {trial.summary}"
     else:
-        summary = f"{what} does not hold: {trial.summary}"
+        summary = f"{what} {broken}: {trial.summary}"
     return Observation(holds=result.ok, summary=summary, metrics={**trial.metrics, "cases": result.trials},
                        counterexample=None if result.ok else trial.counterexample)
