@@ -72,3 +72,29 @@ def test_a_forward_that_leaves_grad_mode_off_is_tampering_in_the_trusted_process
     assert outcome["verdict"] == "error"
     assert "torch state: grad mode is False, was True" in outcome["summary"]
     assert outcome["metrics"][JUDGED_IN] == "trusted process"
+
+
+@pytest.mark.parametrize("path", ["trusted process", "plugin process"])
+def test_a_forward_that_leaves_inference_mode_on_is_tampering_on_either_side(monkeypatch, path):
+    # train_eval_consistency calls forward under no_grad, where the plugin enters inference mode: the server's own
+    # inference_mode(False) exit would undo it unseen, and grad mode (off in both) would tell nothing
+    import normbench.sandbox as sandbox
+    from normbench.remote.judge import JUDGED_IN
+    from normbench.sandbox import Limits, SandboxPool, discover_isolated
+    from normbench.spec import load_specs
+
+    if path == "plugin process":
+        monkeypatch.setattr(sandbox, "trusted", lambda *_, **__: False)
+    specs = load_specs().specs
+    registry = discover_isolated(["plugins.mode_leaks:inference_mode_on"], families=specs,
+                                 include_entry_points=False)
+    pool = SandboxPool(specs, "ci", Limits())
+    try:
+        outcome = pool.judge(registry.implementations["mode_leaks.inference_mode_on"], "layernorm",
+                             "train_eval_consistency", "any", "float32", "cpu")
+    finally:
+        pool.close()
+    assert outcome["metrics"][JUDGED_IN] == path
+    assert outcome["verdict"] == "error"
+    # named as beside the check: inference mode on, grad mode as the check's no_grad() left it
+    assert outcome["summary"].endswith("torch state: inference mode is True, was False"), outcome["summary"]

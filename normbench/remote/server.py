@@ -12,9 +12,10 @@ is the plugin's to tamper with; tampering can only change what it sends, which t
 from __future__ import annotations
 
 import builtins
+import contextlib
 import traceback
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,8 @@ class Server:
         #: the item's inputs and outputs by the trusted side's handle (normbench.remote.identity), with what the
         #: trusted side holds of each (None: not said yet)
         self.kept: dict[int, tuple[torch.Tensor, tuple[int, torch.Tensor] | None]] = {}
+        #: the inference modes forwards switched and left so, entered again after the call (_modes_as_left)
+        self.modes_left: list[torch.inference_mode] = []
 
     # -- replies ------------------------------------------------------------------------------------------
 
@@ -398,14 +401,8 @@ class Server:
         # a module that writes into an input (a fused add + norm updating the residual in place) does it to the
         # trusted side's tensor too: each input is compared with what was received
         received_inputs = [(id(t), t.detach().clone()) for t in leaves]
-        with torch.inference_mode(bool(message["inference"])), torch.set_grad_enabled(bool(message["grad"])):
+        with self._modes_as_left(bool(message["inference"]), bool(message["grad"])):
             out = module(*args, **kwargs)
-            left_grad = torch.is_grad_enabled()
-        if left_grad != bool(message["grad"]):
-            # The forward switched grad mode and left it so: beside the check that change would outlive the call,
-            # and the verify after the item names it (tampering). The context above would undo it unseen, so it
-            # is left as the module left it.
-            torch.set_grad_enabled(left_grad)
         outputs, what = _exactly_tensors(out)
         if outputs is None:
             raise ImplementationError(f"implementation {self.impl.name!r}: forward returned {what}, "  # type: ignore
@@ -427,6 +424,36 @@ class Server:
                 "aliases": aliases, "kept_changed": kept_changed,
                 "is_input": [next((i for i, t in enumerate(leaves) if o is t), None) for o in outputs], **changes}, [
             *outputs, *values, *(leaves[i] for i in written), *(self.kept[h][0] for h in kept_changed)]
+
+    @contextlib.contextmanager
+    def _modes_as_left(self, inference: bool, grad: bool) -> Iterator[None]:
+        """The call under the check's inference and grad modes, and after it each mode the forward switched as the
+        forward left it.
+
+        A forward that switches one and leaves it so (a torch.inference_mode() entered and kept alive, a bare
+        torch.set_grad_enabled(False)) changes it for everything after it beside the check, where the verify after
+        the item names it (tampering). The contexts here would undo it unseen on their exit, so what the forward
+        switched is set again after them, for the verify to find. A mode it did not switch is left as the check's
+        own context would leave it beside the check: as it was before the call (entering inference mode turns grad
+        mode off; beside a check's no_grad(), the no_grad's exit turns it back on)."""
+        before_grad = torch.is_grad_enabled()
+        left = inference, grad
+        try:
+            with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+                try:
+                    yield
+                finally:
+                    left = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+        finally:
+            if left[0] != inference and torch.is_inference_mode_enabled() != left[0]:
+                # torch's guard restores the mode when it is freed: kept as long as this process (an item that
+                # changed torch's state replaces it)
+                mode = torch.inference_mode(left[0])
+                mode.__enter__()
+                self.modes_left.append(mode)
+            wanted = left[1] if left[1] != grad else before_grad
+            if torch.is_grad_enabled() != wanted:  # after the inference mode, which sets grad mode too
+                torch.set_grad_enabled(wanted)
 
     def _write_kept(self, writes: list[Any], values: list[torch.Tensor | None]) -> None:
         """Kept inputs the check wrote into since, written in place (before a backward: its graph saved them)."""
