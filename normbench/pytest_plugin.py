@@ -777,7 +777,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     outcomes = getattr(config, "_normbench_final", None)
     if not outcomes:
         return
-    from normbench.leaderboard import conformance_matrix_text
+    from normbench.board.conformance import conformance_matrix_text
 
     # Under xdist the controller collects nothing, so it builds the plan here to know every planned id.
     plan = _plan(config)

@@ -24,7 +24,7 @@ key            said as                                when
 ``conforms``   conforms                               every judged item met the spec
 =============  =====================================  ======================================================
 
-Known failures rank among the conforming implementations (see normbench.leaderboard's ranking), always marked.
+Known failures rank among the conforming implementations (see normbench.board.ranking), always marked.
 """
 
 from __future__ import annotations

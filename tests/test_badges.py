@@ -6,7 +6,8 @@ import xml.etree.ElementTree as ET
 
 from factories.records import outcome, records
 
-from normbench.leaderboard import Leaderboard, build_leaderboard
+from normbench.board.build import build_leaderboard
+from normbench.board.model import Leaderboard
 from normbench.publish import publish_all
 from normbench.publish.badges import COLOURS, badge_files, badge_svg, implementation_status, slug
 

@@ -3,7 +3,7 @@ claim plots drawn as PNGs and linked beside the claims table."""
 
 from __future__ import annotations
 
-from normbench.leaderboard import build_leaderboard
+from normbench.board.build import build_leaderboard
 from normbench.publish import publish_all
 from normbench.store.records import benchmark_record, claims_record
 

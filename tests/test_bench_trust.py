@@ -124,7 +124,7 @@ def _records(untrusted: str | None) -> list[dict]:
 
 
 def test_the_leaderboard_marks_and_never_ranks_an_untrusted_figure(tmp_path):
-    from normbench.leaderboard import build_leaderboard
+    from normbench.board.build import build_leaderboard
     from normbench.publish import publish_all
     from normbench.publish.badges import badge_files
 

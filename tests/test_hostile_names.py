@@ -10,7 +10,7 @@ import re
 import pytest
 from factories.records import case, outcome
 
-from normbench.leaderboard import build_leaderboard
+from normbench.board.build import build_leaderboard
 from normbench.publish import publish_all
 from normbench.publish._format import cell
 from normbench.publish.badges import badge_files, slug

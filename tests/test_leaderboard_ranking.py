@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from factories.records import case, outcome
 
-from normbench.leaderboard import build_leaderboard, is_reference
+from normbench.board.build import build_leaderboard
+from normbench.board.ranking import is_reference
 from normbench.store.records import benchmark_record, conformance_record
 
 

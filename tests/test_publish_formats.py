@@ -7,7 +7,7 @@ import csv
 import pytest
 from factories.records import records
 
-from normbench.leaderboard import build_leaderboard
+from normbench.board.build import build_leaderboard
 from normbench.publish import PUBLISHERS, publish_all, write_leaderboard
 from normbench.publish._format import cell
 from normbench.store.write import store_record

@@ -351,7 +351,7 @@ def test_repro_is_offered_for_every_measured_failure_only(verdict, offered):
 def test_the_site_offers_repro_where_it_works(tmp_path):
     from factories.records import outcome
 
-    from normbench.leaderboard import build_leaderboard
+    from normbench.board.build import build_leaderboard
     from normbench.publish.site import SitePublisher, implementation_page
 
     failing = outcome("plug.x", "shift_invariance", "fail", tol_ratio=3.0)

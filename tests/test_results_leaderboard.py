@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from factories.records import records
 
-from normbench.leaderboard import build_leaderboard, conformance_matrix_text, geomean
+from normbench.board.build import build_leaderboard
+from normbench.board.conformance import conformance_matrix_text
+from normbench.board.performance import geomean
 
 
 def test_non_conforming_never_ranks_above_conforming():

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from factories.records import outcome, records
 
-from normbench.leaderboard import Machine, build_leaderboard
+from normbench.board.build import build_leaderboard
+from normbench.board.model import Machine
 from normbench.publish import publish_all, write_leaderboard
 from normbench.publish.machine_labels import machine_labels, relabel
 from normbench.publish.site import family_page, implementation_page

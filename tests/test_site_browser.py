@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from normbench.leaderboard import build_leaderboard
+from normbench.board.build import build_leaderboard
 from normbench.publish import publish_all
 from normbench.store.scan import scan_records
 

@@ -11,7 +11,7 @@ import matplotlib
 import pytest
 from factories.records import records
 
-from normbench.leaderboard import build_leaderboard
+from normbench.board.build import build_leaderboard
 from normbench.publish.bench_entries import bench_entries
 from normbench.publish.machine_labels import machine_labels
 from normbench.publish.plots import PlotPublisher, plot_title, point_stats

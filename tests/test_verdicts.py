@@ -9,7 +9,7 @@ import torch
 from factories.records import case, outcome
 from helpers import impl, run
 
-from normbench.leaderboard import build_leaderboard
+from normbench.board.build import build_leaderboard
 from normbench.publish import publish_all
 from normbench.publish.badges import badge_files
 from normbench.publish.terminal import summary_lines, totals_line

@@ -24,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from normbench.leaderboard import build_leaderboard
+    from normbench.board.build import build_leaderboard
     from normbench.publish import publish_all
     from normbench.publish._format import rows_text
     from normbench.store.scan import scan_records

@@ -14,7 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
-from normbench.leaderboard import Leaderboard, build_leaderboard
+from normbench.board.build import build_leaderboard
+from normbench.board.model import Leaderboard
 from normbench.publish.badges import BadgePublisher
 from normbench.publish.csv import CsvPublisher
 from normbench.publish.html import HtmlPublisher

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from normbench.leaderboard import Leaderboard, Table
+from normbench.board.model import Leaderboard, Table
 
 PLOTS_DIR = "plots"
 

@@ -17,7 +17,8 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from normbench import deploy
-from normbench.leaderboard import Leaderboard, geomean
+from normbench.board.model import Leaderboard
+from normbench.board.performance import geomean
 from normbench.verdicts import CONFORMS, KNOWN_ONLY, NOT_CONFORMING, NOT_JUDGED, Status, status_of
 
 SITE_DIR = "site"

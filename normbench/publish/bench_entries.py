@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from normbench import deploy
-from normbench.leaderboard import Leaderboard
+from normbench.board.model import Leaderboard
 from normbench.store.scan import scan_records
 
 #: machine id, implementation, variant, shape ("1024x768"), dtype, pass, device: one timed case, as the performance

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from normbench.leaderboard import Leaderboard
+from normbench.board.model import Leaderboard
 
 CSV_DIR = "csv"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from normbench.leaderboard import Leaderboard
+from normbench.board.model import Leaderboard
 from normbench.publish._format import existing_plots, rows_text
 
 STYLE = """

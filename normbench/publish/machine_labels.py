@@ -1,7 +1,7 @@
 """Machines named by what they are ("AMD EPYC · 2 cores · torch 2.13.0+cpu"), not by the leaderboard's column
 tokens M1, M2, ...: the site shows a visitor which machine measured a figure, in words it knows.
 
-The words come from the board's machine description (normbench.leaderboard: device, cores, torch, CUDA, then the
+The words come from the board's machine description (normbench.board.model: device, cores, torch, CUDA, then the
 normbench commit and the last record's time); two machines that read alike keep their machine id beside them.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from normbench.leaderboard import Machine
+from normbench.board.model import Machine
 
 _SEP = " · "
 _LAST = re.compile(r"last record (\d{4}-\d\d-\d\d)T(\d\d:\d\d)")

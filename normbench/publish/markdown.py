@@ -7,7 +7,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from normbench.leaderboard import Leaderboard
+from normbench.board.model import Leaderboard
 from normbench.publish._format import existing_plots, rows_text
 
 #: what a cell may not carry as itself: '|' ends a table cell (a name "x | conforms" shifted every column after it, so

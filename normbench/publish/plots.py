@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from normbench import deploy
+from normbench.board.model import ClaimPlot, Leaderboard, Machine, PlotSpec
 from normbench.deploy import COMPILE, EAGER, EXPORT
-from normbench.leaderboard import ClaimPlot, Leaderboard, Machine, PlotSpec
 from normbench.publish._format import PLOTS_DIR
 from normbench.publish.bench_entries import bench_entries, gbps_spread, untrusted_reason
 from normbench.publish.machine_labels import machine_labels
@@ -52,7 +52,7 @@ class PointStats:
 
 def point_stats(spec: PlotSpec, machine_id: str, entries: list[dict[str, Any]]) -> dict[PointKey, PointStats]:
     """The stored entries behind a plot's points. A point is found by what its series names and its (x, GB/s), x
-    being what normbench.leaderboard plots: the hidden size where every entry reduces per token, else the
+    being what normbench.board.plots plots: the hidden size where every entry reduces per token, else the
     element count."""
     family_device = spec.name.removesuffix(f"-{machine_id}")
     mine = [e for e in entries if e.get("family") != "roofline" and f"{e['family']}-{e['device']}" == family_device]

@@ -31,8 +31,10 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
 
+from normbench.board.conformance import LEGEND
+from normbench.board.model import Leaderboard, Machine, Table
+from normbench.board.ranking import is_reference
 from normbench.cli import repro as cli_repro
-from normbench.leaderboard import LEGEND, Leaderboard, Machine, Table, is_reference
 from normbench.publish._format import PLOTS_DIR, cell
 from normbench.publish.badges import (
     BADGES_DIR,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from normbench.board.conformance import conformance_rows
 from normbench.compare import ULP_DEFINITION
-from normbench.leaderboard import conformance_rows
 from normbench.publish._format import cell
 from normbench.publish.site_model import SiteCell, SiteRow, SiteTable
 from normbench.publish.site_text import site_text

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from normbench import deploy
-from normbench.leaderboard import Machine, Table, geomean, is_reference
+from normbench.board.model import Machine, Table
+from normbench.board.performance import geomean
+from normbench.board.ranking import is_reference
 from normbench.publish._format import cell
 from normbench.publish.badges import slug
 from normbench.publish.bench_entries import FigureKey, untrusted_reason
@@ -27,7 +29,7 @@ from normbench.publish.site_model import SiteCell, SiteRow, SiteTable
 DTYPE_ORDER = {"float64": 0, "float32": 1, "float16": 2, "bfloat16": 3}
 PASS_ORDER = {"forward": 0, "backward": 1, "forward+backward": 2, "inference": 3}
 VARIANT_ORDER = {d.name: i for i, d in enumerate(deploy.all())}
-#: how normbench.leaderboard's performance table says an untrusted figure, where it has the column
+#: how normbench.board.performance's table says an untrusted figure, where it has the column
 UNTRUSTED_PREFIX = "UNTRUSTED: "
 
 
@@ -52,7 +54,7 @@ class Figure:
 
 
 def _column(headers: list[str], name: str, machine: Machine, machines: list[Machine]) -> int | None:
-    # normbench.leaderboard names a machine's columns "GB/s" alone, or "GB/s [M2]" when several machines merge
+    # normbench.board.performance names a machine's columns "GB/s" alone, or "GB/s [M2]" when several machines merge
     key = name if len(machines) == 1 else f"{name} [{machine.label}]"
     return headers.index(key) if key in headers else None
 

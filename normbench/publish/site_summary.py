@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from normbench.leaderboard import is_reference
+from normbench.board.ranking import is_reference
 from normbench.publish.site_perf import Speed, fastest
 from normbench.verdicts import CONFORMS, KNOWN_ONLY, NOT_CONFORMING, NOT_JUDGED, status_of
 

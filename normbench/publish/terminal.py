@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from normbench.leaderboard import conformance_matrix_text
+from normbench.board.conformance import conformance_matrix_text
 from normbench.verdicts import NOT_JUDGED, Counts, Status, Verdict, group, inherited_from, plural, status_of
 
 #: how a failing item's verdict is marked after its property's name
@@ -127,7 +127,7 @@ def bench_summary_lines(entries: Iterable[Mapping[str, Any]], width: int = 120) 
     from tabulate import tabulate
 
     from normbench import deploy
-    from normbench.leaderboard import VARIANT_ORDER, geomean
+    from normbench.board.performance import VARIANT_ORDER, geomean
 
     norms = [e for e in entries if e.get("family") != "roofline" and e.get("median_s")]
     if not norms:
