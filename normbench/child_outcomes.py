@@ -8,16 +8,23 @@ import multiprocessing.process
 import signal
 from typing import Any
 
+from normbench.outcome import Outcome
+
 #: the outcome metric that lists what the implementation's import changed (normbench.judge_guard.import_changes)
 IMPORT_CHANGES = "import_time_changes"
 
 
-def with_findings(outcome: dict[str, Any], findings: list[str]) -> dict[str, Any]:
+def with_findings(outcome: Outcome, findings: list[str]) -> Outcome:
     """Every outcome of an implementation whose import changed torch carries the list (a copy: the child's own is
     not the plugin's to edit)."""
     if findings:
-        outcome["metrics"] = {**(outcome.get("metrics") or {}), IMPORT_CHANGES: list(findings)}
+        outcome.metrics = metrics_with_findings(outcome.metrics, findings)
     return outcome
+
+
+def metrics_with_findings(metrics: dict[str, Any] | None, findings: list[str]) -> dict[str, Any]:
+    """`metrics` with the list of what the import changed, where it changed anything."""
+    return {**(metrics or {}), IMPORT_CHANGES: list(findings)} if findings else dict(metrics or {})
 
 
 def death(process: multiprocessing.process.BaseProcess) -> str:

@@ -42,6 +42,7 @@ from normbench.known_failures import (
     inherited_reason,
     load_known_failures,
 )
+from normbench.outcome import ItemKey, Outcome
 from normbench.publish.terminal import summary_lines, totals_line, write_matrix
 from normbench.runner import PlanItem, build_plan, error_outcome
 from normbench.sandbox import (
@@ -55,12 +56,12 @@ from normbench.sandbox import (
 from normbench.spec import load_specs
 from normbench.stale_known_failures import files_for_missing_implementations, stale_entries
 from normbench.stale_known_failures import known_entry_applies as entry_applies_to_variant
-from normbench.variants import DEFAULT_VARIANT, VARIANTS
 from normbench.store.errors import ForgedRecord, ResultsError
 from normbench.store.files import write_fallback
 from normbench.store.records import DEFAULT_RESULTS_DIR, conformance_record, unit_of
 from normbench.store.scan import validate_results_dir
 from normbench.store.write import store_conformance
+from normbench.variants import DEFAULT_VARIANT, VARIANTS
 from normbench.verdicts import INHERITED, NOT_CONFORMING, WORDS, Counts, Verdict, did_you_mean, plain, plural
 
 #: the report attribute that carries an item's outcome to the controller (xdist serializes report attributes)
@@ -292,7 +293,7 @@ class ConfigurationItem(pytest.Item):
         self.message = message
 
     def runtest(self) -> None:
-        setattr(self, STASH_KEY, {"test_id": self.name, "verdict": Verdict.ERROR, "summary": self.message})
+        setattr(self, STASH_KEY, Outcome.unplanned(self.name, Verdict.ERROR, self.message))
         raise ConformanceFailure(self.message)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
@@ -306,7 +307,7 @@ class UnavailableItem(ConfigurationItem):
     """A plugin (or part of one) whose library is missing or broken here: one skipped item with the reason."""
 
     def runtest(self) -> None:
-        setattr(self, STASH_KEY, {"test_id": self.name, "verdict": Verdict.SKIP, "summary": self.message})
+        setattr(self, STASH_KEY, Outcome.unplanned(self.name, Verdict.SKIP, self.message))
         pytest.skip(self.message)
 
 
@@ -314,30 +315,30 @@ class NoDeviceItem(pytest.Item):
     """An implementation whose declared devices this run has none of (a CUDA-only plugin on a CPU machine): one
     skipped item of that implementation, saying so, so the run is neither silent nor "no tests ran"."""
 
-    def __init__(self, *, outcome: dict[str, Any], **kwargs: Any) -> None:
+    def __init__(self, *, outcome: Outcome, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.outcome = outcome
 
     def runtest(self) -> None:
         setattr(self, STASH_KEY, self.outcome)
-        pytest.skip(self.outcome["summary"])
+        pytest.skip(self.outcome.summary)
 
     def reportinfo(self) -> tuple[str, int, str]:
         return str(self.path), 0, self.name
 
 
-def no_device_outcome(impl: Any, devices: list[str]) -> dict[str, Any]:
+def no_device_outcome(impl: Any, devices: list[str]) -> Outcome:
     """The skipped outcome of an implementation none of whose devices this run judges."""
     declared = ", ".join(impl.devices)
     if "cuda" in impl.devices and not torch.cuda.is_available():
         why = "this machine has no CUDA device"
     else:
         why = f"this run judges {', '.join(devices)} only (--device)"
-    return {"test_id": f"{impl.family}[{impl.name}-devices]", "family": impl.family, "implementation": impl.name,
-            "property": "devices", "check": "devices", "mode": "any", "dtype": "any", "device": declared,
-            "variant": DEFAULT_VARIANT, "expect": "holds", "verdict": Verdict.SKIP, "observed": None,
-            "source": impl.source, "summary": f"devices: declares {declared} only; {why}", "metrics": {},
-            "counterexample": None, "duration_s": 0.0}
+    # one item per implementation, not a planned one: its id says "devices", and its record has no ulp field
+    return Outcome(test_id=f"{impl.family}[{impl.name}-devices]", verdict=Verdict.SKIP,
+                   summary=f"devices: declares {declared} only; {why}",
+                   key=ItemKey(impl.family, impl.name, "devices", "any", "any", declared, DEFAULT_VARIANT),
+                   check="devices", expect="holds", extra={"source": impl.source}, absent=frozenset({"ulp"}))
 
 
 class ConformanceFailure(AssertionError):
@@ -348,8 +349,11 @@ class ConformanceError(AssertionError):
     """No verdict: the implementation crashed, hung or tampered. A known failure never excuses it."""
 
 
-def _base_outcome(item: PlanItem) -> dict[str, Any]:
-    return {**error_outcome(item, "").as_dict(), "source": item.impl.source}
+def _base_outcome(item: PlanItem, verdict: Verdict, summary: str) -> Outcome:
+    outcome = error_outcome(item, summary)
+    outcome.verdict = verdict
+    outcome.extra["source"] = item.impl.source
+    return outcome
 
 
 class ConformanceItem(pytest.Item):
@@ -363,32 +367,28 @@ class ConformanceItem(pytest.Item):
         candidates = [] if self.get_closest_marker("xfail") else _plan(self.config).known.inheritable(
             item.test_id, item.impl.name, item.variant)
         ops = tuple(dict.fromkeys(op for entry in candidates for op in entry.aten_ops))
-        measured = _pool(self.config).judge(item.impl, item.spec.family, item.prop.name, item.mode, item.dtype,
-                                            item.device, item.variant, ops)
-        # Identity fields come from the plan, never from the child: a plugin cannot re-label its outcome.
-        outcome = {**measured, **{k: v for k, v in _base_outcome(item).items() if k not in measured
-                                  or k in ("test_id", "family", "implementation", "property", "check", "mode",
-                                           "dtype", "device", "variant", "expect", "source")}}
-        inherited = inherited_failure(candidates, outcome.get("metrics") or {}) if outcome["verdict"] == Verdict.FAIL \
-            else None
+        # Identity fields are the plan's (the sandbox names the item from its arguments, never from the child): a
+        # plugin cannot re-label its outcome.
+        outcome = _pool(self.config).judge(item.impl, item.spec.family, item.prop.name, item.mode, item.dtype,
+                                           item.device, item.variant, ops)
+        outcome.extra["source"] = item.impl.source
+        inherited = inherited_failure(candidates, outcome.metrics) if outcome.verdict == Verdict.FAIL else None
         if inherited is not None:
-            outcome[INHERITED] = inherited.inherited_label
+            outcome.extra[INHERITED] = inherited.inherited_label
         setattr(self, STASH_KEY, outcome)
         # --junitxml writes user properties: the verdict and the measured error of every item, for CI tools to show.
-        metrics = outcome.get("metrics") or {}
-        self.user_properties += plain([("verdict", outcome["verdict"]), ("expect", outcome["expect"]),
-                                       ("observed", outcome.get("observed")),
-                                       ("summary", str(outcome["summary"])[:1000])])
-        self.user_properties += [(k, v) for k, v in metrics.items()
+        self.user_properties += plain([("verdict", outcome.verdict), ("expect", outcome.expect),
+                                       ("observed", outcome.observed), ("summary", outcome.summary[:1000])])
+        self.user_properties += [(k, v) for k, v in outcome.metrics.items()
                                  if k == "tol_ratio" or k.endswith((".max_ulp", ".max_abs"))]
-        if outcome["verdict"] == Verdict.SKIP:
-            pytest.skip(outcome["summary"])
-        message = f"[{outcome['verdict']}] {outcome['summary']}" + _counterexample(outcome)
+        if outcome.verdict == Verdict.SKIP:
+            pytest.skip(outcome.summary)
+        message = f"[{outcome.verdict}] {outcome.summary}" + _counterexample(outcome)
         if inherited is not None:
             pytest.xfail(inherited_reason(inherited))
-        if outcome["verdict"] == Verdict.FAIL:
+        if outcome.verdict == Verdict.FAIL:
             raise ConformanceFailure(message + _repro_line(self.config, item.test_id))
-        if outcome["verdict"] == Verdict.ERROR:
+        if outcome.verdict == Verdict.ERROR:
             raise ConformanceError(message)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
@@ -411,8 +411,8 @@ def _repro_line(config: pytest.Config, test_id: str) -> str:
     return f"\n  reproduce: {repro_command(test_id, config.option.results_dir)} -o repro.py && python repro.py"
 
 
-def _counterexample(outcome: dict[str, Any]) -> str:
-    return f"\n  counterexample: {outcome['counterexample']}" if outcome.get("counterexample") else ""
+def _counterexample(outcome: Outcome) -> str:
+    return f"\n  counterexample: {outcome.counterexample}" if outcome.counterexample else ""
 
 
 class ConformanceFile(pytest.File):
@@ -444,13 +444,13 @@ class ConformanceFile(pytest.File):
                         f"prints all {plural(len(known), 'implementation')}"))
         for impl in plan.no_device:
             outcome = no_device_outcome(impl, plan.devices)
-            items.append(NoDeviceItem.from_parent(self, name=outcome["test_id"], outcome=outcome))
+            items.append(NoDeviceItem.from_parent(self, name=outcome.test_id, outcome=outcome))
         for outcome in plan.interpreter.skips.values():
-            items.append(NoDeviceItem.from_parent(self, name=outcome["test_id"], outcome=outcome))
+            items.append(NoDeviceItem.from_parent(self, name=outcome.test_id, outcome=outcome))
         for plan_item in plan.items:
             not_here = plan.interpreter.skip_reason(plan_item.impl.name, plan_item.dtype)
             if not_here is not None:
-                outcome = {**_base_outcome(plan_item), "verdict": Verdict.SKIP, "summary": not_here}
+                outcome = _base_outcome(plan_item, Verdict.SKIP, not_here)
                 items.append(NoDeviceItem.from_parent(self, name=plan_item.test_id, outcome=outcome))
                 continue
             item = ConformanceItem.from_parent(self, name=plan_item.test_id, plan_item=plan_item)
@@ -520,7 +520,7 @@ def _record_outcome(config: pytest.Config, report: pytest.TestReport) -> None:
     if not _is_conformance(report.nodeid):
         return
     test_id = report.nodeid.split("::")[-1]
-    outcomes: dict[str, dict[str, Any]] = config._normbench_outcomes  # type: ignore[attr-defined]
+    outcomes: dict[str, Outcome] = config._normbench_outcomes  # type: ignore[attr-defined]
     data = getattr(report, STASH_KEY, None)
     if report.when == "???":
         config._normbench_crashed.add(test_id)  # type: ignore[attr-defined]
@@ -530,11 +530,11 @@ def _record_outcome(config: pytest.Config, report: pytest.TestReport) -> None:
             outcomes[test_id] = _unjudged(config, test_id, Verdict.ERROR,
                                           f"not judged: {str(report.longrepr)[-1500:]}")
         return
-    data = dict(data)
-    if hasattr(report, "wasxfail") and data.get("verdict") == Verdict.FAIL:
-        data["verdict"] = Verdict.XFAIL
-        data["known_failure"] = report.wasxfail
-    outcomes[test_id] = data
+    outcome = Outcome.from_record(data)  # a record: it crossed from an xdist worker as plain data
+    if hasattr(report, "wasxfail") and outcome.verdict == Verdict.FAIL:
+        outcome.verdict = Verdict.XFAIL
+        outcome.extra["known_failure"] = report.wasxfail
+    outcomes[test_id] = outcome
 
 
 @pytest.hookimpl(wrapper=True)
@@ -542,7 +542,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     outcome = getattr(item, STASH_KEY, None)
     if call.when == "call" and outcome is not None:
-        setattr(report, STASH_KEY, plain(outcome))  # an xdist worker sends it to the controller (execnet)
+        # as its record: an xdist worker sends it to the controller, and execnet carries builtin types only
+        setattr(report, STASH_KEY, plain(outcome.to_record()))
     return report
 
 
@@ -578,14 +579,14 @@ def _is_controller(config: pytest.Config) -> bool:
     return not hasattr(config, "workerinput")
 
 
-def _unjudged(config: pytest.Config, test_id: str, verdict: Verdict, summary: str) -> dict[str, Any]:
+def _unjudged(config: pytest.Config, test_id: str, verdict: Verdict, summary: str) -> Outcome:
     item = _plan(config).by_id.get(test_id)
     if item is None:
-        return {"test_id": test_id, "verdict": verdict, "summary": summary}
-    return {**_base_outcome(item), "verdict": verdict, "summary": summary}
+        return Outcome.unplanned(test_id, verdict, summary)
+    return _base_outcome(item, verdict, summary)
 
 
-def complete_outcomes(config: pytest.Config, interrupted: bool) -> dict[str, dict[str, Any]]:
+def complete_outcomes(config: pytest.Config, interrupted: bool) -> dict[str, Outcome]:
     """The run's outcomes with every planned item of every selected implementation accounted for
     (normbench.run_accounting.complete_outcomes)."""
     return run_accounting.complete_outcomes(
@@ -629,14 +630,14 @@ def rejudge_unreported(session: pytest.Session) -> list[str]:
     return todo
 
 
-def implementation_summaries(config: pytest.Config, outcomes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def implementation_summaries(config: pytest.Config, outcomes: Mapping[str, Outcome]) -> dict[str, dict[str, Any]]:
     """Per implementation, in the item groups of normbench.verdicts: planned = judged (a verdict) + skipped (with
     the reason) + errors (no verdict) + unjudged; failed and known (declared known failures) are of the judged."""
     plan = _plan(config)
-    per: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    per: dict[str, list[Outcome]] = defaultdict(list)
     for o in outcomes.values():
-        if o.get("implementation"):
-            per[o["implementation"]].append(o)
+        if o.key is not None:
+            per[o.key.implementation].append(o)
     summaries = {}
     for name, items in per.items():
         impl = plan.registry.implementations.get(name)
@@ -706,7 +707,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     not_run = set(config._normbench_expected) - set(config._normbench_outcomes)  # type: ignore[attr-defined]
     outcomes = complete_outcomes(config, interrupted)
-    config._normbench_final = outcomes  # type: ignore[attr-defined]
+    # Serialized here, once: the store and the publishers (the terminal summary, the matrix) take records.
+    records = {test_id: o.to_record() for test_id, o in outcomes.items()}
+    config._normbench_final = records  # type: ignore[attr-defined]
     judged_files = getattr(config, "_normbench_judged_files", None)
     if judged_files is not None:
         from normbench.integrity import changes, digest
@@ -725,15 +728,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # every other unit stored (the eager outcomes after a --variant compile run): the run never reads the store.
     # An interrupted run (-x, --maxfail, ^C) names the items it never ran: the store keeps their stored outcomes,
     # marked stale, instead of its errors.
-    record = conformance_record([o for o in outcomes.values() if o.get("implementation")],
+    record = conformance_record([records[tid] for tid, o in outcomes.items() if o.key is not None],
                                 profile=config.option.profile,
                                 implementations=implementation_summaries(config, outcomes),
-                                units=_judged_units(config, outcomes),
+                                units=_judged_units(config, records),
                                 not_reached=not_run if interrupted else ())
-    record["errors"] = {tid: o["summary"] for tid, o in outcomes.items()
-                        if tid.startswith(CONFIGURATION_PREFIXES) and o.get("verdict") == Verdict.ERROR}
-    record["unavailable"] = {tid: o["summary"] for tid, o in outcomes.items()
-                             if tid.startswith("plugin_unavailable")}
+    record["errors"] = {tid: o.summary for tid, o in outcomes.items()
+                        if tid.startswith(CONFIGURATION_PREFIXES) and o.verdict == Verdict.ERROR}
+    record["unavailable"] = {tid: o.summary for tid, o in outcomes.items() if tid.startswith("plugin_unavailable")}
     from normbench.store.seal import new_key
 
     key = getattr(config, "_normbench_run_key", None) or new_key()
@@ -754,14 +756,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-def _judged_units(config: pytest.Config, outcomes: Mapping[str, Mapping[str, Any]]) -> set[tuple[str, str]]:
+def _judged_units(config: pytest.Config, records: Mapping[str, dict[str, Any]]) -> set[tuple[str, str]]:
     """The (implementation, variant) units this run judged: every variant of its plan, for each implementation
     with an outcome (one whose items a variant's plan leaves out has that unit judged empty)."""
     variants = {item.variant for item in _plan(config).items}
-    judged = {str(o["implementation"]) for o in outcomes.values() if o.get("implementation")}
+    judged = {str(o["implementation"]) for o in records.values() if o.get("implementation")}
     # and the unit of every outcome: one with no planned item (a CUDA-only plugin on a CPU machine is one explained
     # skip) is still this run's to replace
-    own = {unit for unit in map(unit_of, outcomes.values()) if unit is not None}
+    own = {unit for unit in map(unit_of, records.values()) if unit is not None}
     return {(name, variant) for name in judged for variant in variants} | own
 
 

@@ -10,12 +10,14 @@ reached (normbench.store, the run's record names those items).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from normbench.verdicts import Verdict
 
-#: builds the outcome of an item that has no verdict: (test id, verdict, summary) -> outcome dict
-UnjudgedOutcome = Callable[[str, Verdict, str], dict[str, Any]]
+#: an outcome: the run's are normbench.outcome.Outcome, which reads as its record
+OutcomeT = TypeVar("OutcomeT", bound=Mapping[str, Any])
+#: builds the outcome of an item that has no verdict: (test id, verdict, summary) -> outcome
+UnjudgedOutcome = Callable[[str, Verdict, str], OutcomeT]
 
 INTERRUPTED = "the run was interrupted (-x, --maxfail or ^C) before it"
 NOT_REPORTED = "no report came back for it (a lost xdist worker?)"
@@ -34,9 +36,9 @@ def worker_killers(crashed: Iterable[str], implementation_of: Mapping[str, str])
     return found
 
 
-def complete_outcomes(outcomes: Mapping[str, dict[str, Any]], expected: Iterable[str],
+def complete_outcomes(outcomes: Mapping[str, OutcomeT], expected: Iterable[str],
                       planned: Iterable[tuple[str, str]], crashed: Iterable[str], interrupted: bool,
-                      unjudged: UnjudgedOutcome) -> dict[str, dict[str, Any]]:
+                      unjudged: UnjudgedOutcome[OutcomeT]) -> dict[str, OutcomeT]:
     """`outcomes` with every planned item of every judged implementation accounted for.
 
     `expected` holds the test ids this run selected; `planned` the (test id, implementation) of every item of the

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,6 +19,7 @@ from normbench.checks.base import CHECKS, CheckContext, Skip
 from normbench.compare import ULP_DEFINITION
 from normbench.implementation import Implementation, ImplementationError
 from normbench.judge_guard import shield_lazy_modules
+from normbench.outcome import ItemKey, Outcome
 from normbench.registry import Registry
 from normbench.spec import PropertySpec, Spec
 from normbench.variants import (
@@ -47,45 +48,14 @@ class PlanItem:
         return self.prop.expect[self.mode]
 
     @property
+    def key(self) -> ItemKey:
+        return ItemKey(self.spec.family, self.impl.name, self.prop.name, self.mode, self.dtype, self.device,
+                       self.variant)
+
+    @property
     def test_id(self) -> str:
-        """Stable id built from spec fields: family[impl-property(-mode)-dtype(-device)(-variant)]; eager, the
-        default variant, adds no segment, so ids from before variants existed still name the same items."""
-        parts = [self.impl.name, self.prop.name]
-        if self.mode != "any":
-            parts.append(self.mode)
-        parts.append(self.dtype)
-        if self.device != "cpu":
-            parts.append(self.device)
-        if self.variant != DEFAULT_VARIANT:
-            parts.append(self.variant)
-        return f"{self.spec.family}[{'-'.join(parts)}]"
-
-
-@dataclass
-class Outcome:
-    """The verdict on one item, with everything measured; what results/ stores."""
-
-    test_id: str
-    family: str
-    implementation: str
-    property: str
-    check: str
-    mode: str
-    dtype: str
-    device: str
-    variant: str
-    expect: str
-    verdict: Verdict
-    observed: str | None  # "holds" / "violated" / None when it could not be measured
-    summary: str
-    metrics: dict[str, Any] = field(default_factory=dict)
-    counterexample: dict[str, Any] | None = None
-    duration_s: float = 0.0
-    #: how the metrics' max_ulp were measured (normbench.compare.ULP_DEFINITION: at the output's scale)
-    ulp: str = ULP_DEFINITION
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        """Stable id built from spec fields (normbench.outcome.ItemKey.test_id)."""
+        return self.key.test_id
 
 
 def item_dtypes(spec: Spec, impl: Implementation, prop: PropertySpec) -> list[str]:
@@ -124,16 +94,19 @@ def build_plan(specs: dict[str, Spec], registry: Registry, selected: Iterable[st
     return items
 
 
-def _outcome(item: PlanItem, verdict: Verdict, observed: str | None, summary: str, **extra: Any) -> Outcome:
-    return Outcome(test_id=item.test_id, family=item.spec.family, implementation=item.impl.name,
-                   property=item.prop.name, check=item.prop.check, mode=item.mode, dtype=item.dtype,
-                   device=item.device, variant=item.variant, expect=item.expect, verdict=verdict, observed=observed,
-                   summary=summary, **extra)
+def _outcome(item: PlanItem, verdict: Verdict, observed: str | None, summary: str, **measured: Any) -> Outcome:
+    return Outcome(test_id=item.test_id, key=item.key, check=item.prop.check, expect=item.expect, verdict=verdict,
+                   observed=observed, summary=summary, ulp=ULP_DEFINITION, **measured)
 
 
 def error_outcome(item: PlanItem, summary: str) -> Outcome:
     """An item that has no verdict: the implementation crashed, hung, or could not be judged."""
     return _outcome(item, Verdict.ERROR, None, summary)
+
+
+def skip_outcome(item: PlanItem, summary: str) -> Outcome:
+    """An item not judged here, with the reason."""
+    return _outcome(item, Verdict.SKIP, None, summary)
 
 
 def _plugin_frames(exc: BaseException) -> str:

@@ -54,14 +54,17 @@ from pathlib import Path
 from typing import Any
 
 from normbench import deploy, wire
-from normbench.child_outcomes import IMPORT_CHANGES, death, tampering_summary, with_findings
+from normbench.child_outcomes import IMPORT_CHANGES, death, metrics_with_findings, tampering_summary, with_findings
 from normbench.child_outcomes import listing as _listing
+from normbench.compare import ULP_DEFINITION
 from normbench.implementation import Implementation, ImplementationError
 from normbench.item_clock import ItemClock
 from normbench.judge_user import WORKDIR, assume, decide, die_with_parent, prepare
+from normbench.outcome import ItemKey, Outcome
 from normbench.registry import ENTRY_POINT_GROUP, PluginError, PluginUnavailable, Registry, with_source
 from normbench.remote.judge import JUDGED_IN, TRUSTED_FALLBACK, judge_trusted, trusted
 from normbench.triton_failures import import_failure_reason, set_interpreter_environment
+from normbench.verdicts import Verdict
 
 #: a plugin source: ("entry_point", name, value) or ("path", "module:attr")
 Source = tuple[str, ...]
@@ -226,7 +229,7 @@ def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str
     from normbench.judge_guard import fingerprint, import_changes, shield_lazy_modules, what_changed
     from normbench.remote.server import Server
     from normbench.remote.tensors import is_envelope, spill_folder
-    from normbench.runner import PlanItem, error_outcome, judge
+    from normbench.runner import PlanItem, error_outcome, judge, skip_outcome
 
     _own_process_group()
     _redirect_output(output)
@@ -276,7 +279,10 @@ def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str
         spec = specs[family]
         prop = next(p for p in spec.properties if p.name == prop_name)
         if impl is None or at_import.blocking:
-            wire.send(conn, ("outcome", with_findings({"verdict": "error", "summary": load_error}, findings), False))
+            # no implementation to name an item with: the fields the parent takes (wire.outcome), as its record
+            load_failed = {"verdict": Verdict.ERROR, "summary": load_error,
+                           "metrics": metrics_with_findings({}, findings)}
+            wire.send(conn, ("outcome", load_failed, False))
             continue
         if variant not in prepared:
             # Dynamo / Inductor / the ONNX exporter import and register lazily on first use, which the fingerprint
@@ -289,20 +295,20 @@ def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str
             before = fingerprint()
         item = PlanItem(spec, impl, prop, mode, dtype, device, variant)
         try:
-            outcome = ({"verdict": "skip", "summary": "the float64 second judging only", "metrics": {}}
-                       if second_judging_only else judge(item, profile).as_dict())
+            outcome = (skip_outcome(item, "the float64 second judging only")
+                       if second_judging_only else judge(item, profile))
         except BaseException as exc:  # noqa: BLE001 - SystemExit / KeyboardInterrupt raised by plugin code
             outcome = error_outcome(item, f"implementation {name!r} raised {type(exc).__name__}: {exc} "
-                                          "(a BaseException: it would have ended the run)").as_dict()
-        if (outcome["verdict"] == "fail" or second_judging_only) and substitute and substitute[0]:
+                                          "(a BaseException: it would have ended the run)")
+        if (outcome.verdict == Verdict.FAIL or second_judging_only) and substitute and substitute[0]:
             from normbench.float64_ops import judge_with_float64_ops
 
-            outcome["metrics"] = {**outcome["metrics"], **judge_with_float64_ops(item, substitute[0], profile)}
+            outcome.metrics = {**outcome.metrics, **judge_with_float64_ops(item, substitute[0], profile)}
         changed = what_changed(before, fingerprint())
         if changed:
-            outcome.update(verdict="error", observed=None, metrics={}, counterexample=None,
-                           summary=tampering_summary(name, changed))
-        wire.send(conn, ("outcome", with_findings(outcome, findings), bool(changed)))
+            outcome.verdict, outcome.observed, outcome.metrics, outcome.counterexample = Verdict.ERROR, None, {}, None
+            outcome.summary = tampering_summary(name, changed)
+        wire.send(conn, ("outcome", with_findings(outcome, findings).to_record(), bool(changed)))
         if changed:
             return
 
@@ -631,20 +637,27 @@ class Sandbox:
         self.noted_user = False
 
     def judge(self, family: str, prop: str, mode: str, dtype: str, device: str,
-              variant: str = deploy.DEFAULT.name, substitute_ops: tuple[str, ...] = ()) -> dict[str, Any]:
-        """The outcome fields the child measured, or an error saying why there is no verdict. A failing item is
-        judged again with `substitute_ops` in float64 (the ops whose known failure it may inherit)."""
+              variant: str = deploy.DEFAULT.name, substitute_ops: tuple[str, ...] = ()) -> Outcome:
+        """The item's outcome: what the child measured, or an error saying why there is no verdict. A failing item
+        is judged again with `substitute_ops` in float64 (the ops whose known failure it may inherit). Its identity
+        is this process's (the arguments), never the child's: a plugin cannot re-label its outcome."""
+        spec_prop = next(p for p in self.specs[family].properties if p.name == prop)
+        key = ItemKey(family, self.impl.name, prop, mode, dtype, device, variant)
+
+        def unjudged(summary: str) -> Outcome:
+            return Outcome(test_id=key.test_id, key=key, check=spec_prop.check, expect=spec_prop.expect[mode],
+                           verdict=Verdict.ERROR, observed=None, summary=summary, ulp=ULP_DEFINITION)
+
         if self.gave_up:
-            return {"verdict": "error", "summary": f"not judged: {self.gave_up}", "duration_s": 0.0}
+            return unjudged(f"not judged: {self.gave_up}")
         if self.child is None:
             self.child = _Child(_judge_child, (self.source, self.impl.name, self.specs, self.profile, self.limits),
                                 self.output)
         start = time.perf_counter()
         timeout, cause = item_time_limit(self.limits, self.impl, variant)
         clock = self.child.clock(timeout)
-        check = next(p.check for p in self.specs[family].properties if p.name == prop)
         status, reply = "fallback", None
-        if trusted(check, variant, device):
+        if trusted(spec_prop.check, variant, device):
             status, reply = judge_trusted(self, family, prop, mode, dtype, device, clock)
         fallback = reply if status == "fallback" else None
         if status == "fallback":
@@ -655,7 +668,7 @@ class Sandbox:
             if harm is not None:
                 self.child.kill()
                 status, reply = "forkserver", harm
-            elif status == "outcome" and reply[0].get("verdict") == "fail" and substitute_ops:
+            elif status == "outcome" and reply[0].verdict == Verdict.FAIL and substitute_ops:
                 self._second_judging(reply[0], (family, prop, mode, dtype, device, variant), substitute_ops, timeout)
         elapsed = time.perf_counter() - start
         # the budget counts what the limits count: CPU seconds where they can be read (normbench.item_clock)
@@ -665,11 +678,15 @@ class Sandbox:
             (outcome, tainted), status = reply, "judged"
         elif status == "reply":
             try:
-                outcome, tainted = wire.outcome(reply)
+                fields, tainted = wire.outcome(reply)
+                outcome = unjudged("")
+                outcome.verdict, outcome.observed, outcome.summary = (Verdict(fields["verdict"]), fields["observed"],
+                                                                      fields["summary"])
+                outcome.metrics, outcome.counterexample = fields["metrics"], fields["counterexample"]
                 # what the plugin's process says of itself is never believed: only the trusted path sets this
-                outcome["metrics"][JUDGED_IN] = "plugin process"
+                outcome.metrics[JUDGED_IN] = "plugin process"
                 if fallback:
-                    outcome["metrics"][TRUSTED_FALLBACK] = fallback
+                    outcome.metrics[TRUSTED_FALLBACK] = fallback
             except wire.ProtocolError as exc:
                 status, reply = "protocol", str(exc)
                 self.child.kill()
@@ -677,14 +694,14 @@ class Sandbox:
             self.timeouts_in_a_row = 0
             if self.decision.stays_root and not self.noted_user:
                 self.noted_user = True  # said once, on the first item: a weaker sandbox than the run offers others
-                outcome["summary"] = (f"{outcome.get('summary', '')}\n  note: {self.impl.name!r} was judged as the "
-                                      f"run's own user, not under a user id of its own: {self.decision.reason}")
-            found = (outcome.get("metrics") or {}).get(IMPORT_CHANGES)
+                outcome.summary = (f"{outcome.summary}\n  note: {self.impl.name!r} was judged as the "
+                                   f"run's own user, not under a user id of its own: {self.decision.reason}")
+            found = outcome.metrics.get(IMPORT_CHANGES)
             if found and not self.noted_import:
                 # Said once, on the first item judged here; every outcome carries the list in its metrics.
                 self.noted_import = True
-                outcome["summary"] = (f"{outcome.get('summary', '')}\n  note: importing {self.impl.name!r} changed "
-                                      f"torch, and its items are judged with that in place: {_listing(found)}")
+                outcome.summary = (f"{outcome.summary}\n  note: importing {self.impl.name!r} changed "
+                                   f"torch, and its items are judged with that in place: {_listing(found)}")
             if tainted:
                 self.child.stop()
                 self.child = None
@@ -692,44 +709,43 @@ class Sandbox:
             self.child = None
             self.timeouts_in_a_row += 1
             why = f" ({VARIANT_TIMEOUT_FACTOR}x --check-timeout: {cause})" if cause else ""
-            outcome = {"verdict": "error", "summary": f"timed out: no verdict within {clock.describe()}{why}; "
-                                                      "the implementation's process was killed (--check-timeout)"}
+            outcome = unjudged(f"timed out: no verdict within {clock.describe()}{why}; "
+                               "the implementation's process was killed (--check-timeout)")
             if self.timeouts_in_a_row >= self.limits.max_consecutive_timeouts:
                 self.gave_up = (f"implementation {self.impl.name!r} timed out on {self.timeouts_in_a_row} items in a "
                                 "row, so its remaining items were not run")
         elif status == "forkserver":
             self.child = None
             self.timeouts_in_a_row = 0
-            outcome = {"verdict": "error", "summary": f"{FORKSERVER_HARMED.format(what=reply)} while judging this "
-                                                      "item, so no verdict; the next item is forked from a new one"}
+            outcome = unjudged(f"{FORKSERVER_HARMED.format(what=reply)} while judging this "
+                               "item, so no verdict; the next item is forked from a new one")
         elif status == "protocol":
             # Replaced, like a crashed child: what it sent is refused, and nothing it sent is believed.
             self.child = None
             self.timeouts_in_a_row = 0
-            outcome = {"verdict": "error", "summary": f"the implementation's process broke normbench's protocol "
-                                                      f"({reply}) while judging this item, so no verdict"}
+            outcome = unjudged(f"the implementation's process broke normbench's protocol "
+                               f"({reply}) while judging this item, so no verdict")
         else:
             self.child = None
             self.timeouts_in_a_row = 0
-            outcome = {"verdict": "error", "summary": f"crashed: {reply} while judging this item"}
+            outcome = unjudged(f"crashed: {reply} while judging this item")
         if printed.strip():
-            outcome["captured_output"] = printed
-            if outcome.get("verdict") == "error":
-                outcome["summary"] += f"\n  last output: {printed.strip()[-300:]}"
-        summary = str(outcome.get("summary", ""))
-        if any(s in summary for s in ("can't allocate memory", "not enough memory", "MemoryError")):
-            outcome["summary"] += (f" (normbench caps each implementation's process at "
-                                   f"{self.limits.memory_bytes / 2**30:.1f} GiB of address space: --child-memory)")
-        elif "File too large" in summary:
-            outcome["summary"] += (f" (normbench keeps at most {self.limits.file_bytes >> 20} MiB of an "
-                                   "implementation's output per item)")
+            outcome.extra["captured_output"] = printed
+            if outcome.verdict == Verdict.ERROR:
+                outcome.summary += f"\n  last output: {printed.strip()[-300:]}"
+        if any(s in outcome.summary for s in ("can't allocate memory", "not enough memory", "MemoryError")):
+            outcome.summary += (f" (normbench caps each implementation's process at "
+                                f"{self.limits.memory_bytes / 2**30:.1f} GiB of address space: --child-memory)")
+        elif "File too large" in outcome.summary:
+            outcome.summary += (f" (normbench keeps at most {self.limits.file_bytes >> 20} MiB of an "
+                                "implementation's output per item)")
         if self.gave_up is None and self.spent > self.limits.impl_budget:
             self.gave_up = (f"implementation {self.impl.name!r} used its time budget of {self.limits.impl_budget:g} s "
                             "(--impl-budget), so its remaining items were not run")
-        outcome["duration_s"] = elapsed
+        outcome.duration_s = elapsed
         return outcome
 
-    def _second_judging(self, outcome: dict[str, Any], item: tuple[str, ...], ops: tuple[str, ...],
+    def _second_judging(self, outcome: Outcome, item: tuple[str, ...], ops: tuple[str, ...],
                         timeout: float) -> None:
         """Add to a failing trusted `outcome` what the float64 second judging measured (normbench.float64_ops).
 
@@ -747,8 +763,8 @@ class Sandbox:
             from normbench.float64_ops import DISPATCHED, REJUDGED, REJUDGED_SUMMARY
 
             keep = (DISPATCHED, REJUDGED, REJUDGED_SUMMARY)
-            outcome["metrics"] = {**(outcome.get("metrics") or {}),
-                                  **{k: v for k, v in measured["metrics"].items() if k in keep and not tainted}}
+            outcome.metrics = {**outcome.metrics,
+                               **{k: v for k, v in measured["metrics"].items() if k in keep and not tainted}}
             if not tainted:
                 return
         self.child.kill()
@@ -772,7 +788,7 @@ class SandboxPool:
         self.current: str | None = None
 
     def judge(self, impl: Implementation, family: str, prop: str, mode: str, dtype: str,
-              device: str, variant: str = deploy.DEFAULT.name, substitute_ops: tuple[str, ...] = ()) -> dict[str, Any]:
+              device: str, variant: str = deploy.DEFAULT.name, substitute_ops: tuple[str, ...] = ()) -> Outcome:
         if self.current is not None and self.current != impl.name:
             # Items arrive grouped by implementation: one live child at a time keeps memory at one budget.
             self.sandboxes[self.current].close()

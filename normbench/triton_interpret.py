@@ -35,6 +35,7 @@ from typing import Any
 
 from normbench import wire
 from normbench.implementation import Implementation
+from normbench.outcome import ItemKey, Outcome
 from normbench.registry import Registry
 from normbench.triton_failures import (  # noqa: F401 - re-exported: the names this module has always offered
     ENV_VAR,
@@ -189,14 +190,14 @@ def probe_all(impls: Iterable[Implementation], specs: Mapping[str, Any], limits:
     return results
 
 
-def interpreter_skip_outcome(impl: Implementation, failure: str) -> dict[str, Any]:
-    """The one skipped outcome of an implementation whose kernels Triton's interpreter cannot run."""
-    return {"test_id": f"{impl.family}[{impl.name}-{SKIP_PROPERTY}]", "family": impl.family,
-            "implementation": impl.name, "property": SKIP_PROPERTY, "check": SKIP_PROPERTY, "mode": "any",
-            "dtype": "any", "device": "cpu", "variant": DEFAULT_VARIANT, "expect": "holds", "verdict": Verdict.SKIP,
-            "observed": None, "source": impl.source, "metrics": {}, "counterexample": None, "duration_s": 0.0,
-            "summary": f"Triton's interpreter (--triton-interpret) cannot run it: {failure}; none of its items were "
-                       "judged (on a CUDA machine, without --triton-interpret, they may be)"}
+def interpreter_skip_outcome(impl: Implementation, failure: str) -> Outcome:
+    """The one skipped outcome of an implementation whose kernels Triton's interpreter cannot run (one item per
+    implementation, not a planned one: its record has no ulp field)."""
+    return Outcome(test_id=f"{impl.family}[{impl.name}-{SKIP_PROPERTY}]", verdict=Verdict.SKIP,
+                   summary=f"Triton's interpreter (--triton-interpret) cannot run it: {failure}; none of its items "
+                           "were judged (on a CUDA machine, without --triton-interpret, they may be)",
+                   key=ItemKey(impl.family, impl.name, SKIP_PROPERTY, "any", "any", "cpu", DEFAULT_VARIANT),
+                   check=SKIP_PROPERTY, expect="holds", extra={"source": impl.source}, absent=frozenset({"ulp"}))
 
 
 @dataclass
@@ -204,7 +205,7 @@ class InterpreterPlan:
     """What --triton-interpret changes in a run's plan (normbench.pytest_plugin.Plan)."""
 
     #: the one skipped outcome of each implementation the interpreter cannot run, by name: none of its items planned
-    skips: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    skips: dict[str, Outcome] = dataclasses.field(default_factory=dict)
     #: implementations judged through the interpreter whose bfloat16 items are skipped, with the reason
     no_bfloat16: dict[str, str] = dataclasses.field(default_factory=dict)
 

@@ -99,7 +99,7 @@ def record(results: Path, found: Any, source: str, plugin: dict[str, str],
     outcomes, summaries = [], {}
     for item in build_plan(specs, registry, list(ITEMS)):
         if item.test_id in items:
-            outcome = {**judge(item).as_dict(), "source": source}
+            outcome = {**judge(item).to_record(), "source": source}
             assert outcome["verdict"] == "fail", outcome["summary"]  # the plugin is broken as intended
             outcomes.append(outcome)
             summaries[item.impl.name] = {"family": "layernorm", "source": source, "planned": 1, "judged": 1,

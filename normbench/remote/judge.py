@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from normbench import deploy, wire
 from normbench.remote import tensors as wire_tensors
+from normbench.verdicts import Verdict
 
 if TYPE_CHECKING:
     from normbench.item_clock import ItemClock
@@ -61,14 +62,14 @@ def trusted(check: str, variant: str, device: str = "cpu") -> bool:
 
 def judge_trusted(sandbox: Sandbox, family: str, prop_name: str, mode: str, dtype: str, device: str,
                   clock: ItemClock) -> tuple[str, Any]:
-    """("outcome", (fields, tainted)) computed here (tainted: the plugin's process changed torch's global state, so
+    """("outcome", (Outcome, tainted)) computed here (tainted: the plugin's process changed torch's global state, so
     it is replaced), or the sandbox's own statuses: ("timeout", None), ("died", why),
     ("protocol", what), and ("fallback", why) for an item the protocol cannot carry."""
     from normbench.child_outcomes import death as _death
     from normbench.child_outcomes import tampering_summary
     from normbench.child_outcomes import with_findings as _with_findings
     from normbench.remote.proxy import ChildLost, Session, Unmirrored, drop_all, remote_implementation
-    from normbench.runner import PlanItem, judge
+    from normbench.runner import PlanItem, error_outcome, judge
 
     child = sandbox.child
     assert child is not None
@@ -86,10 +87,10 @@ def judge_trusted(sandbox: Sandbox, family: str, prop_name: str, mode: str, dtyp
         findings = [wire.text(f, "an import finding", 2000) for f in hello.get("findings") or []][:64]
         load_error = hello.get("load_error")
         if load_error is not None:
-            return "outcome", (_with_findings({"verdict": "error", "summary": wire.text(load_error, "the load error"),
-                                               "metrics": {}}, findings), False)
-        outcome = judge(PlanItem(spec, view, prop, mode, dtype, device, deploy.DEFAULT.name),
-                        sandbox.profile).as_dict()
+            item = PlanItem(spec, sandbox.impl, prop, mode, dtype, device, deploy.DEFAULT.name)
+            return "outcome", (_with_findings(error_outcome(item, wire.text(load_error, "the load error")), findings),
+                               False)
+        outcome = judge(PlanItem(spec, view, prop, mode, dtype, device, deploy.DEFAULT.name), sandbox.profile)
         # Freed, and asked what the calls changed of torch's global state, in one request: a module that leaves
         # grad mode off or replaces a torch function is an error, as when it was judged beside its module.
         # every module of the item, its deep copies too (beside the check they die with it)
@@ -107,10 +108,9 @@ def judge_trusted(sandbox: Sandbox, family: str, prop_name: str, mode: str, dtyp
     except Unmirrored as exc:
         drop_all(session)
         return "fallback", str(exc)
-    fields = {k: outcome[k] for k in ("verdict", "observed", "summary", "metrics", "counterexample", "duration_s")
-              if k in outcome}
-    fields["metrics"] = {**(fields.get("metrics") or {}), JUDGED_IN: "trusted process"}
+    outcome.metrics = {**outcome.metrics, JUDGED_IN: "trusted process"}
     if changed:
-        fields.update(verdict="error", observed=None, metrics={JUDGED_IN: "trusted process"}, counterexample=None,
-                      summary=tampering_summary(sandbox.impl.name, changed))
-    return "outcome", (_with_findings(fields, findings), bool(changed))
+        outcome.verdict, outcome.observed, outcome.counterexample = Verdict.ERROR, None, None
+        outcome.metrics = {JUDGED_IN: "trusted process"}
+        outcome.summary = tampering_summary(sandbox.impl.name, changed)
+    return "outcome", (_with_findings(outcome, findings), bool(changed))
