@@ -109,11 +109,12 @@ def unmarked_starters(modules: dict[str, str]) -> list[str]:
     return [f"{m}::{f}" for (m, f) in reaches if f.startswith("test_") and (m, f) in starts and not marked[(m, f)]]
 
 
-def _test_modules() -> dict[str, str]:
-    """The test modules and the helpers beside them by the name they are imported under (`factories.suite_runs`
-    for tests/factories/suite_runs.py, whose run_suite the end-to-end tests call)."""
-    paths = sorted([*TESTS.glob("*.py"), *(TESTS / "factories").glob("*.py")])
-    return {".".join(p.relative_to(TESTS).with_suffix("").parts): p.read_text() for p in paths}
+def _test_modules(tests: Path = TESTS) -> dict[str, str]:
+    """The test modules (tests/ and its folders, tests/checks/test_x.py as `checks.test_x`) and the helpers beside
+    them by the name they are imported under (`factories.suite_runs` for tests/factories/suite_runs.py, whose
+    run_suite the end-to-end tests call)."""
+    paths = sorted({*tests.glob("*.py"), *(tests / "factories").glob("*.py"), *tests.glob("*/**/test_*.py")})
+    return {".".join(p.relative_to(tests).with_suffix("").parts): p.read_text() for p in paths}
 
 
 # -- the project's files ------------------------------------------------------------------------------------------
@@ -228,3 +229,13 @@ def test_a_direct_pytest_subprocess_a_cli_suite_run_a_browser_and_a_local_import
     found = unmarked_starters({"a": DIRECT, "b": CLI, "c": BROWSER, "d": HARMLESS, "e": LOCAL_IMPORT,
                                "runner": RUNNER})
     assert found == ["a::test_x", "b::test_y", "c::test_z", "e::test_v"]
+
+
+def test_the_scan_reads_the_test_modules_of_tests_folders(tmp_path):
+    for name, text in {"factories/runner.py": RUNNER, "checks/test_user.py": FIXTURE_USER.format(mark=""),
+                       "plugins/test_collected_too.py": DIRECT, "test_top.py": LOCAL_IMPORT}.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text.replace("from runner import", "from factories.runner import"))
+    # a test_*.py in any folder is one pytest collects
+    assert unmarked_starters(_test_modules(tmp_path)) == ["checks.test_user::test_reads_the_run",
+                                                          "plugins.test_collected_too::test_x", "test_top::test_v"]
