@@ -9,6 +9,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from factories.xdist_groups import mark_groups, tell_worker, use_loadgroup  # noqa: E402  (tests/ is importable from here on)
+
 #: what `pip install ".[deploy]"` adds: torch.onnx.export(dynamo=True) needs onnx and onnxscript, and the exported
 #: graph runs in ONNX Runtime
 DEPLOY_MODULES = ("onnx", "onnxscript", "onnxruntime")
@@ -28,11 +30,20 @@ def missing_modules(names: tuple[str, ...]) -> list[str]:
 
 
 def pytest_configure(config):
+    # a module-scoped suite run is set up once per worker that runs a test reading it: keep those tests together
+    use_loadgroup(config)
     config.addinivalue_line("markers", "deploy: needs the deploy extra (onnx, onnxscript, onnxruntime); skipped "
                                        "with the reason when it is not installed")
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: without xdist, never called
+def pytest_configure_node(node):
+    tell_worker(node)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the xdist_group marks into node id suffixes
 def pytest_collection_modifyitems(config, items):
+    mark_groups(config, items)
     marked = [item for item in items if item.get_closest_marker("deploy")]
     missing = missing_modules(DEPLOY_MODULES) if marked else []
     if not missing:
