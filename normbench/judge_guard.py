@@ -8,6 +8,9 @@ after the import: a plugin whose forward, backward or factory monkeypatches ``F.
 ``torch.Tensor.mean``, replaces normbench's compare function, or leaves grad mode off, cannot turn its own
 verdict (or torch's known failures) into a pass — that item is reported as tampering instead.
 
+normbench's functions are fingerprinted with their code objects too: a swapped ``__code__`` leaves the function
+object in place.
+
 Only names that existed in the earlier fingerprint are compared: torch and hypothesis add attributes lazily,
 which changes nothing that was there. And torch replacing one of its own functions with a wrapper of it is never
 a change the plugin made: importing ``torch._dynamo`` (which nearly every modern library does, often lazily)
@@ -23,8 +26,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
-from types import ModuleType
+from types import FunctionType, ModuleType
 from typing import Any
 
 import torch
@@ -39,6 +43,8 @@ _TORCH_DIR = os.path.dirname(os.path.realpath(torch.__file__)) + os.sep
 #: how deep a ``__wrapped__`` chain is followed
 _MAX_WRAPS = 256
 _STATE = "torch state: "
+#: the suffix of a function's code object's fingerprint name
+_CODE = ".__code__"
 
 
 def global_state() -> dict[str, Any]:
@@ -93,10 +99,25 @@ def fingerprint() -> dict[str, Any]:
         if not is_judge(name) or not isinstance(module, ModuleType):
             continue
         state.update(_namespace(name, module))
+        state.update(_code_objects(name, vars(module), name))
         for value in list(vars(module).values()):
             if isinstance(value, type) and getattr(value, "__module__", "") == name:
                 state.update(_namespace(f"{name}.{value.__qualname__}", value))
+                state.update(_code_objects(f"{name}.{value.__qualname__}", vars(value), name))
     return state
+
+
+def _code_objects(prefix: str, namespace: Mapping[str, Any], module: str) -> dict[str, Any]:
+    """The code object of every function defined in `module` (a method's too), by ``NAME.__code__``: a plugin that
+    swaps a function's ``__code__`` leaves the function object where it was, which the names above would not see
+    (the plugin's side of the trusted judge runs normbench's code: a swapped scan of what ``.to(dtype)`` left could
+    report an unconverted constant away)."""
+    found: dict[str, Any] = {}
+    for attr, value in list(namespace.items()):
+        func = value.__func__ if isinstance(value, staticmethod | classmethod) else value
+        if isinstance(func, FunctionType) and func.__module__ == module:
+            found[f"{prefix}.{attr}{_CODE}"] = func.__code__
+    return found
 
 
 def is_judge(key: str) -> bool:
@@ -184,7 +205,10 @@ def changes(before: dict[str, Any], after: dict[str, Any]) -> list[Change]:
         if new is value:
             continue
         chain = _wrapper_chain(new, value)
-        if chain is None:
+        if chain is None and key.endswith(_CODE):
+            found.append(Change(key, "replaced", f"{key.removesuffix(_CODE)} had its code swapped (its __code__ "
+                                                 "was replaced)"))
+        elif chain is None:
             found.append(Change(key, "replaced", f"{key} was replaced"))
         elif all(_is_torch_code(layer) for layer in chain):
             found.append(Change(key, "torch's own", f"{key} was wrapped by torch itself ({_where(chain[0])}, "

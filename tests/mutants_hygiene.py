@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from mutants_contexts import Float32ConstantLayerNorm
 from torch import nn
 
 
@@ -75,4 +76,34 @@ class CountsLiveLayerNorm(PlainLayerNorm):
 
         gc.collect()
         print(f"live: {sum(type(o) is CountsLiveLayerNorm for o in gc.get_objects())}", flush=True)
+        return super().forward(x)
+
+
+class PlainStatsBatchNorm(nn.BatchNorm1d):
+    """torch's BatchNorm1d with its running variance a plain tensor attribute: no checkpoint or ``.to`` sees it, and
+    the trusted process cannot mirror it (the item is judged beside the module, saying why)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True, momentum: float | None = 0.1,
+                 track_running_stats: bool = True) -> None:
+        super().__init__(num_features, eps=eps, momentum=momentum, affine=affine,
+                         track_running_stats=track_running_stats)
+        if self.running_var is not None:
+            var = self._buffers.pop("running_var")
+            self.__dict__["running_var"] = var
+
+
+class SwapsTheAttributeScan(Float32ConstantLayerNorm):
+    """Keeps an unconverted float32 constant, and its first forward swaps the code of the scan of what ``.to(dtype)``
+    left (normbench.remote.attributes.tensor_attributes, which runs over there) for one that reports registered
+    tensors only: the function object stays where the fingerprint looks, its code does not."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from normbench.remote import attributes
+
+        def registered_only(module: nn.Module) -> list[tuple[str, str, torch.dtype, str | None]]:
+            return [(prefix, name, t.dtype, f"{prefix}.{name}" if prefix else name)
+                    for prefix, sub in module.named_modules()
+                    for name, t in [*sub._parameters.items(), *sub._buffers.items()] if t is not None]
+
+        attributes.tensor_attributes.__code__ = registered_only.__code__
         return super().forward(x)

@@ -203,3 +203,21 @@ def test_the_run_records_the_finding_and_prints_it_once_per_implementation(tmp_p
     assert sum(line.startswith("import_time.dynamo: its import changed torch") for line in lines) == 1
     assert sum(line.startswith("import_time.matmul_precision: its import changed torch") for line in lines) == 1
     assert not any(line.startswith("import_time.patches_judge:") for line in lines)
+
+
+def test_a_normbench_function_whose_code_is_swapped_is_tampering():
+    # the function object stays where every name above points; only its __code__ tells (a swapped scan of what
+    # .to(dtype) left, run by the trusted judge's plugin side, would report an unconverted constant away)
+    import normbench.compare as compare
+
+    before = fingerprint()
+    original = compare.compare.__code__
+    try:
+        compare.compare.__code__ = (lambda actual, truth, dtype, tolerance, reduction_length=1: None).__code__
+        changed = what_changed(before, fingerprint())
+        blocking = import_changes(before, fingerprint()).blocking
+    finally:
+        compare.compare.__code__ = original
+    assert changed == ["normbench.compare.compare had its code swapped (its __code__ was replaced)"]
+    assert blocking == changed
+    assert what_changed(before, fingerprint()) == []

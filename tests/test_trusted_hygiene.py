@@ -94,6 +94,26 @@ def test_a_module_the_protocol_cannot_mirror_is_judged_beside_it_saying_why(judg
     assert "not a registered parameter or buffer" in outcome["metrics"][TRUSTED_FALLBACK]
 
 
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_a_statistic_the_protocol_cannot_mirror_is_judged_beside_it_saying_why(judged, monkeypatch, mode):
+    # a plain running_var is not converted by .to(dtype): the trusted side would believe its mirror's, so it refuses
+    outcome = judged["plain_stats", "module_hygiene", mode]
+    assert outcome["metrics"][JUDGED_IN] == "plugin process"
+    assert "its running_var is not a registered parameter or buffer" in outcome["metrics"][TRUSTED_FALLBACK]
+    assert outcome["verdict"] == "fail" and "state 'running_var' is not in the state_dict" in outcome["summary"]
+    beside = _beside("plain_stats", "module_hygiene", mode, monkeypatch)
+    assert (beside.verdict, beside.summary) == (outcome["verdict"], outcome["summary"])
+
+
+def test_a_plugin_that_swaps_the_code_of_the_scan_is_tampering_not_a_pass(judged):
+    # the scan of what .to(dtype) left runs over there: with its code swapped it reports fp32_const's float32
+    # constant away, and the module would pass; the fingerprint keeps every normbench function's code object
+    outcome = judged["swaps_scan", "module_hygiene", "any"]
+    assert outcome["metrics"][JUDGED_IN] == "trusted process"
+    assert outcome["verdict"] == "error", outcome["summary"]
+    assert "normbench.remote.attributes.tensor_attributes had its code swapped" in outcome["summary"]
+
+
 def test_a_plugin_that_hides_its_registered_tensors_from_the_scan_is_an_error_naming_it(judged):
     outcome = judged["hides_weight", "module_hygiene", "any"]
     assert outcome["verdict"] == "error", outcome["summary"]

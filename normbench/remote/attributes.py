@@ -10,7 +10,9 @@ decides on the list itself.
 What a hostile plugin's side can forge here: a registered tensor's dtype it cannot (the mirror is the bytes it sent
 after the same `.to`, and a report that differs from it is a protocol error). A plain attribute, though, no other
 request shows, so the report is all the trusted side has of it: a side that leaves out an unconverted constant is
-believed. That does not forge the verdict of the plugin's module; it substitutes another module, the one a server
+believed. It cannot do so by replacing this function or swapping its code (the fingerprint after each item holds
+normbench's functions and their code objects: tampering, normbench.judge_guard), only by changing what the scan
+sees. That does not forge the verdict of the plugin's module; it substitutes another module, the one a server
 that converted the constant itself on `.to` would serve, and is correct only under normbench's server (the
 harness-detecting plugin docs/isolation.md names as out of any check's reach). The verdict is still computed here,
 from what was reported, by code the plugin's process cannot touch.
