@@ -229,7 +229,7 @@ class _OnceDifferentiableFn(_DetachedBackwardFn):
 class DetachedBackwardLayerNorm(nn.Module):
     """LayerNorm through _DetachedBackwardFn. With `promote` it computes as a fused kernel does, in float32 whatever
     the input's dtype (declared FUSED: no float64 path); the ...64 classes compute in the input's own dtype, a float64
-    path that the float64 second-order tests judge (tests/test_second_order_float64.py)."""
+    path that the float64 second-order tests judge (tests/checks/test_second_order_float64.py)."""
 
     fn: type[torch.autograd.Function] = _DetachedBackwardFn
     promote: bool = True

@@ -21,8 +21,8 @@ from helpers import REMOTE_ENV
 pytestmark = pytest.mark.slow
 
 HERE = Path(__file__).parent
-SUITES = ("test_checks_contexts.py", "test_checks_contexts_masks.py", "test_checks_fused.py",
-          "test_checks_stateful.py", "test_checks_honesty.py")
+SUITES = ("checks/test_contexts.py", "checks/test_contexts_masks.py", "checks/test_fused.py",
+          "checks/test_stateful.py", "test_checks_honesty.py")
 
 
 def test_the_mutant_suites_reach_the_same_verdicts_through_the_protocol():

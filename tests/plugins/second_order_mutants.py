@@ -23,7 +23,7 @@ def torch_layernorm(num_features: int, eps: float = 1e-5, affine: bool = True) -
 
 
 def _torch_layernorm_always_affine(num_features: int, eps: float = 1e-5, affine: bool = True) -> nn.Module:
-    """What tests/test_checks_contexts.py declares double_backward=False: torch's LayerNorm, γ and β always."""
+    """What tests/checks/test_contexts.py declares double_backward=False: torch's LayerNorm, γ and β always."""
     return nn.LayerNorm(num_features, eps=eps)
 
 

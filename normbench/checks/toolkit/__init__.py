@@ -14,5 +14,5 @@
 - `seeds`: `stable_seed`.
 
 The check API itself (`register_check`, `CheckContext`, `Observation`, `Skip`) is normbench.checks.base; each
-helper's contract is shown on a broken and a correct case in tests/test_check_toolkit.py.
+helper's contract is shown on a broken and a correct case in tests/checks/test_toolkit.py.
 """
