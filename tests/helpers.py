@@ -99,3 +99,21 @@ def spec_items(implementations: dict[str, Implementation], properties: tuple[str
                 out.extend((implementation.name, prop.name, mode, dtype)
                            for mode in prop.expect for dtype in item_dtypes(spec, implementation, prop))
     return out
+
+
+def planned_items(implementations: dict[str, Implementation]) -> list[tuple[str, str, str, str]]:
+    """(implementation, property, mode, dtype) for every item their specs plan, in one dtype each (float32 where the
+    check runs it: the suite itself covers the rest); a property whose check another part of the suite has not
+    registered is left out."""
+    from normbench.runner import item_dtypes
+
+    out = []
+    for implementation in implementations.values():
+        spec = specs()[implementation.family]
+        for prop in spec.properties:
+            if prop.check not in CHECKS:
+                continue
+            for mode in prop.expect:
+                dtypes = item_dtypes(spec, implementation, prop)
+                out.append((implementation.name, prop.name, mode, "float32" if "float32" in dtypes else dtypes[0]))
+    return out

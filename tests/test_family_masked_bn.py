@@ -5,34 +5,20 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import assert_flags, assert_passes, impl, run, specs
+from helpers import assert_flags, assert_passes, impl, planned_items, run
 from normbench.reference.batchnorm_masked import build as reference_build
 from torch import nn
 
 from normbench.builtins import torch_implementations
-from normbench.checks import CHECKS
 from normbench.families.masked_batchnorm import MaskedBatchNorm, implementations
-from normbench.runner import item_dtypes
 
 _IMPLS = {i.name: i for i in implementations()}
 _TORCH_BN = next(i for i in torch_implementations() if i.name == "torch.nn.BatchNorm1d")
 
-
-def _items() -> list[tuple[str, str, str, str]]:
-    out = []
-    for implementation in _IMPLS.values():
-        spec = specs()[implementation.family]
-        for prop in spec.properties:
-            if prop.check not in CHECKS:
-                continue  # registered by another part of the suite, not yet in this checkout
-            for mode in prop.expect:
-                dtypes = item_dtypes(spec, implementation, prop)
-                # one dtype per item (float32 where the check runs it): the suite itself covers the rest
-                out.append((implementation.name, prop.name, mode, "float32" if "float32" in dtypes else dtypes[0]))
-    return out
+ITEMS = planned_items(_IMPLS)
 
 
-@pytest.mark.parametrize(("name", "prop", "mode", "dtype"), _items(), ids=["-".join(i) for i in _items()])
+@pytest.mark.parametrize(("name", "prop", "mode", "dtype"), ITEMS, ids=["-".join(i) for i in ITEMS])
 def test_builtin_and_reference_meet_the_spec(name: str, prop: str, mode: str, dtype: str) -> None:
     outcome = run(_IMPLS[name], prop, dtype, mode)
     assert outcome.verdict in ("pass", "report", "skip"), outcome.summary

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from helpers import assert_flags, assert_passes, impl, run, specs
+from helpers import assert_flags, assert_passes, impl, planned_items, run
 from normbench.reference.placement import (
     BETA_SCALED,
     PAPER_ENCODER_BETA,
@@ -25,27 +25,14 @@ from normbench.families.placement import (
     deepnorm_block,
     implementations,
 )
-from normbench.runner import item_dtypes
 
 FAMILIES = ("placement_post_ln", "placement_pre_ln", "placement_sandwich_ln", "placement_deepnorm")
 _IMPLS = {i.name: i for i in implementations()}
 
-
-def _items() -> list[tuple[str, str, str, str]]:
-    out = []
-    for implementation in _IMPLS.values():
-        spec = specs()[implementation.family]
-        for prop in spec.properties:
-            if prop.check not in CHECKS:
-                continue  # registered by another part of the suite, not yet in this checkout
-            for mode in prop.expect:
-                dtypes = item_dtypes(spec, implementation, prop)
-                # one dtype per item (float32 where the check runs it): the suite itself covers the rest
-                out.append((implementation.name, prop.name, mode, "float32" if "float32" in dtypes else dtypes[0]))
-    return out
+ITEMS = planned_items(_IMPLS)
 
 
-@pytest.mark.parametrize(("name", "prop", "mode", "dtype"), _items(), ids=["-".join(i) for i in _items()])
+@pytest.mark.parametrize(("name", "prop", "mode", "dtype"), ITEMS, ids=["-".join(i) for i in ITEMS])
 def test_blocks_meet_their_specs(name: str, prop: str, mode: str, dtype: str) -> None:
     outcome = run(_IMPLS[name], prop, dtype, mode)
     assert outcome.verdict in ("pass", "report", "skip"), outcome.summary

@@ -6,33 +6,20 @@ import math
 
 import pytest
 import torch
-from helpers import assert_flags, assert_passes, impl, run, specs
+from helpers import assert_flags, assert_passes, impl, planned_items, run, specs
 from normbench.reference.prmsnorm import partial_size
 from torch import nn
 
 from normbench.checks import CHECKS
 from normbench.families.small_norms import DyT, PartialRMSNorm, ScaleNorm, implementations
-from normbench.runner import item_dtypes
 
 FAMILIES = ("prmsnorm", "scalenorm", "dyt")
 _IMPLS = {i.name: i for i in implementations()}
 
-
-def _items() -> list[tuple[str, str, str, str]]:
-    out = []
-    for implementation in _IMPLS.values():
-        spec = specs()[implementation.family]
-        for prop in spec.properties:
-            if prop.check not in CHECKS:
-                continue  # a check another part of the suite has not registered yet
-            for mode in prop.expect:
-                dtypes = item_dtypes(spec, implementation, prop)
-                # one dtype per item (float32 where the check runs it): the suite itself covers the rest
-                out.append((implementation.name, prop.name, mode, "float32" if "float32" in dtypes else dtypes[0]))
-    return out
+ITEMS = planned_items(_IMPLS)
 
 
-@pytest.mark.parametrize(("name", "prop", "mode", "dtype"), _items(), ids=["-".join(i) for i in _items()])
+@pytest.mark.parametrize(("name", "prop", "mode", "dtype"), ITEMS, ids=["-".join(i) for i in ITEMS])
 def test_builtins_and_references_meet_their_specs(name: str, prop: str, mode: str, dtype: str) -> None:
     outcome = run(_IMPLS[name], prop, dtype, mode)
     assert outcome.verdict in ("pass", "report", "skip"), outcome.summary
