@@ -2,7 +2,7 @@
 time.perf_counter / perf_counter_ns / monotonic at import to hide 90% and 50% of their forward are published
 untrusted (the benchmark process's own clock disagrees), a cache returning a stale output is untrusted (the output
 check), and the control beside them, the same code with honest clocks, stays trusted; the benchmark process never
-imports any of them. The comparisons themselves are pure functions, tested without a clock in test_bench_trust.py.
+imports any of them. The comparisons themselves are pure functions, tested without a clock in bench/test_trust.py.
 """
 
 from __future__ import annotations

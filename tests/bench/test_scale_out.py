@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "suite" / "benchmarks" / "scale_out.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "suite" / "benchmarks" / "scale_out.py"
 _spec = importlib.util.spec_from_file_location("scale_out", SCRIPT)
 scale_out = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(scale_out)
