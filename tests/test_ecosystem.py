@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from normbench import Implementation
+from normbench.board.build import read_leaderboard
 from normbench.ecosystem import _catalogue, hf
 from normbench.ecosystem import diffusers as df_adapter
 from normbench.ecosystem import litgpt as lg_adapter
@@ -30,7 +31,7 @@ from normbench.ecosystem import torchtune as tt_adapter
 from normbench.ecosystem import x_transformers as xt_adapter
 from normbench.ecosystem._catalogue import ClassFactory, Entry
 from normbench.ecosystem.findings import explain, mixed_precision_dtype, zero_row_nan
-from normbench.ecosystem.report import build_report
+from normbench.publish.ecosystem import build_report
 from normbench.store.records import conformance_record
 from normbench.store.write import store_record
 
@@ -281,7 +282,7 @@ def test_the_report_explains_reproduced_failures_and_flags_the_rest(tmp_path, mo
         _outcome(impl.name, "noncontiguous_input", "float32", "fail", "a false alarm of normbench's"),
     ], profile="ci")
     store_record(tmp_path, record)
-    text = build_report(tmp_path, entries)
+    text = build_report(read_leaderboard(tmp_path)[0], entries)
     assert "| `fake.LlamaStyleRMSNorm` | rmsnorm | affine=always, bias=False" in text
     assert "3 of 4 items failing (1 of them normbench's, see below)" in text
     assert "as fake.LlamaStyleRMSNorm: 3 of 4 items failing" in text

@@ -341,8 +341,9 @@ def test_a_class_calling_f_batch_norm_inherits_torchs_float16_invstd():
 
 
 def test_the_ecosystem_report_says_inherited_and_does_not_count_it_failing(tmp_path):
+    from normbench.board.build import read_leaderboard
     from normbench.ecosystem import _catalogue
-    from normbench.ecosystem.report import build_report
+    from normbench.publish.ecosystem import build_report
     from normbench.store.records import conformance_record
     from normbench.store.write import store_record
 
@@ -358,7 +359,7 @@ def test_the_ecosystem_report_says_inherited_and_does_not_count_it_failing(tmp_p
     entry = _catalogue.Entry(name=implementation.name, library="mine", status="judged", family="layernorm",
                              declaration=_catalogue.declaration_of(implementation, note="test"),
                              implementation=implementation)
-    text = build_report(tmp_path, [entry])
+    text = build_report(read_leaderboard(tmp_path)[0], [entry])
     assert "conforms (2 items, 1 known failure, 1 inherited)" in text
     assert f"`{ITEM}-float16`" in text and "known failure, inherited from torch F.layer_norm" in text
     assert "UNEXPLAINED" not in text

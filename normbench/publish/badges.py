@@ -143,6 +143,8 @@ def badge_files(board: Leaderboard) -> dict[str, list[tuple[str, str]]]:
 
 class BadgePublisher:
     name = "badges"
+    outputs = ("site/badges/*.svg",)
+    default = True
 
     def publish(self, board: Leaderboard, out_dir: Path) -> list[Path]:
         folder = out_dir / SITE_DIR / BADGES_DIR

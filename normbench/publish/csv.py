@@ -12,6 +12,8 @@ CSV_DIR = "csv"
 
 class CsvPublisher:
     name = "csv"
+    outputs = ("csv/*.csv",)
+    default = True
 
     def publish(self, board: Leaderboard, out_dir: Path) -> list[Path]:
         folder = out_dir / CSV_DIR

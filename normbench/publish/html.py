@@ -23,6 +23,8 @@ img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
 
 class HtmlPublisher:
     name = "html"
+    outputs = ("LEADERBOARD.html",)
+    default = True
 
     def render(self, board: Leaderboard, out_dir: Path) -> str:
         parts = ["<!DOCTYPE html>", "<html><head><meta charset='utf-8'><title>normbench leaderboard</title>",

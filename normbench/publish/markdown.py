@@ -28,6 +28,8 @@ def _rows(rows: list[list[Any]]) -> list[list[str]]:
 
 class MarkdownPublisher:
     name = "md"
+    outputs = ("LEADERBOARD.md",)
+    default = True
 
     def render(self, board: Leaderboard, out_dir: Path) -> str:
         lines = ["# normbench leaderboard", "",

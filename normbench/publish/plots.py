@@ -79,6 +79,8 @@ def plot_title(spec: PlotSpec, machine: Machine | None, labels: dict[str, str]) 
 
 class PlotPublisher:
     name = "png"
+    outputs = ("plots/*.png",)
+    default = True
 
     def publish(self, board: Leaderboard, out_dir: Path) -> list[Path]:
         if not board.plots and not board.claim_plots:

@@ -159,6 +159,8 @@ def _day(utc: str | None) -> str | None:
 
 class SitePublisher:
     name = "site"
+    outputs = ("site/*.html", "site/static/site.js", "site/static/site.css")
+    default = True
 
     def __init__(self) -> None:
         self.env = Environment(loader=PackageLoader("normbench.publish", "templates"),

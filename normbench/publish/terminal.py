@@ -9,6 +9,7 @@ the terminal.
 
 from __future__ import annotations
 
+import shutil
 import textwrap
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from normbench.board.conformance import conformance_matrix_text
+from normbench.board.model import Leaderboard
 from normbench.verdicts import NOT_JUDGED, Counts, Status, Verdict, group, inherited_from, plural, status_of
 
 #: how a failing item's verdict is marked after its property's name
@@ -118,6 +120,30 @@ def totals_line(outcomes: Iterable[Mapping[str, Any]]) -> str:
             per[str(o["implementation"])].append(o)
     total = sum((Counts.of(items) for items in per.values()), Counts())
     return f"{plural(len(per), 'implementation')}, {total.describe()}"
+
+
+class TerminalPublisher:
+    """The end-of-run summary as a publisher of the stored records (`normbench leaderboard --format terminal`): per
+    machine, the rows `pytest suite` prints at its end and the totals line, for the outcomes the store holds. A run
+    prints the same rows for its own outcomes (normbench.pytest_plugin, with summary_lines and totals_line)."""
+
+    name = "terminal"
+    outputs: tuple[str, ...] = ()  # it prints; it writes no file
+    #: only where asked: a leaderboard written after every run must not print the whole store each time
+    default = False
+
+    def lines(self, board: Leaderboard, width: int) -> list[str]:
+        lines: list[str] = []
+        for machine in board.machines:
+            outcomes = board.outcomes.get(machine.machine_id)
+            if outcomes:
+                lines += [f"{machine.label} {machine.machine_id}: {machine.description}",
+                          *summary_lines(outcomes, width), totals_line(outcomes)]
+        return lines or ["no conformance items were judged"]
+
+    def publish(self, board: Leaderboard, out_dir: Path) -> list[Path]:
+        print("\n".join(self.lines(board, shutil.get_terminal_size().columns)))
+        return []
 
 
 def bench_summary_lines(entries: Iterable[Mapping[str, Any]], width: int = 120) -> list[str]:
