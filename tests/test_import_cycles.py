@@ -4,73 +4,17 @@ An import moved into a function hides a cycle from Python's import machinery but
 modules still need each other, and which one loads first decides what works. So every `import` and
 `from ... import` counts, wherever it stands, except under `if TYPE_CHECKING:` (never run). `from pkg import name`
 is an import of `pkg.name` when that is a module, else of `pkg`. A cycle is a strongly connected component of more
-than one module (networkx is torch's own dependency, so it is there wherever normbench runs)."""
+than one module of the graph tests/factories/import_graph.py builds."""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import networkx as nx
 import pytest
+from factories.import_graph import import_graph, package_tree
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _modules(package: Path) -> dict[str, tuple[Path, bool]]:
-    """Dotted name -> (file, is a package's __init__) for every module under `package`."""
-    found: dict[str, tuple[Path, bool]] = {}
-    for path in package.rglob("*.py"):
-        parts = list(path.relative_to(package.parent).with_suffix("").parts)
-        is_package = parts[-1] == "__init__"
-        found[".".join(parts[:-1] if is_package else parts)] = (path, is_package)
-    return found
-
-
-def _type_checking_only(tree: ast.AST) -> set[int]:
-    """The ids of the import nodes under `if TYPE_CHECKING:`."""
-    hidden: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and (ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")):
-            hidden |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
-    return hidden
-
-
-def _imported(node: ast.Import | ast.ImportFrom, package: str, modules: set[str]) -> list[str]:
-    """The modules of `modules` an import statement inside `package` loads (its deepest known one per name)."""
-    if isinstance(node, ast.Import):
-        names = [alias.name for alias in node.names]
-    else:
-        if node.level:
-            parts = package.split(".")
-            base = ".".join(parts[:len(parts) - node.level + 1] + ([node.module] if node.module else []))
-        else:
-            base = node.module or ""
-        names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names]
-    out = []
-    for name in names:
-        while name and name not in modules:
-            name = name.rpartition(".")[0]
-        if name:
-            out.append(name)
-    return out
-
-
-def import_graph(package: Path) -> nx.DiGraph:
-    """Module -> module it imports, each edge carrying the first (file, line) that imports it."""
-    modules = _modules(package)
-    graph = nx.DiGraph()
-    for name, (path, is_package) in modules.items():
-        graph.add_node(name)
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        hidden = _type_checking_only(tree)
-        own_package = name if is_package else name.rpartition(".")[0]
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import | ast.ImportFrom) and id(node) not in hidden:
-                for target in _imported(node, own_package, set(modules)):
-                    if target != name and not graph.has_edge(name, target):
-                        graph.add_edge(name, target, where=f"{path.relative_to(package.parent)}:{node.lineno}")
-    return graph
 
 
 def cycles(package: Path) -> list[str]:
@@ -87,13 +31,6 @@ def cycles(package: Path) -> list[str]:
 def test_normbench_has_no_import_cycle():
     found = cycles(ROOT / "normbench")
     assert not found, "import cycles in normbench (move what both need into a lower module):\n" + "\n".join(found)
-
-
-def _package(tmp_path: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        (tmp_path / "pkg" / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / "pkg" / name).write_text(text)
-    return tmp_path / "pkg"
 
 
 CYCLES = {
@@ -117,12 +54,12 @@ CYCLES = {
 
 @pytest.mark.parametrize("files, expected", CYCLES.values(), ids=CYCLES.keys())
 def test_a_cycle_is_reported(tmp_path, files, expected):
-    [cycle] = cycles(_package(tmp_path, files))
+    [cycle] = cycles(package_tree(tmp_path, files))
     assert cycle.startswith(expected[0]) and all(edge in cycle for edge in expected[1:]), cycle
 
 
 def test_a_layered_package_and_type_checking_imports_pass(tmp_path):
-    package = _package(tmp_path, {
+    package = package_tree(tmp_path, {
         "__init__.py": "",
         "board.py": "from pkg.shared import Row\n\ndef write():\n    from pkg.render import render\n"
                     "    return render()\n",
