@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from factories.norms import AffineNorm
 from torch import nn
 
 
@@ -104,14 +105,8 @@ class ReturnsOnlyNormed(_FusedBase):
         return self.norm(x if residual is None else x + residual, x.dtype)
 
 
-class FusedAddLayerNormNoBias(nn.Module):
+class FusedAddLayerNormNoBias(AffineNorm):
     """LayerNorm variant whose fused path forgets β (the unfused path has it)."""
-
-    def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(num_features)) if affine else None
-        self.bias = nn.Parameter(torch.zeros(num_features)) if affine else None
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None):
         if residual is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional alias
+from factories.norms import AffineNorm
 from torch import nn
 
 _HALF = (torch.float16, torch.bfloat16)
@@ -15,14 +16,8 @@ def _acc(x: torch.Tensor) -> torch.dtype:
     return torch.float32 if x.dtype in _HALF else x.dtype
 
 
-class _TokenNorm(nn.Module):
+class _TokenNorm(AffineNorm):
     """A per-token norm over the last dimension with LayerNorm's (weight, bias) parameters."""
-
-    def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(num_features)) if affine else None
-        self.bias = nn.Parameter(torch.zeros(num_features)) if affine else None
 
     def affine(self, y: torch.Tensor) -> torch.Tensor:
         if self.weight is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
+from factories.norms import AffineNorm
 from torch.autograd import Function
 
 #: rows per partial sum: a Triton-style kernel sums a block of rows per program, then adds the partials.
@@ -40,14 +40,11 @@ class _LayerNormFunction(Function):
         return dx.to(dy.dtype), dw, db, None, None
 
 
-class _CustomLayerNorm(nn.Module):
+class _CustomLayerNorm(AffineNorm):
     accumulate_in_input_dtype = False
 
     def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(num_features)) if affine else None
-        self.bias = nn.Parameter(torch.zeros(num_features)) if affine else None
+        super().__init__(num_features, eps, affine)
         self.register_buffer("ones", torch.ones(num_features), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

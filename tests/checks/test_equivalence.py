@@ -5,20 +5,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from factories.norms import AffineNorm
 from helpers import assert_flags, assert_passes, impl, specs
 from torch import nn
 
 from normbench.builtins import reference_implementations, torch_implementations
 
 
-class LayerNorm32(nn.Module):
+class LayerNorm32(AffineNorm):
     """A correct LayerNorm: float32 statistics, two-pass variance, cast back."""
-
-    def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(num_features)) if affine else None
-        self.bias = nn.Parameter(torch.zeros(num_features)) if affine else None
 
     def stats_dtype(self, x: torch.Tensor) -> torch.dtype:
         return torch.float64 if x.dtype == torch.float64 else torch.float32

@@ -4,6 +4,7 @@ dispatch thresholds, in forward_equivalence at the cost of one forward pass each
 from __future__ import annotations
 
 import torch
+from factories.norms import AffineNorm
 from helpers import assert_flags, assert_passes, impl, specs
 from torch import nn
 
@@ -14,14 +15,8 @@ from normbench.inputs import THRESHOLD_FEATURES, WIDE_GRID_ROWS, kernel_threshol
 GRID_LIMIT = 65536
 
 
-class GridWrapLayerNorm(nn.Module):
+class GridWrapLayerNorm(AffineNorm):
     """A per-row kernel on a 16-bit grid axis: rows ≥ 65536 use the statistics of row i − 65536."""
-
-    def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(num_features)) if affine else None
-        self.bias = nn.Parameter(torch.zeros(num_features)) if affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1])

@@ -7,20 +7,15 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional alias
+from factories.norms import AffineNorm
 from helpers import assert_flags, assert_passes, impl, run
 from torch import nn
 
 NO_FLOAT64 = "no float64 path: float64 input computed in float32"
 
 
-class Float32ComputeLayerNorm(nn.Module):
+class Float32ComputeLayerNorm(AffineNorm):
     """HF style: upcast to float32 whatever the input, cast back; right in every dtype but float64."""
-
-    def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(num_features)) if affine else None
-        self.bias = nn.Parameter(torch.zeros(num_features)) if affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = None if self.weight is None else self.weight.float()
@@ -28,14 +23,8 @@ class Float32ComputeLayerNorm(nn.Module):
         return F.layer_norm(x.float(), (x.shape[-1],), w, b, self.eps).to(x.dtype)
 
 
-class UnbiasedVarianceLayerNorm(nn.Module):
+class UnbiasedVarianceLayerNorm(AffineNorm):
     """Wrong in every dtype (variance with Bessel's correction): a real deviation, not a float32 path."""
-
-    def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(num_features)) if affine else None
-        self.bias = nn.Parameter(torch.zeros(num_features)) if affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, keepdim=True, unbiased=True) + self.eps)
