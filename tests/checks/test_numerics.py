@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import assert_flags, assert_passes, impl, run, specs
+from helpers import assert_flags, assert_passes, impl, run, spec_items, specs
 from mutants_numerics import (
     Bf16SumLayerNorm,
     EpsOutsideLayerNorm,
@@ -21,7 +21,6 @@ from normbench.builtins import reference_implementations, torch_implementations
 from normbench.checks.numerics import LONG_REDUCTION, SHORT_REDUCTION, shape_with_reduction
 from normbench.checks.toolkit.reductions import reduction_length
 from normbench.inputs import Case, make_input
-from normbench.runner import item_dtypes
 
 PROPS = ("adversarial_inputs", "constant_rows", "dtype_preservation")
 IMPLS = {i.name: i for i in (*torch_implementations(), *reference_implementations())}
@@ -35,18 +34,10 @@ TORCH_HALF_BATCHNORM_NAN = {
 }
 
 
-def _items() -> list[tuple[str, str, str, str]]:
-    out = []
-    for implementation in IMPLS.values():
-        spec = specs()[implementation.family]
-        for prop in spec.properties:
-            if prop.name in PROPS:
-                out.extend((implementation.name, prop.name, mode, dtype)
-                           for mode in prop.expect for dtype in item_dtypes(spec, implementation, prop))
-    return out
+ITEMS = spec_items(IMPLS, PROPS)
 
 
-@pytest.mark.parametrize(("name", "prop", "mode", "dtype"), _items(), ids=["-".join(i) for i in _items()])
+@pytest.mark.parametrize(("name", "prop", "mode", "dtype"), ITEMS, ids=["-".join(i) for i in ITEMS])
 def test_torch_and_references_meet_their_specs(name: str, prop: str, mode: str, dtype: str) -> None:
     outcome = run(IMPLS[name], prop, dtype, mode)
     if (name, prop, mode, dtype) in TORCH_HALF_BATCHNORM_NAN:
