@@ -19,7 +19,7 @@ TESTS = Path(__file__).resolve().parent
 
 
 #: folders of tests/ that hold what the tests share, not the tests of a package
-SHARED_FOLDERS = ("factories", "plugins", "ecosystem_snapshots")
+SHARED_FOLDERS = ("factories", "plugins")
 
 
 def _test_module_names(tests: Path) -> set[str]:

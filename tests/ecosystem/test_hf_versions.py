@@ -1,6 +1,6 @@
 """The transformers catalogue across the versions the `ecosystem` extra allows (transformers>=5,<6).
 
-`ecosystem_snapshots/transformers-<version>.json` holds the catalogue as normbench classified it under each
+`snapshots/transformers-<version>.json` (beside this file) holds the catalogue as normbench classified it under each
 version it was tried with (5.0.0, the lowest the extra allows, and 5.25.0, the newest at the time): for every
 class its status, family and declaration. A class present in two versions must be classified the same in both:
 a release that changes what the adapter finds (a constructor renamed, a copy group regrouped so that its
@@ -8,7 +8,7 @@ representative is a class the classifier cannot judge) shows here as a named dif
 different leaderboard. Classes new in one version are expected (new models) and not compared.
 
 Regenerate the snapshot of the installed version after a deliberate classifier change with
-`python tests/test_ecosystem_versions.py` (then rerun it with the other versions' interpreters, e.g. a venv with
+`python tests/ecosystem/test_hf_versions.py` (then rerun it with the other versions' interpreters, e.g. a venv with
 transformers 5.0.0, see README "Ecosystem catalogue").
 """
 
@@ -23,7 +23,7 @@ import pytest
 
 from normbench.ecosystem import hf
 
-SNAPSHOTS = Path(__file__).resolve().parent / "ecosystem_snapshots"
+SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
 
 
 def snapshot_of(entries: list[Any]) -> dict[str, dict[str, Any]]:
@@ -86,7 +86,7 @@ def _pinned() -> dict[str, dict[str, dict[str, Any]]]:
 def test_snapshots_cover_the_lowest_version_the_extra_allows():
     import tomllib
 
-    extra = tomllib.loads((SNAPSHOTS.parent.parent / "pyproject.toml").read_text())
+    extra = tomllib.loads((SNAPSHOTS.parents[2] / "pyproject.toml").read_text())
     [spec] = [s for s in extra["project"]["optional-dependencies"]["ecosystem"] if s.startswith("transformers")]
     assert spec == "transformers>=5,<6", f"the extra now says {spec!r}: snapshot its new lowest version"
     assert "5.0.0" in _pinned() and len(_pinned()) >= 2
