@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from factories.suite_runs import run_suite
 
-# slow (`pytest tests -m slow`, .ci/run): every test starts `pytest suite` in a subprocess
+# slow (`pytest tests -m slow`, .ci/run): every test starts `pytest suite` in a subprocess or reads such a run
 pytestmark = pytest.mark.slow
 
 
@@ -30,8 +30,20 @@ def broken_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess[str], Path
                      "--impl-path", "plugins.broken:raises_on_call", "--impl-path", "plugins.broken:factory_raises",
                      "--impl", "torch.nn.LayerNorm", "--impl", "broken.nan_output",
                      "--impl", "broken.wrong_shape", "--impl", "broken.factory_raises",
-                     "-k", "forward_equivalence-float32 or plugin_error or spec_error")
+                     # two names that match nothing, one a typo of a built-in's: each is its own item, beside the rest
+                     "--impl", "no.such.impl", "--impl", "torch.nn.LayerNrom",
+                     "-k", "forward_equivalence-float32 or plugin_error or spec_error or unknown_impl")
     return proc, results
+
+
+@pytest.fixture(scope="module")
+def rmsnorm_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess[str], Path, Path]:
+    """One item of torch.nn.RMSNorm, recorded and written as JUnit XML (two tests read it)."""
+    results = tmp_path_factory.mktemp("results")
+    xml = results.parent / f"{results.name}-junit.xml"
+    proc = run_suite("--results-dir", str(results), f"--junitxml={xml}", "--impl", "torch.nn.RMSNorm",
+                     "-k", "forward_equivalence-float32")
+    return proc, results, xml
 
 
 def test_broken_plugins_are_reported_and_the_rest_is_judged(broken_run):
@@ -108,9 +120,17 @@ def test_a_hanging_implementation_fails_alone():
     assert "PASSED suite/conformance.py::layernorm[torch.nn.LayerNorm-forward_equivalence-float32]" in proc.stdout
 
 
-def test_unknown_impl_name_is_reported():
-    proc = run_suite("--no-record", "--impl", "no.such.impl", "-k", "unknown_impl")
+def test_unknown_impl_name_is_reported(broken_run):
+    proc, _ = broken_run
     assert "--impl 'no.such.impl' matches no implementation" in proc.stdout
+
+
+def test_a_mistyped_impl_suggests_the_closest_name(broken_run):
+    proc, _ = broken_run
+    line = next(line for line in proc.stdout.splitlines()
+                if "--impl 'torch.nn.LayerNrom' matches no implementation" in line)
+    assert "did you mean 'torch.nn.LayerNorm'?" in line and "`normbench list` prints all" in line
+    assert "'torch.nn.BatchNorm1d'" not in line  # no longer every name
 
 
 def test_parallel_run_records_every_outcome(tmp_path):
@@ -124,15 +144,15 @@ def test_parallel_run_records_every_outcome(tmp_path):
     assert "normbench summary" in proc.stdout
 
 
-def test_a_narrowed_run_never_claims_conformance(tmp_path):
-    proc = run_suite("--results-dir", str(tmp_path), "--impl", "torch.nn.RMSNorm", "-k", "forward_equivalence-float32")
+def test_a_narrowed_run_never_claims_conformance(rmsnorm_run):
+    proc, results, _ = rmsnorm_run
     assert proc.returncode == 0, proc.stdout[-3000:]
-    record = json.loads(next((tmp_path / "raw").glob("*/conformance.json")).read_text())
+    record = json.loads(next((results / "raw").glob("*/conformance.json")).read_text())
     summary = record["implementations"]["torch.nn.RMSNorm"]
     assert summary["judged"] == 1 and summary["unjudged"] == summary["planned"] - 1 > 30
     unjudged = record["outcomes"]["rmsnorm[torch.nn.RMSNorm-shift_invariance-float32]"]
     assert unjudged["verdict"] == "unjudged" and "not selected" in unjudged["summary"]
-    board = (tmp_path / "LEADERBOARD.md").read_text()
+    board = (results / "LEADERBOARD.md").read_text()
     assert "conforms (" not in board and "not judged" in board
 
 
@@ -156,12 +176,10 @@ def test_a_bad_results_dir_fails_before_judging(tmp_path):
     assert "PASSED" not in proc.stdout and "passed" not in proc.stdout
 
 
-def test_junitxml_carries_the_verdict_and_the_measured_error(tmp_path):
+def test_junitxml_carries_the_verdict_and_the_measured_error(rmsnorm_run):
     import xml.etree.ElementTree as ET
 
-    xml = tmp_path / "junit.xml"
-    proc = run_suite("--no-record", f"--junitxml={xml}", "--impl", "torch.nn.RMSNorm",
-                     "-k", "forward_equivalence-float32")
+    proc, _, xml = rmsnorm_run
     assert proc.returncode == 0, proc.stdout[-2000:]
     (case,) = ET.parse(xml).getroot().iter("testcase")
     props = {p.get("name"): p.get("value") for p in case.iter("property")}
