@@ -7,8 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from normbench.judge_guard import fingerprint, what_changed
+from normbench.outcome import ItemKey, Outcome
 from normbench.sandbox import Limits, SandboxedFactory, SandboxPool, discover_isolated
 from normbench.spec import load_specs
+from normbench.verdicts import Verdict
 
 
 def _specs():
@@ -101,6 +103,13 @@ def test_a_crash_costs_one_item_and_the_next_gets_a_fresh_process():
         pool.close()
     assert crashed["verdict"] == "error" and "SIGSEGV" in crashed["summary"]
     assert fine["verdict"] == "pass", fine["summary"]
+    # each outcome is typed and names the item it was asked for (the sandbox's arguments, never the child's words),
+    # a crash's as much as a verdict's
+    for outcome, name in ((crashed, "hostile.segfault"), (fine, "hostile.control")):
+        key = ItemKey("layernorm", name, "forward_equivalence", "any", "float32")
+        assert isinstance(outcome, Outcome) and outcome.key == key and outcome.test_id == key.test_id
+        assert (outcome.check, outcome.expect) == ("forward_equivalence", "holds")
+    assert crashed.verdict is Verdict.ERROR and fine.verdict is Verdict.PASS
 
 
 def test_only_the_compile_variant_is_warmed_in_the_forkserver():
