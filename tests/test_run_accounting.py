@@ -1,5 +1,5 @@
 """normbench.run_accounting: every planned item of a judged implementation ends with an outcome (fail closed). What
-an interrupted run or a variant run keeps of the store is the store's merge (tests/test_results_merge_units.py)."""
+an interrupted run or a variant run keeps of the store is the store's merge (tests/store/test_merge_units.py)."""
 
 from __future__ import annotations
 
