@@ -23,7 +23,7 @@ from normbench.publish.site_text import site_text
 from normbench.store.scan import scan_records
 from normbench.store.write import store_record
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ITEM = "layernorm[torch.nn.LayerNorm-weight_gradient_reduction-bfloat16]"
 
 

@@ -19,7 +19,7 @@ from normbench.store.scan import scan_records
 from normbench.store.write import store_record
 
 matplotlib.use("Agg")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
