@@ -41,7 +41,7 @@ def pytest_configure_node(node):
     tell_worker(node)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the xdist_group marks into node id suffixes
+@pytest.hookimpl(tryfirst=True)  # a worker reports the node ids, suffixed with their groups, once collected
 def pytest_collection_modifyitems(config, items):
     mark_groups(config, items)
     marked = [item for item in items if item.get_closest_marker("deploy")]

@@ -51,16 +51,20 @@ def test_a_group_name_keeps_clear_of_what_xdist_splits_on():
     assert not set(group_of(item)) & set("[]@")
 
 
-def test_only_grouped_tests_are_marked_and_nothing_without_xdist():
-    grouped = _item(f"{MODULE}::test_a", {"run": ("module", MODULE)})
+def test_in_a_grouping_workers_collection_only_grouped_tests_get_their_group_as_node_id_suffix():
+    grouped = _item(f"{MODULE}::test_a[serial]", {"run": ("module", MODULE)}, {"run": "serial"})
     alone = _item(f"{MODULE}::test_b", {})
-    with_xdist = SimpleNamespace(pluginmanager=SimpleNamespace(hasplugin=lambda name: True))
-    mark_groups(with_xdist, [grouped, alone])
-    assert [m.args for m in grouped.marks] == [(MODULE,)] and [m.name for m in grouped.marks] == ["xdist_group"]
-    assert alone.marks == []
-    later = _item(f"{MODULE}::test_a", {"run": ("module", MODULE)})
-    mark_groups(SimpleNamespace(pluginmanager=SimpleNamespace(hasplugin=lambda name: False)), [later])
-    assert later.marks == []  # -p no:xdist: an unknown mark would only warn
+    mark_groups(SimpleNamespace(workerinput={WORKERINPUT_KEY: True}), [grouped, alone])
+    assert grouped._nodeid == f"{MODULE}::test_a[serial]@{MODULE},run=serial"
+    assert not hasattr(alone, "_nodeid") and grouped.marks == []  # no mark: `-k xdist` must not select it
+
+
+@pytest.mark.parametrize("config", [SimpleNamespace(), SimpleNamespace(workerinput={WORKERINPUT_KEY: False}),
+                                    SimpleNamespace(workerinput={})], ids=["controller", "not-grouping", "older"])
+def test_outside_a_grouping_worker_no_node_id_changes(config):
+    grouped = _item(f"{MODULE}::test_a", {"run": ("module", MODULE)})
+    mark_groups(config, [grouped])
+    assert not hasattr(grouped, "_nodeid")
 
 
 @pytest.mark.parametrize(("given", "used"), [("load", "loadgroup"), ("loadscope", "loadscope"), ("no", "no"),
@@ -72,14 +76,13 @@ def test_the_controller_distributes_by_group_only_in_place_of_load(given, used):
 
 
 @pytest.mark.parametrize("controller", ["loadgroup", "loadscope"])
-def test_a_worker_suffixes_its_node_ids_only_when_its_controller_groups(controller):
+def test_a_worker_is_told_whether_its_controller_groups(controller):
     node = SimpleNamespace(workerinput={}, config=SimpleNamespace(getvalue=lambda name: controller))
     tell_worker(node)
-    # xdist has reset the worker's own --dist to "no" and decided loadgroup from its command line: False
-    worker = SimpleNamespace(workerinput=node.workerinput, option=SimpleNamespace(dist="no", loadgroup=False))
+    assert node.workerinput[WORKERINPUT_KEY] is (controller == "loadgroup")
+    worker = SimpleNamespace(workerinput=node.workerinput, option=SimpleNamespace(dist="load"))
     use_loadgroup(worker)
-    assert worker.option.loadgroup is (controller == "loadgroup")
-    assert worker.option.dist == "no" and node.workerinput[WORKERINPUT_KEY] is (controller == "loadgroup")
+    assert worker.option.dist == "load"  # a worker's own --dist is left alone
 
 
 @pytest.mark.slow

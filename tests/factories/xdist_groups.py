@@ -2,7 +2,7 @@
 
 xdist's default `--dist load` hands a module's tests to whichever worker is free, so both workers of `-n 2` end up
 with tests of, say, tests/test_isolation.py[serial], and each sets up the module-scoped fixture: one whole hostile
-`pytest suite` run twice. `--dist loadgroup` sends the tests that carry the same `xdist_group` mark to one worker
+`pytest suite` run twice. `--dist loadgroup` sends the tests whose node ids end in the same `@group` to one worker
 and spreads every other test as `load` does; `group_of` names the group a test belongs to."""
 
 from __future__ import annotations
@@ -32,29 +32,25 @@ def group_of(item: pytest.Item) -> str | None:
 
 
 def mark_groups(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark each test that shares a scoped fixture with the `xdist_group` of `group_of`."""
-    if not config.pluginmanager.hasplugin("xdist"):  # -p no:xdist: the mark would be an unknown one
+    """In a worker of a controller that distributes by group, suffix each grouped test's node id with its group, as
+    xdist does for an `xdist_group` mark. Not a mark: a mark's name is a keyword, and `-k xdist` (the xdist runs of
+    tests/test_isolation.py) would then select every grouped test."""
+    if not getattr(config, "workerinput", {}).get(WORKERINPUT_KEY):
         return
     for item in items:
         group = group_of(item)
         if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+            item._nodeid = f"{item.nodeid}@{group}"  # what xdist's own loadgroup hook writes
 
 
-#: what the controller tells each worker in its workerinput: whether to turn the groups into node id suffixes
+#: what the controller tells each worker in its workerinput: whether to suffix the node ids with their groups
 WORKERINPUT_KEY = "normbench_loadgroup"
 
 
 def use_loadgroup(config: pytest.Config) -> None:
     """Under `-n N` with xdist's `load` (what -n picks when no --dist is given), distribute by group instead; any
-    other --dist is kept. A worker's own config says `--dist no` (xdist resets it there, and decides whether to
-    suffix the node ids with their groups from the worker's command line alone), so the worker takes that decision
-    from what the controller put in its workerinput (`tell_worker`)."""
-    workerinput = getattr(config, "workerinput", None)
-    if workerinput is not None:
-        if workerinput.get(WORKERINPUT_KEY):
-            config.option.loadgroup = True
-    elif getattr(config.option, "dist", "no") == "load":
+    other --dist is kept. (A worker's own config says `--dist no`: it learns the controller's from `tell_worker`.)"""
+    if not hasattr(config, "workerinput") and getattr(config.option, "dist", "no") == "load":
         config.option.dist = "loadgroup"
 
 
