@@ -258,10 +258,23 @@ def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str
         load_error = (f"importing implementation {name!r} ({source_label(source)}) changed what the judge depends "
                       f"on, so none of its items can be judged: {_listing(at_import.blocking)}. "
                       + " ".join(at_import.reasons))
+    prepared = {deploy.DEFAULT.name}
+
+    def prepare_variant(variant: str) -> None:
+        # Dynamo / Inductor / the ONNX exporter import and register lazily on first use, which the fingerprint
+        # would read as tampering; they are loaded between items, after the last item was verified (here, or by the
+        # trusted process's request before its item: normbench.remote.judge), and the fingerprint retaken.
+        nonlocal before
+        if variant not in prepared:
+            from normbench.variants import prepare
+
+            prepare(variant)
+            prepared.add(variant)
+            before = fingerprint()
+
     # The trusted process's requests for the items it judges itself (normbench.remote): build, set, call, grad.
     server = Server(None if load_error is not None or at_import.blocking else impl, load_error, findings,
-                    spill_folder(output), verify=lambda: what_changed(before, fingerprint()))
-    prepared = {deploy.DEFAULT.name}
+                    spill_folder(output), verify=lambda: what_changed(before, fingerprint()), prepare=prepare_variant)
     while True:
         try:
             request = wire.receive(conn)
@@ -284,15 +297,7 @@ def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str
                            "metrics": metrics_with_findings({}, findings)}
             wire.send(conn, ("outcome", load_failed, False))
             continue
-        if variant not in prepared:
-            # Dynamo / Inductor / the ONNX exporter import and register lazily on first use, which the fingerprint
-            # would read as tampering; they are loaded here, between items, after the last item was verified, and
-            # the fingerprint retaken.
-            from normbench.variants import prepare
-
-            prepare(variant)
-            prepared.add(variant)
-            before = fingerprint()
+        prepare_variant(variant)
         item = PlanItem(spec, impl, prop, mode, dtype, device, variant)
         try:
             outcome = (skip_outcome(item, "the float64 second judging only")
@@ -658,7 +663,7 @@ class Sandbox:
         clock = self.child.clock(timeout)
         status, reply = "fallback", None
         if trusted(spec_prop.check, variant, device):
-            status, reply = judge_trusted(self, family, prop, mode, dtype, device, clock)
+            status, reply = judge_trusted(self, family, prop, mode, dtype, device, clock, variant)
         fallback = reply if status == "fallback" else None
         if status == "fallback":
             status, reply = self.child.request((family, prop, mode, dtype, device, variant, list(substitute_ops)),

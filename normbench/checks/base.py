@@ -213,10 +213,12 @@ class CheckContext:
         reason = self.unsupported(**params)
         if reason is not None:
             raise Skip(reason)
-        # The trusted judge's factory builds and converts in one request (normbench.remote.proxy): the same two
-        # steps over there, one round trip instead of two
+        # The trusted judge's factory builds, converts and deploys in one request (normbench.remote.proxy): the
+        # same steps over there, one round trip instead of two
+        deployment = deploy.get(self.variant if variant is None else variant)
         converting = getattr(self.impl.factory, "converting", None)
-        with converting(self.device, self.dtype) if converting is not None else contextlib.nullcontext():
+        with (converting(self.device, self.dtype, deployment.name) if converting is not None
+              else contextlib.nullcontext()):
             module = self.impl.build(num_features, params)
         module = module.to(device=self.device, dtype=self.dtype)
         if self.impl.param_dtype is not None:
@@ -236,7 +238,8 @@ class CheckContext:
         if randomize:
             randomize_module(self.impl, self.spec, module, seed if seed is not None else self.seed)
         module.train(self.training if training is None else training)
-        return deploy.get(self.variant if variant is None else variant).wrap(module)
+        # the trusted judge's module was deployed over there, by its build's request: wrapping swaps only its class
+        return module if converting is not None else deployment.wrap(module)
 
     def reference(self, module: nn.Module, num_features: int, params: dict[str, Any] | None = None) -> nn.Module:
         """The float64 reference with the same effective affine parameters and state as `module`."""

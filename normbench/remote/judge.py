@@ -1,17 +1,19 @@
 """Which items the trusted process judges itself, and how: the verdicts a plugin's process cannot forge.
 
-An item of a check in `TRUSTED_CHECKS`, under the eager variant, runs its check here, in the process that never
-imports plugin code (pytest's, or an xdist worker), on a `RemoteModule` whose module lives in the implementation's
-judging child. The truth, the tolerances, the comparison and the verdict are computed here from tensors received as
-data; the child is asked only to build, set, call and differentiate. So a forged outcome written into the pipe, a
-tensor subclass that compares equal to anything, swapped judge code or an edited check registry in the plugin's
-process cannot change these verdicts.
+An item of a check in `TRUSTED_CHECKS`, under the eager or the compile variant (the plugin's side compiles the
+module it builds: `TRUSTED_VARIANTS`), runs its check here, in the process that never imports plugin code (pytest's,
+or an xdist worker), on a `RemoteModule` whose module lives in the implementation's judging child. The truth, the
+tolerances, the comparison and the verdict are computed here from tensors received as data; the child is asked only
+to build, set, call and differentiate. So a forged outcome written into the pipe, a tensor subclass that compares
+equal to anything, swapped judge code or an edited check registry in the plugin's process cannot change these
+verdicts.
 
 The other checks still run beside the plugin (their outcome says ``judged_in: plugin process``): they need what the
-protocol does not carry yet (deployment variants, accelerators). Aliasing crosses as a fact the plugin's side
-reports per output (normbench.remote.aliases), an input's identity across calls as a handle to the tensor kept over
-there (normbench.remote.identity), a deepcopy as a new handle, the module's own state_dict as plain tensors by key,
-and what .to(dtype) left as a report checked against the mirror (normbench.remote.attributes).
+protocol does not carry yet (the export deployment, compile's count of Inductor graphs, accelerators). Aliasing
+crosses as a fact the plugin's side reports per output (normbench.remote.aliases), an input's identity across calls
+as a handle to the tensor kept over there (normbench.remote.identity), a deepcopy as a new handle, the module's own
+state_dict as plain tensors by key, and what .to(dtype) left as a report checked against the mirror
+(normbench.remote.attributes).
 """
 
 from __future__ import annotations
@@ -53,15 +55,26 @@ JUDGED_IN = "judged_in"
 TRUSTED_FALLBACK = "trusted_fallback"
 
 
+#: deployments the plugin's side applies to the module it builds when the build request names one (CheckContext.build
+#: through proxy.RemoteFactory.converting), so their items are judged here too: torch.compile wraps the forward over
+#: there, and everything the protocol carries is the deployed module's. Not export: its ONNX graph and the ONNX
+#: Runtime session live over there, and export_ops reads the graph (docs/isolation.md, deployments)
+TRUSTED_VARIANTS = frozenset({deploy.DEFAULT.name, deploy.COMPILE.name})
+#: checks of a deployment itself whose every step is a build, a forward or a backward: judged here under it
+#: (no_recompile_storm counts Inductor's graphs in the judging process: beside the plugin)
+TRUSTED_VARIANT_CHECKS = {deploy.COMPILE.name: frozenset({"variant_matches_eager"})}
+
+
 def trusted(check: str, variant: str, device: str = "cpu") -> bool:
     """Whether this item is judged in the trusted process. CPU items only: tensors cross as host memory, and a
     check on an accelerator combines the module's tensors with its own on that device (a CUDA item is judged
     beside the plugin, as before, and says so)."""
-    return variant == deploy.DEFAULT.name and check in TRUSTED_CHECKS and device == "cpu"
+    return (device == "cpu" and variant in TRUSTED_VARIANTS
+            and (check in TRUSTED_CHECKS or check in TRUSTED_VARIANT_CHECKS.get(variant, ())))
 
 
 def judge_trusted(sandbox: Sandbox, family: str, prop_name: str, mode: str, dtype: str, device: str,
-                  clock: ItemClock) -> tuple[str, Any]:
+                  clock: ItemClock, variant: str = deploy.DEFAULT.name) -> tuple[str, Any]:
     """("outcome", (Outcome, tainted)) computed here (tainted: the plugin's process changed torch's global state, so
     it is replaced), or the sandbox's own statuses: ("timeout", None), ("died", why),
     ("protocol", what), and ("fallback", why) for an item the protocol cannot carry."""
@@ -78,6 +91,12 @@ def judge_trusted(sandbox: Sandbox, family: str, prop_name: str, mode: str, dtyp
     spec = sandbox.specs[family]
     prop = next(p for p in spec.properties if p.name == prop_name)
     view, _ = remote_implementation(sandbox.impl, session, tuple(spec.state))
+    prepared: set[str] = child.__dict__.setdefault("trusted_prepared", {deploy.DEFAULT.name})
+    if variant not in prepared:
+        # the deployment's lazy imports, over there, before this item's first request (with it: no round trip),
+        # after the last item was verified: the plugin's side retakes its fingerprint after them, as beside the check
+        session.pending.append({"op": "prepare", "variant": variant})
+        prepared.add(variant)
     try:
         # once per judging process: what its import changed, or why it has no implementation
         hello = getattr(child, "trusted_hello", None)
@@ -87,10 +106,10 @@ def judge_trusted(sandbox: Sandbox, family: str, prop_name: str, mode: str, dtyp
         findings = [wire.text(f, "an import finding", 2000) for f in hello.get("findings") or []][:64]
         load_error = hello.get("load_error")
         if load_error is not None:
-            item = PlanItem(spec, sandbox.impl, prop, mode, dtype, device, deploy.DEFAULT.name)
+            item = PlanItem(spec, sandbox.impl, prop, mode, dtype, device, variant)
             return "outcome", (_with_findings(error_outcome(item, wire.text(load_error, "the load error")), findings),
                                False)
-        outcome = judge(PlanItem(spec, view, prop, mode, dtype, device, deploy.DEFAULT.name), sandbox.profile)
+        outcome = judge(PlanItem(spec, view, prop, mode, dtype, device, variant), sandbox.profile)
         # Freed, and asked what the calls changed of torch's global state, in one request: a module that leaves
         # grad mode off or replaces a torch function is an error, as when it was judged beside its module.
         # every module of the item, its deep copies too (beside the check they die with it)

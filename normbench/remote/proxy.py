@@ -31,7 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from normbench import wire
+from normbench import deploy, wire
+from normbench.deploy import DeploymentUnavailable
 from normbench.implementation import Implementation
 from normbench.item_clock import ItemClock
 from normbench.remote import aliases
@@ -72,6 +73,9 @@ class Session:
         #: check dropped needs no news), and every handle ever given, to tell a stranger from a module gone here
         self.modules: weakref.WeakValueDictionary[int, RemoteModule] = weakref.WeakValueDictionary()
         self.issued: set[int] = set()
+        #: whether a module of this session was deployed over there (torch.compile): only then may a reply say the
+        #: deployment is unavailable (a skip), as normbench.deploy says it beside the check
+        self.deployed = False
 
     def request(self, message: dict[str, Any], tensors: list[torch.Tensor | None] = (),  # type: ignore[assignment]
                 keep_strides: bool = False) -> tuple[dict[str, Any], list[torch.Tensor | None]]:
@@ -101,8 +105,12 @@ class Session:
             error = reply["error"]
             if not (isinstance(error, list) and len(error) == 3 and all(isinstance(e, str) for e in error)):
                 raise ChildLost("protocol", f"{where}: a malformed error")
-            raise_remote(wire.text(error[0], "the error's type", 100), wire.text(error[1], "the error"),
-                         wire.text(error[2], "the traceback"))
+            kind, text = wire.text(error[0], "the error's type", 100), wire.text(error[1], "the error")
+            if kind == DeploymentUnavailable.__name__ and self.deployed:
+                # torch.compile failed where the eager forward runs (normbench.deploy.compile): an explained skip, as
+                # beside the check. The plugin's side can claim it; a claim skips the item, it never passes it
+                raise DeploymentUnavailable(text)
+            raise_remote(kind, text, wire.text(error[2], "the traceback"))
         body = reply.get("ok")
         if not isinstance(body, dict):
             raise ChildLost("protocol", f"{where}: a reply without a body")
@@ -766,8 +774,8 @@ class RemoteFactory:
     name: str
     state_names: tuple[str, ...]
     built: list[RemoteModule] = dataclasses.field(default_factory=list, hash=False, compare=False)
-    conversion: list[tuple[torch.device, torch.dtype]] = dataclasses.field(default_factory=list, hash=False,
-                                                                            compare=False)
+    conversion: list[tuple[torch.device, torch.dtype, str]] = dataclasses.field(default_factory=list, hash=False,
+                                                                                 compare=False)
 
     def __call__(self, num_features: int, **params: Any) -> RemoteModule:
         request: dict[str, Any] = {"op": "build", "num_features": num_features, "params": dict(params),
@@ -775,17 +783,22 @@ class RemoteFactory:
         conversion = self.conversion[0] if self.conversion else None
         if conversion is not None:
             request["to"] = {"device": str(conversion[0]), "dtype": wire_tensors.dtype_name(conversion[1])}
+            if conversion[2] != deploy.DEFAULT.name:
+                request["deploy"] = conversion[2]
+                self.session.deployed = True
         module = RemoteModule(self.session, self.name, request)
         if conversion is not None:
-            object.__setattr__(module, "_converted", conversion)
+            object.__setattr__(module, "_converted", conversion[:2])
         self.built.append(module)
         return module
 
     @contextlib.contextmanager
-    def converting(self, device: torch.device, dtype: torch.dtype) -> Iterator[None]:
-        """A module built inside is converted right after, over there, in the build's request; the `.to` that
-        follows (CheckContext.build) then finds it done."""
-        self.conversion.append((torch.device(device), dtype))
+    def converting(self, device: torch.device, dtype: torch.dtype, deployment: str = deploy.DEFAULT.name
+                   ) -> Iterator[None]:
+        """A module built inside is converted right after, over there, in the build's request, and deployed there as
+        `deployment` (its forward and backward run the deployed form over there); the `.to` that follows
+        (CheckContext.build) then finds it done, and CheckContext.build wraps nothing here."""
+        self.conversion.append((torch.device(device), dtype, deployment))
         try:
             yield
         finally:

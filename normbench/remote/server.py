@@ -108,9 +108,14 @@ class Server:
     """Modules built for the trusted process, by handle, and the forward calls kept for their backward."""
 
     def __init__(self, impl: Implementation | None, load_error: str | None, findings: list[str],
-                 spill: Path | None = None, verify: Callable[[], list[str]] | None = None) -> None:
+                 spill: Path | None = None, verify: Callable[[], list[str]] | None = None,
+                 prepare: Callable[[str], None] | None = None) -> None:
         self.impl = impl
         self.spill = spill
+        #: loads a deployment's lazy imports, as between two items beside the check (the sandbox retakes its
+        #: fingerprint after it); normbench.variants.prepare where nothing is fingerprinted (the loopback)
+        self.prepare = prepare
+        self.prepared: set[str] = set()
         #: what the plugin changed of torch's global state (or normbench) since its import: asked after each item
         self.verify = verify
         self.load_error = load_error
@@ -245,7 +250,35 @@ class Server:
         if message.get("to"):  # the conversion the trusted side asks right after the build (CheckContext.build)
             to = message["to"]
             module = module.to(device=to["device"], dtype=wire_tensors.DTYPES[to["dtype"]])
+        if message.get("deploy"):
+            # the item's deployment (CheckContext.build wraps last; wrapping swaps the class only, so here is the
+            # same): every forward and backward of this module over there runs the deployed form
+            from normbench import deploy
+
+            self._op_prepare({"variant": message["deploy"]}, [])
+            module = deploy.get(str(message["deploy"])).wrap(module)
         return self._register(module, list(message.get("state_names", [])))
+
+    def _op_prepare(self, message: Mapping[str, Any], _: list[torch.Tensor | None]) -> tuple[dict[str, Any], list]:
+        """A deployment's lazy imports loaded, once per process: sent before an item's first request (so, as beside
+        the check, between two items, after the last one was verified)."""
+        variant = str(message["variant"])
+        if variant not in self.prepared:
+            if self.prepare is not None:
+                self.prepare(variant)
+            else:
+                from normbench.variants import prepare
+
+                prepare(variant)
+            self.prepared.add(variant)
+            if variant == "compile":
+                # this side keeps every call's graph for the backward the trusted side may ask later
+                # (retain_graph=True), which a compiled backward with donated buffers refuses ("requires
+                # create_graph=False and retain_graph=False"); donating only reuses the saved tensors' memory
+                import torch._functorch.config
+
+                torch._functorch.config.donated_buffer = False
+        return {}, []
 
     def _register(self, module: nn.Module, state_names: list[str], copied_from: int | None = None
                   ) -> tuple[dict[str, Any], list]:
