@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 
 from normbench.checks.base import CheckContext, Observation, Skip, Undeclared
+from normbench.checks.toolkit.draws import judge_draws
 
 T = TypeVar("T")
 
@@ -98,7 +99,8 @@ def find_counterexample(ctx: CheckContext, evaluate: Callable[[T], Trial], expli
             raise _Found(trial.summary)
 
     try:
-        search()
+        with judge_draws():  # the same draws wherever normbench is installed and runs (toolkit/draws.py)
+            search()
     except Unsatisfiable:
         pass  # every draw was outside what the implementation declares (rejected): the explicit cases judged it
     except (_Found, _Skipped, BaseExceptionGroup):
