@@ -12,10 +12,11 @@ from torch import nn
 
 from normbench import Implementation
 from normbench.checks import CHECKS
+from normbench.outcome import Outcome
 from normbench.remote.judge import trusted
 from normbench.remote.loopback import remote_view
 from normbench.remote.proxy import Unmirrored
-from normbench.runner import Outcome, PlanItem, judge
+from normbench.runner import PlanItem, judge
 from normbench.spec import Spec, load_specs
 
 

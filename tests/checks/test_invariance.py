@@ -22,7 +22,8 @@ from mutants_invariance import (
 )
 
 from normbench.checks.toolkit.reductions import rounding_condition, statistic_groups
-from normbench.runner import Outcome, PlanItem, judge
+from normbench.outcome import Outcome
+from normbench.runner import PlanItem, judge
 
 PROPERTIES = ("shift_invariance", "scale_invariance", "permutation_equivariance", "batch_independence",
               "pad_mask_independence")
