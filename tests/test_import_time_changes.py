@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 from factories.suite_runs import run_suite
 
 from normbench.judge_guard import fingerprint, import_changes, what_changed
+from normbench.outcome import Outcome
 from normbench.sandbox import IMPORT_CHANGES, Limits, SandboxPool, discover_isolated
 from normbench.spec import load_specs
 
@@ -111,7 +111,7 @@ _ITEMS = (("forward_equivalence", "float32"), ("shift_invariance", "float32"), (
 
 
 @pytest.fixture(scope="module")
-def judged() -> dict[str, list[dict[str, Any]]]:
+def judged() -> dict[str, list[Outcome]]:
     specs = load_specs().specs
     sources = [f"plugins.import_time:{n}" for n in _NAMES] + ["plugins.imports_dynamo:implementation"]
     registry = discover_isolated(sources, families=specs, include_entry_points=False)
@@ -124,8 +124,8 @@ def judged() -> dict[str, list[dict[str, Any]]]:
         pool.close()
 
 
-def _findings(outcome: dict[str, Any]) -> list[str]:
-    return (outcome.get("metrics") or {}).get(IMPORT_CHANGES, [])
+def _findings(outcome: Outcome) -> list[str]:
+    return outcome.metrics.get(IMPORT_CHANGES, [])
 
 
 @pytest.mark.parametrize(("name", "finding"), [
@@ -137,18 +137,18 @@ def _findings(outcome: dict[str, Any]) -> list[str]:
 ])
 def test_an_import_that_changes_torch_harmlessly_is_judged_and_named_once(judged, name, finding):
     outcomes = judged[name]
-    assert [o["verdict"] for o in outcomes] == ["pass"] * len(_ITEMS), [o["summary"] for o in outcomes]
+    assert [o.verdict for o in outcomes] == ["pass"] * len(_ITEMS), [o.summary for o in outcomes]
     for outcome in outcomes:
         assert any(f.startswith(finding) for f in _findings(outcome)), _findings(outcome)
     # the note is on the first item judged, not on every one
-    assert f"note: importing {name!r} changed torch" in outcomes[0]["summary"]
-    assert finding in outcomes[0]["summary"]
-    assert not any("note: importing" in o["summary"] for o in outcomes[1:])
+    assert f"note: importing {name!r} changed torch" in outcomes[0].summary
+    assert finding in outcomes[0].summary
+    assert not any("note: importing" in o.summary for o in outcomes[1:])
 
 
 def test_torch_imported_lazily_during_a_call_is_not_tampering(judged):
     outcomes = judged["import_time.lazy_dynamo"]
-    assert [o["verdict"] for o in outcomes] == ["pass"] * len(_ITEMS), [o["summary"] for o in outcomes]
+    assert [o.verdict for o in outcomes] == ["pass"] * len(_ITEMS), [o.summary for o in outcomes]
     assert not any(_findings(o) for o in outcomes)
 
 
@@ -158,9 +158,9 @@ def test_torch_imported_lazily_during_a_call_is_not_tampering(judged):
 ])
 def test_a_call_that_replaces_a_torch_function_is_still_an_error(judged, name, says):
     for outcome in judged[name]:
-        assert outcome["verdict"] == "error"
-        assert "changed the judge or torch's global state" in outcome["summary"]
-        assert says in outcome["summary"]
+        assert outcome.verdict == "error"
+        assert "changed the judge or torch's global state" in outcome.summary
+        assert says in outcome.summary
 
 
 @pytest.mark.parametrize(("name", "says"), [
@@ -171,11 +171,11 @@ def test_a_call_that_replaces_a_torch_function_is_still_an_error(judged, name, s
 ])
 def test_an_import_that_leaves_no_verdict_trustworthy_is_an_error_on_every_item(judged, name, says):
     for outcome in judged[name]:
-        assert outcome["verdict"] == "error"
-        assert f"importing implementation {name!r}" in outcome["summary"]
-        assert "none of its items can be judged" in outcome["summary"]
+        assert outcome.verdict == "error"
+        assert f"importing implementation {name!r}" in outcome.summary
+        assert "none of its items can be judged" in outcome.summary
         for text in says:
-            assert text in outcome["summary"]
+            assert text in outcome.summary
 
 
 # -- through pytest suite: the record and the terminal summary ---------------------------------------------------

@@ -61,11 +61,11 @@ def test_in_the_sandbox_the_items_are_judged_and_the_module_named():
     finally:
         pool.close()
     for outcome in judged["lazy_module.LayerNorm"]:
-        assert outcome["verdict"] == "pass", outcome["summary"]
-        (finding,) = outcome["metrics"][IMPORT_CHANGES]
+        assert outcome.verdict == "pass", outcome.summary
+        (finding,) = outcome.metrics[IMPORT_CHANGES]
         assert finding.startswith(f"sys.modules[{lazy_module.NAME!r}] raises ImportError: Lazy import of ")
         assert "made its dunder lookups raise AttributeError" in finding
     for outcome in judged["lazy_module.uses_it"]:
-        assert outcome["verdict"] == "error"
-        assert "raised ImportError: Lazy import of 'speechbrain.integrations.k2_fsa' failed" in outcome["summary"]
-        assert "FlakyFailure" not in outcome["summary"]
+        assert outcome.verdict == "error"
+        assert "raised ImportError: Lazy import of 'speechbrain.integrations.k2_fsa' failed" in outcome.summary
+        assert "FlakyFailure" not in outcome.summary

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from normbench.outcome import Outcome
 from normbench.sandbox import Limits, SandboxPool, discover_isolated
 from normbench.spec import load_specs
 
@@ -42,7 +43,7 @@ def cpu_hogs(count: int) -> Iterator[None]:
             hog.wait()
 
 
-def _judge(impl, specs) -> list[dict]:
+def _judge(impl, specs) -> list[Outcome]:
     pool = SandboxPool(specs, "ci", Limits(item_timeout=LIMIT_S))  # a fresh process: it warms up under this load
     try:
         return [pool.judge(impl, "layernorm", prop, mode, dtype, "cpu") for prop, mode, dtype in ITEMS]
@@ -58,5 +59,5 @@ def test_cpu_hogs_beside_an_implementation_do_not_change_its_verdicts():
     quiet = _judge(impl, specs)
     with cpu_hogs(4 * (os.cpu_count() or 1)):
         loaded = _judge(impl, specs)
-    assert [o["verdict"] for o in quiet] == ["pass"] * len(ITEMS), [o["summary"] for o in quiet]
-    assert [o["verdict"] for o in loaded] == [o["verdict"] for o in quiet], [o["summary"] for o in loaded]
+    assert [o.verdict for o in quiet] == ["pass"] * len(ITEMS), [o.summary for o in quiet]
+    assert [o.verdict for o in loaded] == [o.verdict for o in quiet], [o.summary for o in loaded]

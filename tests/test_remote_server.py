@@ -69,9 +69,9 @@ def test_a_forward_that_leaves_grad_mode_off_is_tampering_in_the_trusted_process
                              "any", "float32", "cpu")
     finally:
         pool.close()
-    assert outcome["verdict"] == "error"
-    assert "torch state: grad mode is False, was True" in outcome["summary"]
-    assert outcome["metrics"][JUDGED_IN] == "trusted process"
+    assert outcome.verdict == "error"
+    assert "torch state: grad mode is False, was True" in outcome.summary
+    assert outcome.metrics[JUDGED_IN] == "trusted process"
 
 
 @pytest.mark.parametrize("path", ["trusted process", "plugin process"])
@@ -94,7 +94,7 @@ def test_a_forward_that_leaves_inference_mode_on_is_tampering_on_either_side(mon
                              "train_eval_consistency", "any", "float32", "cpu")
     finally:
         pool.close()
-    assert outcome["metrics"][JUDGED_IN] == path
-    assert outcome["verdict"] == "error"
+    assert outcome.metrics[JUDGED_IN] == path
+    assert outcome.verdict == "error"
     # named as beside the check: inference mode on, grad mode as the check's no_grad() left it
-    assert outcome["summary"].endswith("torch state: inference mode is True, was False"), outcome["summary"]
+    assert outcome.summary.endswith("torch state: inference mode is True, was False"), outcome.summary

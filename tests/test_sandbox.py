@@ -84,9 +84,9 @@ def test_a_hanging_implementation_is_killed_and_given_up_after_two_timeouts():
         third = pool.judge(impl, "layernorm", "scale_invariance", "any", "float32", "cpu")
     finally:
         pool.close()
-    assert first["verdict"] == second["verdict"] == third["verdict"] == "error"
-    assert "timed out" in first["summary"] and "process was killed" in first["summary"]
-    assert third["summary"].startswith("not judged:") and third["duration_s"] < 1
+    assert first.verdict == second.verdict == third.verdict == "error"
+    assert "timed out" in first.summary and "process was killed" in first.summary
+    assert third.summary.startswith("not judged:") and third.duration_s < 1
 
 
 def test_a_crash_costs_one_item_and_the_next_gets_a_fresh_process():
@@ -101,8 +101,8 @@ def test_a_crash_costs_one_item_and_the_next_gets_a_fresh_process():
                           "float32", "cpu")
     finally:
         pool.close()
-    assert crashed["verdict"] == "error" and "SIGSEGV" in crashed["summary"]
-    assert fine["verdict"] == "pass", fine["summary"]
+    assert crashed.verdict == "error" and "SIGSEGV" in crashed.summary
+    assert fine.verdict == "pass", fine.summary
     # each outcome is typed and names the item it was asked for (the sandbox's arguments, never the child's words),
     # a crash's as much as a verdict's
     for outcome, name in ((crashed, "hostile.segfault"), (fine, "hostile.control")):

@@ -50,8 +50,8 @@ def test_both_are_trusted_checks():
                                             ("no_stale_output", "version_cache")])
 def test_the_correct_modules_pass_in_the_trusted_process(judged, prop, name):
     outcome = judged[prop, name]
-    assert outcome["verdict"] == "pass", outcome["summary"]
-    assert outcome["metrics"][JUDGED_IN] == "trusted process"
+    assert outcome.verdict == "pass", outcome.summary
+    assert outcome.metrics[JUDGED_IN] == "trusted process"
 
 
 @pytest.mark.parametrize(("name", "says"), [("in_place", "shares memory with the input"),
@@ -59,9 +59,9 @@ def test_the_correct_modules_pass_in_the_trusted_process(judged, prop, name):
                                             ("dy_scribble", "backward wrote into the upstream gradient")])
 def test_each_aliasing_mutant_is_caught_in_the_trusted_process(judged, name, says):
     outcome = judged["output_not_alias", name]
-    assert outcome["verdict"] == "fail", outcome["summary"]
-    assert says in outcome["summary"]
-    assert outcome["metrics"][JUDGED_IN] == "trusted process"
+    assert outcome.verdict == "fail", outcome.summary
+    assert says in outcome.summary
+    assert outcome.metrics[JUDGED_IN] == "trusted process"
 
 
 @pytest.mark.parametrize(("name", "says"), [
@@ -73,9 +73,9 @@ def test_each_aliasing_mutant_is_caught_in_the_trusted_process(judged, name, say
 def test_each_stale_output_mutant_is_caught_in_the_trusted_process(judged, name, says):
     # a fresh copy of x per call would have let the two caches and the static buffer pass
     outcome = judged["no_stale_output", name]
-    assert outcome["verdict"] == "fail", outcome["summary"]
-    assert says in outcome["summary"]
-    assert outcome["metrics"][JUDGED_IN] == "trusted process"
+    assert outcome.verdict == "fail", outcome.summary
+    assert says in outcome.summary
+    assert outcome.metrics[JUDGED_IN] == "trusted process"
 
 
 # -- the report, and a plugin's side that lies about it ------------------------------------------------------

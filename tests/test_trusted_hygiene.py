@@ -62,8 +62,8 @@ def test_both_are_trusted_checks():
     ("control_bn", "module_hygiene", "eval"), ("control_bn", "foldability", "eval")])
 def test_the_correct_modules_pass_in_the_trusted_process(judged, name, prop, mode):
     outcome = judged[name, prop, mode]
-    assert outcome["verdict"] == "pass", outcome["summary"]
-    assert outcome["metrics"][JUDGED_IN] == "trusted process"
+    assert outcome.verdict == "pass", outcome.summary
+    assert outcome.metrics[JUDGED_IN] == "trusted process"
 
 
 @pytest.mark.parametrize(("name", "prop", "mode", "says"), [
@@ -81,46 +81,46 @@ def test_the_correct_modules_pass_in_the_trusted_process(judged, name, prop, mod
 def test_each_mutant_is_caught_in_the_trusted_process_as_beside_the_plugin(judged, monkeypatch, name, prop, mode,
                                                                            says):
     outcome = judged[name, prop, mode]
-    assert outcome["verdict"] == "fail", outcome["summary"]
-    assert says in outcome["summary"]
-    assert outcome["metrics"][JUDGED_IN] == "trusted process"
+    assert outcome.verdict == "fail", outcome.summary
+    assert says in outcome.summary
+    assert outcome.metrics[JUDGED_IN] == "trusted process"
     beside = _beside(name, prop, mode, monkeypatch)
     assert (beside.verdict, beside.summary, beside.counterexample) == (
-        outcome["verdict"], outcome["summary"], outcome.get("counterexample"))
+        outcome.verdict, outcome.summary, outcome.counterexample)
 
 
 def test_a_module_the_protocol_cannot_mirror_is_judged_beside_it_saying_why(judged):
     outcome = judged["plain", "module_hygiene", "any"]
-    assert outcome["verdict"] == "fail" and "weight is not a registered Parameter" in outcome["summary"]
-    assert outcome["metrics"][JUDGED_IN] == "plugin process"
-    assert "not a registered parameter or buffer" in outcome["metrics"][TRUSTED_FALLBACK]
+    assert outcome.verdict == "fail" and "weight is not a registered Parameter" in outcome.summary
+    assert outcome.metrics[JUDGED_IN] == "plugin process"
+    assert "not a registered parameter or buffer" in outcome.metrics[TRUSTED_FALLBACK]
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_a_statistic_the_protocol_cannot_mirror_is_judged_beside_it_saying_why(judged, monkeypatch, mode):
     # a plain running_var is not converted by .to(dtype): the trusted side would believe its mirror's, so it refuses
     outcome = judged["plain_stats", "module_hygiene", mode]
-    assert outcome["metrics"][JUDGED_IN] == "plugin process"
-    assert "its running_var is not a registered parameter or buffer" in outcome["metrics"][TRUSTED_FALLBACK]
-    assert outcome["verdict"] == "fail" and "state 'running_var' is not in the state_dict" in outcome["summary"]
+    assert outcome.metrics[JUDGED_IN] == "plugin process"
+    assert "its running_var is not a registered parameter or buffer" in outcome.metrics[TRUSTED_FALLBACK]
+    assert outcome.verdict == "fail" and "state 'running_var' is not in the state_dict" in outcome.summary
     beside = _beside("plain_stats", "module_hygiene", mode, monkeypatch)
-    assert (beside.verdict, beside.summary) == (outcome["verdict"], outcome["summary"])
+    assert (beside.verdict, beside.summary) == (outcome.verdict, outcome.summary)
 
 
 def test_a_plugin_that_swaps_the_code_of_the_scan_is_tampering_not_a_pass(judged):
     # the scan of what .to(dtype) left runs over there: with its code swapped it reports fp32_const's float32
     # constant away, and the module would pass; the fingerprint keeps every normbench function's code object
     outcome = judged["swaps_scan", "module_hygiene", "any"]
-    assert outcome["metrics"][JUDGED_IN] == "trusted process"
-    assert outcome["verdict"] == "error", outcome["summary"]
-    assert "normbench.remote.attributes.tensor_attributes had its code swapped" in outcome["summary"]
+    assert outcome.metrics[JUDGED_IN] == "trusted process"
+    assert outcome.verdict == "error", outcome.summary
+    assert "normbench.remote.attributes.tensor_attributes had its code swapped" in outcome.summary
 
 
 def test_a_plugin_that_hides_its_registered_tensors_from_the_scan_is_an_error_naming_it(judged):
     outcome = judged["hides_weight", "module_hygiene", "any"]
-    assert outcome["verdict"] == "error", outcome["summary"]
-    assert "broke normbench's protocol" in outcome["summary"]
-    assert "an attributes reply that leaves out weight, bias, which the module lists" in outcome["summary"]
+    assert outcome.verdict == "error", outcome.summary
+    assert "broke normbench's protocol" in outcome.summary
+    assert "an attributes reply that leaves out weight, bias, which the module lists" in outcome.summary
 
 
 # -- a plugin's side that lies, through the loopback ---------------------------------------------------------
@@ -218,6 +218,6 @@ def test_an_item_leaves_no_module_behind_over_there_its_copies_included():
     finally:
         pool.close()
     for outcome in outputs:
-        assert outcome["verdict"] == "pass", outcome["summary"]
-        assert outcome["metrics"][JUDGED_IN] == "trusted process"
-        assert outcome["captured_output"].split()[:2] == ["live:", "1"], outcome["captured_output"][:200]
+        assert outcome.verdict == "pass", outcome.summary
+        assert outcome.metrics[JUDGED_IN] == "trusted process"
+        assert outcome.extra["captured_output"].split()[:2] == ["live:", "1"], outcome.extra["captured_output"][:200]

@@ -35,31 +35,31 @@ def judged():
 
 def test_the_control_conforms_and_is_judged_in_the_trusted_process(judged):
     for prop, outcome in judged["control"].items():
-        assert outcome["verdict"] == "pass", (prop, outcome["summary"])
-        assert outcome["metrics"][JUDGED_IN] == "trusted process"
+        assert outcome.verdict == "pass", (prop, outcome.summary)
+        assert outcome.metrics[JUDGED_IN] == "trusted process"
 
 
 @pytest.mark.parametrize("attack", ATTACKS)
 def test_an_attack_on_the_judge_leaves_a_wrong_layernorm_failing(judged, attack):
     outcome = judged[attack]["forward_equivalence"]
-    assert outcome["verdict"] in ("fail", "error"), outcome["summary"]
+    assert outcome.verdict in ("fail", "error"), outcome.summary
 
 
 def test_a_tensor_subclass_output_is_refused_by_name(judged):
-    summary = judged["subclass_output"]["forward_equivalence"]["summary"]
+    summary = judged["subclass_output"]["forward_equivalence"].summary
     assert "torch.Tensor subclass AlwaysEqual" in summary
 
 
 def test_a_forged_outcome_in_the_pipe_is_a_protocol_error_not_a_verdict(judged):
     outcome = judged["pipe_forger"]["forward_equivalence"]
-    assert outcome["verdict"] == "error" and "protocol" in outcome["summary"], outcome["summary"]
+    assert outcome.verdict == "error" and "protocol" in outcome.summary, outcome.summary
 
 
 def test_a_module_the_protocol_cannot_mirror_is_judged_beside_it_saying_why(judged):
     for outcome in judged["unmirrored"].values():
-        assert outcome["verdict"] == "pass", outcome["summary"]
-        assert outcome["metrics"][JUDGED_IN] == "plugin process"
-        assert "not a registered parameter or buffer" in outcome["metrics"][TRUSTED_FALLBACK]
+        assert outcome.verdict == "pass", outcome.summary
+        assert outcome.metrics[JUDGED_IN] == "plugin process"
+        assert "not a registered parameter or buffer" in outcome.metrics[TRUSTED_FALLBACK]
 
 
 def test_the_checks_that_do_not_run_in_the_trusted_process_say_so(judged):

@@ -60,9 +60,9 @@ def test_second_order_gradients_is_a_trusted_check():
 ])
 def test_the_correct_modules_pass_in_the_trusted_process(judged, name, says):
     outcome = judged[name]
-    assert outcome["verdict"] == "pass", outcome["summary"]
-    assert says in outcome["summary"]
-    assert outcome["metrics"][JUDGED_IN] == "trusted process"
+    assert outcome.verdict == "pass", outcome.summary
+    assert says in outcome.summary
+    assert outcome.metrics[JUDGED_IN] == "trusted process"
 
 
 @pytest.mark.parametrize(("name", "verdict", "says"), [
@@ -75,12 +75,12 @@ def test_the_correct_modules_pass_in_the_trusted_process(judged, name, says):
 def test_each_mutant_is_caught_in_the_trusted_process_as_beside_the_plugin(judged, monkeypatch, name, verdict,
                                                                            says):
     outcome = judged[name]
-    assert outcome["verdict"] == verdict, outcome["summary"]
-    assert says in outcome["summary"]
-    assert outcome["metrics"][JUDGED_IN] == "trusted process"
+    assert outcome.verdict == verdict, outcome.summary
+    assert says in outcome.summary
+    assert outcome.metrics[JUDGED_IN] == "trusted process"
     beside = _beside(name, monkeypatch)
     assert (beside.verdict, beside.summary, beside.counterexample) == (
-        outcome["verdict"], outcome["summary"], outcome.get("counterexample"))
+        outcome.verdict, outcome.summary, outcome.counterexample)
 
 
 # -- a plugin's side that lies, through the loopback ---------------------------------------------------------

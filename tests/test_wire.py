@@ -79,7 +79,7 @@ def test_a_value_whose_unpickling_runs_code_never_runs_it_in_the_parent(tmp_path
         outcome = pool.judge(impl, "layernorm", "shift_invariance", "any", "float32", "cpu")
     finally:
         pool.close()
-    assert outcome["verdict"] == "pass", outcome["summary"]
+    assert outcome.verdict == "pass", outcome.summary
     assert not marker.exists()
 
 
@@ -105,9 +105,9 @@ def test_a_forged_message_costs_its_item_and_the_next_item_is_judged(name, prop,
                              "float32", "cpu", variant)
     finally:
         pool.close()
-    assert forged["verdict"] == "error" and "broke normbench's protocol" in forged["summary"]
-    assert problem in forged["summary"]
-    assert control["verdict"] == "pass", control["summary"]
+    assert forged.verdict == "error" and "broke normbench's protocol" in forged.summary
+    assert problem in forged.summary
+    assert control.verdict == "pass", control.summary
 
 
 def _alive(pid: int) -> bool:
@@ -136,7 +136,7 @@ def test_what_a_plugin_started_dies_with_its_process(tmp_path):
                              "float32", "cpu")
     finally:
         pool.close()
-    assert outcome["verdict"] == "pass", outcome["summary"]
+    assert outcome.verdict == "pass", outcome.summary
     started = [int(line) for line in pids.read_text().split()]
     assert started
     # Killed with the child's process group when the child ended; waited for (not timed): init reaps them.
