@@ -20,7 +20,7 @@ from helpers import REMOTE_ENV
 # slow (`pytest tests -m slow`, .ci/run): starts a `pytest` session of five mutant modules in a subprocess
 pytestmark = pytest.mark.slow
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parents[1]  # tests/, where the suites below are named from
 SUITES = ("checks/test_contexts.py", "checks/test_contexts_masks.py", "checks/test_fused.py",
           "checks/test_stateful.py", "test_checks_honesty.py")
 

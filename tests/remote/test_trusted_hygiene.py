@@ -52,7 +52,7 @@ def _beside(name: str, prop: str, mode: str, monkeypatch: pytest.MonkeyPatch):
 
 def test_both_are_trusted_checks():
     assert trusted("module_hygiene", "eager") and trusted("foldability", "eager")
-    # under compile too: the plugin's side compiles the module it builds (tests/test_trusted_compile.py)
+    # under compile too: the plugin's side compiles the module it builds (tests/remote/test_trusted_compile.py)
     assert trusted("module_hygiene", "compile")
     assert not trusted("module_hygiene", "export") and not trusted("foldability", "eager", "cuda")
 

@@ -47,7 +47,7 @@ def _beside(name: str, monkeypatch: pytest.MonkeyPatch):
 
 
 def test_second_order_gradients_is_a_trusted_check():
-    # under compile too: the plugin's side compiles the module it builds (tests/test_trusted_compile.py)
+    # under compile too: the plugin's side compiles the module it builds (tests/remote/test_trusted_compile.py)
     assert trusted(PROP, "eager") and trusted(PROP, "compile")
     assert not trusted(PROP, "export") and not trusted(PROP, "eager", "cuda")
 
