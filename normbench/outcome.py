@@ -9,7 +9,7 @@ is read back on the other side with `from_record`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,9 +67,10 @@ _UNPLANNED_ABSENT = frozenset(KEY_FIELDS + OWN_FIELDS) - set(REQUIRED_FIELDS)
 
 
 @dataclass(eq=True)
-class Outcome(Mapping[str, Any]):
-    """The verdict on one item, with everything measured. Reads as its record (a read-only Mapping of the record's
-    fields), so the counters and publishers, which read records, take an outcome as they take a stored one."""
+class Outcome:
+    """The verdict on one item, with everything measured. Not a mapping: what reads records (the counters, the
+    publishers, the store) takes `to_record()`, so a dict-style read of an outcome is a TypeError, not a record
+    field read by another name."""
 
     test_id: str
     verdict: Verdict
@@ -135,20 +136,5 @@ class Outcome(Mapping[str, Any]):
         known = set(KEY_FIELDS + OWN_FIELDS)
         return cls(**own, verdict=verdict, key=key, extra={k: v for k, v in record.items() if k not in known},
                    absent=frozenset(n for n in known if n not in record))
-
-    # -- the read-only record view ------------------------------------------------------------------------------
-
-    def __getitem__(self, name: str) -> Any:
-        if name in self.extra:
-            return self.extra[name]
-        if name in self.absent or name not in KEY_FIELDS + OWN_FIELDS or (self.key is None and name in KEY_FIELDS):
-            raise KeyError(name)
-        return self._field(name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.to_record())
-
-    def __len__(self) -> int:
-        return len(self.to_record())
 
     __hash__ = None  # type: ignore[assignment]  # mutable: the sandbox and the plugin add to an outcome

@@ -648,10 +648,10 @@ def implementation_summaries(config: pytest.Config, outcomes: Mapping[str, Outco
     """Per implementation, in the item groups of normbench.verdicts: planned = judged (a verdict) + skipped (with
     the reason) + errors (no verdict) + unjudged; failed and known (declared known failures) are of the judged."""
     plan = _plan(config)
-    per: dict[str, list[Outcome]] = defaultdict(list)
+    per: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for o in outcomes.values():
         if o.key is not None:
-            per[o.key.implementation].append(o)
+            per[o.key.implementation].append(o.to_record())  # Counts reads records
     summaries = {}
     for name, items in per.items():
         impl = plan.registry.implementations.get(name)

@@ -2,22 +2,20 @@
 
 A run may lose items (an xdist worker killed by a plugin, ^C, -x, -k): an implementation must never be said to
 conform on a partial plan, so what was never reported is an ``error`` that says why, what was not selected is
-``unjudged``. Pure functions over outcome dicts: the pytest plugin gathers the inputs and stores the result
-(normbench.pytest_plugin); the store keeps, marked ``stale``, the stored outcome of an item an interrupted run never
-reached (normbench.store, the run's record names those items).
+``unjudged``. Pure functions over outcomes (normbench.outcome.Outcome): the pytest plugin gathers the inputs and
+stores the result (normbench.pytest_plugin); the store keeps, marked ``stale``, the stored outcome of an item an
+interrupted run never reached (normbench.store, the run's record names those items).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
 
+from normbench.outcome import Outcome
 from normbench.verdicts import Verdict
 
-#: an outcome: the run's are normbench.outcome.Outcome, which reads as its record
-OutcomeT = TypeVar("OutcomeT", bound=Mapping[str, Any])
 #: builds the outcome of an item that has no verdict: (test id, verdict, summary) -> outcome
-UnjudgedOutcome = Callable[[str, Verdict, str], OutcomeT]
+UnjudgedOutcome = Callable[[str, Verdict, str], Outcome]
 
 INTERRUPTED = "the run was interrupted (-x, --maxfail or ^C) before it"
 NOT_REPORTED = "no report came back for it (a lost xdist worker?)"
@@ -36,9 +34,9 @@ def worker_killers(crashed: Iterable[str], implementation_of: Mapping[str, str])
     return found
 
 
-def complete_outcomes(outcomes: Mapping[str, OutcomeT], expected: Iterable[str],
+def complete_outcomes(outcomes: Mapping[str, Outcome], expected: Iterable[str],
                       planned: Iterable[tuple[str, str]], crashed: Iterable[str], interrupted: bool,
-                      unjudged: UnjudgedOutcome[OutcomeT]) -> dict[str, OutcomeT]:
+                      unjudged: UnjudgedOutcome) -> dict[str, Outcome]:
     """`outcomes` with every planned item of every judged implementation accounted for.
 
     `expected` holds the test ids this run selected; `planned` the (test id, implementation) of every item of the
@@ -56,7 +54,7 @@ def complete_outcomes(outcomes: Mapping[str, OutcomeT], expected: Iterable[str],
         because = (f"an item of this implementation ({killed}) ended the xdist worker judging it, so its items are "
                    "not judged again" if killed and not interrupted else why)
         completed[test_id] = unjudged(test_id, Verdict.ERROR, f"not judged: {because}")
-    judged_implementations = {o.get("implementation") for o in completed.values()}
+    judged_implementations = {o.key.implementation for o in completed.values() if o.key is not None}
     for test_id, name in planned:
         if name in judged_implementations and test_id not in completed:
             completed[test_id] = unjudged(test_id, Verdict.UNJUDGED, NOT_SELECTED)

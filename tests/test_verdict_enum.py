@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from normbench.outcome import ItemKey, Outcome
 from normbench.run_accounting import complete_outcomes
 from normbench.store.records import conformance_record, dumps
 from normbench.store.validate import load_record
@@ -62,11 +63,12 @@ def test_counts_treat_members_and_stored_strings_alike() -> None:
 def test_the_accounting_produces_members() -> None:
     produced: list[Any] = []
 
-    def unjudged(test_id: str, verdict: Verdict, summary: str) -> dict[str, Any]:
+    def unjudged(test_id: str, verdict: Verdict, summary: str) -> Outcome:
         produced.append(verdict)
-        return {"implementation": "X", "verdict": verdict, "summary": summary}
+        return Outcome(test_id=test_id, verdict=verdict, summary=summary, key=ItemKey("f", "X", test_id, "any", "x"))
 
-    complete_outcomes({"a": {"implementation": "X", "verdict": "pass"}}, expected=["a", "b"],
+    passed = Outcome("a", Verdict.PASS, "", key=ItemKey("f", "X", "a", "any", "x"))
+    complete_outcomes({"a": passed}, expected=["a", "b"],
                       planned=[("a", "X"), ("b", "X"), ("c", "X")], crashed=[], interrupted=False,
                       unjudged=unjudged)
     assert produced == [Verdict.ERROR, Verdict.UNJUDGED] and all(type(v) is Verdict for v in produced)

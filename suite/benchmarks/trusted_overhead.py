@@ -48,7 +48,7 @@ def main(names: list[str]) -> int:
                 for way, pool in pools.items():
                     sandbox.trusted = trusted_path if way == "trusted" else (lambda *_: False)
                     start = time.perf_counter()
-                    verdicts[way] = pool.judge(impl, impl.family, prop, mode, dtype, "cpu")["verdict"]
+                    verdicts[way] = str(pool.judge(impl, impl.family, prop, mode, dtype, "cpu").verdict)
                     spent[way] += time.perf_counter() - start
                 if verdicts["trusted"] != verdicts["beside"]:
                     differ.append(f"{prop}-{mode}-{dtype}: {verdicts}")
