@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 HERE = Path(__file__).parents[1]  # tests/, where the suites below are named from
 SUITES = ("checks/test_contexts.py", "checks/test_contexts_masks.py", "checks/test_fused.py",
-          "checks/test_stateful.py", "test_checks_honesty.py")
+          "checks/test_stateful.py", "checks/test_honesty.py")
 
 
 def test_the_mutant_suites_reach_the_same_verdicts_through_the_protocol():
