@@ -56,13 +56,13 @@ def test_a_child_that_harms_its_forkserver_costs_one_item_and_the_next_is_judged
         harmed = pool.judge(registry.implementations[f"run_enders.{attack}"], "layernorm", "shift_invariance",
                             "any", "float32", "cpu")
         # checked before the next item: with a stopped forkserver that would wait for ever
-        assert harmed["verdict"] == "error" and what in harmed["summary"], harmed["summary"]
-        assert "forkserver" in harmed["summary"]
+        assert harmed.verdict == "error" and what in harmed.summary, harmed.summary
+        assert "forkserver" in harmed.summary
         after = pool.judge(registry.implementations["run_enders.control"], "layernorm", "shift_invariance", "any",
                            "float32", "cpu")
     finally:
         pool.close()
-    assert after["verdict"] == "pass", after["summary"]
+    assert after.verdict == "pass", after.summary
 
 
 @pytest.fixture(scope="module", params=["serial", "xdist"])
