@@ -25,11 +25,13 @@ def faults():
 with torch.no_grad():
     for _ in range(20):  # warm-up: the heap grows to its working size
         m(x)
-    start = faults()
+    paid, before = [], faults()
     for _ in range(60):
         m(x)
         junk = [bytearray(64) for _ in range(50)]  # a harness's small allocations between calls
-print((faults() - start) / 60)
+        paid.append(faults() - before)
+        before = faults()
+print(" ".join(map(str, paid)))
 """
 
 
@@ -39,9 +41,13 @@ def test_pinned_malloc_pays_no_page_faults_in_the_steady_state():
     assert done.returncode == 0, done.stderr[-2000:]
     described, per_call = done.stdout.split("\n")[:2]
     assert described == STEADY
-    # With glibc's defaults this loop paid 500 to 2000 minor faults per call (5-8 ms instead of 2.5 ms), on calls
-    # that depend on the history of the process; pinned, the 48 MiB of temporaries are reused.
-    assert float(per_call) < 16, per_call
+    paid = [int(n) for n in per_call.split()]
+    # With glibc's defaults this loop paid 500 to 2000 minor faults per call on average (5-8 ms instead of 2.5 ms),
+    # on calls that depend on the history of the process; pinned, the 48 MiB of temporaries are reused. One growth of
+    # the heap during the loop is not churn: a busy CI machine once paid 4099 faults in 60 calls (one 16 MiB region
+    # faulted in once), so the steady state is judged call by call, not by the mean.
+    refaulting = [n for n in paid if n >= 1024]  # a quarter of one 16 MiB temporary, in 4 KiB pages
+    assert len(paid) == 60 and sorted(paid)[30] < 16 and len(refaulting) <= 3, paid
 
 
 def test_the_crosscheck_times_more_samples_per_case():
