@@ -15,12 +15,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from factories.records import publish_committed_site
 
-from normbench.board.build import build_leaderboard
-from normbench.publish import publish_all
-from normbench.store.scan import scan_records
-
-ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 try:
@@ -41,13 +37,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    out = tmp_path_factory.mktemp("results")
-    shutil.copytree(ROOT / "results" / "raw", out / "raw")
-    shutil.copytree(ROOT / "results" / "plots", out / "plots")
-    records, errors = scan_records(out)
-    assert not errors
-    publish_all(build_leaderboard(records), out, ["badges", "site"])
-    return out / "site"
+    return publish_committed_site(tmp_path_factory.mktemp("results"))
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,13 @@ small board whose ranking has one answer."""
 from __future__ import annotations
 
 import copy
+import shutil
+from pathlib import Path
 from typing import Any
 
 from normbench.store.records import benchmark_record, claims_record, conformance_record
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def on_machine(record: dict[str, Any], machine: str) -> dict[str, Any]:
@@ -53,3 +57,18 @@ def records(machine: str, speed: float = 1.0) -> list[dict[str, Any]]:
     claims = claims_record([{"id": "k", "claim": "X is faster", "source": "paper", "measured": "1.1x",
                              "verdict": "holds here", "measured_utc": "2026-01-01T00:00:00"}])
     return [on_machine(r, machine) for r in (conformance, bench, claims)]
+
+
+def publish_committed_site(out: Path) -> Path:
+    """The site of the project's committed records, published into `out` (the plots copied, not redrawn, to keep
+    this quick): what a visitor of the published leaderboard sees."""
+    from normbench.board.build import build_leaderboard
+    from normbench.publish import publish_all
+    from normbench.store.scan import scan_records
+
+    shutil.copytree(ROOT / "results" / "raw", out / "raw")
+    shutil.copytree(ROOT / "results" / "plots", out / "plots")
+    found, errors = scan_records(out)
+    assert not errors, errors
+    publish_all(build_leaderboard(found), out, ["badges", "site"])
+    return out / "site"

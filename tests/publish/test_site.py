@@ -6,12 +6,11 @@ pivots, untrusted figures marked and never fastest, no local paths, no files use
 from __future__ import annotations
 
 import re
-import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from factories.records import outcome, records
+from factories.records import outcome, publish_committed_site, records
 
 from normbench.board.build import build_leaderboard
 from normbench.board.model import Machine
@@ -23,7 +22,6 @@ from normbench.publish.site_text import site_text
 from normbench.store.scan import scan_records
 from normbench.store.write import store_record
 
-ROOT = Path(__file__).resolve().parents[2]
 ITEM = "layernorm[torch.nn.LayerNorm-weight_gradient_reduction-bfloat16]"
 
 
@@ -66,14 +64,7 @@ def visible(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def committed_site(tmp_path_factory):
-    """The site of the committed records (plots copied, not redrawn, to keep this quick)."""
-    out = tmp_path_factory.mktemp("results")
-    shutil.copytree(ROOT / "results" / "raw", out / "raw")
-    shutil.copytree(ROOT / "results" / "plots", out / "plots")
-    records, errors = scan_records(out)
-    assert not errors
-    publish_all(build_leaderboard(records), out, ["badges", "site"])
-    return out / "site"
+    return publish_committed_site(tmp_path_factory.mktemp("results"))
 
 
 def test_index_leads_with_the_most_used_families_and_links_resolve(committed_site):
