@@ -8,6 +8,7 @@ from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
+import pytest
 from torch import nn
 
 from normbench import Implementation
@@ -104,17 +105,21 @@ def spec_items(implementations: dict[str, Implementation], properties: tuple[str
 
 def planned_items(implementations: dict[str, Implementation]) -> list[tuple[str, str, str, str]]:
     """(implementation, property, mode, dtype) for every item their specs plan, in one dtype each (float32 where the
-    check runs it: the suite itself covers the rest); a property whose check another part of the suite has not
-    registered is left out."""
+    check runs it: the suite itself covers the rest). Every property's check is registered (a KeyError here names
+    the one that is not)."""
     from normbench.runner import item_dtypes
 
     out = []
     for implementation in implementations.values():
         spec = specs()[implementation.family]
         for prop in spec.properties:
-            if prop.check not in CHECKS:
-                continue
+            CHECKS[prop.check]
             for mode in prop.expect:
                 dtypes = item_dtypes(spec, implementation, prop)
                 out.append((implementation.name, prop.name, mode, "float32" if "float32" in dtypes else dtypes[0]))
     return out
+
+
+def over_items(items: list[tuple[str, ...]]) -> pytest.MarkDecorator:
+    """A test parametrized over (name, prop, mode, dtype) items, each id the item's parts joined by dashes."""
+    return pytest.mark.parametrize(("name", "prop", "mode", "dtype"), items, ids=["-".join(i) for i in items])

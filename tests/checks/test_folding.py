@@ -4,9 +4,8 @@ or mixes channels are flagged. Also the public helpers per_channel_affine / fold
 
 from __future__ import annotations
 
-import pytest
 import torch
-from helpers import assert_flags, impl, run, shipped, spec_items
+from helpers import assert_flags, impl, over_items, run, shipped, spec_items
 from mutants_numerics import BatchStatsInEvalBatchNorm
 from torch import nn
 
@@ -16,7 +15,7 @@ IMPLS = shipped(families=False)
 _ITEMS = spec_items(IMPLS, ("foldability",))
 
 
-@pytest.mark.parametrize(("name", "prop", "mode", "dtype"), _ITEMS, ids=["-".join(i) for i in _ITEMS])
+@over_items(_ITEMS)
 def test_torch_and_references_meet_their_specs(name: str, prop: str, mode: str, dtype: str) -> None:
     outcome = run(IMPLS[name], "foldability", dtype, mode)
     assert outcome.verdict == "pass", outcome.summary

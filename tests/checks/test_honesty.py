@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from helpers import assert_flags, assert_passes, impl, run, shipped, spec_items
+from helpers import assert_flags, assert_passes, impl, over_items, run, shipped, spec_items
 from mutants_honesty import (
     BatchSwitchLayerNorm,
     DataPtrCacheLayerNorm,
@@ -32,7 +32,7 @@ _BY_NAME = shipped(families=True)
 _ITEMS = spec_items(_BY_NAME, PROPERTIES)
 
 
-@pytest.mark.parametrize(("name", "prop", "mode", "dtype"), _ITEMS, ids=["-".join(i) for i in _ITEMS])
+@over_items(_ITEMS)
 def test_shipped_implementations_meet_spec_expectations(name: str, prop: str, mode: str, dtype: str) -> None:
     outcome = run(_BY_NAME[name], prop, dtype, mode)
     expected = "report" if prop == "batch_invariance" else "pass"

@@ -7,7 +7,7 @@ import functools
 
 import pytest
 import torch
-from helpers import assert_flags, assert_passes, impl, run, shipped, spec_items, specs
+from helpers import assert_flags, assert_passes, impl, over_items, run, shipped, spec_items, specs
 from mutants_invariance import (
     BatchWideLayerNorm,
     CenteredRMSNorm,
@@ -33,7 +33,7 @@ _BY_NAME = shipped(families=False)
 _ITEMS = spec_items(_BY_NAME, PROPERTIES)
 
 
-@pytest.mark.parametrize(("name", "prop", "mode", "dtype"), _ITEMS, ids=["-".join(i) for i in _ITEMS])
+@over_items(_ITEMS)
 def test_builtins_meet_spec_expectations(name: str, prop: str, mode: str, dtype: str) -> None:
     outcome = run(_BY_NAME[name], prop, dtype, mode)
     assert outcome.verdict == "pass", outcome.summary

@@ -7,7 +7,7 @@ import functools
 
 import pytest
 import torch
-from helpers import assert_flags, assert_passes, impl, run, specs
+from helpers import assert_flags, assert_passes, impl, over_items, run, specs
 from mutants_invariance import ManualBatchNorm, MaskedTokenBatchNorm
 from torch import nn
 
@@ -32,7 +32,7 @@ def _items() -> list[tuple[str, str, str, str]]:
     return out
 
 
-@pytest.mark.parametrize(("name", "prop", "mode", "dtype"), _items(), ids=["-".join(i) for i in _items()])
+@over_items(_items())
 def test_builtins_meet_spec_expectations(name: str, prop: str, mode: str, dtype: str) -> None:
     outcome = run(_BY_NAME[name], prop, dtype, mode)
     assert outcome.verdict == "pass", outcome.summary

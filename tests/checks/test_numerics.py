@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import assert_flags, assert_passes, impl, run, spec_items, specs
+from helpers import assert_flags, assert_passes, impl, over_items, run, spec_items, specs
 from mutants_numerics import (
     Bf16SumLayerNorm,
     EpsOutsideLayerNorm,
@@ -37,7 +37,7 @@ TORCH_HALF_BATCHNORM_NAN = {
 ITEMS = spec_items(IMPLS, PROPS)
 
 
-@pytest.mark.parametrize(("name", "prop", "mode", "dtype"), ITEMS, ids=["-".join(i) for i in ITEMS])
+@over_items(ITEMS)
 def test_torch_and_references_meet_their_specs(name: str, prop: str, mode: str, dtype: str) -> None:
     outcome = run(IMPLS[name], prop, dtype, mode)
     if (name, prop, mode, dtype) in TORCH_HALF_BATCHNORM_NAN:

@@ -3,16 +3,15 @@ the unbiased variance, and a zero-centred γ registered without its offset, are 
 
 from __future__ import annotations
 
-import pytest
 import torch
-from helpers import assert_flags, assert_passes, impl, run, shipped, spec_items
+from helpers import assert_flags, assert_passes, impl, over_items, run, shipped, spec_items
 from mutants_numerics import GemmaRMSNorm, UnbiasedLayerNorm
 
 IMPLS = shipped(families=False)
 _ITEMS = spec_items(IMPLS, ("normalization_statistics",))
 
 
-@pytest.mark.parametrize(("name", "prop", "mode", "dtype"), _ITEMS, ids=["-".join(i) for i in _ITEMS])
+@over_items(_ITEMS)
 def test_torch_and_references_meet_their_specs(name: str, prop: str, mode: str, dtype: str) -> None:
     outcome = run(IMPLS[name], "normalization_statistics", dtype, mode)
     assert outcome.verdict == "pass", outcome.summary

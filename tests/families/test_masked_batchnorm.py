@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import assert_flags, assert_passes, impl, planned_items, run
+from helpers import assert_flags, assert_passes, impl, over_items, planned_items, run
 from normbench.reference.batchnorm_masked import build as reference_build
 from torch import nn
 
@@ -18,7 +18,7 @@ _TORCH_BN = next(i for i in torch_implementations() if i.name == "torch.nn.Batch
 ITEMS = planned_items(_IMPLS)
 
 
-@pytest.mark.parametrize(("name", "prop", "mode", "dtype"), ITEMS, ids=["-".join(i) for i in ITEMS])
+@over_items(ITEMS)
 def test_builtin_and_reference_meet_the_spec(name: str, prop: str, mode: str, dtype: str) -> None:
     outcome = run(_IMPLS[name], prop, dtype, mode)
     assert outcome.verdict in ("pass", "report", "skip"), outcome.summary

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from helpers import assert_flags, assert_passes, impl, planned_items, run
+from helpers import assert_flags, assert_passes, impl, over_items, planned_items, run
 from normbench.reference.placement import (
     BETA_SCALED,
     PAPER_ENCODER_BETA,
@@ -32,7 +32,7 @@ _IMPLS = {i.name: i for i in implementations()}
 ITEMS = planned_items(_IMPLS)
 
 
-@pytest.mark.parametrize(("name", "prop", "mode", "dtype"), ITEMS, ids=["-".join(i) for i in ITEMS])
+@over_items(ITEMS)
 def test_blocks_meet_their_specs(name: str, prop: str, mode: str, dtype: str) -> None:
     outcome = run(_IMPLS[name], prop, dtype, mode)
     assert outcome.verdict in ("pass", "report", "skip"), outcome.summary
