@@ -25,6 +25,7 @@ from normbench.deploy import COMPILE, EAGER, EXPORT, DeploymentUnavailable, base
 from normbench.deploy.compile import compiled_forward, compiler_guarded
 from normbench.deploy.export import last_export
 from normbench.inputs import Case, input_shape
+from normbench.remote.proxy import RemoteModule
 
 #: the ONNX ops that are a whole normalization (the alternative is a decomposition into Reduce*/Pow/Sqrt/...)
 ONNX_NORM_OPS = ("LayerNormalization", "RMSNormalization", "SimplifiedLayerNormalization", "BatchNormalization",
@@ -211,7 +212,8 @@ def export_ops(ctx: CheckContext) -> Observation:
     module = ctx.build(ctx.num_features_of(x), training=False)
     with torch.no_grad():
         ctx.forward(module, x)
-    graph = last_export(module)
+    # the plugin's module through the protocol reports its graph from over there (normbench.remote.proxy)
+    graph = module.exported_graph() if isinstance(module, RemoteModule) else last_export(module)
     if graph is None:  # the module never reached ONNX Runtime (a forward that does not call itself)
         raise Skip("the module's forward did not run through an exported graph")
     fused = [op for op in graph.ops if op in ONNX_NORM_OPS]

@@ -1,7 +1,7 @@
 """Which items the trusted process judges itself, and how: the verdicts a plugin's process cannot forge.
 
-An item of a check in `TRUSTED_CHECKS`, under the eager or the compile variant (the plugin's side compiles the
-module it builds: `TRUSTED_VARIANTS`), runs its check here, in the process that never imports plugin code (pytest's,
+An item of a check in `TRUSTED_CHECKS`, under any deployment (the plugin's side compiles or exports the module it
+builds: `TRUSTED_VARIANTS`), runs its check here, in the process that never imports plugin code (pytest's,
 or an xdist worker), on a `RemoteModule` whose module lives in the implementation's judging child. The truth, the
 tolerances, the comparison and the verdict are computed here from tensors received as data; the child is asked only
 to build, set, call and differentiate. So a forged outcome written into the pipe, a tensor subclass that compares
@@ -9,7 +9,7 @@ equal to anything, swapped judge code or an edited check registry in the plugin'
 verdicts.
 
 The other checks still run beside the plugin (their outcome says ``judged_in: plugin process``): they need what the
-protocol does not carry yet (the export deployment, compile's count of Inductor graphs, accelerators). Aliasing
+protocol does not carry yet (compile's count of Inductor graphs, accelerators). Aliasing
 crosses as a fact the plugin's side reports per output (normbench.remote.aliases), an input's identity across calls
 as a handle to the tensor kept over there (normbench.remote.identity), a deepcopy as a new handle, the module's own
 state_dict as plain tensors by key, and what .to(dtype) left as a report checked against the mirror
@@ -57,12 +57,14 @@ TRUSTED_FALLBACK = "trusted_fallback"
 
 #: deployments the plugin's side applies to the module it builds when the build request names one (CheckContext.build
 #: through proxy.RemoteFactory.converting), so their items are judged here too: torch.compile wraps the forward over
-#: there, and everything the protocol carries is the deployed module's. Not export: its ONNX graph and the ONNX
-#: Runtime session live over there, and export_ops reads the graph (docs/isolation.md, deployments)
-TRUSTED_VARIANTS = frozenset({deploy.DEFAULT.name, deploy.COMPILE.name})
+#: there, export runs it in ONNX Runtime over there, and everything the protocol carries is the deployed module's;
+#: export_ops reads the graph's description as plain data (RemoteModule.exported_graph)
+TRUSTED_VARIANTS = frozenset({deploy.DEFAULT.name, deploy.COMPILE.name, deploy.EXPORT.name})
 #: checks of a deployment itself whose every step is a build, a forward or a backward: judged here under it
 #: (no_recompile_storm counts Inductor's graphs in the judging process: beside the plugin)
-TRUSTED_VARIANT_CHECKS = {deploy.COMPILE.name: frozenset({"variant_matches_eager"})}
+TRUSTED_VARIANT_CHECKS = {deploy.COMPILE.name: frozenset({"variant_matches_eager"}),
+                          deploy.EXPORT.name: frozenset({"variant_matches_eager", "export_train_eval_semantics",
+                                                         "export_ops"})}
 
 
 def trusted(check: str, variant: str, device: str = "cpu") -> bool:

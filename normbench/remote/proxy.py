@@ -33,6 +33,7 @@ from torch import nn
 
 from normbench import deploy, wire
 from normbench.deploy import DeploymentUnavailable
+from normbench.deploy.export import ExportedGraph
 from normbench.implementation import Implementation
 from normbench.item_clock import ItemClock
 from normbench.remote import aliases
@@ -418,6 +419,24 @@ class RemoteModule(nn.Module):
             raise ChildLost("protocol", f"an attributes reply that leaves out {', '.join(unreported)[:200]}, which "
                                         "the module lists")
         return out
+
+    def exported_graph(self) -> ExportedGraph | None:
+        """normbench.deploy.export.last_export of the plugin's module, over there: the op types, opset and export
+        seconds of the ONNX graph it last ran through, as plain data (no session crosses). What the reply can forge
+        is the graph's description, which export_ops reports and never judges."""
+        body, _ = self._session.request({"op": "exported_graph", "handle": self._handle})
+        graph = body.get("graph")
+        if graph is None:
+            return None
+        ops, opset, seconds = (graph.get(k) for k in ("ops", "opset", "seconds")) if isinstance(graph, dict) \
+            else (None, None, None)
+        if not (isinstance(ops, list) and len(ops) <= 10_000 and all(isinstance(op, str) and len(op) <= 200
+                                                                     for op in ops)
+                and type(opset) is int and 0 < opset < 1000 and type(seconds) is float and 0 <= seconds < 1e6):
+            raise ChildLost("protocol", "an exported_graph reply that is not {ops: [op type], opset: int, "
+                                        "seconds: float}")
+        return ExportedGraph(session=None, input_names=[], state_names=[], ops=tuple(ops), opset=opset,
+                             seconds=seconds)
 
     def _apply(self, fn: Any, recurse: bool = True) -> RemoteModule:  # type: ignore[override]
         raise Unmirrored(f"implementation {self._impl_name!r}: a conversion other than .to(dtype / device) is not "

@@ -354,6 +354,16 @@ class Server:
         return {"attributes": [[prefix, name, wire_tensors.dtype_name(dtype), registered]
                                for prefix, name, dtype, registered in found]}, []
 
+    def _op_exported_graph(self, message: Mapping[str, Any], _: list[torch.Tensor | None]
+                           ) -> tuple[dict[str, Any], list]:
+        """What the ONNX graph the module last ran through is made of (normbench.deploy.export.last_export), as plain
+        data: its op types, opset and export seconds; None before its first call under the export deployment."""
+        from normbench.deploy.export import last_export
+
+        graph = last_export(self._module(message))
+        return {"graph": None if graph is None else {"ops": [str(op) for op in graph.ops], "opset": int(graph.opset),
+                                                     "seconds": float(graph.seconds)}}, []
+
     def _op_train(self, message: Mapping[str, Any], _: list[torch.Tensor | None]) -> tuple[dict[str, Any], list]:
         self._module(message).train(bool(message["mode"]))
         return {}, []
