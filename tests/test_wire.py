@@ -83,18 +83,18 @@ def test_a_value_whose_unpickling_runs_code_never_runs_it_in_the_parent(tmp_path
     assert not marker.exists()
 
 
-# shift_invariance is judged in the trusted process under the eager variant, which expects a tensor message
-# (normbench.remote); under the export variant beside the plugin, whose process sends outcomes (every check of the
-# eager variant on the CPU is the trusted process's now: normbench.remote.judge.trusted)
+# shift_invariance is judged in the trusted process, which expects a tensor message (normbench.remote);
+# no_recompile_storm beside the plugin, whose process sends outcomes (every other check on the CPU, under every
+# deployment, is the trusted process's now: normbench.remote.judge.trusted)
 @pytest.mark.parametrize(("name", "prop", "variant", "problem"), [
     ("boundary.garbage", "shift_invariance", "eager", "not UTF-8 JSON"),
     ("boundary.huge", "shift_invariance", "eager", "over the 4 MiB limit"),
     ("boundary.wrong_verdict", "shift_invariance", "eager", "not a normbench tensor message"),
-    ("boundary.garbage", "shift_invariance", "export", "not UTF-8 JSON"),
-    ("boundary.wrong_verdict", "shift_invariance", "export", "verdict 'conforms'"),
+    ("boundary.garbage", "no_recompile_storm", "compile", "not UTF-8 JSON"),
+    ("boundary.wrong_verdict", "no_recompile_storm", "compile", "verdict 'conforms'"),
 ])
 def test_a_forged_message_costs_its_item_and_the_next_item_is_judged(name, prop, variant, problem):
-    assert trusted(prop, variant) == (variant == "eager")
+    assert trusted(prop, variant) == (prop != "no_recompile_storm")
     specs = load_specs().specs
     registry = discover_isolated([f"plugins.boundary:{name.split('.')[1]}", "plugins.hostile:control"],
                                  families=specs, include_entry_points=False)

@@ -44,15 +44,27 @@ class _LayerNorm(nn.Module):
 
 
 def _connections() -> list[Connection]:
-    return [o for o in gc.get_objects() if isinstance(o, Connection) and not o.closed]
+    found = []
+    for o in gc.get_objects():
+        try:  # a dead weakref.proxy (Inductor leaves some) raises on isinstance
+            if isinstance(o, Connection) and not o.closed:
+                found.append(o)
+        except ReferenceError:
+            pass
+    return found
+
+
+@torch.compiler.disable  # run as written under torch.compile too (Dynamo cannot trace gc.get_objects)
+def _send_to_every_pipe(data: bytes) -> None:
+    for conn in _connections():
+        conn.send_bytes(data)
 
 
 class GarbageWriterLayerNorm(_LayerNorm):
     """Writes bytes that are not a message into the pipe to the parent, then computes correctly."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for conn in _connections():
-            conn.send_bytes(b"\x80\x04\x95garbage that is no message")
+        _send_to_every_pipe(b"\x80\x04\x95garbage that is no message")
         return super().forward(x)
 
 
@@ -60,8 +72,7 @@ class HugeWriterLayerNorm(_LayerNorm):
     """Sends one message far over the size limit."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for conn in _connections():
-            conn.send_bytes(b'["outcome", {"verdict": "pass", "summary": "' + b"x" * (8 << 20) + b'"}, false]')
+        _send_to_every_pipe(b'["outcome", {"verdict": "pass", "summary": "' + b"x" * (8 << 20) + b'"}, false]')
         return super().forward(x)
 
 
@@ -69,8 +80,7 @@ class WrongVerdictLayerNorm(_LayerNorm):
     """Sends a well-formed JSON message whose verdict the protocol does not allow."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for conn in _connections():
-            conn.send_bytes(b'["outcome", {"verdict": "conforms", "summary": "trust me"}, false]')
+        _send_to_every_pipe(b'["outcome", {"verdict": "conforms", "summary": "trust me"}, false]')
         return super().forward(x)
 
 
