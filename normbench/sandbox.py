@@ -426,8 +426,8 @@ def _excerpt(path: Path, keep: int) -> str:
 #: the string-hash secret of every judging process (PYTHONHASHSEED; nonzero, so randomization stays on): verdicts that
 #: hang on set or dict order of strings are the same on every run. Measured: Dynamo's guard builder failed
 #: ("sources must not be empty for symbol s77") on normbench.MABN's compile items under hash seeds 2 and 3 and
-#: compiled them under 1, in the same code, so the same commit recorded them skipped on one run and passing on the
-#: next. A value the user set is kept.
+#: compiled them under 1 (two runs each), in the same code, so the same commit recorded them skipped on one run and
+#: passing on the next. A value the user set is kept.
 JUDGING_HASH_SEED = "20240229"
 
 

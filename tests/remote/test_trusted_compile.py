@@ -7,37 +7,17 @@ Inductor's graphs) is still judged beside it and says so."""
 from __future__ import annotations
 
 import pytest
-from helpers import REMOTE_ENV, run, specs
+from factories.sandbox_items import judged_items
+from helpers import REMOTE_ENV, run
 from plugins import compile_mutants
 
 from normbench.remote.judge import JUDGED_IN, trusted
-from normbench.sandbox import Limits, SandboxPool, discover_isolated
-
-
-class _Judged(dict):
-    """(mutant, check) -> its compile item judged through the sandbox, each once, when a test first asks for it."""
-
-    def __init__(self, pool: SandboxPool, registry) -> None:  # noqa: ANN001 - discover_isolated's registry
-        super().__init__()
-        self.pool, self.registry = pool, registry
-
-    def __missing__(self, key: tuple[str, str]):  # noqa: ANN204 - an Outcome
-        name, check = key
-        self[key] = self.pool.judge(self.registry.implementations[f"compile.{name}"], "layernorm", check, "any",
-                                    "float32", "cpu", "compile")
-        return self[key]
 
 
 @pytest.fixture(scope="module")
 def judged():
-    registry = discover_isolated(["plugins.compile_mutants:implementations"], families=specs(),
-                                 include_entry_points=False)
-    assert not registry.errors, registry.errors
-    pool = SandboxPool(specs(), "ci", Limits())
-    try:
-        yield _Judged(pool, registry)
-    finally:
-        pool.close()
+    with judged_items("plugins.compile_mutants:implementations", "compile", "layernorm", "compile") as items:
+        yield items
 
 
 def _beside(name: str, check: str, monkeypatch: pytest.MonkeyPatch):
@@ -60,7 +40,7 @@ def test_the_compile_deployment_is_trusted_but_its_graph_count_is_not():  # expo
     ("compiler_fails", "forward_equivalence", "skip"),  # torch.compile unavailable for it: one explained skip
 ])
 def test_a_compile_item_is_judged_here_as_beside_the_plugin(judged, monkeypatch, name, check, verdict):
-    outcome = judged[name, check]
+    outcome = judged[name, check, "any"]
     assert outcome.metrics[JUDGED_IN] == "trusted process"
     assert outcome.verdict == verdict, outcome.summary
     beside = _beside(name, check, monkeypatch)
@@ -68,6 +48,6 @@ def test_a_compile_item_is_judged_here_as_beside_the_plugin(judged, monkeypatch,
 
 
 def test_what_the_protocol_does_not_carry_is_judged_beside_the_plugin(judged):
-    outcome = judged["recompiles", "no_recompile_storm"]
+    outcome = judged["recompiles", "no_recompile_storm", "any"]
     assert outcome.metrics[JUDGED_IN] == "plugin process"
     assert outcome.verdict == "fail", outcome.summary

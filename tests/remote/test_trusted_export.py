@@ -6,39 +6,19 @@ plugin; export_ops' description of the graph crosses as plain data, checked for 
 from __future__ import annotations
 
 import pytest
-from helpers import REMOTE_ENV, run, specs
+from factories.sandbox_items import judged_items
+from helpers import REMOTE_ENV, run
 from plugins import export_mutants
 
 from normbench.remote.judge import JUDGED_IN, trusted
-from normbench.sandbox import Limits, SandboxPool, discover_isolated
 
 pytestmark = pytest.mark.deploy  # ONNX Runtime: skipped, with the reason, without the deploy extra
 
 
-class _Judged(dict):
-    """(mutant, check, mode) -> its export item judged through the sandbox, each once, when a test first asks."""
-
-    def __init__(self, pool: SandboxPool, registry) -> None:  # noqa: ANN001 - discover_isolated's registry
-        super().__init__()
-        self.pool, self.registry = pool, registry
-
-    def __missing__(self, key: tuple[str, str, str]):  # noqa: ANN204 - an Outcome
-        name, check, mode = key
-        self[key] = self.pool.judge(self.registry.implementations[f"export.{name}"], "batchnorm", check, mode,
-                                    "float32", "cpu", "export")
-        return self[key]
-
-
 @pytest.fixture(scope="module")
 def judged():
-    registry = discover_isolated(["plugins.export_mutants:implementations"], families=specs(),
-                                 include_entry_points=False)
-    assert not registry.errors, registry.errors
-    pool = SandboxPool(specs(), "ci", Limits())
-    try:
-        yield _Judged(pool, registry)
-    finally:
-        pool.close()
+    with judged_items("plugins.export_mutants:implementations", "export", "batchnorm", "export") as items:
+        yield items
 
 
 def test_the_export_deployment_is_trusted_with_its_own_checks():
