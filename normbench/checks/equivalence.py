@@ -268,6 +268,17 @@ def gradient_equivalence(ctx: CheckContext) -> Observation:
     return observation("gradients", result, held="within tolerance", broken="out of tolerance")
 
 
+#: gradcheck compares v^T·J·u for random u, v (fast mode, pytorch #53876) instead of every Jacobian entry: two
+#: forwards per input tensor instead of two per input element, which through the trusted judge's requests cut an item
+#: from ~135 requests to ~10. A scalar projection dilutes one wrong entry by |u_i·v_j|, so the tolerances are 1000x
+#: tighter than the full mode's (1e-5, 1e-4): planted backward errors (one element of dX or dγ, a scaled dX, a sign
+#: pattern) are then flagged at the same or a smaller size than the full mode flagged them, under each of eight
+#: implementation names (each seeds its inputs), and every built-in's and catalogued library's correct float64 path
+#: passes with at least 100x to spare (the largest finite-difference errors, torch.nn.LayerNorm's and the placement
+#: blocks', pass at atol 1e-10). docs/findings.md ("gradcheck in fast mode") has the measurements.
+FAST_GRADCHECK = {"fast_mode": True, "atol": 1e-8, "rtol": 1e-7}
+
+
 @register_check("gradcheck", dtypes=("float64",),
                 differentiates="differentiates numerically and analytically through the module")
 def gradcheck(ctx: CheckContext) -> Observation:
@@ -292,7 +303,7 @@ def gradcheck(ctx: CheckContext) -> Observation:
         return functional_call(module, dict(zip(names, flat)), (inp,))
 
     try:
-        ok = torch.autograd.gradcheck(fn, (x, *values), eps=1e-6, atol=1e-5, rtol=1e-4, raise_exception=True)
+        ok = torch.autograd.gradcheck(fn, (x, *values), eps=1e-6, raise_exception=True, **FAST_GRADCHECK)
     except GradcheckError as exc:
         first = str(exc).strip().splitlines()[0]
         return Observation(False, f"gradcheck failed: {first}", {"inputs": ["x", *names]},

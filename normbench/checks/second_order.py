@@ -30,7 +30,7 @@ from normbench.checks.calling import (
 )
 from normbench.checks.toolkit.reductions import reduction_length, weight_reduction_length
 from normbench.checks.toolkit.search import Trial, find_counterexample
-from normbench.checks.toolkit.seeds import stable_seed
+from normbench.checks.toolkit.seeds import global_rng_seeded, stable_seed
 from normbench.implementation import ImplementationError
 from normbench.inputs import Case, input_shape, random_like
 
@@ -100,6 +100,16 @@ def _trial(ctx: CheckContext, probe: ContextProbe) -> Trial:
     return trial
 
 
+#: fast mode, as gradcheck (normbench.checks.equivalence.FAST_GRADCHECK, whose comment gives the reasons): the numerical
+#: derivative of a first-order gradient has more finite-difference error (with some draws, torch.nn.InstanceNorm1d's
+#: passes at atol 1e-9 and no lower), so 100x tighter than the full mode's (1e-5, 1e-4) rather than 1000x, keeping a
+#: 100x margin. That flags a
+#: slip in the double backward's derivative through rstd from 1e-2 (the full mode: 1e-4); the float32 item, which
+#: compares create_graph gradients with the float64 reference's, flags it from 1e-4 as before (docs/findings.md,
+#: "gradcheck in fast mode").
+FAST_GRADGRADCHECK = {"fast_mode": True, "atol": 1e-7, "rtol": 1e-6}
+
+
 def _gradgradcheck(ctx: CheckContext) -> Observation:
     layout = ctx.spec.layout
     c = ctx.spec.features[0]
@@ -126,7 +136,9 @@ def _gradgradcheck(ctx: CheckContext) -> Observation:
             return Observation(True, f"double backward raised, as declared (double_backward=False): {exc}",
                                {"raised": True})
     try:
-        torch.autograd.gradgradcheck(fn, (x, *values), eps=1e-6, atol=1e-5, rtol=1e-4, raise_exception=True)
+        # gradgradcheck draws its grad_outputs from torch's global generator (gradcheck seeds a generator of its own)
+        with global_rng_seeded(stable_seed("gradgradcheck_grad_outputs", case.seed)):
+            torch.autograd.gradgradcheck(fn, (x, *values), eps=1e-6, raise_exception=True, **FAST_GRADGRADCHECK)
     except GradcheckError as exc:
         return Observation(False, f"gradgradcheck failed: {str(exc).strip().splitlines()[0]}",
                            {"inputs": ["x", *names]}, {"input": case.as_dict(), "params": ctx.params()})

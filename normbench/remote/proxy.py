@@ -550,9 +550,13 @@ class _Call:
         self.is_input: list[Any] = []
         #: the caller's inputs, for what a backward writes into them over there (weak: the graph must not keep them)
         self.inputs = [weakref.ref(t) for t in inputs]
+        #: the parameters the call used (a functional_call's substitutes among them), for what the check writes into
+        #: them before the call's backward (weak, as the inputs)
+        self.params: list[weakref.ref[torch.Tensor]] = []
 
     def run(self, inputs: list[torch.Tensor], params: list[torch.Tensor], needs: list[bool] | None) -> list[Any]:
         module = self.module
+        self.params = [weakref.ref(p) for p in params]
         dirty = module._dirty()
         tensors = dict(module._local_tensors())
         kept = module._session.kept
@@ -624,6 +628,29 @@ class _Call:
             out.append((list(shared_inputs), list(shared_state)))
         return out
 
+    def carry_param_writes(self) -> None:
+        """Before a backward of this call: what the check wrote since into the parameters the call used, where the
+        plugin's side still holds them as the same objects. gradcheck perturbs γ through ``.data`` and restores it
+        after its last forward: beside the check the graph saved that very tensor, so its backward reads the restored
+        γ, and over there the saved γ must be written back too (without this, a float64 backward read γ + eps·u,
+        a 1e-6 relative error that only the full-mode tolerance hid)."""
+        module = self.module
+        synced, versions = module._synced, module._versions
+        used = [(n, ref()) for n, ref in zip(self.param_names, self.params, strict=True)]
+        written = [(n, t) for n, t in used
+                   if t is not None and n in synced and synced[n][0] == id(t) and not _same(t, synced[n])]
+        if not written:
+            return
+        # `_op_sync` writes each named tensor in place (``.data`` where the version did not move, as here), never
+        # replacing it: the graph over there saved the object the plugin's module holds under that name
+        module._session.request(
+            {"op": "sync", "handle": module._handle, "set": [module._remote[n] for n, _ in written], "replace": [],
+             "bump": [module._remote[n] for n, t in written if versions.get(n) != _version(t)],
+             "requires_grad": {}},
+            [t.detach() for _, t in written], keep_strides=True)
+        for n, t in written:
+            synced[n], versions[n] = _snapshot(t), _version(t)
+
     def backward(self, grads: tuple[torch.Tensor, ...], needs: list[bool], graph: dict[str, Any] | None = None
                  ) -> list[torch.Tensor | None]:
         """The plugin's backward of this call. `graph` (a create_graph=True backward): the gradients are kept over
@@ -631,6 +658,7 @@ class _Call:
         of dy, the inputs and the parameters that graph must reach. Which returned gradient is differentiable over
         there is left in `self.grad_differentiable`."""
         module = self.module
+        self.carry_param_writes()
         params = dict(module._parameters)
         held = [(module._remote[n], params[n].grad) for n in self.param_names if n in params]
         # what the check wrote into the call's inputs since (gradcheck restores x after its perturbations, through
@@ -762,6 +790,7 @@ class _RemoteGrad(torch.autograd.Function):
             raise Unmirrored("a second-order backward with create_graph=True (the graph of a third-order gradient) "
                              "is not carried to the plugin's process")
         session = ctx.call.module._session
+        ctx.call.carry_param_writes()  # gradgradcheck perturbs γ as gradcheck does (_Call.carry_param_writes)
         body, received = session.request(
             {"op": "grad_backward", "call": ctx.graph_id, "needs": ctx.wrt_needs},
             [None if g is None else g.detach() for g in ggs], keep_strides=True)
