@@ -348,7 +348,8 @@ def _context() -> multiprocessing.context.BaseContext:
         # 0.5 s that every judging process paid again; imported once here, the forks share it.
         ctx.set_forkserver_preload(["normbench.sandbox", "normbench.runner", "normbench.judge_guard",
                                     "torch.fx.experimental.symbolic_shapes",
-                                    *(str(deploy.get(v).preload) for v in _WARM_VARIANTS)])
+                                    *(str(deploy.get(v).preload) for v in _WARM_VARIANTS),
+                                    "normbench.preload.frozen_heap"])
         _CONTEXT = ctx
     return _CONTEXT
 
