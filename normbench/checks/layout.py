@@ -157,10 +157,17 @@ def _forward_backward(ctx: CheckContext, module: nn.Module, x: torch.Tensor, dy:
     return _Run(y.detach(), x.grad, grads, state)
 
 
-def _layout_trial(ctx: CheckContext, vc: ViewCase) -> Trial:
+#: a contiguous control's run, by what determines it: the case, the parameters, and whether the view broadcasts sample
+#: 0 ("expanded" hands the module other values)
+_Controls = dict[tuple[Case, tuple[tuple[str, Any], ...], bool], _Run]
+
+
+def _layout_trial(ctx: CheckContext, vc: ViewCase, controls: _Controls) -> Trial:
     """Forward and backward on the view against the same module's forward and backward on a contiguous copy
     of the same values (same parameters and state): the property is about the layout, so a deviation that the
-    contiguous input shows too is forward_equivalence's to report, not this check's."""
+    contiguous input shows too is forward_equivalence's to report, not this check's. The views of one case share
+    their control (`controls`): a fresh module, seeded alike, run on the same contiguous values, gives it again, so
+    the explicit cases run it once per case instead of once per view."""
     params = dict(vc.params)
     values = ctx.input(vc.case)
     axis = ctx.spec.layout.features_axis
@@ -180,7 +187,10 @@ def _layout_trial(ctx: CheckContext, vc: ViewCase) -> Trial:
     except Exception as exc:  # raising on a valid strided tensor violates the property
         return Trial(ok=False, summary=f"raised {type(exc).__name__} on a {vc.view} input: {exc}",
                      metrics={"tol_ratio": math.inf, "view": vc.view}, counterexample=example)
-    control = _forward_backward(ctx, ctx.build(c, params), x_control, dy_control)
+    key = (vc.case, vc.params, vc.view == "expanded")
+    control = controls.get(key)
+    if control is None:
+        control = controls[key] = _forward_backward(ctx, ctx.build(c, params), x_control, dy_control)
     if got.grad_input is None:
         return Trial(ok=False, summary=f"no gradient reached a {vc.view} input",
                      metrics={"tol_ratio": math.inf, "view": vc.view}, counterexample=example)
@@ -216,7 +226,9 @@ def noncontiguous_input(ctx: CheckContext) -> Observation:
     """Transposed, strided, row-padded, channels_last and expanded inputs give what the same module gives on a
     contiguous copy of the same values, forward and backward (within twice the tolerance: another reduction
     order is allowed)."""
-    result = find_counterexample(ctx, lambda vc: _layout_trial(ctx, vc), _view_cases(ctx), _view_strategy(ctx))
+    controls: _Controls = {}
+    result = find_counterexample(ctx, lambda vc: _layout_trial(ctx, vc, controls), _view_cases(ctx),
+                                 _view_strategy(ctx))
     trial = result.failure or result.worst
     assert trial is not None  # at least one explicit case always runs
     metrics = {**trial.metrics, "cases": result.trials}
