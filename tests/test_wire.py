@@ -90,8 +90,11 @@ def test_a_value_whose_unpickling_runs_code_never_runs_it_in_the_parent(tmp_path
     ("boundary.garbage", "shift_invariance", "eager", "not UTF-8 JSON"),
     ("boundary.huge", "shift_invariance", "eager", "over the 4 MiB limit"),
     ("boundary.wrong_verdict", "shift_invariance", "eager", "not a normbench tensor message"),
-    ("boundary.garbage", "no_recompile_storm", "compile", "not UTF-8 JSON"),
-    ("boundary.wrong_verdict", "no_recompile_storm", "compile", "verdict 'conforms'"),
+    # slow (`pytest tests -m slow`, .ci/run): each compiles with Inductor, cold, in judging processes of its own
+    # (their caches are per process: normbench.judge_user), about 22 s a case
+    pytest.param("boundary.garbage", "no_recompile_storm", "compile", "not UTF-8 JSON", marks=pytest.mark.slow),
+    pytest.param("boundary.wrong_verdict", "no_recompile_storm", "compile", "verdict 'conforms'",
+                 marks=pytest.mark.slow),
 ])
 def test_a_forged_message_costs_its_item_and_the_next_item_is_judged(name, prop, variant, problem):
     assert trusted(prop, variant) == (prop != "no_recompile_storm")

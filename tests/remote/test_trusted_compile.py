@@ -13,6 +13,10 @@ from plugins import compile_mutants
 
 from normbench.remote.judge import JUDGED_IN, trusted
 
+# slow (`pytest tests -m slow`, .ci/run): the module's items compile with Inductor, cold, in judging processes of their
+# own (their caches are per process: normbench.judge_user), and beside them here: 95 s of the fast loop's 230
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def judged():
