@@ -28,9 +28,11 @@ ATOLS = [10.0 ** -k for k in range(6, 14)]
 
 
 @contextmanager
-def tolerance(settings: dict[str, object], atol: float) -> Iterator[None]:
+def replaced(settings: dict[str, object], values: dict[str, object]) -> Iterator[None]:
+    """A check's gradcheck settings (FAST_GRADCHECK, FAST_GRADGRADCHECK) updated with `values` inside, as shipped
+    after: the checks read them at each call."""
     saved = dict(settings)
-    settings.update(atol=atol, rtol=10 * atol)
+    settings.update(values)
     try:
         yield
     finally:
@@ -41,7 +43,7 @@ def tolerance(settings: dict[str, object], atol: float) -> Iterator[None]:
 def smallest_passing(item: PlanItem, settings: dict[str, object]) -> float | None:
     passed = None
     for atol in ATOLS:
-        with tolerance(settings, atol):
+        with replaced(settings, {"atol": atol, "rtol": 10 * atol}):
             if judge(item).verdict != "pass":
                 break
         passed = atol

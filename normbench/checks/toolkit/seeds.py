@@ -17,7 +17,7 @@ def stable_seed(*parts: object) -> int:
 @contextmanager
 def global_rng_seeded(seed: int) -> Iterator[None]:
     """torch's global CPU generator seeded with `seed` inside, restored after: for library code that draws from it
-    with no generator argument (gradcheck's fast-mode projections), so that its draws, and the verdict, do not
+    with no generator argument (gradgradcheck's grad_outputs), so that its draws, and the verdict, do not
     depend on what the process ran before."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
