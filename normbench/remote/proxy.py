@@ -23,7 +23,7 @@ import itertools
 import weakref
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -242,7 +242,7 @@ class RemoteModule(nn.Module):
                     local.copy_(value)
                 else:
                     local.data = value
-        self._mark_synced([_name(str(n)) for n in changed])
+        self._mark_synced([(_name(str(n)), self._tensor(str(n))) for n in changed])
 
     def _tensor(self, remote_name: str) -> torch.Tensor:
         local = _name(remote_name)
@@ -271,24 +271,26 @@ class RemoteModule(nn.Module):
         yield from self._parameters.items()  # type: ignore[misc]
         yield from self._buffers.items()  # type: ignore[misc]
 
-    def _mark_synced(self, names: list[str] | None = None) -> None:
-        """Record what the plugin's side now holds: every tensor, or only `names` (those just sent or received)."""
-        if names is None:
+    def _mark_synced(self, held: Iterable[tuple[str, torch.Tensor]] | None = None) -> None:
+        """Record what the plugin's side now holds: every tensor of the mirror, or the (name, tensor) pairs just sent
+        or received (a backward's may be a functional_call's substitutes, which the mirror does not hold)."""
+        if held is None:
             object.__setattr__(self, "_synced", {n: _snapshot(t) for n, t in self._local_tensors()})
             object.__setattr__(self, "_versions", {n: _version(t) for n, t in self._local_tensors()})
             return
-        tensors = dict(self._local_tensors())
-        for n in names:
-            self._synced[n] = _snapshot(tensors[n])
-            self._versions[n] = _version(tensors[n])
+        for n, t in held:
+            self._synced[n] = _snapshot(t)
+            self._versions[n] = _version(t)
 
-    def _bumped(self, dirty: list[str]) -> list[str]:
-        """Of the dirty tensors, those written by an in-place op (their version moved): written the same way over
-        there. The others were written through ``.data`` (gradcheck's perturbations), which a graph that saved them
-        does not notice: over there too."""
+    def _state_fields(self, held: list[tuple[str, torch.Tensor]], replaced: list[str]) -> dict[str, list[str]]:
+        """The fields of a request that write `held` over there (its tensors ride with it, in that order): `replaced`
+        by a new object, as a check replaced them here (``module.weight = nn.Parameter(...)``), so a module that
+        kept a reference to the old one is caught as it would be here; and bumped, those an in-place op wrote (their
+        version moved), written the same way over there. The others were written through ``.data`` (gradcheck's
+        perturbations), which a graph that saved them does not notice: over there too."""
         versions = self._versions
-        tensors = dict(self._local_tensors())
-        return [n for n in dirty if versions.get(n) != _version(tensors[n])]
+        return {"set": [self._remote[n] for n, _ in held], "replace": [self._remote[n] for n in replaced],
+                "bump": [self._remote[n] for n, t in held if versions.get(n) != _version(t)]}
 
     def _dirty(self) -> list[str]:
         """What differs from what the plugin's side holds, bitwise: versions are not enough (gradcheck perturbs
@@ -297,8 +299,7 @@ class RemoteModule(nn.Module):
         return [n for n, t in self._local_tensors() if n not in synced or not _same(t, synced[n])]
 
     def _replaced(self, dirty: list[str]) -> list[str]:
-        """Of the dirty tensors, those a check replaced by another object (``module.weight = nn.Parameter(...)``):
-        replaced over there too, so a module that kept a reference to the old one is caught as it would be here."""
+        """Of the dirty tensors, those a check replaced by another object."""
         synced = self._synced
         tensors = dict(self._local_tensors())
         return [n for n in dirty if n in synced and synced[n][0] != id(tensors[n])]
@@ -563,10 +564,9 @@ class _Call:
         # each input by its handle: sent once, then only what the check wrote into it (normbench.remote.identity)
         passed = [kept.input(t) for t in inputs]
         base = None if self.sync_only else kept.reserve_outputs()
+        held = [(n, tensors[n]) for n in dirty]
         message = {"op": "call", "inputs": [spec for spec, _ in passed], "outputs_from": base,
-                   "handle": module._handle, "call": self.id, "set": [module._remote[n] for n in dirty],
-                   "replace": [module._remote[n] for n in module._replaced(dirty)],
-                   "bump": [module._remote[n] for n in module._bumped(dirty)],
+                   "handle": module._handle, "call": self.id, **module._state_fields(held, module._replaced(dirty)),
                    "requires_grad": {module._remote[n]: bool(p.requires_grad) for n, p in zip(
                        self.param_names, params, strict=True)},
                    "input_requires_grad": [bool(needs[i]) if needs is not None else False
@@ -576,10 +576,9 @@ class _Call:
                    "inference": torch.is_inference_mode_enabled()}
         if self.sync_only:
             message["op"] = "sync"
-        sent = [tensors[n].detach() for n in dirty] + [t.detach() for t, (_, send) in zip(inputs, passed, strict=True)
-                                                       if send]
+        sent = [t.detach() for _, t in held] + [t.detach() for t, (_, send) in zip(inputs, passed, strict=True) if send]
         body, received = module._session.request(message, sent, keep_strides=True)
-        module._mark_synced(dirty)
+        module._mark_synced(held)
         if self.sync_only:
             return []
         outputs = received[:len(body["differentiable"])]
@@ -635,7 +634,7 @@ class _Call:
         γ, and over there the saved γ must be written back too (without this, a float64 backward read γ + eps·u,
         a 1e-6 relative error that only the full-mode tolerance hid)."""
         module = self.module
-        synced, versions = module._synced, module._versions
+        synced = module._synced
         used = [(n, ref()) for n, ref in zip(self.param_names, self.params, strict=True)]
         written = [(n, t) for n, t in used
                    if t is not None and n in synced and synced[n][0] == id(t) and not _same(t, synced[n])]
@@ -643,13 +642,9 @@ class _Call:
             return
         # `_op_sync` writes each named tensor in place (``.data`` where the version did not move, as here), never
         # replacing it: the graph over there saved the object the plugin's module holds under that name
-        module._session.request(
-            {"op": "sync", "handle": module._handle, "set": [module._remote[n] for n, _ in written], "replace": [],
-             "bump": [module._remote[n] for n, t in written if versions.get(n) != _version(t)],
-             "requires_grad": {}},
-            [t.detach() for _, t in written], keep_strides=True)
-        for n, t in written:
-            synced[n], versions[n] = _snapshot(t), _version(t)
+        module._session.request({"op": "sync", "handle": module._handle, **module._state_fields(written, []),
+                                 "requires_grad": {}}, [t.detach() for _, t in written], keep_strides=True)
+        module._mark_synced(written)
 
     def backward(self, grads: tuple[torch.Tensor, ...], needs: list[bool], graph: dict[str, Any] | None = None
                  ) -> list[torch.Tensor | None]:
