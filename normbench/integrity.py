@@ -20,14 +20,21 @@ SUFFIXES = (".py", ".yaml", ".yml", ".json", ".j2")
 
 
 def judged_paths(extra: Iterable[str | Path] = ()) -> list[Path]:
-    """normbench's installed package (its references, specs and known failures included) and the spec and
-    known-failure paths the run was given."""
+    """normbench's installed package (its references, specs and known failures included), its two top-level
+    modules (the pytest entry point and the forkserver's preload) and the spec and known-failure paths the run was
+    given."""
+    import importlib.util
+
     import normbench
     import normbench.reference
     import normbench.specs
+    import normbench_forkserver
 
     roots = {Path(normbench.__file__).parent, Path(normbench.reference.__file__).parent,
-             Path(normbench.specs.__file__).parent}
+             Path(normbench.specs.__file__).parent, Path(normbench_forkserver.__file__)}
+    entry = importlib.util.find_spec("normbench_entry")  # found, not imported: importing it is pytest's to do
+    if entry is not None and entry.origin:
+        roots.add(Path(entry.origin))
     roots.update(Path(p) for p in extra)
     return sorted(roots)
 

@@ -63,6 +63,7 @@ from normbench.store.scan import validate_results_dir
 from normbench.store.write import store_conformance
 from normbench.variants import DEFAULT_VARIANT, VARIANTS
 from normbench.verdicts import INHERITED, NOT_CONFORMING, WORDS, Counts, Verdict, did_you_mean, plain, plural
+from normbench_forkserver import discard_early
 
 #: the report attribute that carries an item's outcome to the controller (xdist serializes report attributes)
 STASH_KEY = "normbench_outcome"
@@ -163,7 +164,8 @@ def limits_from(config: pytest.Config) -> Limits:
     opt = config.option
     memory = int(opt.child_memory * 2**30) if opt.child_memory else Limits().memory_bytes
     return Limits(item_timeout=opt.check_timeout, impl_budget=opt.impl_budget, memory_bytes=memory,
-                  triton_interpret=opt.triton_interpret)
+                  triton_interpret=opt.triton_interpret,
+                  hypothesis_home=os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"))
 
 
 def _plan(config: pytest.Config) -> Plan:
@@ -219,12 +221,14 @@ def pytest_configure(config: pytest.Config) -> None:
         except ResultsError as exc:
             raise pytest.UsageError(f"--results-dir: {exc}") from None
     if _collects_conformance(config):
-        # The forkserver imports torch and normbench (2 s) while this process loads the specs and collects; it
-        # inherits the environment set above (hypothesis' storage).
+        # The forkserver imports torch and normbench (2 s) while this process loads the specs and collects
+        # (normbench_entry may have started it already, before this process imported torch).
         # An xdist controller only discovers; the processes that judge warm the variants' compilers once.
         if getattr(config, "workerinput", None) is not None or config.getoption("dist", "no") == "no":
             warm_variants(config.option.variant or ())
         start_forkserver()
+    else:
+        discard_early()  # normbench_entry's guess from the command line was wrong: nothing here judges
 
 
 def _collects_conformance(config: pytest.Config) -> bool:

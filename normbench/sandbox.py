@@ -65,6 +65,13 @@ from normbench.registry import ENTRY_POINT_GROUP, PluginError, PluginUnavailable
 from normbench.remote.judge import JUDGED_IN, TRUSTED_FALLBACK, judge_trusted, trusted
 from normbench.triton_failures import import_failure_reason, set_interpreter_environment
 from normbench.verdicts import Verdict
+from normbench_forkserver import (
+    FORKSERVER_PRELOAD,
+    FROZEN_HEAP,
+    discard_early,
+    early_preload,
+    judging_hash_seed,
+)
 
 #: a plugin source: ("entry_point", name, value) or ("path", "module:attr")
 Source = tuple[str, ...]
@@ -101,6 +108,10 @@ class Limits:
     import_timeout: float = 120.0
     #: --triton-interpret: the child sets TRITON_INTERPRET=1 before it imports the plugin (normbench.triton_interpret)
     triton_interpret: bool = False
+    #: hypothesis' storage folder in the children (HYPOTHESIS_STORAGE_DIRECTORY), the one the run chose; None:
+    #: whatever the forkserver inherited. Given here, not inherited, because the forkserver may have started before
+    #: the run chose it (normbench_forkserver)
+    hypothesis_home: str | None = None
 
 
 #: a module that compiles per shape on its first call (declared compiles=True) pays its compilations inside the
@@ -200,6 +211,17 @@ def _interpreter_environment(limits: Limits) -> None:
         set_interpreter_environment()
 
 
+def _hypothesis_storage(limits: Limits) -> None:
+    """The run's hypothesis folder, before normbench.judge_user reads it (a child under its own user id keeps its
+    own)."""
+    if limits.hypothesis_home is None:
+        return
+    os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = limits.hypothesis_home
+    configuration = sys.modules.get("hypothesis.configuration")
+    if configuration is not None:  # imported by the forkserver's preload: its folder may be fixed already
+        configuration.set_hypothesis_home_dir(limits.hypothesis_home)
+
+
 def _describe(impl: Implementation) -> dict[str, Any]:
     fields = {f.name: getattr(impl, f.name) for f in dataclasses.fields(impl) if f.name != "factory"}
     # a params= declaration is code: only its name crosses (SandboxedParams in the parent)
@@ -210,6 +232,7 @@ def _describe(impl: Implementation) -> dict[str, Any]:
 def _discover_child(conn: Connection, source: Source, limits: Limits, output: str) -> None:
     _own_process_group()
     _redirect_output(output)
+    _hypothesis_storage(limits)
     origin = _enter_workdir(output)
     _limit_resources(limits)
     _interpreter_environment(limits)
@@ -233,6 +256,7 @@ def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str
 
     _own_process_group()
     _redirect_output(output)
+    _hypothesis_storage(limits)
     origin = _enter_workdir(output)
     _limit_resources(limits)
     _interpreter_environment(limits)
@@ -339,26 +363,30 @@ def warm_variants(variants: Iterable[str]) -> None:
     _WARM_VARIANTS = tuple(v for v in dict.fromkeys(variants) if v in _PRELOADED_VARIANTS)
 
 
+def _preload() -> list[str]:
+    """What the forkserver imports once (normbench_forkserver.FORKSERVER_PRELOAD), with the warmed deployments'."""
+    return [*FORKSERVER_PRELOAD, *(str(deploy.get(v).preload) for v in _WARM_VARIANTS), FROZEN_HEAP]
+
+
 def _context() -> multiprocessing.context.BaseContext:
     global _CONTEXT
     if _CONTEXT is None:
         ctx = multiprocessing.get_context("forkserver")
-        # The forkserver imports these once; every child then starts with torch and every check loaded.
-        # torch.fx's symbolic shapes (and sympy with them) are imported by autograd's first backward (_make_grads):
-        # 0.5 s that every judging process paid again; imported once here, the forks share it.
-        ctx.set_forkserver_preload(["normbench.sandbox", "normbench.runner", "normbench.judge_guard",
-                                    "torch.fx.experimental.symbolic_shapes",
-                                    *(str(deploy.get(v).preload) for v in _WARM_VARIANTS),
-                                    "normbench.preload.frozen_heap"])
+        ctx.set_forkserver_preload(_preload())
         _CONTEXT = ctx
     return _CONTEXT
 
 
 def start_forkserver() -> None:
     """Start the forkserver now, without waiting for it: it imports what `_context` preloads while this process
-    goes on, and the first child waits only for what is left of that (normbench.pytest_plugin, at configure)."""
+    goes on, and the first child waits only for what is left of that (normbench.pytest_plugin, at configure).
+    One that normbench_forkserver started before this process imported torch is kept when its preload is this run's,
+    and replaced otherwise."""
     from multiprocessing import forkserver
 
+    early = early_preload()
+    if early is not None and early != _preload():
+        discard_early()
     _context()
     with _forkserver_start():  # as when a child starts it (the caller's script is not run again in it)
         forkserver.ensure_running()
@@ -424,27 +452,14 @@ def _excerpt(path: Path, keep: int) -> str:
     return text
 
 
-#: the string-hash secret of every judging process (PYTHONHASHSEED; nonzero, so randomization stays on): verdicts that
-#: hang on set or dict order of strings are the same on every run. Measured: Dynamo's guard builder failed
-#: ("sources must not be empty for symbol s77") on normbench.MABN's compile items under hash seeds 2 and 3 and
-#: compiled them under 1 (two runs each), in the same code, so the same commit recorded them skipped on one run and
-#: passing on the next. A value the user set is kept.
-JUDGING_HASH_SEED = "20240229"
 
 
 @contextlib.contextmanager
 def _forkserver_start() -> Iterator[None]:
     """What a forkserver inherits when it starts (in this call or in a Process.start inside it): the caller's main
     script hidden (below) and the judging hash seed in its environment."""
-    pinned = "PYTHONHASHSEED" not in os.environ
-    if pinned:
-        os.environ["PYTHONHASHSEED"] = JUDGING_HASH_SEED
-    try:
-        with _main_module_hidden():
-            yield
-    finally:
-        if pinned:
-            os.environ.pop("PYTHONHASHSEED", None)
+    with judging_hash_seed(), _main_module_hidden():
+        yield
 
 
 @contextlib.contextmanager

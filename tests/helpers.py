@@ -18,6 +18,7 @@ from normbench.remote.judge import trusted
 from normbench.remote.loopback import remote_view
 from normbench.remote.proxy import Unmirrored
 from normbench.runner import PlanItem, judge
+from normbench.sandbox import Limits, SandboxPool, discover_isolated
 from normbench.spec import Spec, load_specs
 
 
@@ -123,3 +124,15 @@ def planned_items(implementations: dict[str, Implementation]) -> list[tuple[str,
 def over_items(items: list[tuple[str, ...]]) -> pytest.MarkDecorator:
     """A test parametrized over (name, prop, mode, dtype) items, each id the item's parts joined by dashes."""
     return pytest.mark.parametrize(("name", "prop", "mode", "dtype"), items, ids=["-".join(i) for i in items])
+
+
+def judge_probe(target: str, name: str, limits: Limits | None = None) -> Outcome:
+    """A probe plugin (tests/plugins; `target` is its --impl-path) judged through the sandbox, as a run judges it, on
+    one layernorm item whose build raises what the probe measured in its judging process: the outcome says it."""
+    registry = discover_isolated([target], families=specs(), include_entry_points=False)
+    assert not registry.errors, registry.errors
+    pool = SandboxPool(specs(), "ci", limits or Limits())
+    try:
+        return pool.judge(registry.implementations[name], "layernorm", "dtype_preservation", "any", "float32", "cpu")
+    finally:
+        pool.close()

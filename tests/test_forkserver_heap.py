@@ -6,20 +6,11 @@ from __future__ import annotations
 
 import re
 
-from helpers import specs
-
-from normbench.sandbox import Limits, SandboxPool, discover_isolated
+from helpers import judge_probe
 
 
 def test_a_judging_process_starts_with_the_forkserver_heap_frozen():
-    registry = discover_isolated(["plugins.heap_probe:implementation"], families=specs(), include_entry_points=False)
-    assert not registry.errors, registry.errors
-    pool = SandboxPool(specs(), "ci", Limits())
-    try:
-        outcome = pool.judge(registry.implementations["probe.heap"], "layernorm", "dtype_preservation", "any",
-                             "float32", "cpu")
-    finally:
-        pool.close()
+    outcome = judge_probe("plugins.heap_probe:implementation", "probe.heap")
     found = re.search(r"frozen objects: (\d+)", outcome.summary)
     assert found, outcome.summary
     # torch alone is hundreds of thousands of objects; a heap left unfrozen reads 0

@@ -1,5 +1,5 @@
-"""Judging processes share one string-hash secret (normbench.sandbox.JUDGING_HASH_SEED), so a verdict that hangs on the
-order of a set of strings is the same on every run; a PYTHONHASHSEED the user set is kept."""
+"""Judging processes share one string-hash secret (normbench_forkserver.JUDGING_HASH_SEED), so a verdict that hangs
+on the order of a set of strings is the same on every run; a PYTHONHASHSEED the user set is kept."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from normbench.sandbox import JUDGING_HASH_SEED
+from normbench_forkserver import JUDGING_HASH_SEED
 
 TESTS = Path(__file__).parent
 

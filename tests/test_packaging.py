@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 #: what the wheel is built from: the package, the two mapped folders, and the build configuration
 SOURCES = ("normbench", "reference", "specs")
-BUILD_FILES = ("pyproject.toml", "setup.py", "README.md")
+BUILD_FILES = ("pyproject.toml", "setup.py", "README.md", "normbench_entry.py", "normbench_forkserver.py")
 
 
 def _expected(tree: Path) -> set[str]:
@@ -68,9 +68,11 @@ def test_the_wheel_holds_every_module_data_file_and_the_pytest_entry_point(built
     assert not missing, f"not in the wheel (setup.py's packages or pyproject.toml's package-data): {sorted(missing)}"
     assert {"normbench/suite/conformance.py", "normbench/suite/known_failures/torch.nn.LayerNorm.yaml",
             "normbench/preload/compile.py", "normbench/remote/judge.py"} <= names
-    # only normbench at the top level: no `reference` or `specs` package beside it
-    assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"normbench"}
-    assert "[pytest11]\nnormbench.pytest_plugin = normbench.pytest_plugin" in entry_text
+    # only normbench at the top level (no `reference` or `specs` package beside it), and the two modules that must
+    # import before it does: the pytest entry point and the forkserver it starts (normbench_forkserver)
+    assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {
+        "normbench", "normbench_entry.py", "normbench_forkserver.py"}
+    assert "[pytest11]\nnormbench.pytest_plugin = normbench_entry" in entry_text
 
 
 def test_the_installed_wheel_judges_an_implementation_outside_the_clone(built, tmp_path):
@@ -91,8 +93,9 @@ def test_the_installed_wheel_judges_an_implementation_outside_the_clone(built, t
         return subprocess.run([str(python), *args], cwd=outside, env=env, capture_output=True, text=True,
                               timeout=600)
 
-    where = run("-c", "import normbench, normbench.preload.compile, normbench.specs, normbench.pytest_plugin as p; "
-                      "print(normbench.__file__); print(normbench.specs.__file__); print(p.__file__)")
+    where = run("-c", "import normbench, normbench.preload.compile, normbench.specs, normbench.pytest_plugin as p, "
+                      "normbench_entry as e; print(normbench.__file__); print(normbench.specs.__file__); "
+                      "print(p.__file__); print(e.__file__)")
     assert where.returncode == 0, where.stderr[-3000:]
     site = venv.resolve()
     for line in where.stdout.split():
