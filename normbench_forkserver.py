@@ -84,9 +84,12 @@ def start_early(args: Sequence[str]) -> bool:
     from multiprocessing import forkserver
 
     preload = [*FORKSERVER_PRELOAD, FROZEN_HEAP]
-    multiprocessing.get_context("forkserver").set_forkserver_preload(preload)
-    with judging_hash_seed():
-        forkserver.ensure_running()
+    try:
+        multiprocessing.get_context("forkserver").set_forkserver_preload(preload)
+        with judging_hash_seed():
+            forkserver.ensure_running()
+    except Exception:  # noqa: BLE001 - every pytest session of the environment loads this: never fail one here
+        return False  # configure starts it, or says why it cannot
     _started = preload
     return True
 
