@@ -20,7 +20,12 @@ from torch.func import functional_call
 from normbench.checks.base import CheckContext, Observation, Skip, register_check
 from normbench.checks.numerics import STABILITY_SAFETY
 from normbench.checks.toolkit.comparison import affine_gradient_comparisons
-from normbench.checks.toolkit.reductions import reduction_length, statistic_groups, weight_reduction_length
+from normbench.checks.toolkit.reductions import (
+    per_element,
+    reduction_length,
+    statistic_groups,
+    weight_reduction_length,
+)
 from normbench.checks.toolkit.reference import reference_forward
 from normbench.checks.toolkit.search import Trial, find_counterexample, observation
 from normbench.checks.toolkit.seeds import stable_seed
@@ -182,14 +187,10 @@ def conditioning_allowance(ctx: CheckContext, x: torch.Tensor, truth: torch.Tens
     sigma = groups.std(dim=1, unbiased=False)
     kappa = groups.abs().amax(dim=1) / sigma
     kappa = torch.where(torch.isfinite(kappa), kappa, torch.zeros_like(kappa))  # constant groups: constant_rows
-    # the group of every element: the same rearrangement applied to the elements' flat indices
-    index = statistic_groups(ctx.spec, torch.arange(x64.numel(), dtype=torch.float64).reshape(x64.shape), params)
-    per_element = torch.empty(x64.numel(), dtype=torch.float64)
-    per_element[index.reshape(-1).long()] = kappa.unsqueeze(1).expand_as(index).reshape(-1)
     finite = truth.detach().to(torch.float64).cpu()
     finite = finite[torch.isfinite(finite)]
     scale = float(finite.abs().max()) if finite.numel() else 0.0
-    return STABILITY_SAFETY * dtype_eps(ctx.dtype) * per_element.reshape(x64.shape) * scale
+    return STABILITY_SAFETY * dtype_eps(ctx.dtype) * per_element(ctx.spec, tuple(x64.shape), kappa, params) * scale
 
 
 def no_float64_path(ctx: CheckContext) -> tuple[str, dict[str, Any]] | None:

@@ -63,6 +63,25 @@ def statistic_groups(spec: Spec, v: torch.Tensor, params: dict[str, Any]) -> tor
     return last.reshape(n, -1, groups, c // groups).permute(0, 2, 1, 3).reshape(n * groups, -1)
 
 
+def per_element(spec: Spec, shape: tuple[int, ...], values: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
+    """One value per statistic group (in `statistic_groups`' order) spread over the elements of an input of `shape`
+    that share that statistic: the inverse of `statistic_groups`' rearrangement, as a contiguous tensor."""
+    axis = spec.layout.features_axis % len(shape)
+    c = shape[axis]
+    last = (*shape[:axis], *shape[axis + 1:], c)  # the layout statistic_groups rearranges: features last
+    reduce = spec.layout.reduce
+    if reduce == "token":
+        spread = values.reshape(last[:-1]).unsqueeze(-1).expand(last)
+    elif reduce == "channel":
+        spread = values.expand(last)
+    else:
+        n = shape[0]
+        groups = c if reduce == "instance" else int(params.get("num_groups") or 1)
+        grouped = (n, math.prod(last[1:-1]), groups, c // groups)
+        spread = values.reshape(n, 1, groups, 1).expand(grouped).reshape(last)
+    return spread.movedim(-1, axis).contiguous()
+
+
 def rounding_condition(spec: Spec, v: torch.Tensor, params: dict[str, Any]) -> float:
     """κ = max over statistic groups of max|v|/σ: how much a relative rounding of the inputs is magnified
     by centring and normalizing. inf when a group has no spread."""
