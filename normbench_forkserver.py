@@ -21,7 +21,7 @@ import os
 import signal
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import PurePath
+from pathlib import Path
 
 #: what the forkserver imports once, so that every judging process starts with torch and every check loaded.
 #: torch.fx's symbolic shapes (and sympy with them) are imported by autograd's first backward (_make_grads): 0.5 s
@@ -46,14 +46,18 @@ EARLY_SWITCH = "NORMBENCH_EARLY_FORKSERVER"
 _started: list[str] | None = None
 
 
-def names_the_suite(args: Sequence[str]) -> bool:
+def names_the_suite(args: Sequence[str], pyargs: bool | None = None) -> bool:
     """Whether pytest arguments collect the suite: `suite` (a folder of that name), `conformance.py`, or
-    `--pyargs normbench.suite`, by normbench.pytest_plugin's rule for its parsed arguments. Options' values are not
-    told apart from paths here: a wrong guess costs only a forkserver that configure ends."""
+    `--pyargs normbench.suite` (`pyargs`: whether --pyargs is on; None: whether it is among `args`). The rule of
+    both the guess from the command line and configure's decision on its parsed arguments
+    (normbench.pytest_plugin). On a raw command line, options' values are not told apart from paths: a wrong guess
+    costs only a forkserver that configure ends."""
+    if pyargs is None:
+        pyargs = "--pyargs" in args
     paths = [a.split("::")[0] for a in args if not a.startswith("-")]
-    if "--pyargs" in args and any(p in (SUITE_PACKAGE, f"{SUITE_PACKAGE}.conformance") for p in paths):
+    if pyargs and any(p in (SUITE_PACKAGE, f"{SUITE_PACKAGE}.conformance") for p in paths):
         return True
-    return any(PurePath(p).name == "suite" or "conformance.py" in p for p in paths)
+    return any(Path(p).resolve().name == "suite" or "conformance.py" in p for p in paths)
 
 
 def guess_applies(args: Sequence[str]) -> bool:

@@ -230,12 +230,18 @@ def assume(workdir: str) -> int | None:
     # caches a library keeps under the user's name or in a fixed folder go to the child's own folder
     os.environ.update(USER=USER_NAME, LOGNAME=USER_NAME,
                       TORCHINDUCTOR_CACHE_DIR=os.path.join(workdir, "inductor"),
-                      TRITON_CACHE_DIR=os.path.join(workdir, "triton"),
-                      HYPOTHESIS_STORAGE_DIRECTORY=os.path.join(workdir, ".hypothesis"))
-    configuration = sys.modules.get("hypothesis.configuration")
-    if configuration is not None:  # imported by the forkserver's preload: its storage folder is fixed already
-        configuration.set_hypothesis_home_dir(os.environ["HYPOTHESIS_STORAGE_DIRECTORY"])
+                      TRITON_CACHE_DIR=os.path.join(workdir, "triton"))
+    point_hypothesis_at(os.path.join(workdir, ".hypothesis"))
     return owner.st_uid
+
+
+def point_hypothesis_at(folder: str) -> None:
+    """hypothesis' storage folder for this process: its environment, and hypothesis' own setting where it is
+    imported already (by the forkserver's preload: its folder is then fixed)."""
+    os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = folder
+    configuration = sys.modules.get("hypothesis.configuration")
+    if configuration is not None:
+        configuration.set_hypothesis_home_dir(folder)
 
 
 def die_with_parent() -> None:

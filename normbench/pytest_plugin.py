@@ -63,13 +63,12 @@ from normbench.store.scan import validate_results_dir
 from normbench.store.write import store_conformance
 from normbench.variants import DEFAULT_VARIANT, VARIANTS
 from normbench.verdicts import INHERITED, NOT_CONFORMING, WORDS, Counts, Verdict, did_you_mean, plain, plural
-from normbench_forkserver import discard_early
+from normbench_forkserver import discard_early, names_the_suite
 
 #: the report attribute that carries an item's outcome to the controller (xdist serializes report attributes)
 STASH_KEY = "normbench_outcome"
 CONFIGURATION_PREFIXES = ("spec_error", "plugin_error", "unknown_impl", "known_failures_error", "plugin_unavailable")
-#: the packaged suite: what `pytest --pyargs normbench.suite` collects, and the built-in known failures
-SUITE_PACKAGE = normbench.suite.__name__
+#: the packaged suite (normbench_forkserver.SUITE_PACKAGE): where the built-in known failures are
 SUITE_DIR = Path(normbench.suite.__file__).resolve().parent
 
 
@@ -234,13 +233,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def _collects_conformance(config: pytest.Config) -> bool:
     """Whether this run collects the suite (`suite`, `--pyargs normbench.suite`, a conformance.py node id), not only
     other tests: only then is the results folder validated before the run."""
-    for arg in map(str, config.args):
-        target = arg.split("::")[0]
-        if config.option.pyargs and target in (SUITE_PACKAGE, f"{SUITE_PACKAGE}.conformance"):
-            return True
-        if Path(target).resolve().name == "suite" or "conformance.py" in target:
-            return True
-    return False
+    return names_the_suite([str(a) for a in config.args], pyargs=bool(config.option.pyargs))
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -59,7 +59,7 @@ from normbench.child_outcomes import listing as _listing
 from normbench.compare import ULP_DEFINITION
 from normbench.implementation import Implementation, ImplementationError
 from normbench.item_clock import ItemClock
-from normbench.judge_user import WORKDIR, assume, decide, die_with_parent, prepare
+from normbench.judge_user import WORKDIR, assume, decide, die_with_parent, point_hypothesis_at, prepare
 from normbench.outcome import ItemKey, Outcome
 from normbench.registry import ENTRY_POINT_GROUP, PluginError, PluginUnavailable, Registry, with_source
 from normbench.remote.judge import JUDGED_IN, TRUSTED_FALLBACK, judge_trusted, trusted
@@ -211,15 +211,19 @@ def _interpreter_environment(limits: Limits) -> None:
         set_interpreter_environment()
 
 
-def _hypothesis_storage(limits: Limits) -> None:
-    """The run's hypothesis folder, before normbench.judge_user reads it (a child under its own user id keeps its
-    own)."""
-    if limits.hypothesis_home is None:
-        return
-    os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = limits.hypothesis_home
-    configuration = sys.modules.get("hypothesis.configuration")
-    if configuration is not None:  # imported by the forkserver's preload: its folder may be fixed already
-        configuration.set_hypothesis_home_dir(limits.hypothesis_home)
+def _child_start(limits: Limits, output: str) -> str:
+    """What a discovery or judging child does before any plugin code runs; returns the folder the run started in.
+    The run's hypothesis folder is set before normbench.judge_user reads it (in `_enter_workdir`: a child under a
+    user id of its own keeps its own), and given rather than inherited because the forkserver may have started
+    before the run chose it (normbench_forkserver)."""
+    _own_process_group()
+    _redirect_output(output)
+    if limits.hypothesis_home is not None:
+        point_hypothesis_at(limits.hypothesis_home)
+    origin = _enter_workdir(output)
+    _limit_resources(limits)
+    _interpreter_environment(limits)
+    return origin
 
 
 def _describe(impl: Implementation) -> dict[str, Any]:
@@ -230,12 +234,7 @@ def _describe(impl: Implementation) -> dict[str, Any]:
 
 
 def _discover_child(conn: Connection, source: Source, limits: Limits, output: str) -> None:
-    _own_process_group()
-    _redirect_output(output)
-    _hypothesis_storage(limits)
-    origin = _enter_workdir(output)
-    _limit_resources(limits)
-    _interpreter_environment(limits)
+    origin = _child_start(limits, output)
     try:
         wire.send(conn, ("ok", [("unavailable", i.name, i.reason) if isinstance(i, PluginUnavailable)
                                 else _describe(i) for i in _load_source(source, origin)]))
@@ -254,12 +253,7 @@ def _judge_child(conn: Connection, source: Source, name: str, specs: Mapping[str
     from normbench.remote.tensors import is_envelope, spill_folder
     from normbench.runner import PlanItem, error_outcome, judge, skip_outcome
 
-    _own_process_group()
-    _redirect_output(output)
-    _hypothesis_storage(limits)
-    origin = _enter_workdir(output)
-    _limit_resources(limits)
-    _interpreter_environment(limits)
+    origin = _child_start(limits, output)
     torch.set_num_threads(1)
     # What the plugin's import changes is the difference between a fingerprint taken just before it and one taken
     # just after; the latter (kept in this frame) is what each item must leave as it found it.
@@ -450,8 +444,6 @@ def _excerpt(path: Path, keep: int) -> str:
     except OSError:
         return ""
     return text
-
-
 
 
 @contextlib.contextmanager

@@ -141,13 +141,10 @@ def bfloat16_fault() -> str | None:
 
 
 def _probe_child(conn: Connection, source: tuple[str, ...], name: str, spec: Any, limits: Any, output: str) -> None:
-    from normbench.sandbox import _enter_workdir, _limit_resources, _load_source, _own_process_group, _redirect_output
+    from normbench.sandbox import _child_start, _load_source
 
-    _own_process_group()
-    _redirect_output(output)
-    origin = _enter_workdir(output)
-    _limit_resources(limits)
-    set_interpreter_environment()
+    origin = _child_start(limits, output)
+    set_interpreter_environment()  # whatever `limits` says: the probe is the interpreter's
     try:
         found = [i for i in _load_source(source, origin) if isinstance(i, Implementation) and i.name == name]
         result = probe(found[0], spec) if found and "triton" in sys.modules else Probe()

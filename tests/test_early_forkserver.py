@@ -33,6 +33,13 @@ def test_the_command_line_names_the_suite(args, named):
     assert names_the_suite(args) is named
 
 
+def test_the_suite_package_is_named_as_it_is_installed():
+    import normbench.suite
+    import normbench_forkserver
+
+    assert normbench_forkserver.SUITE_PACKAGE == normbench.suite.__name__
+
+
 def test_a_deployment_variant_is_left_to_configure():
     assert guess_applies(["suite"])
     assert not guess_applies(["suite", "--variant", "compile"])

@@ -14,10 +14,11 @@ import shlex
 import subprocess
 import sys
 
+from normbench_forkserver import SUITE_PACKAGE
+
 VERB = "test"
 #: every argument after the verb is pytest's (normbench.cli.main)
 PASSES_UNKNOWN_ARGS = True
-SUITE_PACKAGE = "normbench.suite"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
